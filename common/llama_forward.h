@@ -1,0 +1,48 @@
+// Free forward functions of the frozen Llama: embeddings, the decoder stack (RMSNorm,
+// RoPE with llama3 scaling, causal grouped-query attention, SwiGLU MLP), the final norm,
+// lm_head and the causal-LM loss, computing what transformers' LlamaForCausalLM
+// computes. Gradients flow to inputs_embeds; weights never get any. Functions are
+// stateless; a KvCache belongs to one caller (not thread-safe).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+#include "common/llama_weights.h"
+
+namespace llava {
+
+// Keys and values of the positions seen so far, written in place by DecoderForward.
+struct KvCache {
+  std::vector<at::Tensor> k;  // per layer [B, Hkv, capacity, hd]
+  std::vector<at::Tensor> v;  // per layer [B, Hkv, capacity, hd]
+  int64_t length = 0;         // positions filled
+
+  int64_t capacity() const { return k.empty() ? 0 : k[0].size(2); }
+  int64_t batch() const { return k.empty() ? 0 : k[0].size(0); }
+};
+
+KvCache MakeKvCache(const LlamaModel& model, int64_t batch, int64_t capacity);
+
+// ids [B, T] int64 -> [B, T, D] in the model's dtype.
+at::Tensor EmbedTokens(const LlamaModel& model, const at::Tensor& ids);
+
+// Runs the decoder stack on inputs_embeds [B, T, D] at positions cache->length ..
+// cache->length + T - 1 (0 .. T - 1 without a cache) and returns the final-normed hidden
+// states [B, T, D]. With a cache, attention also covers the cached positions, the new
+// keys and values are written into it, and its length advances by T.
+at::Tensor DecoderForward(const LlamaModel& model, const at::Tensor& inputs_embeds,
+                          KvCache* cache = nullptr);
+
+// hidden [..., D] -> logits [..., V], in the model's dtype (as transformers returns).
+at::Tensor LmHeadLogits(const LlamaModel& model, const at::Tensor& hidden);
+
+// transformers' causal-LM loss: logits [B, T, V] predict labels shifted by one; labels
+// [B, T] with -100 where no loss is taken; mean over labelled tokens, in float32.
+at::Tensor CausalLmLoss(const at::Tensor& logits, const at::Tensor& labels);
+
+// Convenience for tests and tools: logits [B, T, V] for ids [B, T].
+at::Tensor ForwardLogits(const LlamaModel& model, const at::Tensor& ids);
+
+}  // namespace llava

@@ -1,0 +1,34 @@
+// Greedy decoding with a KV cache, from token ids or from input embeddings, batched,
+// stopping per row at any EOS id or at the token budget. Stateless; the model is shared
+// read-only, every call owns its cache.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "common/llama_weights.h"
+
+namespace llava {
+
+struct GenerateParams {
+  int64_t max_new_tokens = 20;
+  // Stop a row once it emits one of these (the EOS token is kept in its output).
+  // Empty: the model config's eos_token_ids.
+  std::vector<int64_t> eos_token_ids;
+  // false: every row runs the whole budget (no early stop), for measuring.
+  bool stop_at_eos = true;
+};
+
+// inputs_embeds [B, T, D] -> the new tokens of each row (prompt excluded), each ending
+// at its first EOS or after max_new_tokens.
+std::vector<std::vector<int64_t>> GreedyGenerateFromEmbeds(const LlamaModel& model,
+                                                           const at::Tensor& inputs_embeds,
+                                                           const GenerateParams& params);
+
+// ids [B, T] -> the new tokens of each row.
+std::vector<std::vector<int64_t>> GreedyGenerate(const LlamaModel& model, const at::Tensor& ids,
+                                                 const GenerateParams& params);
+
+}  // namespace llava

@@ -1,0 +1,220 @@
+#include "common/llama_weights.h"
+
+#include <ATen/Context.h>
+#include <c10/util/Exception.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/log.h"
+#include "common/safetensors.h"
+#include "common/status_macros.h"
+
+namespace llava {
+namespace {
+
+// The published meta-llama/Llama-3.1-8B-Instruct config.json.
+constexpr char kLlama31_8B[] = R"({
+  "architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+  "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "hidden_act": "silu",
+  "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336,
+  "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama",
+  "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+  "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+  "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                   "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+  "rope_theta": 500000.0, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+  "vocab_size": 128256})";
+
+// A small model of the same family and the real vocabulary, for smoke runs.
+constexpr char kTiny[] = R"({
+  "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+  "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009],
+  "hidden_size": 64, "intermediate_size": 172, "num_attention_heads": 4,
+  "num_hidden_layers": 2, "num_key_value_heads": 2, "head_dim": 16,
+  "max_position_embeddings": 8192, "rms_norm_eps": 1e-05,
+  "rope_parameters": {"rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0,
+    "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192},
+  "tie_word_embeddings": true, "vocab_size": 128256})";
+
+// HF's rope init, in float32 exactly as transformers computes it (the pow of a python
+// float by a float32 tensor), then the llama3 band scaling of Llama 3.1.
+at::Tensor RopeInvFreq(const LlamaConfig& c) {
+  at::Tensor exponent =
+      at::arange(0, c.head_dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(c.head_dim);
+  at::Tensor inv_freq = 1.0 / at::pow(c.rope.theta, exponent);  // [hd/2]
+  if (c.rope.type != RopeType::kLlama3) return inv_freq;
+  const RopeConfig& r = c.rope;
+  const double old_len = static_cast<double>(r.original_max_position_embeddings);
+  const double low_freq_wavelen = old_len / r.low_freq_factor;
+  const double high_freq_wavelen = old_len / r.high_freq_factor;
+  at::Tensor wavelen = 2 * M_PI / inv_freq;
+  at::Tensor scaled = at::where(wavelen > low_freq_wavelen, inv_freq / r.factor, inv_freq);
+  at::Tensor smooth =
+      (old_len / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+  at::Tensor smoothed = (1 - smooth) * scaled / r.factor + smooth * scaled;
+  at::Tensor medium = (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
+  return at::where(medium, smoothed, scaled);
+}
+
+struct Loader {
+  const Checkpoint& ckpt;
+  LoadOptions options;
+
+  absl::StatusOr<at::Tensor> Get(const std::string& name, std::vector<int64_t> shape) const {
+    return ckpt.LoadWithShape(name, shape, options);
+  }
+};
+
+absl::Status LoadLayer(const Loader& l, const LlamaConfig& c, int64_t i,
+                       LlamaLayerWeights* w) {
+  const std::string p = absl::StrCat("model.layers.", i, ".");
+  const int64_t d = c.hidden_size, f = c.intermediate_size;
+  const int64_t q = c.num_attention_heads * c.head_dim;
+  const int64_t kv = c.num_key_value_heads * c.head_dim;
+  LM_ASSIGN_OR_RETURN(w->input_layernorm, l.Get(p + "input_layernorm.weight", {d}));
+  LM_ASSIGN_OR_RETURN(w->q_proj, l.Get(p + "self_attn.q_proj.weight", {q, d}));
+  LM_ASSIGN_OR_RETURN(w->k_proj, l.Get(p + "self_attn.k_proj.weight", {kv, d}));
+  LM_ASSIGN_OR_RETURN(w->v_proj, l.Get(p + "self_attn.v_proj.weight", {kv, d}));
+  LM_ASSIGN_OR_RETURN(w->o_proj, l.Get(p + "self_attn.o_proj.weight", {d, q}));
+  LM_ASSIGN_OR_RETURN(w->post_attention_layernorm,
+                      l.Get(p + "post_attention_layernorm.weight", {d}));
+  LM_ASSIGN_OR_RETURN(w->gate_proj, l.Get(p + "mlp.gate_proj.weight", {f, d}));
+  LM_ASSIGN_OR_RETURN(w->up_proj, l.Get(p + "mlp.up_proj.weight", {f, d}));
+  LM_ASSIGN_OR_RETURN(w->down_proj, l.Get(p + "mlp.down_proj.weight", {d, f}));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> LoadCheckpoint(const std::string& dir,
+                                                           const ModelOptions& options) {
+  LM_ASSIGN_OR_RETURN(LlamaConfig config, LoadLlamaConfig(dir));
+  LM_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(dir));
+  auto model = std::make_unique<LlamaModel>();
+  model->config = config;
+  model->device = options.device;
+  model->dtype = options.dtype;
+  model->source = dir;
+  Loader l{*ckpt, LoadOptions{options.dtype, options.device}};
+  LlamaWeights& w = model->weights;
+  const int64_t v = config.vocab_size, d = config.hidden_size;
+  LM_ASSIGN_OR_RETURN(w.embed_tokens, l.Get("model.embed_tokens.weight", {v, d}));
+  w.layers.resize(config.num_hidden_layers);
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+    LM_RETURN_IF_ERROR(LoadLayer(l, config, i, &w.layers[i]));
+  }
+  LM_ASSIGN_OR_RETURN(w.norm, l.Get("model.norm.weight", {d}));
+  if (config.tie_word_embeddings) {
+    w.lm_head = w.embed_tokens;
+  } else {
+    LM_ASSIGN_OR_RETURN(w.lm_head, l.Get("lm_head.weight", {v, d}));
+  }
+  model->inv_freq = RopeInvFreq(config).to(options.device);
+  return model;
+}
+
+}  // namespace
+
+absl::StatusOr<LlamaConfig> SyntheticConfig(const std::string& name) {
+  if (name == "llama-3.1-8b") return ParseLlamaConfig(kLlama31_8B, "synthetic:llama-3.1-8b");
+  if (name == "tiny") return ParseLlamaConfig(kTiny, "synthetic:tiny");
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown synthetic model '", name, "' (known: llama-3.1-8b, tiny)"));
+}
+
+std::unique_ptr<LlamaModel> MakeRandomLlama(const LlamaConfig& c, const ModelOptions& options) {
+  auto model = std::make_unique<LlamaModel>();
+  model->config = c;
+  model->device = options.device;
+  model->dtype = options.dtype;
+  at::Generator gen = options.device.is_cuda()
+                          ? at::globalContext().defaultGenerator(options.device)
+                          : at::detail::createCPUGenerator(options.synthetic_seed);
+  if (options.device.is_cuda()) gen.set_current_seed(options.synthetic_seed);
+  const at::TensorOptions to = at::TensorOptions().dtype(options.dtype).device(options.device);
+  // Made directly in the target dtype on the target device: an 8B model never passes
+  // through host memory or float32.
+  auto normal = [&](std::vector<int64_t> shape) {
+    return at::empty(shape, to).normal_(0.0, 0.02, gen);
+  };
+  auto ones = [&](int64_t n) { return at::ones({n}, to); };
+  const int64_t d = c.hidden_size, f = c.intermediate_size;
+  const int64_t q = c.num_attention_heads * c.head_dim;
+  const int64_t kv = c.num_key_value_heads * c.head_dim;
+  LlamaWeights& w = model->weights;
+  w.embed_tokens = normal({c.vocab_size, d});
+  w.layers.resize(c.num_hidden_layers);
+  for (LlamaLayerWeights& l : w.layers) {
+    l.input_layernorm = ones(d);
+    l.q_proj = normal({q, d});
+    l.k_proj = normal({kv, d});
+    l.v_proj = normal({kv, d});
+    l.o_proj = normal({d, q});
+    l.post_attention_layernorm = ones(d);
+    l.gate_proj = normal({f, d});
+    l.up_proj = normal({f, d});
+    l.down_proj = normal({d, f});
+  }
+  w.norm = ones(d);
+  w.lm_head = c.tie_word_embeddings ? w.embed_tokens : normal({c.vocab_size, d});
+  model->inv_freq = RopeInvFreq(c).to(options.device);
+  return model;
+}
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> LoadLlama(const std::string& spec,
+                                                      const ModelOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  std::unique_ptr<LlamaModel> model;
+  try {
+    if (absl::StartsWith(spec, "synthetic:")) {
+      LM_ASSIGN_OR_RETURN(LlamaConfig config, SyntheticConfig(spec.substr(10)));
+      model = MakeRandomLlama(config, options);
+    } else {
+      if (!IsDirectory(spec)) {
+        return absl::NotFoundError(absl::StrCat(
+            "model '", spec, "' is neither a checkpoint directory nor synthetic:NAME"));
+      }
+      LM_ASSIGN_OR_RETURN(model, LoadCheckpoint(spec, options));
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat("loading model ", spec, ": ", e.what_without_backtrace()));
+  }
+  model->source = spec;
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  LM_LOG(INFO) << "loaded " << spec << " on " << options.device << " as "
+               << at::toString(options.dtype) << " in " << secs << " s: "
+               << DescribeConfig(model->config);
+  return model;
+}
+
+absl::StatusOr<at::Device> ParseDevice(const std::string& text) {
+  if (text == "auto") {
+    return at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  }
+  try {
+    at::Device device(text);
+    if (device.is_cuda() && !at::hasCUDA()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device '", text, "' asked for, but this build or machine has no CUDA"));
+    }
+    return device;
+  } catch (const c10::Error&) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad device '", text, "' (cpu, cuda, cuda:N or auto)"));
+  }
+}
+
+absl::StatusOr<at::ScalarType> ParseDtype(const std::string& text) {
+  if (text == "float32" || text == "fp32" || text == "float") return at::kFloat;
+  if (text == "bfloat16" || text == "bf16") return at::kBFloat16;
+  if (text == "float16" || text == "fp16" || text == "half") return at::kHalf;
+  return absl::InvalidArgumentError(
+      absl::StrCat("bad dtype '", text, "' (float32, bfloat16 or float16)"));
+}
+
+}  // namespace llava

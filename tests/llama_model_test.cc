@@ -1,0 +1,226 @@
+// The frozen Llama against transformers' own outputs (../shared/fixtures, see its
+// README): logits, loss with an image embedding spliced in, the gradient reaching that
+// embedding, and greedy generation from ids and from embeddings. Runs on the CPU in
+// float32, and also on CUDA (float32 and bfloat16) where this build and machine have it.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+
+#include <iostream>
+#include <memory>
+
+#include "common/llama_forward.h"
+#include "common/llama_generate.h"
+#include "common/llama_weights.h"
+#include "common/safetensors.h"
+#include "tests/test_util.h"
+
+namespace llava {
+namespace {
+
+struct Case {
+  std::string model;     // fixture checkpoint directory
+  std::string expected;  // fixture holding expected.safetensors
+  std::string device;
+  at::ScalarType dtype;
+};
+
+std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
+  std::string n = info.param.model + "_" + info.param.device + "_" +
+                  (info.param.dtype == at::kFloat ? "f32" : "bf16");
+  for (char& ch : n) {
+    if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  }
+  return n;
+}
+
+std::vector<Case> AllCases() {
+  std::vector<std::string> devices = {"cpu"};
+  if (at::hasCUDA()) devices.push_back("cuda");
+  std::vector<Case> cases;
+  for (const std::string& d : devices) {
+    cases.push_back({"tiny-llama3", "tiny-llama3", d, at::kFloat});
+    cases.push_back({"tiny-llama3-sharded", "tiny-llama3", d, at::kFloat});
+    cases.push_back({"tiny-llama3-tied", "tiny-llama3-tied", d, at::kFloat});
+    if (d == "cuda") {
+      cases.push_back({"tiny-llama3", "tiny-llama3", d, at::kBFloat16});
+      cases.push_back({"tiny-llama3-tied", "tiny-llama3-tied", d, at::kBFloat16});
+    }
+  }
+  return cases;
+}
+
+class LlamaModelTest : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    const Case& c = GetParam();
+    ModelOptions options;
+    options.device = at::Device(c.device);
+    options.dtype = c.dtype;
+    auto model = LoadLlama(testing::FixturesDir() + "/" + c.model, options);
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = std::move(*model);
+    auto expected = SafetensorsFile::Open(testing::FixturesDir() + "/" + c.expected +
+                                          "/expected.safetensors");
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    expected_ = std::move(*expected);
+  }
+
+  at::Tensor Expected(const std::string& name) {
+    auto t = expected_->Load(name);
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? *t : at::Tensor();
+  }
+
+  bool IsBf16() const { return GetParam().dtype == at::kBFloat16; }
+
+  // inputs_embeds [B, T, D] of input_ids with image_embeds at image_position.
+  at::Tensor SplicedEmbeds(const at::Tensor& image_embeds) {
+    at::Tensor ids = Expected("input_ids").to(model_->device);
+    const int64_t p = Expected("image_position").item<int64_t>();
+    at::Tensor embeds = EmbedTokens(*model_, ids);  // [B, T, D]
+    const int64_t t = embeds.size(1);
+    return at::cat({embeds.narrow(1, 0, p), image_embeds.to(model_->dtype).unsqueeze(1),
+                    embeds.narrow(1, p + 1, t - p - 1)},
+                   1);
+  }
+
+  std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<SafetensorsFile> expected_;
+};
+
+TEST_P(LlamaModelTest, LogitsMatchTransformers) {
+  at::Tensor ids = Expected("input_ids").to(model_->device);
+  at::Tensor logits;
+  {
+    at::NoGradGuard no_grad;
+    logits = ForwardLogits(*model_, ids);
+  }
+  at::Tensor want = Expected("logits");
+  ASSERT_EQ(logits.sizes(), want.sizes());
+  const double err = testing::RelError(logits, want);
+  std::cout << "logits relative error " << err << "\n";
+  EXPECT_LE(err, IsBf16() ? 2e-2 : 1e-4);
+}
+
+TEST_P(LlamaModelTest, LossAndImageGradientMatchTransformers) {
+  at::Tensor image = Expected("image_embeds").to(model_->device).to(at::kFloat);
+  image.requires_grad_(true);
+  at::Tensor labels = Expected("labels").to(model_->device);
+  at::Tensor hidden = DecoderForward(*model_, SplicedEmbeds(image));
+  at::Tensor loss = CausalLmLoss(LmHeadLogits(*model_, hidden), labels);
+  loss.backward();
+  const double loss_tol = IsBf16() ? 2e-2 : 1e-5;
+  const double grad_tol = IsBf16() ? 5e-2 : 1e-4;
+  const double loss_err = testing::RelError(loss.reshape({1}), Expected("loss"));
+  const double grad_err = testing::RelError(image.grad(), Expected("grad_image_embeds"));
+  std::cout << "loss relative error " << loss_err << ", grad_image_embeds " << grad_err << "\n";
+  EXPECT_LE(loss_err, loss_tol)
+      << loss.item<float>() << " vs " << Expected("loss").item<float>();
+  ASSERT_TRUE(image.grad().defined());
+  EXPECT_LE(testing::RelError(image.grad(), Expected("grad_image_embeds")), grad_tol);
+  // Frozen: no weight collected a gradient.
+  EXPECT_FALSE(model_->weights.embed_tokens.requires_grad());
+  EXPECT_FALSE(model_->weights.embed_tokens.grad().defined());
+  EXPECT_FALSE(model_->weights.layers[0].q_proj.grad().defined());
+  EXPECT_FALSE(model_->weights.lm_head.grad().defined());
+}
+
+// Token-for-token generation is asserted in float32 only: in bfloat16 a near-tie argmax
+// may legitimately flip.
+class LlamaGenerationTest : public LlamaModelTest {};
+
+std::vector<Case> Float32Cases() {
+  std::vector<Case> cases;
+  for (const Case& c : AllCases()) {
+    if (c.dtype == at::kFloat) cases.push_back(c);
+  }
+  return cases;
+}
+
+TEST_P(LlamaGenerationTest, GreedyGenerationMatchesTransformers) {
+  at::Tensor prompt = Expected("gen_prompt");
+  at::Tensor want = Expected("gen_output");
+  GenerateParams params;
+  params.max_new_tokens = want.size(1) - prompt.size(1);
+  auto got = GreedyGenerate(*model_, prompt, params);
+  ASSERT_EQ(got.size(), 1u);
+  std::vector<int64_t> want_new(want.data_ptr<int64_t>() + prompt.size(1),
+                                want.data_ptr<int64_t>() + want.size(1));
+  EXPECT_EQ(got[0], want_new);
+}
+
+TEST_P(LlamaGenerationTest, GreedyGenerationFromEmbedsMatchesTransformers) {
+  at::Tensor embeds = SplicedEmbeds(Expected("image_embeds").to(model_->device)).narrow(0, 0, 1);
+  at::Tensor want = Expected("gen_from_embeds_output");
+  GenerateParams params;
+  params.max_new_tokens = want.size(1);
+  auto got = GreedyGenerateFromEmbeds(*model_, embeds, params);
+  ASSERT_EQ(got.size(), 1u);
+  std::vector<int64_t> want_new(want.data_ptr<int64_t>(), want.data_ptr<int64_t>() + want.size(1));
+  EXPECT_EQ(got[0], want_new);
+}
+
+TEST_P(LlamaModelTest, KvCacheStepsEqualOneFullPass) {
+  at::NoGradGuard no_grad;
+  at::Tensor ids = Expected("input_ids").to(model_->device);
+  at::Tensor full = DecoderForward(*model_, EmbedTokens(*model_, ids));
+  KvCache cache = MakeKvCache(*model_, ids.size(0), ids.size(1));
+  at::Tensor first = DecoderForward(*model_, EmbedTokens(*model_, ids.narrow(1, 0, 5)), &cache);
+  at::Tensor middle = DecoderForward(*model_, EmbedTokens(*model_, ids.narrow(1, 5, 4)), &cache);
+  std::vector<at::Tensor> parts = {first, middle};
+  for (int64_t t = 9; t < ids.size(1); ++t) {
+    parts.push_back(DecoderForward(*model_, EmbedTokens(*model_, ids.narrow(1, t, 1)), &cache));
+  }
+  EXPECT_EQ(cache.length, ids.size(1));
+  EXPECT_LE(testing::RelError(at::cat(parts, 1), full), IsBf16() ? 2e-2 : 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, LlamaModelTest, ::testing::ValuesIn(AllCases()), CaseName);
+INSTANTIATE_TEST_SUITE_P(Fixtures, LlamaGenerationTest, ::testing::ValuesIn(Float32Cases()),
+                         CaseName);
+
+TEST(LlamaGenerateTest, StopsAtEosPerRowAndHonoursBudget) {
+  ModelOptions options;
+  auto model = LoadLlama(testing::FixturesDir() + "/tiny-llama3", options);
+  ASSERT_TRUE(model.ok()) << model.status();
+  at::Tensor prompt = at::tensor({5, 9, 11, 3}, at::kLong).view({1, 4}).repeat({2, 1});
+  GenerateParams params;
+  params.max_new_tokens = 6;
+  auto free_run = GreedyGenerate(**model, prompt, params);
+  ASSERT_EQ(free_run.size(), 2u);
+  ASSERT_EQ(free_run[0].size(), 6u);  // no EOS (2) in this continuation
+  // Make the third generated token an EOS: the row stops right after it.
+  params.eos_token_ids = {free_run[0][2]};
+  auto stopped = GreedyGenerate(**model, prompt, params);
+  EXPECT_EQ(stopped[0], std::vector<int64_t>(free_run[0].begin(), free_run[0].begin() + 3));
+  params.stop_at_eos = false;
+  auto forced = GreedyGenerate(**model, prompt, params);
+  EXPECT_EQ(forced[0], free_run[0]);
+}
+
+TEST(LlamaLoadTest, BadModelSpecsAreClearErrors) {
+  ModelOptions options;
+  auto missing = LoadLlama("/no/such/dir", options);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("/no/such/dir"), std::string::npos);
+  auto synth = LoadLlama("synthetic:llama-9b", options);
+  ASSERT_FALSE(synth.ok());
+  EXPECT_NE(synth.status().message().find("llama-9b"), std::string::npos);
+}
+
+TEST(LlamaLoadTest, SyntheticTinyRunsForwardAndBackward) {
+  ModelOptions options;
+  auto model = LoadLlama("synthetic:tiny", options);
+  ASSERT_TRUE(model.ok()) << model.status();
+  at::Tensor embeds = at::randn({2, 6, (*model)->config.hidden_size}).requires_grad_(true);
+  at::Tensor logits = LmHeadLogits(**model, DecoderForward(**model, embeds));
+  EXPECT_EQ(logits.size(2), 128256);
+  logits.sum().backward();
+  EXPECT_TRUE(embeds.grad().defined());
+  EXPECT_GT(embeds.grad().abs().sum().item<double>(), 0.0);
+}
+
+}  // namespace
+}  // namespace llava
