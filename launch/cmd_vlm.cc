@@ -1,0 +1,242 @@
+#include "launch/cmd_vlm.h"
+
+#include <chrono>
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/eval_report.h"
+#include "common/file_util.h"
+#include "common/log.h"
+#include "common/loss_curve.h"
+#include "common/png_image.h"
+#include "common/status_macros.h"
+#include "common/train_checkpoint.h"
+#include "launch/flags_common.h"
+#include "launch/progress.h"
+#include "launch/vlm_setup.h"
+#include "worker/evaluator.h"
+#include "worker/trainer.h"
+
+ABSL_FLAG(std::string, projector, "linear", "train: projector type, linear or mlp2x_gelu");
+ABSL_FLAG(int64_t, projector_hidden, 0, "train: mlp2x_gelu hidden width (0: the LLM's)");
+ABSL_FLAG(std::string, optimizer, "adamw", "train: adamw or sgd");
+ABSL_FLAG(double, lr, 1e-3, "train: peak learning rate");
+ABSL_FLAG(double, weight_decay, 0.01, "train: decoupled weight decay (AdamW)");
+ABSL_FLAG(std::string, schedule, "constant", "train: constant, or cosine (linear warmup + cosine)");
+ABSL_FLAG(double, warmup_ratio, 0.03, "train: warmup steps as a fraction of all (cosine)");
+ABSL_FLAG(int64_t, batch_size, 1, "train: samples per forward pass");
+ABSL_FLAG(int64_t, eval_batch_size, 100, "eval: images per generation batch");
+ABSL_FLAG(bool, eval_after, true, "train: evaluate on the test digits when training ends");
+ABSL_FLAG(std::string, eval_questions, "What digit is this?|What is this number?",
+          "train: questions for the evaluation after training, separated by '|'");
+ABSL_FLAG(int64_t, grad_accum, 1, "train: forward passes per optimizer step");
+ABSL_FLAG(int64_t, epochs, 1, "train: passes over the training digits");
+ABSL_FLAG(int64_t, max_steps, -1, "train: stop after this many optimizer steps (-1: epochs)");
+ABSL_FLAG(int64_t, train_digits, 1000, "train: use the first N training digits (-1: all)");
+ABSL_FLAG(std::string, out_dir, llava::GetEnvOr("LLAVA_OUT_DIR", "runs/latest"),
+          "train: directory for checkpoints, loss.csv and loss.svg");
+ABSL_FLAG(int64_t, checkpoint_every, 0, "train: also checkpoint every N steps (0: at the end only)");
+ABSL_FLAG(std::string, resume, "", "train: continue from this checkpoint");
+ABSL_FLAG(std::string, checkpoint, "runs/latest/projector.safetensors",
+          "eval/ask: the projector checkpoint");
+ABSL_FLAG(int64_t, eval_digits, 1000, "eval: evaluate the first N test digits (-1: all)");
+ABSL_FLAG(std::string, images, "", "eval/ask: IDX images file instead of --data_dir's test split");
+ABSL_FLAG(std::string, labels, "", "eval: IDX labels file to go with --images");
+ABSL_FLAG(std::string, report, "", "eval: write the report as JSON here (default: next to the checkpoint)");
+ABSL_FLAG(std::string, image, "", "ask: a PNG of a digit (any size; converted as MNIST)");
+ABSL_FLAG(int64_t, index, -1, "ask: instead of --image, this index into --images (or the test split)");
+ABSL_FLAG(std::string, question, "What digit is this?", "ask: the question");
+
+namespace llava {
+namespace {
+
+absl::StatusOr<TrainConfig> TrainConfigFromFlags(const LlamaModel& model,
+                                                 const PromptConfig& prompt) {
+  TrainConfig c;
+  c.model_spec = absl::GetFlag(FLAGS_model);
+  LM_ASSIGN_OR_RETURN(c.projector.type, ParseProjectorType(absl::GetFlag(FLAGS_projector)));
+  c.projector.output_dim = model.config.hidden_size;
+  c.projector.hidden_dim = absl::GetFlag(FLAGS_projector_hidden);
+  c.projector.image_tokens = prompt.image_tokens;
+  c.optimizer.type = absl::GetFlag(FLAGS_optimizer);
+  c.optimizer.lr = absl::GetFlag(FLAGS_lr);
+  c.optimizer.weight_decay = absl::GetFlag(FLAGS_weight_decay);
+  c.schedule.type = absl::GetFlag(FLAGS_schedule);
+  c.schedule.warmup_ratio = absl::GetFlag(FLAGS_warmup_ratio);
+  c.batch_size = absl::GetFlag(FLAGS_batch_size);
+  c.grad_accum = absl::GetFlag(FLAGS_grad_accum);
+  c.epochs = absl::GetFlag(FLAGS_epochs);
+  c.max_steps = absl::GetFlag(FLAGS_max_steps);
+  c.train_digits = absl::GetFlag(FLAGS_train_digits);
+  c.seed = absl::GetFlag(FLAGS_seed);
+  LM_RETURN_IF_ERROR(c.Validate());
+  return c;
+}
+
+double Since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+absl::Status EvaluateAndReport(const VlmRuntime& rt, Projector& projector,
+                               const ProjectorConfig& projector_config,
+                               const std::vector<std::string>& questions,
+                               const std::string& ckpt_path);
+
+absl::Status RunTrain(const std::vector<char*>&) {
+  LM_ASSIGN_OR_RETURN(PromptConfig prompt_config, PromptConfigFromFlags());
+  LM_ASSIGN_OR_RETURN(VlmRuntime rt, LoadRuntimeFromFlags());
+  LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*rt.tokenizer, prompt_config));
+  LM_ASSIGN_OR_RETURN(TrainConfig config, TrainConfigFromFlags(*rt.model, prompt_config));
+  LM_ASSIGN_OR_RETURN(MnistSet train, LoadMnistFromFlags("train", "", "", config.train_digits));
+  const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
+  LM_RETURN_IF_ERROR(MakeDirs(out_dir));
+  LM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
+                      Trainer::Create(*rt.model, prompts, train, config, absl::GetFlag(FLAGS_resume)));
+  LM_LOG(INFO) << "training " << absl::GetFlag(FLAGS_projector) << " projector on "
+               << trainer->plan().total_steps() << " steps of " << config.global_batch()
+               << " samples (" << prompt_config.questions.size() << " question phrasings), from step "
+               << trainer->step();
+
+  LossCurve curve;
+  ProgressOptions progress_options;
+  progress_options.initial = trainer->step();  // a resumed run's rate counts new steps only
+  Progress progress("train", trainer->total_steps(), progress_options);
+  const int64_t every = absl::GetFlag(FLAGS_checkpoint_every);
+  const auto start = std::chrono::steady_clock::now();
+  int64_t samples = 0;
+  const std::string final_path = out_dir + "/projector.safetensors";
+  while (!trainer->done()) {
+    StepStats s = trainer->TrainStep();
+    samples += s.samples;
+    const double secs = Since(start);
+    LossPoint point;
+    point.step = s.step + 1;
+    point.epoch = trainer->plan().EpochOfStep(s.step);
+    point.loss = s.loss();
+    point.lr = s.lr;
+    point.samples_per_s = samples / std::max(secs, 1e-9);
+    point.seconds = secs;
+    curve.Add(point);
+    progress.Update(s.step + 1, {{"loss", s.loss()}, {"lr", s.lr},
+                                 {"samples/s", point.samples_per_s}});
+    if (every > 0 && trainer->step() % every == 0 && !trainer->done()) {
+      LM_RETURN_IF_ERROR(trainer->SaveCheckpoint(
+          absl::StrCat(out_dir, "/checkpoint-", trainer->step(), ".safetensors")));
+    }
+  }
+  progress.Finish();
+  LM_RETURN_IF_ERROR(trainer->SaveCheckpoint(final_path));
+  LM_RETURN_IF_ERROR(curve.WriteCsv(out_dir + "/loss.csv"));
+  LM_RETURN_IF_ERROR(curve.WriteSvg(out_dir + "/loss.svg", "llava-mnist projector training"));
+  std::cout << "trained " << trainer->step() << " steps (" << samples << " samples) in "
+            << Since(start) << " s; checkpoint " << final_path << ", loss curve "
+            << out_dir << "/loss.{csv,svg}\n";
+  if (!absl::GetFlag(FLAGS_eval_after)) return absl::OkStatus();
+  return EvaluateAndReport(rt, trainer->projector(), config.projector,
+                           SplitPhrasings(absl::GetFlag(FLAGS_eval_questions)), final_path);
+}
+
+// Evaluates `projector` on the test digits under --questions (or --eval_questions after
+// training), prints the table and writes the JSON report.
+absl::Status EvaluateAndReport(const VlmRuntime& rt, Projector& projector,
+                               const ProjectorConfig& projector_config,
+                               const std::vector<std::string>& questions,
+                               const std::string& ckpt_path) {
+  LM_ASSIGN_OR_RETURN(PromptConfig prompt_config, PromptConfigFromFlags());
+  prompt_config.questions = questions;
+  prompt_config.image_tokens = projector_config.image_tokens;
+  LM_RETURN_IF_ERROR(prompt_config.Validate());
+  LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*rt.tokenizer, prompt_config));
+  LM_ASSIGN_OR_RETURN(MnistSet test, LoadMnistFromFlags("test", absl::GetFlag(FLAGS_images),
+                                                        absl::GetFlag(FLAGS_labels),
+                                                        absl::GetFlag(FLAGS_eval_digits)));
+  if (test.rows * test.cols != projector_config.input_dim) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the images are ", test.rows, "x", test.cols, " but the projector takes ",
+        projector_config.input_dim, " pixels"));
+  }
+  EvalConfig config;
+  config.batch_size = absl::GetFlag(FLAGS_eval_batch_size);
+  config.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  EvalReport report(prompt_config.questions);
+  EvalInputs inputs{rt.model.get(), &projector, &prompts, rt.tokenizer.get(), &test};
+  Progress progress("eval", test.size() * static_cast<int64_t>(prompt_config.questions.size()),
+                    ProgressOptions());
+  const auto start = std::chrono::steady_clock::now();
+  LM_RETURN_IF_ERROR(EvaluateRange(inputs, 0, test.size(), config, &report,
+                                   [&](int64_t done, int64_t) { progress.Update(done, {}); }));
+  progress.Finish();
+  const double secs = Since(start);
+  report.metadata()["checkpoint"] = ckpt_path;
+  report.metadata()["model"] = absl::GetFlag(FLAGS_model);
+  report.metadata()["images"] = std::to_string(test.size());
+  report.metadata()["seconds"] = absl::StrFormat("%.2f", secs);
+  report.metadata()["answers_per_second"] = absl::StrFormat(
+      "%.1f", test.size() * prompt_config.questions.size() / std::max(secs, 1e-9));
+  std::string report_path = absl::GetFlag(FLAGS_report);
+  if (report_path.empty()) {
+    const size_t slash = ckpt_path.find_last_of('/');
+    report_path = (slash == std::string::npos ? std::string(".") : ckpt_path.substr(0, slash)) +
+                  "/eval_report.json";
+  }
+  LM_RETURN_IF_ERROR(WriteFileAtomic(report_path, report.ToJson()));
+  std::cout << report.ToTable() << "\nreport: " << report_path << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status RunEval(const std::vector<char*>&) {
+  const std::string ckpt_path = absl::GetFlag(FLAGS_checkpoint);
+  LM_ASSIGN_OR_RETURN(TrainCheckpoint ckpt, LoadTrainCheckpoint(ckpt_path));
+  LM_ASSIGN_OR_RETURN(VlmRuntime rt, LoadRuntimeFromFlags());
+  LM_RETURN_IF_ERROR(CheckProjectorFitsModel(ckpt.projector_config, rt.model->config.hidden_size,
+                                             ckpt_path));
+  LM_ASSIGN_OR_RETURN(Projector projector, RestoreProjector(ckpt, rt.model->device));
+  return EvaluateAndReport(rt, projector, ckpt.projector_config,
+                           SplitPhrasings(absl::GetFlag(FLAGS_questions)), ckpt_path);
+}
+
+absl::Status RunAsk(const std::vector<char*>&) {
+  const std::string ckpt_path = absl::GetFlag(FLAGS_checkpoint);
+  LM_ASSIGN_OR_RETURN(TrainCheckpoint ckpt, LoadTrainCheckpoint(ckpt_path));
+  at::Tensor pixels;  // [784] float in [0, 1]
+  const std::string image_path = absl::GetFlag(FLAGS_image);
+  if (!image_path.empty()) {
+    LM_ASSIGN_OR_RETURN(GrayImage image, ReadPngGray(image_path));
+    GrayImage mnist = ToMnistStyle(image);
+    pixels = at::tensor(std::vector<float>(mnist.pixels.begin(), mnist.pixels.end())) / 255.0;
+  } else if (absl::GetFlag(FLAGS_index) >= 0) {
+    const int64_t index = absl::GetFlag(FLAGS_index);
+    LM_ASSIGN_OR_RETURN(MnistSet set, LoadMnistFromFlags("test", absl::GetFlag(FLAGS_images),
+                                                         absl::GetFlag(FLAGS_labels), -1));
+    if (index >= set.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("--index ", index, " is past the ",
+                                                     set.size(), " images"));
+    }
+    pixels = ImagesToTensor(set, index, index + 1)[0];
+    std::cout << "(image " << index << ", label " << int(set.labels[index]) << ")\n";
+  } else {
+    return absl::InvalidArgumentError("give --image FILE.png or --index N");
+  }
+  LM_ASSIGN_OR_RETURN(VlmRuntime rt, LoadRuntimeFromFlags());
+  LM_RETURN_IF_ERROR(CheckProjectorFitsModel(ckpt.projector_config, rt.model->config.hidden_size,
+                                             ckpt_path));
+  PromptConfig prompt_config;
+  LM_ASSIGN_OR_RETURN(prompt_config.style, ParsePromptStyle(absl::GetFlag(FLAGS_prompt_style)));
+  prompt_config.questions = {absl::GetFlag(FLAGS_question)};
+  prompt_config.image_tokens = ckpt.projector_config.image_tokens;
+  LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*rt.tokenizer, prompt_config));
+  LM_ASSIGN_OR_RETURN(Projector projector, RestoreProjector(ckpt, rt.model->device));
+  EvalConfig config;
+  config.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  EvalInputs inputs{rt.model.get(), &projector, &prompts, rt.tokenizer.get(), nullptr};
+  LM_ASSIGN_OR_RETURN(std::string answer, AnswerOne(inputs, pixels, 0, config));
+  std::cout << "user: [image] " << absl::GetFlag(FLAGS_question) << "\nassistant: " << answer
+            << "\n";
+  return absl::OkStatus();
+}
+
+}  // namespace llava

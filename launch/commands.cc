@@ -1,0 +1,72 @@
+#include "launch/commands.h"
+
+#include <exception>
+#include <iostream>
+
+#include <c10/util/Exception.h>
+
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "launch/cmd_demo_lm.h"
+#include "launch/cmd_info.h"
+#include "launch/cmd_vlm.h"
+
+namespace llava {
+
+const std::vector<Command>& AllCommands() {
+  static const std::vector<Command> commands = {
+      {"info", "load a model (checkpoint dir or synthetic:NAME) and print its shape",
+       {"launch/cmd_info.cc"}, &RunInfo},
+      {"tokenize", "encode text with a Llama 3 tokenizer.json (or decode --ids)",
+       {"launch/cmd_info.cc"}, &RunTokenize},
+      {"generate", "greedy generation from a text prompt with a Llama checkpoint",
+       {"launch/cmd_info.cc"}, &RunGenerate},
+      {"make-demo-lm", "train the small text-only demo LM (offline stand-in for Llama 3.1)",
+       {"launch/cmd_demo_lm.cc"}, &RunMakeDemoLm},
+      {"train", "train a projector through the frozen LLM in one process",
+       {"launch/cmd_vlm.cc", "launch/vlm_setup.cc"}, &RunTrain},
+      {"eval", "evaluate a projector checkpoint on MNIST test digits",
+       {"launch/cmd_vlm.cc", "launch/vlm_setup.cc"}, &RunEval},
+      {"ask", "ask the model about one digit image (PNG or IDX index)",
+       {"launch/cmd_vlm.cc", "launch/vlm_setup.cc"}, &RunAsk},
+  };
+  return commands;
+}
+
+int RunCommand(const Command& command, int argc, char** argv) {
+  static const Command* current = nullptr;
+  current = &command;
+  absl::FlagsUsageConfig config;
+  config.contains_help_flags = [](absl::string_view file) {
+    if (absl::StrContains(file, "launch/flags_common")) return true;
+    for (const std::string& f : current->flag_files) {
+      if (absl::StrContains(file, f)) return true;
+    }
+    return false;
+  };
+  config.contains_helpshort_flags = config.contains_help_flags;
+  config.normalize_filename = [](absl::string_view f) { return std::string(f); };
+  absl::SetFlagsUsageConfig(config);
+  absl::SetProgramUsageMessage(
+      absl::StrCat("llava-mnist ", command.name, ": ", command.help));
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  absl::Status status;
+  try {
+    status = command.run(args);
+  } catch (const c10::Error& e) {
+    status = absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    status = absl::InternalError(absl::StrCat("unexpected error: ", e.what()));
+  }
+  if (!status.ok()) {
+    std::cerr << "llava-mnist " << command.name << ": " << status.message() << "\n";
+    return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  return 0;
+}
+
+}  // namespace llava

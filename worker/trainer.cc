@@ -1,0 +1,199 @@
+#include "worker/trainer.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "common/train_checkpoint.h"
+#include "common/vlm.h"
+
+namespace llava {
+namespace {
+
+std::vector<PromptSample> ToPromptSamples(const std::vector<PlannedSample>& planned,
+                                          const std::vector<int64_t>& labels) {
+  std::vector<PromptSample> out;
+  out.reserve(planned.size());
+  for (const PlannedSample& p : planned) {
+    out.push_back({p.question, p.answer_template, labels[p.index]});
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::Status TrainConfig::Validate() const {
+  auto positive = [](const char* name, int64_t v) -> absl::Status {
+    if (v <= 0) return absl::InvalidArgumentError(absl::StrCat(name, " must be > 0, got ", v));
+    return absl::OkStatus();
+  };
+  LM_RETURN_IF_ERROR(positive("batch_size", batch_size));
+  LM_RETURN_IF_ERROR(positive("grad_accum", grad_accum));
+  LM_RETURN_IF_ERROR(positive("world_size", world_size));
+  LM_RETURN_IF_ERROR(positive("epochs", epochs));
+  if (train_digits == 0 || train_digits < -1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("train_digits must be > 0 or -1 (all), got ", train_digits));
+  }
+  if (max_steps < -1) return absl::InvalidArgumentError("max_steps must be >= -1");
+  LM_RETURN_IF_ERROR(projector.Validate());
+  LM_RETURN_IF_ERROR(optimizer.Validate());
+  LM_RETURN_IF_ERROR(schedule.Validate());
+  return absl::OkStatus();
+}
+
+std::string TrainState::ToJson(const TrainConfig& c) const {
+  nlohmann::json j;
+  j["step"] = step;
+  // The config travels with the state so that a checkpoint says how it was made.
+  j["config"] = {{"batch_size", c.batch_size}, {"grad_accum", c.grad_accum},
+                 {"world_size", c.world_size}, {"epochs", c.epochs},
+                 {"max_steps", c.max_steps},   {"train_digits", c.train_digits},
+                 {"seed", c.seed},             {"shuffle", c.shuffle},
+                 {"lr", c.optimizer.lr},       {"optimizer", c.optimizer.type},
+                 {"schedule", c.schedule.type}};
+  return j.dump();
+}
+
+absl::StatusOr<TrainState> TrainState::FromJson(const std::string& text,
+                                                const std::string& source) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": train_state is not a JSON object"));
+  }
+  auto it = j.find("step");
+  if (it == j.end() || !it->is_number_integer() || it->get<int64_t>() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": train_state.step is missing or bad"));
+  }
+  TrainState s;
+  s.step = it->get<int64_t>();
+  return s;
+}
+
+Trainer::Trainer(const LlamaModel& model, const PromptBuilder& prompts, const MnistSet& train,
+                 const TrainConfig& config)
+    : model_(model),
+      prompts_(prompts),
+      config_(config),
+      plan_(DataPlanConfig{
+          config.train_digits < 0 ? train.size() : std::min(config.train_digits, train.size()),
+          config.global_batch(), config.epochs, config.max_steps, config.seed, config.shuffle,
+          static_cast<int64_t>(prompts.config().questions.size()),
+          static_cast<int64_t>(prompts.config().answer_templates.size())}) {}
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model,
+                                                         const PromptBuilder& prompts,
+                                                         const MnistSet& train,
+                                                         const TrainConfig& config,
+                                                         const std::string& resume_from) {
+  LM_RETURN_IF_ERROR(config.Validate());
+  if (train.size() == 0) return absl::InvalidArgumentError("the training set is empty");
+  LM_RETURN_IF_ERROR(CheckProjectorFitsModel(config.projector, model.config.hidden_size,
+                                             "--projector"));
+  if (config.projector.image_tokens != prompts.config().image_tokens) {
+    return absl::InvalidArgumentError("projector and prompt disagree on image_tokens");
+  }
+  std::unique_ptr<Trainer> t(new Trainer(model, prompts, train, config));
+  const int64_t n = t->plan_.total_steps() > 0
+                        ? (config.train_digits < 0 ? train.size()
+                                                   : std::min(config.train_digits, train.size()))
+                        : 0;
+  // The training digits live on the device for the whole run: no host->device copy in
+  // the step (28 MB for all 9,000 digits).
+  t->pixels_ = ImagesToTensor(train, 0, n).to(model.device);  // [N, 784]
+  t->labels_.assign(train.labels.begin(), train.labels.begin() + n);
+  if (resume_from.empty()) {
+    t->projector_ = Projector(config.projector, config.seed);
+  } else {
+    LM_ASSIGN_OR_RETURN(TrainCheckpoint ckpt, LoadTrainCheckpoint(resume_from));
+    if (ckpt.projector_config.ToJson() != config.projector.ToJson()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          resume_from, ": its projector (", ckpt.projector_config.ToJson(),
+          ") differs from the requested one (", config.projector.ToJson(), ")"));
+    }
+    LM_ASSIGN_OR_RETURN(t->projector_, RestoreProjector(ckpt, at::kCPU));
+    LM_ASSIGN_OR_RETURN(t->state_, TrainState::FromJson(ckpt.train_state_json, resume_from));
+    if (ckpt.optimizer_state.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(resume_from, ": holds no optimizer state, so it cannot resume training"));
+    }
+    t->optimizer_state_to_load_ = std::move(ckpt.optimizer_state);
+  }
+  t->projector_->to(model.device);
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  for (const auto& p : t->projector_->named_parameters()) params.emplace_back(p.key(), p.value());
+  LM_ASSIGN_OR_RETURN(t->optimizer_, Optimizer::Create(config.optimizer, params));
+  if (!t->optimizer_state_to_load_.empty()) {
+    std::map<std::string, at::Tensor> state;
+    for (NamedTensor& nt : t->optimizer_state_to_load_) state[nt.name] = nt.tensor.to(model.device);
+    LM_RETURN_IF_ERROR(t->optimizer_->LoadState(state));
+    t->optimizer_state_to_load_.clear();
+  }
+  return t;
+}
+
+int64_t Trainer::StepTokens(int64_t step) const {
+  int64_t tokens = 0;
+  for (const PlannedSample& s : plan_.StepSamples(step)) {
+    tokens += static_cast<int64_t>(prompts_.AnswerIds(s.answer_template, labels_[s.index]).size());
+  }
+  return tokens;
+}
+
+StepStats Trainer::ComputeGradients(int64_t rank) {
+  LM_CHECK(!done());
+  StepStats stats;
+  stats.step = state_.step;
+  const std::vector<PlannedSample> mine = plan_.RankSamples(state_.step, rank, config_.world_size);
+  // Every rank divides by the whole step's token count, so the sum of the ranks'
+  // gradients is the gradient of the step's mean token loss, as in one process.
+  const double normalizer = static_cast<double>(StepTokens(state_.step));
+  at::Tensor loss_total = at::zeros({}, at::TensorOptions().device(model_.device));
+  for (size_t begin = 0; begin < mine.size(); begin += config_.batch_size) {
+    const size_t end = std::min(mine.size(), begin + static_cast<size_t>(config_.batch_size));
+    std::vector<PlannedSample> micro(mine.begin() + begin, mine.begin() + end);
+    PromptBatch batch = prompts_.Build(ToPromptSamples(micro, labels_));
+    std::vector<int64_t> index;
+    for (const PlannedSample& s : micro) index.push_back(s.index);
+    at::Tensor idx = at::tensor(index, at::kLong).to(model_.device);
+    at::Tensor image = projector_->forward(pixels_.index_select(0, idx));  // [b, k, D] f32
+    at::Tensor embeds = SpliceImageEmbeds(model_, batch.ids, image, batch.image_position);
+    AnswerLossTerms terms = AnswerLoss(model_, embeds, batch.labels);
+    (terms.sum / normalizer).backward();
+    loss_total = loss_total + terms.sum.detach();
+    stats.tokens += terms.tokens;
+    stats.samples += static_cast<int64_t>(micro.size());
+  }
+  // One host synchronization per step, after all the work is queued.
+  stats.loss_sum = loss_total.item<double>();
+  return stats;
+}
+
+void Trainer::ApplyGradients(StepStats* stats) {
+  stats->lr = LearningRate(config_.optimizer, config_.schedule, state_.step, total_steps());
+  optimizer_->Step(stats->lr);
+  optimizer_->ZeroGrad();
+  ++state_.step;
+}
+
+StepStats Trainer::TrainStep() {
+  LM_CHECK_EQ(config_.world_size, 1);
+  StepStats stats = ComputeGradients(0);
+  ApplyGradients(&stats);
+  return stats;
+}
+
+absl::Status Trainer::SaveCheckpoint(const std::string& path) const {
+  return SaveTrainCheckpoint(path, const_cast<Projector&>(projector_), optimizer_.get(),
+                             state_.ToJson(config_), config_.model_spec);
+}
+
+absl::StatusOr<std::string> Trainer::SerializeCheckpoint() const {
+  return SerializeTrainCheckpoint(const_cast<Projector&>(projector_), optimizer_.get(),
+                                  state_.ToJson(config_), config_.model_spec);
+}
+
+}  // namespace llava

@@ -1,0 +1,109 @@
+// Training of the projector through the frozen Llama on one device: the step's forward
+// (projector -> spliced prompt -> answer loss), backward into the projector, the
+// optimizer step under the learning-rate schedule, and checkpoints. `llava-mnist train`
+// runs it alone; a distributed worker runs ComputeGradients on its rank's share, averages
+// the gradients with its group, then ApplyGradients. One owner thread.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/llama_weights.h"
+#include "common/mnist_idx.h"
+#include "common/optimizer.h"
+#include "common/projector.h"
+#include "common/prompt.h"
+#include "worker/data_plan.h"
+
+namespace llava {
+
+struct TrainConfig {
+  std::string model_spec;  // recorded in checkpoints
+  ProjectorConfig projector;
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+  int64_t batch_size = 1;   // samples per forward pass (per rank)
+  int64_t grad_accum = 1;   // forward passes per optimizer step (per rank)
+  int64_t world_size = 1;   // ranks sharing each optimizer step
+  int64_t epochs = 1;
+  int64_t max_steps = -1;   // -1: as many as the epochs give
+  int64_t train_digits = 1000;  // the first N training digits; -1: all
+  uint64_t seed = 0;
+  bool shuffle = true;
+
+  // Samples per optimizer step over all ranks.
+  int64_t global_batch() const { return batch_size * grad_accum * world_size; }
+  absl::Status Validate() const;
+};
+
+struct StepStats {
+  int64_t step = 0;        // the optimizer step these gradients belong to
+  double loss_sum = 0.0;   // this rank's summed answer-token losses
+  int64_t tokens = 0;      // this rank's answer tokens
+  int64_t samples = 0;     // this rank's samples
+  double lr = 0.0;         // set by ApplyGradients
+  double loss() const { return tokens > 0 ? loss_sum / tokens : 0.0; }
+};
+
+// Resumable position: everything that, with the config and the checkpoint's tensors,
+// continues a run bit for bit.
+struct TrainState {
+  int64_t step = 0;  // optimizer steps done
+  std::string ToJson(const TrainConfig& config) const;
+  static absl::StatusOr<TrainState> FromJson(const std::string& json, const std::string& source);
+};
+
+class Trainer {
+ public:
+  // `train` must outlive the trainer; its first config.train_digits samples are used.
+  // Pass a checkpoint path in `resume_from` to continue a run (empty: start fresh).
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const LlamaModel& model,
+                                                        const PromptBuilder& prompts,
+                                                        const MnistSet& train,
+                                                        const TrainConfig& config,
+                                                        const std::string& resume_from);
+
+  int64_t total_steps() const { return plan_.total_steps(); }
+  int64_t step() const { return state_.step; }
+  bool done() const { return state_.step >= plan_.total_steps(); }
+  const DataPlan& plan() const { return plan_; }
+  const TrainConfig& config() const { return config_; }
+  Projector& projector() { return projector_; }
+  Optimizer& optimizer() { return *optimizer_; }
+
+  // Forward and backward of this rank's share of the current step; leaves the gradient
+  // of the step's mean answer-token loss (over all ranks' tokens) in the projector's
+  // .grad, so that summing the ranks' gradients gives the whole step's gradient.
+  StepStats ComputeGradients(int64_t rank);
+  // The learning rate of the current step, the optimizer step, and zeroed gradients.
+  void ApplyGradients(StepStats* stats);
+  // ComputeGradients(0) + ApplyGradients for a world of one.
+  StepStats TrainStep();
+
+  // Projector, optimizer state and TrainState, written atomically.
+  absl::Status SaveCheckpoint(const std::string& path) const;
+  absl::StatusOr<std::string> SerializeCheckpoint() const;
+
+ private:
+  Trainer(const LlamaModel& model, const PromptBuilder& prompts, const MnistSet& train,
+          const TrainConfig& config);
+  // Answer tokens of every rank's samples in the step: the loss normalizer.
+  int64_t StepTokens(int64_t step) const;
+
+  const LlamaModel& model_;
+  const PromptBuilder& prompts_;
+  TrainConfig config_;
+  DataPlan plan_;
+  at::Tensor pixels_;  // [N, 784] float32 in [0, 1], on the model's device
+  std::vector<int64_t> labels_;
+  Projector projector_{nullptr};
+  std::unique_ptr<Optimizer> optimizer_;
+  std::vector<NamedTensor> optimizer_state_to_load_;  // from a checkpoint, until Create
+  TrainState state_;
+};
+
+}  // namespace llava
