@@ -90,8 +90,9 @@ at::Tensor AttentionBlock(const LlamaModel& m, const LlamaLayerWeights& w, const
   at::Tensor q = at::linear(x, w.q_proj).view({b, t, c.num_attention_heads, hd}).transpose(1, 2);
   at::Tensor k = at::linear(x, w.k_proj).view({b, t, c.num_key_value_heads, hd}).transpose(1, 2);
   at::Tensor v = at::linear(x, w.v_proj).view({b, t, c.num_key_value_heads, hd}).transpose(1, 2);
-  q = ApplyRope(q, rope.first, rope.second);
-  k = ApplyRope(k, rope.first, rope.second);
+  // Rotation in float32, rounded once to the model dtype afterwards.
+  q = ApplyRope(q.to(rope.first.scalar_type()), rope.first, rope.second).to(q.scalar_type());
+  k = ApplyRope(k.to(rope.first.scalar_type()), rope.first, rope.second).to(k.scalar_type());
   int64_t past = 0;
   if (cache != nullptr) {
     past = cache->length;
@@ -143,7 +144,7 @@ at::Tensor DecoderForward(const LlamaModel& m, const at::Tensor& inputs_embeds,
   // bf16 logits 2-3e-2 from float32 with a bf16 residual; see bench/RESULTS.md). The
   // blocks themselves read and compute in the model dtype.
   at::Tensor h = inputs_embeds.to(AtLeastFloat(m.dtype));  // [B, T, D]
-  const auto rope = RopeCosSin(m, start, t, m.dtype);
+  const auto rope = RopeCosSin(m, start, t, AtLeastFloat(m.dtype));
   const double eps = m.config.rms_norm_eps;
   for (size_t i = 0; i < m.weights.layers.size(); ++i) {
     const LlamaLayerWeights& w = m.weights.layers[i];
