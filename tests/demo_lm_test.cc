@@ -312,59 +312,6 @@ TEST(DemoLmExistsTest, IncompleteDirectoryIsNotADemoLm) {
   EXPECT_TRUE(DemoLmExists(dir + "/"));
 }
 
-// The real build, on demand: LLAVA_DEMO_LM_BUILD=1 [LLAVA_DEMO_LM_OUT=dir].
-TEST(DemoLmFullBuild, DefaultRecipe) {
-  if (GetEnvOr("LLAVA_DEMO_LM_BUILD", "") != "1") GTEST_SKIP() << "set LLAVA_DEMO_LM_BUILD=1";
-  DemoLmOptions o;
-  o.tokenizer_path = testing::TokenizerPath();
-  o.out_dir = GetEnvOr("LLAVA_DEMO_LM_OUT", testing::SourceDir() + "/data/models/demo-lm");
-  o.image_noise = std::atof(GetEnvOr("X_NOISE", "0.5").c_str());
-  auto r = BuildDemoLm(o);
-  ASSERT_TRUE(r.ok()) << r.status();
-  std::cout << "demo LM: " << r->steps << " steps, answer loss " << r->initial_answer_loss
-            << " -> " << r->final_answer_loss << ", held-out accuracy " << r->digit_accuracy
-            << ", " << r->seconds << " s\n";
-  EXPECT_LT(r->final_answer_loss, 0.05);
-  EXPECT_GE(r->digit_accuracy, 0.95);
-  EXPECT_TRUE(DemoLmExists(o.out_dir));
-}
-
 }  // namespace
 }  // namespace llava
 
-
-namespace llava {
-namespace {
-TEST(DemoLmNoiseProbe, Robustness) {
-  std::string dir = GetEnvOr("X_PROBE", "");
-  if (dir.empty()) GTEST_SKIP();
-  auto model = LoadLlama(dir, ModelOptions{});
-  ASSERT_TRUE(model.ok());
-  auto tok = Tokenizer::Load(testing::TokenizerPath());
-  PromptConfig pc; pc.questions = HeldOutQuestions();
-  auto builder = PromptBuilder::Create(*tok, pc);
-  std::vector<PromptSample> samples;
-  for (int64_t q = 0; q < 12; ++q) for (int64_t d = 0; d < 10; ++d) samples.push_back({q, 0, d});
-  PromptBatch batch = builder->Build(samples);
-  std::vector<int64_t> digits;
-  for (int d = 0; d < 10; ++d) digits.push_back(*tok->TokenToId(std::to_string(d)));
-  for (size_t r = 0; r < samples.size(); ++r) batch.ids[r][batch.image_position].fill_(digits[samples[r].label]);
-  at::NoGradGuard ng;
-  at::Generator gen = at::detail::createCPUGenerator(7);
-  for (double sigma : {0.0, 0.5, 1.0, 1.5, 2.0, 3.0}) {
-    at::Tensor e = EmbedTokens(**model, batch.ids).clone();
-    at::Tensor slot = e.select(1, batch.image_position);
-    at::Tensor rms = slot.pow(2).mean(-1, true).sqrt();
-    slot.add_(at::empty(slot.sizes()).normal_(0, 1, gen) * rms * sigma);
-    at::Tensor h = DecoderForward(**model, e);
-    int right = 0;
-    for (size_t r = 0; r < samples.size(); ++r) {
-      int64_t pos = batch.answer_begin[r] + 3;  // predicts the digit
-      int64_t am = LmHeadLogits(**model, h[r][pos]).argmax().item<int64_t>();
-      right += am == digits[samples[r].label];
-    }
-    std::cout << "PROBE " << dir << " sigma " << sigma << " acc " << right / 120.0 << "\n";
-  }
-}
-}  // namespace
-}  // namespace llava
