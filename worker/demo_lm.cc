@@ -19,7 +19,6 @@
 #include <thread>
 
 #ifdef __GLIBC__
-#include <malloc.h>
 #endif
 
 #include "absl/strings/str_cat.h"
@@ -400,29 +399,6 @@ absl::Status ReplaceDir(const std::string& tmp, const std::string& dir) {
   return absl::OkStatus();
 }
 
-// Serves large blocks from the heap while alive. glibc mmaps every block over 32 MB
-// afresh, so the [V, D] gradients and optimizer temporaries (65 MB each) would be
-// mapped, page-faulted in and unmapped at every step; measured on the 2-core dev VM,
-// that made an AdamW step 10x slower (1.5 s instead of 0.14 s). Process-wide while alive;
-// glibc's defaults are restored afterwards.
-class HeapForLargeBlocks {
- public:
-  HeapForLargeBlocks() {
-#ifdef __GLIBC__
-    mallopt(M_MMAP_MAX, 0);
-    mallopt(M_TRIM_THRESHOLD, INT_MAX);
-#endif
-  }
-  ~HeapForLargeBlocks() {
-#ifdef __GLIBC__
-    mallopt(M_MMAP_MAX, 65536);
-    mallopt(M_TRIM_THRESHOLD, 128 * 1024);
-    malloc_trim(0);
-#endif
-  }
-  HeapForLargeBlocks(const HeapForLargeBlocks&) = delete;
-  HeapForLargeBlocks& operator=(const HeapForLargeBlocks&) = delete;
-};
 
 std::string StripTrailingSlashes(std::string path) {
   while (path.size() > 1 && path.back() == '/') path.pop_back();
@@ -437,7 +413,6 @@ absl::StatusOr<DemoLmResult> BuildDemoLmImpl(const DemoLmOptions& o) {
                           ? o.num_threads
                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
-  const HeapForLargeBlocks heap;
 
   LM_ASSIGN_OR_RETURN(std::string tokenizer_text, ReadFile(o.tokenizer_path));
   LM_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::FromJson(tokenizer_text, o.tokenizer_path));
