@@ -16,7 +16,7 @@ APT_PACKAGES=(
   libtorch-dev libgoogle-glog-dev libgflags-dev libabsl-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libgtest-dev libgmock-dev nlohmann-json3-dev libpcre2-dev zlib1g-dev libpng-dev
-  libgloo-dev libopenblas0-pthread nodejs npm
+  libgloo-dev libopenblas0-pthread
 )
 # libopenblas0-pthread: Debian's libtorch calls the BLAS behind libblas.so.3; without an
 # optimized one installed that is the reference BLAS, measured 8x slower here.
@@ -25,6 +25,10 @@ log() { echo "[setup] $*" >&2; }
 
 if [[ "${LLAVA_SKIP_APT:-0}" != 1 ]]; then
   missing=()
+  # Node.js and npm only where the commands are missing: a machine may already have a
+  # Node.js build that bundles npm (and conflicts with Debian's npm package).
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
   for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
