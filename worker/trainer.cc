@@ -23,6 +23,11 @@ std::vector<PromptSample> ToPromptSamples(const std::vector<PlannedSample>& plan
   return out;
 }
 
+// The first train_digits samples, or all of them for -1.
+int64_t UsedDigits(const TrainConfig& config, const MnistSet& train) {
+  return config.train_digits < 0 ? train.size() : std::min(config.train_digits, train.size());
+}
+
 }  // namespace
 
 absl::Status TrainConfig::Validate() const {
@@ -79,7 +84,7 @@ Trainer::Trainer(const LlamaModel& model, const PromptBuilder& prompts, const Mn
       prompts_(prompts),
       config_(config),
       plan_(DataPlanConfig{
-          config.train_digits < 0 ? train.size() : std::min(config.train_digits, train.size()),
+          UsedDigits(config, train),
           config.global_batch(), config.epochs, config.max_steps, config.seed, config.shuffle,
           static_cast<int64_t>(prompts.config().questions.size()),
           static_cast<int64_t>(prompts.config().answer_templates.size())}) {}
@@ -97,10 +102,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model
     return absl::InvalidArgumentError("projector and prompt disagree on image_tokens");
   }
   std::unique_ptr<Trainer> t(new Trainer(model, prompts, train, config));
-  const int64_t n = t->plan_.total_steps() > 0
-                        ? (config.train_digits < 0 ? train.size()
-                                                   : std::min(config.train_digits, train.size()))
-                        : 0;
+  const int64_t n = UsedDigits(config, train);
   // The training digits live on the device for the whole run: no host->device copy in
   // the step (28 MB for all 9,000 digits).
   t->pixels_ = ImagesToTensor(train, 0, n).to(model.device);  // [N, 784]
