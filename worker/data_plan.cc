@@ -68,8 +68,12 @@ std::vector<PlannedSample> DataPlan::StepSamples(int64_t step) const {
 
 std::vector<PlannedSample> DataPlan::RankSamples(int64_t step, int64_t rank,
                                                  int64_t world) const {
+  return RankShare(StepSamples(step), rank, world);
+}
+
+std::vector<PlannedSample> DataPlan::RankShare(const std::vector<PlannedSample>& all,
+                                               int64_t rank, int64_t world) {
   LM_CHECK(rank >= 0 && rank < world);
-  std::vector<PlannedSample> all = StepSamples(step);
   const int64_t n = static_cast<int64_t>(all.size());
   const int64_t begin = n * rank / world, end = n * (rank + 1) / world;
   return std::vector<PlannedSample>(all.begin() + begin, all.begin() + end);

@@ -41,6 +41,9 @@ class DataPlan {
   std::vector<PlannedSample> StepSamples(int64_t step) const;
   // Rank `rank`'s contiguous share of StepSamples(step) (sizes differ by at most one).
   std::vector<PlannedSample> RankSamples(int64_t step, int64_t rank, int64_t world) const;
+  // Rank `rank`'s contiguous share of a step's samples already in hand.
+  static std::vector<PlannedSample> RankShare(const std::vector<PlannedSample>& step_samples,
+                                              int64_t rank, int64_t world);
 
  private:
   std::vector<int64_t> EpochOrder(int64_t epoch) const;

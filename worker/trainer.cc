@@ -107,6 +107,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model
   // the step (28 MB for all 9,000 digits).
   t->pixels_ = ImagesToTensor(train, 0, n).to(model.device);  // [N, 784]
   t->labels_.assign(train.labels.begin(), train.labels.begin() + n);
+  std::vector<NamedTensor> optimizer_state;  // from the checkpoint when resuming
   if (resume_from.empty()) {
     t->projector_ = Projector(config.projector, config.seed);
   } else {
@@ -122,24 +123,23 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model
       return absl::InvalidArgumentError(
           absl::StrCat(resume_from, ": holds no optimizer state, so it cannot resume training"));
     }
-    t->optimizer_state_to_load_ = std::move(ckpt.optimizer_state);
+    optimizer_state = std::move(ckpt.optimizer_state);
   }
   t->projector_->to(model.device);
   std::vector<std::pair<std::string, at::Tensor>> params;
   for (const auto& p : t->projector_->named_parameters()) params.emplace_back(p.key(), p.value());
   LM_ASSIGN_OR_RETURN(t->optimizer_, Optimizer::Create(config.optimizer, params));
-  if (!t->optimizer_state_to_load_.empty()) {
+  if (!optimizer_state.empty()) {
     std::map<std::string, at::Tensor> state;
-    for (NamedTensor& nt : t->optimizer_state_to_load_) state[nt.name] = nt.tensor.to(model.device);
+    for (NamedTensor& nt : optimizer_state) state[nt.name] = nt.tensor.to(model.device);
     LM_RETURN_IF_ERROR(t->optimizer_->LoadState(state));
-    t->optimizer_state_to_load_.clear();
   }
   return t;
 }
 
-int64_t Trainer::StepTokens(int64_t step) const {
+int64_t Trainer::AnswerTokens(const std::vector<PlannedSample>& samples) const {
   int64_t tokens = 0;
-  for (const PlannedSample& s : plan_.StepSamples(step)) {
+  for (const PlannedSample& s : samples) {
     tokens += static_cast<int64_t>(prompts_.AnswerIds(s.answer_template, labels_[s.index]).size());
   }
   return tokens;
@@ -149,10 +149,12 @@ StepStats Trainer::ComputeGradients(int64_t rank) {
   LM_CHECK(!done());
   StepStats stats;
   stats.step = state_.step;
-  const std::vector<PlannedSample> mine = plan_.RankSamples(state_.step, rank, config_.world_size);
+  // The step's samples are planned once and serve both the share and the normalizer.
+  const std::vector<PlannedSample> all = plan_.StepSamples(state_.step);
+  const std::vector<PlannedSample> mine = DataPlan::RankShare(all, rank, config_.world_size);
   // Every rank divides by the whole step's token count, so the sum of the ranks'
   // gradients is the gradient of the step's mean token loss, as in one process.
-  const double normalizer = static_cast<double>(StepTokens(state_.step));
+  const double normalizer = static_cast<double>(AnswerTokens(all));
   at::Tensor loss_total = at::zeros({}, at::TensorOptions().device(model_.device));
   for (size_t begin = 0; begin < mine.size(); begin += config_.batch_size) {
     const size_t end = std::min(mine.size(), begin + static_cast<size_t>(config_.batch_size));

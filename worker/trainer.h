@@ -91,8 +91,8 @@ class Trainer {
  private:
   Trainer(const LlamaModel& model, const PromptBuilder& prompts, const MnistSet& train,
           const TrainConfig& config);
-  // Answer tokens of every rank's samples in the step: the loss normalizer.
-  int64_t StepTokens(int64_t step) const;
+  // Answer tokens of all the step's samples (every rank's): the loss normalizer.
+  int64_t AnswerTokens(const std::vector<PlannedSample>& samples) const;
 
   const LlamaModel& model_;
   const PromptBuilder& prompts_;
@@ -102,7 +102,6 @@ class Trainer {
   std::vector<int64_t> labels_;
   Projector projector_{nullptr};
   std::unique_ptr<Optimizer> optimizer_;
-  std::vector<NamedTensor> optimizer_state_to_load_;  // from a checkpoint, until Create
   TrainState state_;
 };
 
