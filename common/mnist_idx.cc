@@ -140,6 +140,15 @@ void CheckRange(const MnistSet& set, int64_t begin, int64_t end) {
       << "samples [" << begin << ", " << end << ") of a set of " << set.size();
 }
 
+// zlib counts in uInt: hands `zs` the next chunk of `data` once it has used the last.
+void FeedInput(const std::string& data, z_stream* zs, size_t* consumed) {
+  if (zs->avail_in != 0 || *consumed >= data.size()) return;
+  const size_t chunk = std::min<size_t>(data.size() - *consumed, 1u << 30);
+  zs->next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data() + *consumed));
+  zs->avail_in = static_cast<uInt>(chunk);
+  *consumed += chunk;
+}
+
 }  // namespace
 
 bool IsGzip(const std::string& data) {
@@ -158,14 +167,8 @@ absl::StatusOr<std::string> GzipDecompress(const std::string& data, const std::s
   char buf[1 << 16];
   size_t consumed = 0;
   absl::Status status;
-  // zlib counts in uInt: feed the input in chunks.
   while (status.ok()) {
-    if (zs.avail_in == 0 && consumed < data.size()) {
-      size_t chunk = std::min<size_t>(data.size() - consumed, 1u << 30);
-      zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data() + consumed));
-      zs.avail_in = static_cast<uInt>(chunk);
-      consumed += chunk;
-    }
+    FeedInput(data, &zs, &consumed);
     zs.next_out = reinterpret_cast<Bytef*>(buf);
     zs.avail_out = sizeof(buf);
     int rc = inflate(&zs, Z_NO_FLUSH);
@@ -203,12 +206,7 @@ absl::StatusOr<std::string> GzipCompress(const std::string& data, const std::str
   size_t consumed = 0;
   int rc = Z_OK;
   while (rc != Z_STREAM_END) {
-    if (zs.avail_in == 0 && consumed < data.size()) {
-      size_t chunk = std::min<size_t>(data.size() - consumed, 1u << 30);
-      zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data() + consumed));
-      zs.avail_in = static_cast<uInt>(chunk);
-      consumed += chunk;
-    }
+    FeedInput(data, &zs, &consumed);
     zs.next_out = reinterpret_cast<Bytef*>(buf);
     zs.avail_out = sizeof(buf);
     rc = deflate(&zs, consumed == data.size() ? Z_FINISH : Z_NO_FLUSH);
