@@ -1,6 +1,6 @@
 // The data plan: every sample once per epoch, deterministic from the seed, and ranks'
 // shares that put together are exactly the single-process step.
-#include "worker/data_plan.h"
+#include "common/data_plan.h"
 
 #include <gtest/gtest.h>
 

@@ -94,6 +94,16 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model
                                                          const MnistSet& train,
                                                          const TrainConfig& config,
                                                          const std::string& resume_from) {
+  if (resume_from.empty()) return Create(model, prompts, train, config, nullptr);
+  LM_ASSIGN_OR_RETURN(TrainCheckpoint ckpt, LoadTrainCheckpoint(resume_from));
+  return Create(model, prompts, train, config, &ckpt);
+}
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model,
+                                                         const PromptBuilder& prompts,
+                                                         const MnistSet& train,
+                                                         const TrainConfig& config,
+                                                         const TrainCheckpoint* resume) {
   LM_RETURN_IF_ERROR(config.Validate());
   if (train.size() == 0) return absl::InvalidArgumentError("the training set is empty");
   LM_RETURN_IF_ERROR(CheckProjectorFitsModel(config.projector, model.config.hidden_size,
@@ -108,10 +118,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model
   t->pixels_ = ImagesToTensor(train, 0, n).to(model.device);  // [N, 784]
   t->labels_.assign(train.labels.begin(), train.labels.begin() + n);
   std::vector<NamedTensor> optimizer_state;  // from the checkpoint when resuming
-  if (resume_from.empty()) {
+  if (resume == nullptr) {
     t->projector_ = Projector(config.projector, config.seed);
   } else {
-    LM_ASSIGN_OR_RETURN(TrainCheckpoint ckpt, LoadTrainCheckpoint(resume_from));
+    const TrainCheckpoint& ckpt = *resume;
+    const std::string& resume_from = ckpt.source;
     if (ckpt.projector_config.ToJson() != config.projector.ToJson()) {
       return absl::InvalidArgumentError(absl::StrCat(
           resume_from, ": its projector (", ckpt.projector_config.ToJson(),
@@ -123,7 +134,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model
       return absl::InvalidArgumentError(
           absl::StrCat(resume_from, ": holds no optimizer state, so it cannot resume training"));
     }
-    optimizer_state = std::move(ckpt.optimizer_state);
+    optimizer_state = ckpt.optimizer_state;
   }
   t->projector_->to(model.device);
   std::vector<std::pair<std::string, at::Tensor>> params;
@@ -147,14 +158,19 @@ int64_t Trainer::AnswerTokens(const std::vector<PlannedSample>& samples) const {
 
 StepStats Trainer::ComputeGradients(int64_t rank) {
   LM_CHECK(!done());
-  StepStats stats;
-  stats.step = state_.step;
   // The step's samples are planned once and serve both the share and the normalizer.
   const std::vector<PlannedSample> all = plan_.StepSamples(state_.step);
-  const std::vector<PlannedSample> mine = DataPlan::RankShare(all, rank, config_.world_size);
   // Every rank divides by the whole step's token count, so the sum of the ranks'
   // gradients is the gradient of the step's mean token loss, as in one process.
-  const double normalizer = static_cast<double>(AnswerTokens(all));
+  return ComputeShareGradients(DataPlan::RankShare(all, rank, config_.world_size),
+                               static_cast<double>(AnswerTokens(all)));
+}
+
+StepStats Trainer::ComputeShareGradients(const std::vector<PlannedSample>& mine,
+                                         double normalizer) {
+  LM_CHECK(!done());
+  StepStats stats;
+  stats.step = state_.step;
   at::Tensor loss_total = at::zeros({}, at::TensorOptions().device(model_.device));
   for (size_t begin = 0; begin < mine.size(); begin += config_.batch_size) {
     const size_t end = std::min(mine.size(), begin + static_cast<size_t>(config_.batch_size));

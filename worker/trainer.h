@@ -12,12 +12,13 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/data_plan.h"
 #include "common/llama_weights.h"
 #include "common/mnist_idx.h"
 #include "common/optimizer.h"
 #include "common/projector.h"
 #include "common/prompt.h"
-#include "worker/data_plan.h"
+#include "common/train_checkpoint.h"
 
 namespace llava {
 
@@ -66,6 +67,13 @@ class Trainer {
                                                         const MnistSet& train,
                                                         const TrainConfig& config,
                                                         const std::string& resume_from);
+  // The same, resuming from a checkpoint already in memory (a worker downloads it from
+  // the coordinator); null starts fresh.
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const LlamaModel& model,
+                                                        const PromptBuilder& prompts,
+                                                        const MnistSet& train,
+                                                        const TrainConfig& config,
+                                                        const TrainCheckpoint* resume);
 
   int64_t total_steps() const { return plan_.total_steps(); }
   int64_t step() const { return state_.step; }
@@ -79,6 +87,13 @@ class Trainer {
   // of the step's mean answer-token loss (over all ranks' tokens) in the projector's
   // .grad, so that summing the ranks' gradients gives the whole step's gradient.
   StepStats ComputeGradients(int64_t rank);
+  // Forward and backward of `share`, samples of the current step (a distributed worker
+  // gets them from the coordinator's shard), accumulating d(sum of the share's answer-
+  // token losses / normalizer) into the projector's .grad. A worker passes 1 and divides
+  // by the group's all-reduced token count afterwards.
+  StepStats ComputeShareGradients(const std::vector<PlannedSample>& share, double normalizer);
+  // Answer tokens of `samples` (every rank's, for the loss normalizer).
+  int64_t AnswerTokens(const std::vector<PlannedSample>& samples) const;
   // The learning rate of the current step, the optimizer step, and zeroed gradients.
   void ApplyGradients(StepStats* stats);
   // ComputeGradients(0) + ApplyGradients for a world of one.
@@ -91,9 +106,6 @@ class Trainer {
  private:
   Trainer(const LlamaModel& model, const PromptBuilder& prompts, const MnistSet& train,
           const TrainConfig& config);
-  // Answer tokens of all the step's samples (every rank's): the loss normalizer.
-  int64_t AnswerTokens(const std::vector<PlannedSample>& samples) const;
-
   const LlamaModel& model_;
   const PromptBuilder& prompts_;
   TrainConfig config_;

@@ -1,4 +1,4 @@
-#include "worker/data_plan.h"
+#include "common/data_plan.h"
 
 #include <algorithm>
 #include <numeric>
