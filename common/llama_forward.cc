@@ -2,6 +2,8 @@
 
 #include <torch/version.h>
 
+#include <ATen/core/grad_mode.h>
+
 #include <cmath>
 
 #include "common/log.h"
@@ -47,33 +49,41 @@ at::Tensor RepeatKv(const at::Tensor& x, int64_t groups) {
   return x.unsqueeze(2).expand({b, hkv, groups, s, hd}).reshape({b, hkv * groups, s, hd});
 }
 
-// q [B, H, T, hd], k/v [B, H, S, hd]; query i sits at absolute position past + i and sees
-// keys 0 .. past + i.
-at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     int64_t past) {
-  const int64_t t = q.size(2), s = k.size(2);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
-  c10::optional<at::Tensor> mask;
-  bool causal = false;
-  if (t > 1) {
-    if (past == 0 && t == s) {
-      causal = true;
-    } else {
-      at::Tensor qi = at::arange(past, past + t, q.options().dtype(at::kLong)).unsqueeze(1);
-      at::Tensor kj = at::arange(0, s, q.options().dtype(at::kLong)).unsqueeze(0);
-      mask = kj <= qi;  // [T, S] bool, true = attend
-    }
+// Which keys each query may see: queries at absolute positions past .. past+T-1, keys at
+// 0 .. S-1. Built once per forward pass (not per layer).
+struct AttentionMask {
+  bool causal = false;              // top-left causal (past == 0 and T == S)
+  c10::optional<at::Tensor> mask;   // [T, S] bool, true = attend; none when T == 1
+};
+
+AttentionMask MakeAttentionMask(int64_t past, int64_t t, const at::TensorOptions& options) {
+  AttentionMask m;
+  if (t == 1) return m;  // one query at the end sees every key
+  if (past == 0) {
+    m.causal = true;
+    return m;
   }
+  at::Tensor qi = at::arange(past, past + t, options.dtype(at::kLong)).unsqueeze(1);  // [T, 1]
+  at::Tensor kj = at::arange(0, past + t, options.dtype(at::kLong)).unsqueeze(0);     // [1, S]
+  m.mask = kj <= qi;  // [T, S]
+  return m;
+}
+
+// q [B, H, T, hd], k/v [B, H, S, hd].
+at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const AttentionMask& am) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
 #if TORCH_VERSION_MAJOR >= 2
   // Fused kernels (flash / memory-efficient) where the shapes allow.
-  return at::scaled_dot_product_attention(q, k, v, mask, 0.0, causal, scale);
+  return at::scaled_dot_product_attention(q, k, v, am.mask, 0.0, am.causal, scale);
 #else
+  const int64_t t = q.size(2), s = k.size(2);
   at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) * scale;  // [B, H, T, S]
-  if (causal) {
+  if (am.causal) {
     at::Tensor keep = at::ones({t, s}, q.options().dtype(at::kBool)).tril();
     scores = scores.masked_fill(keep.logical_not(), -INFINITY);
-  } else if (mask.has_value()) {
-    scores = scores.masked_fill(mask->logical_not(), -INFINITY);
+  } else if (am.mask.has_value()) {
+    scores = scores.masked_fill(am.mask->logical_not(), -INFINITY);
   }
   // Softmax in float32 as transformers' eager attention, then back to the model dtype.
   at::Tensor probs = at::softmax(scores, -1, AtLeastFloat(q.scalar_type())).to(q.scalar_type());
@@ -82,8 +92,8 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 }
 
 at::Tensor AttentionBlock(const LlamaModel& m, const LlamaLayerWeights& w, const at::Tensor& x,
-                          const std::pair<at::Tensor, at::Tensor>& rope, int64_t layer,
-                          KvCache* cache) {
+                          const std::pair<at::Tensor, at::Tensor>& rope, const AttentionMask& am,
+                          int64_t layer, KvCache* cache, const KvCache* prefix) {
   const LlamaConfig& c = m.config;
   const int64_t b = x.size(0), t = x.size(1), hd = c.head_dim;
   // [B, T, H*hd] -> [B, H, T, hd]
@@ -93,16 +103,21 @@ at::Tensor AttentionBlock(const LlamaModel& m, const LlamaLayerWeights& w, const
   // Rotation in float32, rounded once to the model dtype afterwards.
   q = ApplyRope(q.to(rope.first.scalar_type()), rope.first, rope.second).to(q.scalar_type());
   k = ApplyRope(k.to(rope.first.scalar_type()), rope.first, rope.second).to(k.scalar_type());
-  int64_t past = 0;
   if (cache != nullptr) {
-    past = cache->length;
+    const int64_t past = cache->length;
     cache->k[layer].narrow(2, past, t).copy_(k);
     cache->v[layer].narrow(2, past, t).copy_(v);
-    k = cache->k[layer].narrow(2, 0, past + t);
+    k = cache->k[layer].narrow(2, 0, past + t);  // [B, Hkv, past+T, hd]
     v = cache->v[layer].narrow(2, 0, past + t);
+  } else if (prefix != nullptr) {
+    // The shared prefix, broadcast over the rows: [B, Hkv, P+T, hd].
+    const at::Tensor& pk = prefix->k[layer];
+    const at::Tensor& pv = prefix->v[layer];
+    k = at::cat({pk.narrow(2, 0, prefix->length).expand({b, -1, -1, -1}), k}, 2);
+    v = at::cat({pv.narrow(2, 0, prefix->length).expand({b, -1, -1, -1}), v}, 2);
   }
   at::Tensor out = Attention(q, RepeatKv(k, c.num_kv_groups()), RepeatKv(v, c.num_kv_groups()),
-                             past);                                       // [B, H, T, hd]
+                             am);                                         // [B, H, T, hd]
   out = out.transpose(1, 2).reshape({b, t, c.num_attention_heads * hd});  // [B, T, H*hd]
   return at::linear(out, w.o_proj);                                       // [B, T, D]
 }
@@ -125,19 +140,54 @@ KvCache MakeKvCache(const LlamaModel& m, int64_t batch, int64_t capacity) {
   return cache;
 }
 
+KvCache ComputePrefixKv(const LlamaModel& m, const at::Tensor& ids) {
+  LM_CHECK_EQ(ids.dim(), 2);
+  LM_CHECK_EQ(ids.size(0), 1);
+  at::NoGradGuard no_grad;
+  KvCache cache = MakeKvCache(m, 1, ids.size(1));
+  DecoderForward(m, EmbedTokens(m, ids.to(m.device)), &cache);
+  return cache;
+}
+
+KvCache MakeKvCacheFromPrefix(const LlamaModel& m, const KvCache& prefix, int64_t batch,
+                              int64_t capacity) {
+  LM_CHECK_EQ(prefix.batch(), 1);
+  LM_CHECK_LE(prefix.length, capacity);
+  const LlamaConfig& c = m.config;
+  KvCache cache;
+  const at::TensorOptions to = at::TensorOptions().dtype(m.dtype).device(m.device);
+  const int64_t p = prefix.length;
+  for (size_t i = 0; i < prefix.k.size(); ++i) {
+    // Positions past the prefix are written before they are read: no need to zero them.
+    at::Tensor k = at::empty({batch, c.num_key_value_heads, capacity, c.head_dim}, to);
+    at::Tensor v = at::empty({batch, c.num_key_value_heads, capacity, c.head_dim}, to);
+    k.narrow(2, 0, p).copy_(prefix.k[i].narrow(2, 0, p).expand({batch, -1, -1, -1}));
+    v.narrow(2, 0, p).copy_(prefix.v[i].narrow(2, 0, p).expand({batch, -1, -1, -1}));
+    cache.k.push_back(std::move(k));
+    cache.v.push_back(std::move(v));
+  }
+  cache.length = p;
+  return cache;
+}
+
 at::Tensor EmbedTokens(const LlamaModel& m, const at::Tensor& ids) {
   return at::embedding(m.weights.embed_tokens, ids);
 }
 
 at::Tensor DecoderForward(const LlamaModel& m, const at::Tensor& inputs_embeds,
-                          KvCache* cache) {
+                          KvCache* cache, const KvCache* prefix) {
   LM_CHECK_EQ(inputs_embeds.dim(), 3);
   LM_CHECK_EQ(inputs_embeds.size(2), m.config.hidden_size);
+  LM_CHECK(cache == nullptr || prefix == nullptr) << "a cache or a prefix, not both";
   const int64_t t = inputs_embeds.size(1);
-  const int64_t start = cache == nullptr ? 0 : cache->length;
+  const int64_t start = cache != nullptr ? cache->length : prefix != nullptr ? prefix->length : 0;
   if (cache != nullptr) {
     LM_CHECK_EQ(cache->batch(), inputs_embeds.size(0));
     LM_CHECK_LE(start + t, cache->capacity()) << "KV cache too small";
+  }
+  if (prefix != nullptr) {
+    LM_CHECK_EQ(prefix->batch(), 1);
+    LM_CHECK_EQ(static_cast<int64_t>(prefix->k.size()), m.config.num_hidden_layers);
   }
   // The residual stream stays in float32 for bf16/fp16 models: each block's output is
   // added without rounding the running sum to 8 mantissa bits (measured on the fixtures:
@@ -145,11 +195,12 @@ at::Tensor DecoderForward(const LlamaModel& m, const at::Tensor& inputs_embeds,
   // blocks themselves read and compute in the model dtype.
   at::Tensor h = inputs_embeds.to(AtLeastFloat(m.dtype));  // [B, T, D]
   const auto rope = RopeCosSin(m, start, t, AtLeastFloat(m.dtype));
+  const AttentionMask mask = MakeAttentionMask(start, t, inputs_embeds.options());
   const double eps = m.config.rms_norm_eps;
   for (size_t i = 0; i < m.weights.layers.size(); ++i) {
     const LlamaLayerWeights& w = m.weights.layers[i];
-    h = h + AttentionBlock(m, w, RmsNorm(h, w.input_layernorm, eps), rope,
-                           static_cast<int64_t>(i), cache);
+    h = h + AttentionBlock(m, w, RmsNorm(h, w.input_layernorm, eps), rope, mask,
+                           static_cast<int64_t>(i), cache, prefix);
     h = h + Mlp(w, RmsNorm(h, w.post_attention_layernorm, eps));
   }
   if (cache != nullptr) cache->length += t;

@@ -25,6 +25,16 @@ struct KvCache {
 
 KvCache MakeKvCache(const LlamaModel& model, int64_t batch, int64_t capacity);
 
+// Keys and values of positions 0 .. P-1 of ids [1, P], computed once (no gradient) so
+// that many batches sharing that prefix run the decoder from position P on: exact,
+// since causal attention never lets a prefix position see what follows it.
+KvCache ComputePrefixKv(const LlamaModel& model, const at::Tensor& ids);
+
+// A cache for `batch` rows and `capacity` positions whose first prefix.length positions
+// hold `prefix` (batch 1) in every row; length = prefix.length.
+KvCache MakeKvCacheFromPrefix(const LlamaModel& model, const KvCache& prefix, int64_t batch,
+                              int64_t capacity);
+
 // ids [B, T] int64 -> [B, T, D] in the model's dtype.
 at::Tensor EmbedTokens(const LlamaModel& model, const at::Tensor& ids);
 
@@ -32,8 +42,11 @@ at::Tensor EmbedTokens(const LlamaModel& model, const at::Tensor& ids);
 // cache->length + T - 1 (0 .. T - 1 without a cache) and returns the final-normed hidden
 // states [B, T, D]. With a cache, attention also covers the cached positions, the new
 // keys and values are written into it, and its length advances by T.
+// With `prefix` (a batch-1 cache from ComputePrefixKv, read only; no `cache` then), the
+// inputs sit at positions prefix->length .. and attend to the prefix in every row;
+// gradients flow to inputs_embeds as without it.
 at::Tensor DecoderForward(const LlamaModel& model, const at::Tensor& inputs_embeds,
-                          KvCache* cache = nullptr);
+                          KvCache* cache = nullptr, const KvCache* prefix = nullptr);
 
 // hidden [..., D] -> logits [..., V], in the model's dtype (as transformers returns).
 at::Tensor LmHeadLogits(const LlamaModel& model, const at::Tensor& hidden);

@@ -11,14 +11,18 @@ namespace llava {
 
 std::vector<std::vector<int64_t>> GreedyGenerateFromEmbeds(const LlamaModel& model,
                                                            const at::Tensor& inputs_embeds,
-                                                           const GenerateParams& params) {
+                                                           const GenerateParams& params,
+                                                           const KvCache* prefix) {
   at::NoGradGuard no_grad;
   LM_CHECK_EQ(inputs_embeds.dim(), 3);
   const int64_t b = inputs_embeds.size(0), t = inputs_embeds.size(1);
   const std::vector<int64_t>& eos =
       params.eos_token_ids.empty() ? model.config.eos_token_ids : params.eos_token_ids;
   at::Tensor eos_ids = at::tensor(eos, at::kLong).to(model.device);
-  KvCache cache = MakeKvCache(model, b, t + std::max<int64_t>(params.max_new_tokens, 1));
+  const int64_t capacity = t + std::max<int64_t>(params.max_new_tokens, 1);
+  KvCache cache = prefix == nullptr
+                      ? MakeKvCache(model, b, capacity)
+                      : MakeKvCacheFromPrefix(model, *prefix, b, prefix->length + capacity);
 
   std::vector<at::Tensor> steps;  // each [B] int64, on the device
   at::Tensor finished = at::zeros({b}, at::TensorOptions().dtype(at::kBool).device(model.device));

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/llama_forward.h"
 #include "common/llama_weights.h"
 
 namespace llava {
@@ -22,10 +23,12 @@ struct GenerateParams {
 };
 
 // inputs_embeds [B, T, D] -> the new tokens of each row (prompt excluded), each ending
-// at its first EOS or after max_new_tokens.
+// at its first EOS or after max_new_tokens. With `prefix` (ComputePrefixKv of the
+// positions before inputs_embeds, shared by every row), inputs_embeds continue it.
 std::vector<std::vector<int64_t>> GreedyGenerateFromEmbeds(const LlamaModel& model,
                                                            const at::Tensor& inputs_embeds,
-                                                           const GenerateParams& params);
+                                                           const GenerateParams& params,
+                                                           const KvCache* prefix = nullptr);
 
 // ids [B, T] -> the new tokens of each row.
 std::vector<std::vector<int64_t>> GreedyGenerate(const LlamaModel& model, const at::Tensor& ids,

@@ -205,6 +205,38 @@ TEST_P(LlamaModelTest, KvCacheStepsEqualOneFullPass) {
   EXPECT_LE(testing::RelError(at::cat(parts, 1), full), IsBf16() ? 2e-2 : 1e-5);
 }
 
+// A prefix's keys and values computed once at batch 1 and shared by the rows: the
+// positions after it equal one full pass over the whole sequence, forward and backward.
+TEST_P(LlamaModelTest, SharedPrefixEqualsOneFullPass) {
+  constexpr int64_t kPrefix = 5;
+  at::Tensor ids = Expected("input_ids").to(model_->device).clone();
+  ids[1].narrow(0, 0, kPrefix).copy_(ids[0].narrow(0, 0, kPrefix));  // rows share the prefix
+  const int64_t t = ids.size(1);
+  at::Tensor embeds = EmbedTokens(*model_, ids).to(at::kFloat);
+  at::Tensor a = embeds.clone().requires_grad_(true);
+  at::Tensor full = DecoderForward(*model_, a.to(model_->dtype)).narrow(1, kPrefix, t - kPrefix);
+  KvCache prefix = ComputePrefixKv(*model_, ids.narrow(0, 0, 1).narrow(1, 0, kPrefix));
+  EXPECT_EQ(prefix.length, kPrefix);
+  at::Tensor b = embeds.narrow(1, kPrefix, t - kPrefix).clone().requires_grad_(true);
+  at::Tensor fast = DecoderForward(*model_, b.to(model_->dtype), nullptr, &prefix);
+  const double tol = IsBf16() ? 2e-2 : 1e-5;
+  EXPECT_LE(testing::RelError(fast, full), tol);
+  // Any fixed weighting of the outputs: the gradients to the inputs after the prefix agree.
+  at::Tensor w = at::randn(full.sizes(), full.options().dtype(at::kFloat));
+  (full.to(at::kFloat) * w).sum().backward();
+  (fast.to(at::kFloat) * w).sum().backward();
+  EXPECT_LE(testing::RelError(b.grad(), a.grad().narrow(1, kPrefix, t - kPrefix)),
+            IsBf16() ? 5e-2 : 1e-5);
+  // The same prefix seeding a generation cache continues like the cache of a full pass.
+  at::NoGradGuard no_grad;
+  KvCache cache = MakeKvCacheFromPrefix(*model_, prefix, 2, t);
+  EXPECT_EQ(cache.length, kPrefix);
+  at::Tensor stepped = DecoderForward(*model_, EmbedTokens(*model_, ids.narrow(1, kPrefix, t - kPrefix)),
+                                      &cache);
+  EXPECT_EQ(cache.length, t);
+  EXPECT_LE(testing::RelError(stepped, full), tol);
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, LlamaModelTest, ::testing::ValuesIn(AllCases()), CaseName);
 INSTANTIATE_TEST_SUITE_P(Fixtures, LlamaGenerationTest, ::testing::ValuesIn(Float32Cases()),
                          CaseName);
