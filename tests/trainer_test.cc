@@ -101,6 +101,33 @@ TEST_F(TrainerTest, RankSharesSumToTheOneProcessGradient) {
   for (size_t i = 0; i < want.size(); ++i) EXPECT_LE(testing::RelError(sum[i], want[i]), 1e-5);
 }
 
+// The product's fast path (the prompt prefix's keys and values computed once, each batch
+// run from the image position to the last answer position) against the plain path over
+// the whole prompt: the same loss and projector gradient on the same step.
+TEST_F(TrainerTest, SharedPrefixPathEqualsThePlainPath) {
+  TrainConfig fast = Config();
+  fast.batch_size = 8;
+  TrainConfig plain = fast;
+  plain.reuse_prefix_kv = false;
+  auto a = Trainer::Create(*model_, *prompts_, data_, fast, "");
+  auto b = Trainer::Create(*model_, *prompts_, data_, plain, "");
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (int step = 0; step < 2; ++step) {  // the second step reuses the cached prefix
+    StepStats sa = (*a)->ComputeGradients(0);
+    StepStats sb = (*b)->ComputeGradients(0);
+    EXPECT_EQ(sa.tokens, sb.tokens);
+    EXPECT_NEAR(sa.loss_sum, sb.loss_sum, 1e-5 * std::abs(sb.loss_sum));
+    auto ga = (*a)->projector()->NamedParameters();
+    auto gb = (*b)->projector()->NamedParameters();
+    ASSERT_EQ(ga.size(), gb.size());
+    for (size_t i = 0; i < ga.size(); ++i) {
+      EXPECT_LE(testing::RelError(ga[i].second.grad(), gb[i].second.grad()), 1e-5) << ga[i].first;
+    }
+    (*a)->ApplyGradients(&sa);
+    (*b)->ApplyGradients(&sb);
+  }
+}
+
 TEST_F(TrainerTest, GradientMatchesFiniteDifferences) {
   // float64 end to end: the frozen LM and the projector.
   ModelOptions options;

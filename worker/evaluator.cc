@@ -3,6 +3,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "common/answer_metric.h"
@@ -54,13 +55,20 @@ absl::Status EvaluateRange(const EvalInputs& in, int64_t begin, int64_t end,
   const GenerateParams params = ParamsFor(config, *in.prompts);
   const int64_t total = (end - begin) * questions;
   int64_t done = 0;
+  std::unique_ptr<PromptPrefix> prefix;  // shared by the questions while their prefix is
   for (int64_t q = 0; q < questions; ++q) {
     const GenerationPrompt prompt = in.prompts->BuildGeneration(q);
+    if (config.reuse_prefix_kv &&
+        (prefix == nullptr || !PrefixMatches(*prefix, prompt.ids, prompt.image_position))) {
+      prefix = std::make_unique<PromptPrefix>(
+          ComputePromptPrefix(model, prompt.ids, prompt.image_position));
+    }
     for (int64_t b = begin; b < end; b += config.batch_size) {
       const int64_t e = std::min(end, b + config.batch_size);
       at::Tensor pixels = ImagesToTensor(*in.images, b, e).to(model.device);  // [n, 784]
       at::Tensor image = (*in.projector)->forward(pixels);                   // [n, k, D]
-      std::vector<std::vector<int64_t>> answers = GenerateAnswers(model, prompt, image, params);
+      std::vector<std::vector<int64_t>> answers =
+          GenerateAnswers(model, prompt, image, params, prefix.get());
       for (int64_t i = 0; i < e - b; ++i) {
         LM_ASSIGN_OR_RETURN(std::string text, DecodeAnswer(*in.tokenizer, *in.prompts,
                                                            std::move(answers[i])));

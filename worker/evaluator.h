@@ -20,6 +20,9 @@ struct EvalConfig {
   int64_t batch_size = 100;
   int64_t max_new_tokens = 20;
   bool stop_at_eos = true;
+  // Compute the prompt's fixed prefix (before the image) once per call and decode each
+  // batch from the image position on (exact; false runs the whole prompt, for measuring).
+  bool reuse_prefix_kv = true;
   absl::Status Validate() const;
 };
 

@@ -180,8 +180,19 @@ StepStats Trainer::ComputeShareGradients(const std::vector<PlannedSample>& mine,
     for (const PlannedSample& s : micro) index.push_back(s.index);
     at::Tensor idx = at::tensor(index, at::kLong).to(model_.device);
     at::Tensor image = projector_->forward(pixels_.index_select(0, idx));  // [b, k, D] f32
-    at::Tensor embeds = SpliceImageEmbeds(model_, batch.ids, image, batch.image_position);
-    AnswerLossTerms terms = AnswerLoss(model_, embeds, batch.labels);
+    AnswerLossTerms terms;
+    if (config_.reuse_prefix_kv) {
+      // The prefix is the same for every batch of a job; recomputed only if it changes.
+      if (prefix_ == nullptr || !PrefixMatches(*prefix_, batch.ids, batch.image_position)) {
+        prefix_ = std::make_unique<PromptPrefix>(
+            ComputePromptPrefix(model_, batch.ids, batch.image_position));
+      }
+      terms = AnswerLossFromPrefix(model_, *prefix_, batch.ids, image, batch.image_position,
+                                   batch.labels);
+    } else {
+      at::Tensor embeds = SpliceImageEmbeds(model_, batch.ids, image, batch.image_position);
+      terms = AnswerLoss(model_, embeds, batch.labels);
+    }
     (terms.sum / normalizer).backward();
     loss_total = loss_total + terms.sum.detach();
     stats.tokens += terms.tokens;

@@ -19,6 +19,7 @@
 #include "common/projector.h"
 #include "common/prompt.h"
 #include "common/train_checkpoint.h"
+#include "common/vlm.h"
 
 namespace llava {
 
@@ -35,6 +36,9 @@ struct TrainConfig {
   int64_t train_digits = 1000;  // the first N training digits; -1: all
   uint64_t seed = 0;
   bool shuffle = true;
+  // Compute the prompt's fixed prefix (before the image) once and run each batch from
+  // the image position on (exact; false runs the whole prompt, for measuring).
+  bool reuse_prefix_kv = true;
 
   // Samples per optimizer step over all ranks.
   int64_t global_batch() const { return batch_size * grad_accum * world_size; }
@@ -115,6 +119,7 @@ class Trainer {
   Projector projector_{nullptr};
   std::unique_ptr<Optimizer> optimizer_;
   TrainState state_;
+  std::unique_ptr<PromptPrefix> prefix_;  // made at the first step (reuse_prefix_kv)
 };
 
 }  // namespace llava
