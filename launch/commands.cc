@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "launch/cmd_bench.h"
 #include "launch/cmd_demo_lm.h"
 #include "launch/cmd_info.h"
 #include "launch/cmd_vlm.h"
@@ -33,6 +34,8 @@ const std::vector<Command>& AllCommands() {
        {"launch/cmd_vlm.cc", "launch/vlm_setup.cc"}, &RunEval},
       {"ask", "ask the model about one digit image (PNG or IDX index)",
        {"launch/cmd_vlm.cc", "launch/vlm_setup.cc"}, &RunAsk},
+      {"bench", "time the product's training step and evaluation (medians; table + JSON)",
+       {"launch/cmd_bench.cc", "launch/vlm_setup.cc"}, &RunBench},
   };
   return commands;
 }
