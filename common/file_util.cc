@@ -1,6 +1,7 @@
 #include "common/file_util.h"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -92,6 +93,22 @@ absl::Status WriteFileAtomic(const std::string& path, std::string_view data) {
   if (dfd >= 0) {
     ::fsync(dfd);
     ::close(dfd);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RemoveTree(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat("removing ", path, ": ", std::strerror(errno)));
+  }
+  // Depth first (children before their directory), not following symbolic links.
+  auto remove_one = [](const char* p, const struct stat*, int, struct FTW*) -> int {
+    return ::remove(p) == 0 || errno == ENOENT ? 0 : -1;
+  };
+  if (::nftw(path.c_str(), remove_one, 16, FTW_DEPTH | FTW_PHYS) != 0) {
+    return absl::InternalError(absl::StrCat("removing ", path, ": ", std::strerror(errno)));
   }
   return absl::OkStatus();
 }

@@ -20,6 +20,13 @@ absl::Status WriteFileAtomic(const std::string& path, std::string_view data);
 // Creates `path` and its parents if missing.
 absl::Status MakeDirs(const std::string& path);
 
+// Removes `path` and, for a directory, everything under it (symbolic links themselves,
+// never what they point to). A missing path is not an error. Use this rather than
+// std::filesystem::remove_all: the PyTorch 2.x wheel's libtorch.so exports its own
+// copy of that function, which the dynamic linker binds our calls to, and it crashes
+// (a jump to address 0) on any non-empty directory.
+absl::Status RemoveTree(const std::string& path);
+
 bool FileExists(const std::string& path);
 bool IsDirectory(const std::string& path);
 

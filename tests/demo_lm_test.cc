@@ -140,8 +140,7 @@ class ShortBuildTest : public ::testing::Test {
     if (r.ok()) result_ = *r;
   }
   static void TearDownTestSuite() {
-    std::error_code ec;
-    fs::remove_all(*dir_, ec);
+    EXPECT_TRUE(RemoveTree(*dir_).ok());
     delete dir_;
     delete status_;
   }
@@ -294,8 +293,7 @@ TEST(DemoLmDeterminismTest, SameSeedSameBytesDifferentSeedDifferent) {
   ASSERT_TRUE(other.ok());
   EXPECT_EQ(other->size(), first->size());
   EXPECT_FALSE(*other == *first) << "seeds 0 and 1 gave the same model";
-  std::error_code ec;
-  fs::remove_all(dir, ec);
+  EXPECT_TRUE(RemoveTree(dir).ok());
 }
 
 TEST(DemoLmExistsTest, IncompleteDirectoryIsNotADemoLm) {

@@ -40,5 +40,21 @@ TEST(FileUtilTest, ReadingADirectoryIsAnError) {
   EXPECT_NE(got.status().message().find("directory"), std::string::npos);
 }
 
+// A nested tree with a symbolic link out of it: the tree goes, the link's target stays.
+TEST(FileUtilTest, RemoveTreeRemovesNestedDirectoriesButNotLinkTargets) {
+  std::string dir = testing::MakeTempDir("fileutil");
+  ASSERT_TRUE(MakeDirs(dir + "/t/a/b").ok());
+  ASSERT_TRUE(WriteFileAtomic(dir + "/t/a/b/x", "x").ok());
+  ASSERT_TRUE(WriteFileAtomic(dir + "/t/y", "y").ok());
+  ASSERT_TRUE(WriteFileAtomic(dir + "/keep", "k").ok());
+  std::filesystem::create_symlink(dir + "/keep", dir + "/t/a/link");
+  ASSERT_TRUE(RemoveTree(dir + "/t").ok());
+  EXPECT_FALSE(FileExists(dir + "/t"));
+  EXPECT_TRUE(FileExists(dir + "/keep"));
+  EXPECT_TRUE(RemoveTree(dir + "/t").ok());  // already gone: not an error
+  ASSERT_TRUE(RemoveTree(dir + "/keep").ok());  // a plain file
+  EXPECT_FALSE(FileExists(dir + "/keep"));
+}
+
 }  // namespace
 }  // namespace llava

@@ -18,9 +18,6 @@
 #include <random>
 #include <thread>
 
-#ifdef __GLIBC__
-#endif
-
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/llama_forward.h"
@@ -388,15 +385,14 @@ absl::Status WriteModelDir(const std::string& dir, const ModelFiles& f) {
 absl::Status ReplaceDir(const std::string& tmp, const std::string& dir) {
   std::error_code ec;
   const std::string old = dir + ".old";
-  fs::remove_all(old, ec);
+  LM_RETURN_IF_ERROR(RemoveTree(old));
   if (fs::exists(dir)) {
     fs::rename(dir, old, ec);
     if (ec) return absl::InternalError(absl::StrCat("renaming ", dir, " to ", old, ": ", ec.message()));
   }
   fs::rename(tmp, dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("renaming ", tmp, " to ", dir, ": ", ec.message()));
-  fs::remove_all(old, ec);
-  return absl::OkStatus();
+  return RemoveTree(old);
 }
 
 
@@ -449,8 +445,7 @@ absl::StatusOr<DemoLmResult> BuildDemoLmImpl(const DemoLmOptions& o) {
   if (o.evaluate) result.digit_accuracy = HeldOutAccuracy(*model, held_out_prompts, digit_ids);
 
   const std::string tmp = out_dir + ".tmp";
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
+  LM_RETURN_IF_ERROR(RemoveTree(tmp));
   LM_RETURN_IF_ERROR(MakeDirs(tmp));
   json recipe = {{"what", "llava-mnist demo LM: Llama 3.1 architecture and tokenizer, trained "
                           "on text-only dialogues (the digit's token at the image slot)"},
