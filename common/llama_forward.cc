@@ -189,11 +189,11 @@ at::Tensor DecoderForward(const LlamaModel& m, const at::Tensor& inputs_embeds,
     LM_CHECK_EQ(prefix->batch(), 1);
     LM_CHECK_EQ(static_cast<int64_t>(prefix->k.size()), m.config.num_hidden_layers);
   }
-  // The residual stream stays in float32 for bf16/fp16 models: each block's output is
-  // added without rounding the running sum to 8 mantissa bits (measured on the fixtures:
-  // bf16 logits 2-3e-2 from float32 with a bf16 residual; see bench/RESULTS.md). The
-  // blocks themselves read and compute in the model dtype.
-  at::Tensor h = inputs_embeds.to(AtLeastFloat(m.dtype));  // [B, T, D]
+  // The residual stream stays in float32 for bf16/fp16 models unless the model says
+  // otherwise (fp32_residual): each block's output is added without rounding the running
+  // sum to 8 mantissa bits (see bench/RESULTS.md for what it buys and costs). The blocks
+  // themselves read and compute in the model dtype.
+  at::Tensor h = inputs_embeds.to(m.fp32_residual ? AtLeastFloat(m.dtype) : m.dtype);  // [B, T, D]
   const auto rope = RopeCosSin(m, start, t, AtLeastFloat(m.dtype));
   const AttentionMask mask = MakeAttentionMask(start, t, inputs_embeds.options());
   const double eps = m.config.rms_norm_eps;

@@ -42,6 +42,9 @@ struct LlamaModel {
   at::Device device = at::kCPU;
   at::ScalarType dtype = at::kFloat;
   std::string source;  // checkpoint directory or synthetic:NAME
+  // bf16/fp16 models: carry the residual stream in float32 (each block's output added
+  // without rounding the running sum), else in the model dtype as transformers does.
+  bool fp32_residual = true;
 };
 
 struct ModelOptions {
