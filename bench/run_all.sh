@@ -19,17 +19,17 @@ export PYTHONUNBUFFERED=1
 
 # shellcheck disable=SC2086
 python3 bench/hf_reference.py --config "$CONFIG" --train_batches 16,64,256 \
-  --eval_batches 100,500,1000 --out "$OUT/hf.json" ${HF_ARGS:-} | tee "$OUT/hf.txt"
+  --eval_batches 100,500,1000 --out "$OUT/hf.json" ${HF_ARGS:-} 2>&1 | tee "$OUT/hf.txt"
 # shellcheck disable=SC2086
 "$BIN" bench --model "$SPEC" --device cuda --dtype bf16 --train_batches 16,64,256,512 \
-  --eval_batches 100,500,1000,2000 --json "$OUT/ours.json" ${BENCH_ARGS:-} | tee "$OUT/ours.txt"
+  --eval_batches 100,500,1000,2000 --json "$OUT/ours.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/ours.txt"
 
 python3 - "$OUT/hf.json" "$OUT/ours.json" <<'EOF' | tee "$OUT/ratios.txt"
 import json, sys
 hf = json.load(open(sys.argv[1]))
 ours = json.load(open(sys.argv[2]))
 def per_s(rows, mode, batch=None, **kw):
-    got = [r for r in rows if r["mode"] == mode and (batch is None or r["batch"] == batch)
+    got = [r for r in rows if "per_s" in r and r["mode"] == mode and (batch is None or r["batch"] == batch)
            and all(r.get(k) == v for k, v in kw.items())]
     return max((r["per_s"] for r in got), default=None)
 def line(what, a, b):

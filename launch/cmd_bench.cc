@@ -1,6 +1,7 @@
 #include "launch/cmd_bench.h"
 
 #include <ATen/ATen.h>
+#include <c10/util/Exception.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/version.h>
 
@@ -9,10 +10,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <iostream>
 
 #ifdef LLAVA_HAVE_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #endif
 
 #include "absl/flags/flag.h"
@@ -36,6 +39,8 @@ ABSL_FLAG(int64_t, steps, 10, "bench: timed steps (eval: timed batches) per row"
 ABSL_FLAG(int64_t, warmup, 3, "bench: untimed steps before each row");
 ABSL_FLAG(bool, prefix_kv, true,
           "bench: the product's shared prompt prefix (false: the whole prompt every batch)");
+ABSL_FLAG(std::string, residual, "fp32",
+          "bench: residual stream dtype of a bf16 model, fp32 (the default) or model");
 ABSL_FLAG(int64_t, answer_tokens, 7,
           "bench: also time eval with this budget, what early stop at the answer's end runs "
           "(0: skip)");
@@ -64,9 +69,16 @@ void Sync(const at::Device& device) {
   impl.getStream(device).synchronize();
 }
 
+#ifdef LLAVA_HAVE_CUDA
+// "cuda" without an index means the current device.
+c10::DeviceIndex CudaIndex(const at::Device& device) {
+  return device.has_index() ? device.index() : c10::cuda::current_device();
+}
+#endif
+
 void ResetPeakMemory(const at::Device& device) {
 #ifdef LLAVA_HAVE_CUDA
-  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(CudaIndex(device));
 #endif
 }
 
@@ -74,7 +86,7 @@ void ResetPeakMemory(const at::Device& device) {
 double PeakMemoryGiB(const at::Device& device) {
 #ifdef LLAVA_HAVE_CUDA
   if (device.is_cuda()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(CudaIndex(device));
     return static_cast<double>(stats.allocated_bytes[0].peak) / (1ull << 30);  // 0: all pools
   }
 #endif
@@ -360,6 +372,11 @@ absl::Status RunBench(const std::vector<char*>& args) {
   const auto load_start = Clock::now();
   LM_ASSIGN_OR_RETURN(VlmRuntime rt, LoadRuntimeFromFlags());
   Sync(rt.model->device);
+  const std::string residual = absl::GetFlag(FLAGS_residual);
+  if (residual != "fp32" && residual != "model") {
+    return absl::InvalidArgumentError("--residual must be fp32 or model, got '" + residual + "'");
+  }
+  rt.model->fp32_residual = residual == "fp32";
   const double load_s = Since(load_start);
   LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*rt.tokenizer, prompt_config));
   LM_ASSIGN_OR_RETURN(MnistSet train, LoadMnistFromFlags("train", "", "", -1));
@@ -373,11 +390,28 @@ absl::Status RunBench(const std::vector<char*>& args) {
   json rows = json::array();
   std::cout << absl::StrFormat("%-6s %6s %-9s %10s %10s %9s %7s %8s\n", "mode", "batch", "path",
                                "median ms", "p90 ms", "per s", "MFU", "peak GiB");
+  // A row that fails in libtorch (out of memory at a large batch, say) is reported and
+  // the others still run.
+  auto run_row = [&](const std::function<absl::StatusOr<json>()>& row, const json& what) {
+    absl::StatusOr<json> r;
+    try {
+      r = row();
+    } catch (const c10::Error& e) {
+      r = absl::InternalError(e.what_without_backtrace());
+    }
+    if (r.ok()) {
+      PrintRow(*r);
+      rows.push_back(*r);
+    } else {
+      json failed = what;
+      failed["error"] = std::string(r.status().message());
+      std::cout << "row failed: " << failed.dump() << "\n";
+      rows.push_back(failed);
+    }
+  };
   if (mode != "eval") {
     for (int64_t b : train_batches) {
-      LM_ASSIGN_OR_RETURN(json r, BenchTrain(x, b));
-      PrintRow(r);
-      rows.push_back(r);
+      run_row([&] { return BenchTrain(x, b); }, {{"mode", "train"}, {"batch", b}});
     }
   }
   ProjectorConfig pc;
@@ -390,15 +424,13 @@ absl::Status RunBench(const std::vector<char*>& args) {
     const int64_t answer = absl::GetFlag(FLAGS_answer_tokens);
     for (int64_t b : eval_batches) {
       // No early stop: every row runs the whole budget (the forced figure).
-      LM_ASSIGN_OR_RETURN(json r, BenchEval(x, projector, b, budget, false));
-      PrintRow(r);
-      rows.push_back(r);
+      run_row([&] { return BenchEval(x, projector, b, budget, false); },
+              {{"mode", "eval"}, {"batch", b}, {"new_tokens", budget}});
       if (answer > 0) {
         // What early stop at the answer's end runs when every row has answered (a random
         // LM never emits <|eot_id|>, so the budget stands in for it).
-        LM_ASSIGN_OR_RETURN(json e, BenchEval(x, projector, b, answer, false));
-        PrintRow(e);
-        rows.push_back(e);
+        run_row([&] { return BenchEval(x, projector, b, answer, false); },
+                {{"mode", "eval"}, {"batch", b}, {"new_tokens", answer}});
       }
     }
   }
@@ -420,6 +452,7 @@ absl::Status RunBench(const std::vector<char*>& args) {
               {"device", rt.model->device.str()},
               {"dtype", std::string(c10::toString(rt.model->dtype))},
               {"torch", TORCH_VERSION},
+              {"residual", residual},
               {"model_load_s", load_s},
               {"prompt_tokens", prompts.Build({{0, 0, 7}}).ids.size(1)},
               {"image_position", prompts.BuildGeneration(0).image_position},
