@@ -39,6 +39,15 @@ find_package(Threads REQUIRED)
 # gRPC and protobuf carry the control plane (coordinator, workers, client).
 find_package(Protobuf REQUIRED)
 find_package(gRPC CONFIG REQUIRED)
+find_package(OpenSSL REQUIRED)  # SHA-256 of checkpoints (libcrypto); gRPC needs it too
+
+# Gloo (Debian's libgloo-dev): the CPU workers' collectives. Optional: GPU machines use
+# NCCL, and a pip PyTorch carries its own Gloo internally.
+set(LLAVA_HAVE_GLOO OFF)
+find_package(Gloo CONFIG QUIET PATHS /usr/share/cmake/Gloo)
+if(TARGET gloo)
+  set(LLAVA_HAVE_GLOO ON)
+endif()
 
 # Torch's CUDA build is what decides whether this build can use a GPU.
 set(LLAVA_HAVE_CUDA OFF)
@@ -82,6 +91,8 @@ function(llava_print_summary)
   message(STATUS "  libtorch      ${Torch_VERSION} (${TORCH_INSTALL_PREFIX})")
   message(STATUS "  CUDA (torch)  ${LLAVA_HAVE_CUDA}")
   message(STATUS "  NCCL          ${LLAVA_HAVE_NCCL} ${NCCL_LIBRARY}")
+  message(STATUS "  Gloo          ${LLAVA_HAVE_GLOO}")
+  message(STATUS "  OpenSSL       ${OPENSSL_VERSION}")
   message(STATUS "  abseil        ${absl_VERSION}")
   message(STATUS "  glog          ${glog_VERSION}")
   message(STATUS "  gRPC          ${gRPC_VERSION}")

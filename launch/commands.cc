@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "launch/cmd_bench.h"
+#include "launch/cmd_cluster.h"
 #include "launch/cmd_demo_lm.h"
 #include "launch/cmd_info.h"
 #include "launch/cmd_vlm.h"
@@ -34,6 +35,27 @@ const std::vector<Command>& AllCommands() {
        {"launch/cmd_vlm.cc", "launch/vlm_setup.cc"}, &RunEval},
       {"ask", "ask the model about one digit image (PNG or IDX index)",
        {"launch/cmd_vlm.cc", "launch/vlm_setup.cc"}, &RunAsk},
+      {"launch", "start a coordinator and N local workers, train then evaluate (the main job)",
+       {"launch/cmd_launch.cc", "launch/cluster_flags.cc", "launch/cmd_vlm.cc", "launch/vlm_setup.cc"},
+       &RunLaunch},
+      {"coordinator", "serve the coordinator (jobs, workers, rendezvous, checkpoints) over gRPC",
+       {"launch/cmd_servers.cc", "launch/cluster_flags.cc"}, &RunCoordinator},
+      {"worker", "serve as a worker: load the model once, run training ranks and eval shards",
+       {"launch/cmd_servers.cc", "launch/cluster_flags.cc"}, &RunWorker},
+      {"submit", "submit a job: submit train|eval [flags or --job_json FILE] [--wait]",
+       {"launch/cmd_client.cc", "launch/cluster_flags.cc", "launch/cmd_vlm.cc", "launch/vlm_setup.cc"},
+       &RunSubmit},
+      {"status", "print a job's status (status JOB_ID [--history])",
+       {"launch/cmd_client.cc", "launch/cluster_flags.cc"}, &RunStatus},
+      {"watch", "follow a job until it ends (watch JOB_ID)",
+       {"launch/cmd_client.cc", "launch/cluster_flags.cc"}, &RunWatch},
+      {"list", "list the coordinator's jobs", {"launch/cmd_client.cc", "launch/cluster_flags.cc"}, &RunList},
+      {"cancel", "cancel a job (cancel JOB_ID)", {"launch/cmd_client.cc", "launch/cluster_flags.cc"},
+       &RunCancel},
+      {"fetch-checkpoint", "download a checkpoint (id or training job id), checksum verified",
+       {"launch/cmd_client.cc", "launch/cluster_flags.cc"}, &RunFetchCheckpoint},
+      {"workers", "list the coordinator's workers", {"launch/cmd_client.cc", "launch/cluster_flags.cc"},
+       &RunWorkers},
       {"bench", "time the product's training step and evaluation (medians; table + JSON)",
        {"launch/cmd_bench.cc", "launch/vlm_setup.cc"}, &RunBench},
   };

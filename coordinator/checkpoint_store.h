@@ -1,0 +1,45 @@
+// The coordinator's checkpoint store: <dir>/<job_id>/step-<N>.safetensors, each written
+// atomically (temp file, fsync, rename) only after its size and SHA-256 check out, with a
+// JSON sidecar holding its CheckpointInfo; survives coordinator restarts (rescanned on
+// Open). Thread-safe: one mutex guards the index; file I/O happens outside it.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "protos/llava.pb.h"
+
+namespace llava {
+
+class CheckpointStore {
+ public:
+  static absl::StatusOr<std::unique_ptr<CheckpointStore>> Open(const std::string& dir);
+
+  // Verifies `bytes` against `sha256_hex`, then stores them as `job_id`'s checkpoint at
+  // `step` (replacing one at the same step: a restarted attempt redoes steps).
+  absl::StatusOr<v1::CheckpointInfo> Put(const std::string& job_id, int64_t step, bool final,
+                                         const std::string& bytes, const std::string& sha256_hex);
+  // A checkpoint id, or a job id for that job's latest (highest step) checkpoint.
+  absl::StatusOr<v1::CheckpointInfo> Find(const std::string& id_or_job) const;
+  // The file's bytes, re-verified against the recorded SHA-256 (DATA_LOSS if the disk
+  // copy was damaged).
+  absl::StatusOr<std::string> Read(const v1::CheckpointInfo& info) const;
+  // Oldest first; `job_id` empty: every job's.
+  std::vector<v1::CheckpointInfo> List(const std::string& job_id) const;
+
+  static std::string MakeId(const std::string& job_id, int64_t step);
+
+ private:
+  explicit CheckpointStore(std::string dir) : dir_(std::move(dir)) {}
+  std::string PathOf(const std::string& id) const;
+
+  const std::string dir_;
+  mutable std::mutex mu_;
+  std::map<std::string, v1::CheckpointInfo> by_id_;  // guarded by mu_
+};
+
+}  // namespace llava

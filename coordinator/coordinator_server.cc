@@ -1,0 +1,94 @@
+#include "coordinator/coordinator_server.h"
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+
+namespace llava {
+
+absl::Status CoordinatorOptions::Validate() const {
+  if (listen.empty()) return absl::InvalidArgumentError("--listen is empty");
+  if (state_dir.empty()) return absl::InvalidArgumentError("--state_dir is empty");
+  auto positive = [](const char* name, std::chrono::milliseconds v) -> absl::Status {
+    if (v.count() <= 0) return absl::InvalidArgumentError(absl::StrCat(name, " must be > 0 ms"));
+    return absl::OkStatus();
+  };
+  LM_RETURN_IF_ERROR(positive("heartbeat_interval", heartbeat_interval));
+  LM_RETURN_IF_ERROR(positive("worker_timeout", worker_timeout));
+  LM_RETURN_IF_ERROR(positive("restart_wait", restart_wait));
+  LM_RETURN_IF_ERROR(positive("collective_timeout", collective_timeout));
+  LM_RETURN_IF_ERROR(positive("tick", tick));
+  if (worker_timeout <= heartbeat_interval) {
+    return absl::InvalidArgumentError("worker_timeout must exceed heartbeat_interval");
+  }
+  if (checkpoint_chunk_bytes <= 0 || checkpoint_chunk_bytes + 4096 > max_message_bytes) {
+    return absl::InvalidArgumentError("checkpoint_chunk_bytes must be > 0 and fit in max_message_bytes");
+  }
+  return absl::OkStatus();
+}
+
+CoordinatorServer::CoordinatorServer(CoordinatorOptions options) : options_(std::move(options)) {}
+
+CoordinatorServer::~CoordinatorServer() { Shutdown(); }
+
+absl::Status CoordinatorServer::Start() {
+  LM_RETURN_IF_ERROR(options_.Validate());
+  LM_RETURN_IF_ERROR(MakeDirs(options_.state_dir));
+  registry_ = std::make_unique<WorkerRegistry>(options_.worker_timeout);
+  rendezvous_ = std::make_unique<RendezvousStore>();
+  LM_ASSIGN_OR_RETURN(checkpoints_, CheckpointStore::Open(options_.state_dir + "/checkpoints"));
+  SchedulerOptions so;
+  so.restart_wait = options_.restart_wait;
+  so.collective_timeout = options_.collective_timeout;
+  so.state_dir = options_.state_dir;
+  scheduler_ = std::make_unique<JobScheduler>(so, registry_.get(), checkpoints_.get(), rendezvous_.get());
+  LM_RETURN_IF_ERROR(scheduler_->LoadState());
+
+  Components c{registry_.get(), scheduler_.get(), rendezvous_.get(), checkpoints_.get()};
+  ServiceOptions o;
+  o.heartbeat_interval = options_.heartbeat_interval;
+  o.checkpoint_chunk_bytes = options_.checkpoint_chunk_bytes;
+  job_service_ = std::make_unique<JobServiceImpl>(c, o);
+  worker_service_ = std::make_unique<WorkerServiceImpl>(c, o);
+  rendezvous_service_ = std::make_unique<RendezvousServiceImpl>(c, o);
+  checkpoint_service_ = std::make_unique<CheckpointServiceImpl>(c, o);
+
+  // The standard grpc.health.v1 service, for probes.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &port_);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
+  builder.RegisterService(job_service_.get());
+  builder.RegisterService(worker_service_.get());
+  builder.RegisterService(rendezvous_service_.get());
+  builder.RegisterService(checkpoint_service_.get());
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("coordinator: cannot listen on ", options_.listen));
+  }
+  ticker_ = std::thread([this] {
+    while (!stop_.load()) {
+      scheduler_->Tick(Clock::now());
+      std::this_thread::sleep_for(options_.tick);
+    }
+  });
+  LM_LOG(INFO) << "coordinator listening on port " << port_ << ", state in " << options_.state_dir;
+  return absl::OkStatus();
+}
+
+void CoordinatorServer::Wait() {
+  if (server_) server_->Wait();
+}
+
+void CoordinatorServer::Shutdown() {
+  if (stop_.exchange(true)) return;
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (ticker_.joinable()) ticker_.join();
+}
+
+}  // namespace llava

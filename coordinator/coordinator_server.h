@@ -1,0 +1,67 @@
+// The coordinator process: its options (every address, path and timing value, with
+// production defaults that tests shrink), the components, the gRPC server and the
+// scheduler thread. Start() returns once the server listens; Shutdown() stops it and
+// joins the thread. Thread-safe for Start/Shutdown from one owner thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "coordinator/checkpoint_store.h"
+#include "coordinator/coordinator_service.h"
+#include "coordinator/job_scheduler.h"
+#include "coordinator/rendezvous_store.h"
+#include "coordinator/worker_registry.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace llava {
+
+struct CoordinatorOptions {
+  std::string listen = "0.0.0.0:50051";  // port 0: any free port (see port())
+  std::string state_dir = "coordinator-state";
+  std::chrono::milliseconds heartbeat_interval{1000};
+  std::chrono::milliseconds worker_timeout{10000};
+  std::chrono::milliseconds restart_wait{60000};
+  std::chrono::milliseconds collective_timeout{60000};
+  std::chrono::milliseconds tick{100};
+  int64_t max_message_bytes = 8 << 20;  // one gRPC message, either way
+  int64_t checkpoint_chunk_bytes = 1 << 20;
+
+  absl::Status Validate() const;
+};
+
+class CoordinatorServer {
+ public:
+  explicit CoordinatorServer(CoordinatorOptions options);
+  ~CoordinatorServer();
+
+  absl::Status Start();
+  int port() const { return port_; }
+  // Blocks until Shutdown() is called from another thread (or a signal handler path).
+  void Wait();
+  void Shutdown();
+
+ private:
+  CoordinatorOptions options_;
+  std::unique_ptr<WorkerRegistry> registry_;
+  std::unique_ptr<RendezvousStore> rendezvous_;
+  std::unique_ptr<CheckpointStore> checkpoints_;
+  std::unique_ptr<JobScheduler> scheduler_;
+  std::unique_ptr<JobServiceImpl> job_service_;
+  std::unique_ptr<WorkerServiceImpl> worker_service_;
+  std::unique_ptr<RendezvousServiceImpl> rendezvous_service_;
+  std::unique_ptr<CheckpointServiceImpl> checkpoint_service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::thread ticker_;
+  std::atomic<bool> stop_{false};
+  int port_ = 0;
+};
+
+}  // namespace llava

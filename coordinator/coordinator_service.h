@@ -1,0 +1,98 @@
+// The coordinator's gRPC handlers (JobService, WorkerService, RendezvousService,
+// CheckpointService). Each handler validates its request, returns early with a status
+// that names the bad field, and hands off to the registry, the scheduler, the rendezvous
+// store or the checkpoint store: no job logic and no tensor math here. Thread-safe: gRPC
+// calls handlers from its own threads; the components lock for themselves.
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "coordinator/checkpoint_store.h"
+#include "coordinator/job_scheduler.h"
+#include "coordinator/rendezvous_store.h"
+#include "coordinator/worker_registry.h"
+#include "protos/llava.grpc.pb.h"
+
+namespace llava {
+
+struct ServiceOptions {
+  std::chrono::milliseconds heartbeat_interval{1000};
+  // Longest a rendezvous Get may wait server-side, whatever the client asks.
+  std::chrono::milliseconds max_store_wait{120000};
+  // Longest a WatchJob stream stays open (the client reopens it).
+  std::chrono::milliseconds max_watch{3600000};
+  int64_t checkpoint_chunk_bytes = 1 << 20;
+  int64_t max_checkpoint_bytes = int64_t{4} << 30;
+};
+
+struct Components {
+  WorkerRegistry* registry;
+  JobScheduler* scheduler;
+  RendezvousStore* rendezvous;
+  CheckpointStore* checkpoints;
+};
+
+class JobServiceImpl final : public v1::JobService::Service {
+ public:
+  JobServiceImpl(Components c, ServiceOptions o) : c_(c), o_(o) {}
+  grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest*, v1::JobStatus*) override;
+  grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest*, v1::JobStatus*) override;
+  grpc::Status WatchJob(grpc::ServerContext*, const v1::WatchJobRequest*,
+                        grpc::ServerWriter<v1::JobStatus>*) override;
+  grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*, v1::ListJobsResponse*) override;
+  grpc::Status CancelJob(grpc::ServerContext*, const v1::CancelJobRequest*, v1::JobStatus*) override;
+
+ private:
+  Components c_;
+  ServiceOptions o_;
+};
+
+class WorkerServiceImpl final : public v1::WorkerService::Service {
+ public:
+  WorkerServiceImpl(Components c, ServiceOptions o) : c_(c), o_(o) {}
+  grpc::Status RegisterWorker(grpc::ServerContext*, const v1::RegisterWorkerRequest*,
+                              v1::RegisterWorkerResponse*) override;
+  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*,
+                         v1::HeartbeatResponse*) override;
+  grpc::Status ReportTaskResult(grpc::ServerContext*, const v1::TaskResultRequest*,
+                                v1::TaskResultResponse*) override;
+  grpc::Status GetShard(grpc::ServerContext*, const v1::GetShardRequest*, v1::Shard*) override;
+  grpc::Status ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*,
+                           v1::ListWorkersResponse*) override;
+
+ private:
+  Components c_;
+  ServiceOptions o_;
+};
+
+class RendezvousServiceImpl final : public v1::RendezvousService::Service {
+ public:
+  RendezvousServiceImpl(Components c, ServiceOptions o) : c_(c), o_(o) {}
+  grpc::Status Set(grpc::ServerContext*, const v1::StoreSetRequest*, v1::StoreSetResponse*) override;
+  grpc::Status Get(grpc::ServerContext*, const v1::StoreGetRequest*, v1::StoreGetResponse*) override;
+
+ private:
+  Components c_;
+  ServiceOptions o_;
+};
+
+class CheckpointServiceImpl final : public v1::CheckpointService::Service {
+ public:
+  CheckpointServiceImpl(Components c, ServiceOptions o) : c_(c), o_(o) {}
+  grpc::Status UploadCheckpoint(grpc::ServerContext*, grpc::ServerReader<v1::CheckpointChunk>*,
+                                v1::CheckpointInfo*) override;
+  grpc::Status DownloadCheckpoint(grpc::ServerContext*, const v1::DownloadCheckpointRequest*,
+                                  grpc::ServerWriter<v1::CheckpointChunk>*) override;
+  grpc::Status ListCheckpoints(grpc::ServerContext*, const v1::ListCheckpointsRequest*,
+                               v1::ListCheckpointsResponse*) override;
+
+ private:
+  Components c_;
+  ServiceOptions o_;
+};
+
+// absl::Status -> grpc::Status with the same code and message.
+grpc::Status ToGrpc(const absl::Status& status);
+
+}  // namespace llava

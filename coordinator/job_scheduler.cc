@@ -1,0 +1,604 @@
+#include "coordinator/job_scheduler.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <algorithm>
+#include <dirent.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/eval_report.h"
+#include "common/file_util.h"
+#include "common/job_spec.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+
+namespace llava {
+namespace {
+
+int64_t UnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+const char* StateName(v1::JobState s) { return v1::JobState_Name(s).c_str() + 10; }
+
+bool ModelMatches(const std::string& wanted, const v1::WorkerInfo& info) {
+  return wanted.empty() || wanted == info.model();
+}
+
+std::string JobsDir(const std::string& state_dir) { return state_dir + "/jobs"; }
+
+}  // namespace
+
+JobScheduler::JobScheduler(SchedulerOptions options, WorkerRegistry* registry,
+                           CheckpointStore* checkpoints, RendezvousStore* rendezvous)
+    : options_(std::move(options)),
+      registry_(registry),
+      checkpoints_(checkpoints),
+      rendezvous_(rendezvous) {}
+
+bool JobScheduler::Terminal(const Job& job) const {
+  const v1::JobState s = job.status.state();
+  return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED ||
+         s == v1::JOB_STATE_CANCELLED;
+}
+
+JobScheduler::Job* JobScheduler::Find(const std::string& job_id) {
+  auto it = jobs_.find(job_id);
+  return it == jobs_.end() ? nullptr : it->second.get();
+}
+
+const JobScheduler::Job* JobScheduler::Find(const std::string& job_id) const {
+  auto it = jobs_.find(job_id);
+  return it == jobs_.end() ? nullptr : it->second.get();
+}
+
+std::string JobScheduler::RendezvousPrefix(const Job& job) const {
+  return absl::StrCat(job.status.job_id(), "/attempt-", job.status.attempt(), "/");
+}
+
+void JobScheduler::Changed(Job& job, bool persist) {
+  ++job.version;
+  job.status.set_updated_unix_ms(UnixMs());
+  if (persist) Persist(job);
+  changed_.notify_all();
+}
+
+void JobScheduler::Persist(const Job& job) const {
+  if (options_.state_dir.empty()) return;
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  if (!google::protobuf::util::MessageToJsonString(job.status, &json, options).ok()) {
+    LM_LOG(ERROR) << "job " << job.status.job_id() << ": cannot encode its record";
+    return;
+  }
+  absl::Status s = MakeDirs(JobsDir(options_.state_dir));
+  if (s.ok()) s = WriteFileAtomic(JobsDir(options_.state_dir) + "/" + job.status.job_id() + ".json", json);
+  if (!s.ok()) LM_LOG(ERROR) << "job " << job.status.job_id() << ": not persisted: " << s;
+}
+
+absl::Status JobScheduler::LoadState() {
+  if (options_.state_dir.empty()) return absl::OkStatus();
+  const std::string dir = JobsDir(options_.state_dir);
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return absl::OkStatus();
+  std::vector<std::string> names;
+  while (dirent* e = readdir(d)) {
+    std::string name = e->d_name;
+    if (name.size() > 5 && name.substr(name.size() - 5) == ".json") names.push_back(name);
+  }
+  closedir(d);
+  std::vector<std::unique_ptr<Job>> loaded;
+  for (const std::string& name : names) {
+    LM_ASSIGN_OR_RETURN(std::string json, ReadFile(dir + "/" + name));
+    auto job = std::make_unique<Job>();
+    google::protobuf::util::JsonParseOptions parse;
+    parse.ignore_unknown_fields = true;
+    if (!google::protobuf::util::JsonStringToMessage(json, &job->status, parse).ok()) {
+      LM_LOG(WARNING) << "jobs: ignoring unreadable record " << dir << "/" << name;
+      continue;
+    }
+    loaded.push_back(std::move(job));
+  }
+  std::sort(loaded.begin(), loaded.end(), [](const auto& a, const auto& b) {
+    return a->status.created_unix_ms() < b->status.created_unix_ms();
+  });
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto now = Clock::now();
+  for (auto& job : loaded) {
+    const std::string id = job->status.job_id();
+    const size_t dash = id.rfind('-');
+    if (dash != std::string::npos) {
+      next_id_ = std::max<int64_t>(next_id_, std::atoll(id.c_str() + dash + 1) + 1);
+    }
+    if (!Terminal(*job) && job->status.state() != v1::JOB_STATE_QUEUED) {
+      // Its workers were told nothing by this coordinator: start the job again from its
+      // last checkpoint.
+      job->status.set_state(v1::JOB_STATE_RESTARTING);
+      job->status.set_reason("the coordinator restarted");
+      job->status.clear_worker_ids();
+    }
+    job->waiting_since = now;
+    order_.push_back(id);
+    jobs_[id] = std::move(job);
+  }
+  LM_LOG(INFO) << "jobs: loaded " << loaded.size() << " records from " << dir;
+  return absl::OkStatus();
+}
+
+absl::Status JobScheduler::ValidateAgainstWorkers(const v1::SubmitJobRequest& request,
+                                                  Clock::time_point now) const {
+  if (request.wait_for_workers()) return absl::OkStatus();
+  if (request.has_train()) {
+    const int64_t live = registry_->CountLive(request.train().model(), now);
+    if (request.train().world_size() > live) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "train.world_size ", request.train().world_size(), " is larger than the ", live,
+          " live workers", request.train().model().empty() ? "" : " with that model",
+          " (set wait_for_workers to queue it anyway)"));
+    }
+  } else {
+    const int64_t live = registry_->CountLive(request.eval().model(), now);
+    const int64_t need = std::max<int64_t>(1, request.eval().workers());
+    if (need > live) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "eval needs ", need, " workers but ", live,
+          " are live (set wait_for_workers to queue it anyway)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::JobStatus> JobScheduler::Submit(const v1::SubmitJobRequest& original,
+                                                   Clock::time_point now) {
+  v1::SubmitJobRequest request = original;
+  if (request.has_train()) {
+    LM_RETURN_IF_ERROR(ResolveTrainSpec(request.mutable_train()));
+  } else if (request.has_eval()) {
+    LM_RETURN_IF_ERROR(ResolveEvalSpec(request.mutable_eval()));
+    auto ckpt = checkpoints_->Find(request.eval().checkpoint());
+    if (!ckpt.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("eval.checkpoint: ", ckpt.status().message()));
+    }
+    request.mutable_eval()->set_checkpoint(ckpt->checkpoint_id());
+  } else {
+    return absl::InvalidArgumentError("SubmitJob: give a train or an eval spec");
+  }
+  LM_RETURN_IF_ERROR(ValidateAgainstWorkers(request, now));
+
+  std::lock_guard<std::mutex> lock(mu_);
+  auto job = std::make_unique<Job>();
+  const bool train = request.has_train();
+  const std::string id = absl::StrFormat("%s-%06d", train ? "train" : "eval", next_id_++);
+  v1::JobStatus& s = job->status;
+  s.set_job_id(id);
+  s.set_kind(train ? v1::JOB_KIND_TRAIN : v1::JOB_KIND_EVAL);
+  s.set_state(v1::JOB_STATE_QUEUED);
+  s.set_created_unix_ms(UnixMs());
+  if (train) {
+    *s.mutable_train() = request.train();
+  } else {
+    *s.mutable_eval() = request.eval();
+  }
+  job->waiting_since = now;
+  Job& ref = *job;
+  order_.push_back(id);
+  jobs_[id] = std::move(job);
+  LM_LOG(INFO) << "job " << id << " submitted";
+  Changed(ref, /*persist=*/true);
+  TryStart(ref, now);
+  return ref.status;
+}
+
+absl::StatusOr<v1::JobStatus> JobScheduler::Get(const std::string& job_id,
+                                                bool include_history) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Job* job = Find(job_id);
+  if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
+  v1::JobStatus s = job->status;
+  if (!include_history) s.clear_history();
+  return s;
+}
+
+std::vector<v1::JobStatus> JobScheduler::List() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<v1::JobStatus> out;
+  for (const std::string& id : order_) {
+    v1::JobStatus s = Find(id)->status;
+    s.clear_history();
+    s.clear_eval_report_json();
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+absl::StatusOr<v1::JobStatus> JobScheduler::Cancel(const std::string& job_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Job* job = Find(job_id);
+  if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
+  if (Terminal(*job)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job '", job_id, "' already ended (", StateName(job->status.state()), ")"));
+  }
+  ReleaseMembers(*job, /*abort=*/true);
+  job->status.set_state(v1::JOB_STATE_CANCELLED);
+  job->status.set_reason("cancelled by a client");
+  LM_LOG(INFO) << "job " << job_id << " cancelled";
+  Changed(*job, true);
+  return job->status;
+}
+
+absl::StatusOr<v1::JobStatus> JobScheduler::WaitForChange(const std::string& job_id,
+                                                          int64_t* version,
+                                                          Clock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    const Job* job = Find(job_id);
+    if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
+    if (job->version != *version) {
+      *version = job->version;
+      v1::JobStatus s = job->status;
+      s.clear_history();
+      return s;
+    }
+    if (changed_.wait_until(lock, deadline) == std::cv_status::timeout) {
+      return absl::DeadlineExceededError("no change");
+    }
+  }
+}
+
+void JobScheduler::OnHeartbeat(const v1::HeartbeatRequest& request) {
+  const v1::TaskRef& ref = request.running();
+  if (ref.job_id().empty()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  Job* job = Find(ref.job_id());
+  if (job == nullptr || job->status.state() != v1::JOB_STATE_RUNNING ||
+      ref.attempt() != job->status.attempt() || ref.rank() < 0 ||
+      ref.rank() >= static_cast<int64_t>(job->members.size())) {
+    return;
+  }
+  bool changed = false;
+  if (job->status.kind() == v1::JOB_KIND_TRAIN && ref.rank() == 0) {
+    for (const v1::StepMetrics& m : request.steps()) {
+      // status.step restarts at the resumed step, so steps redone after a restart are
+      // recorded again (the curve shows the redo).
+      if (m.step() <= job->status.step()) continue;
+      *job->status.add_history() = m;
+      *job->status.mutable_last_step() = m;
+      job->status.set_step(m.step());
+      changed = true;
+    }
+  } else if (job->status.kind() == v1::JOB_KIND_EVAL) {
+    Member& member = job->members[ref.rank()];
+    if (member.eval_images_done != request.eval_images_done()) {
+      member.eval_images_done = request.eval_images_done();
+      int64_t done = 0;
+      for (const Member& m : job->members) done += m.eval_images_done;
+      job->status.set_eval_images_done(done);
+      changed = true;
+    }
+  }
+  if (changed) Changed(*job, false);
+}
+
+absl::Status JobScheduler::OnTaskResult(const v1::TaskResultRequest& request) {
+  const v1::TaskRef& ref = request.ref();
+  std::lock_guard<std::mutex> lock(mu_);
+  Job* job = Find(ref.job_id());
+  if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", ref.job_id(), "'"));
+  if (job->status.state() != v1::JOB_STATE_RUNNING || ref.attempt() != job->status.attempt() ||
+      ref.rank() < 0 || ref.rank() >= static_cast<int64_t>(job->members.size()) ||
+      job->members[ref.rank()].worker_id != request.worker_id()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "task ", ref.job_id(), " attempt ", ref.attempt(), " rank ", ref.rank(),
+        " is not a running task of worker '", request.worker_id(), "'"));
+  }
+  Member& member = job->members[ref.rank()];
+  if (!request.ok()) {
+    EndAttempt(*job,
+               absl::StrCat("rank ", ref.rank(), " (", request.worker_id(), ") failed at step ",
+                            request.step(), ": ", request.error()),
+               request.retryable(), Clock::now());
+    return absl::OkStatus();
+  }
+  member.done = true;
+  member.eval_report_json = request.eval_report_json();
+  registry_->Release(member.worker_id, member.session_id, ref, /*abort=*/false);
+  for (const Member& m : job->members) {
+    if (!m.done) {
+      Changed(*job, false);
+      return absl::OkStatus();
+    }
+  }
+  if (job->status.kind() == v1::JOB_KIND_EVAL) {
+    FinishEval(*job);
+    return absl::OkStatus();
+  }
+  rendezvous_->ErasePrefix(RendezvousPrefix(*job));
+  if (job->status.latest_checkpoint_step() != job->status.total_steps()) {
+    job->status.set_state(v1::JOB_STATE_FAILED);
+    job->status.set_reason(absl::StrCat("the ranks finished but the last checkpoint stored is step ",
+                                        job->status.latest_checkpoint_step(), " of ",
+                                        job->status.total_steps()));
+  } else {
+    job->status.set_state(v1::JOB_STATE_SUCCEEDED);
+    job->status.set_step(job->status.total_steps());
+    LM_LOG(INFO) << "job " << job->status.job_id() << " succeeded: "
+                 << job->status.latest_checkpoint_id();
+  }
+  Changed(*job, true);
+  return absl::OkStatus();
+}
+
+void JobScheduler::FinishEval(Job& job) {
+  std::vector<std::string> questions(job.status.eval().questions().begin(),
+                                     job.status.eval().questions().end());
+  EvalReport merged(questions);
+  for (size_t r = 0; r < job.members.size(); ++r) {
+    auto shard = EvalReport::FromJson(job.members[r].eval_report_json,
+                                      absl::StrCat("rank ", r, "'s eval report"));
+    absl::Status s = shard.ok() ? merged.Merge(*shard) : shard.status();
+    if (!s.ok()) {
+      job.status.set_state(v1::JOB_STATE_FAILED);
+      job.status.set_reason(absl::StrCat("gathering the eval shards: ", s.message()));
+      Changed(job, true);
+      return;
+    }
+  }
+  merged.metadata()["checkpoint"] = job.status.eval().checkpoint();
+  merged.metadata()["images"] = std::to_string(job.eval_begin_end[1] - job.eval_begin_end[0]);
+  merged.metadata()["workers"] = std::to_string(job.members.size());
+  job.status.set_eval_report_json(merged.ToJson());
+  job.status.set_eval_images_done(job.status.eval_images_total());
+  job.status.set_state(v1::JOB_STATE_SUCCEEDED);
+  LM_LOG(INFO) << "job " << job.status.job_id() << " succeeded: accuracy " << merged.Accuracy();
+  Changed(job, true);
+}
+
+absl::StatusOr<v1::Shard> JobScheduler::GetShard(const v1::GetShardRequest& request) const {
+  const v1::TaskRef& ref = request.ref();
+  std::lock_guard<std::mutex> lock(mu_);
+  const Job* job = Find(ref.job_id());
+  if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", ref.job_id(), "'"));
+  if (job->status.kind() != v1::JOB_KIND_TRAIN || job->status.state() != v1::JOB_STATE_RUNNING ||
+      ref.attempt() != job->status.attempt() || job->plan == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job '", ref.job_id(), "' attempt ", ref.attempt(), " is not a running training attempt"));
+  }
+  const int64_t world = static_cast<int64_t>(job->members.size());
+  if (ref.rank() < 0 || ref.rank() >= world) {
+    return absl::InvalidArgumentError(absl::StrCat("rank ", ref.rank(), " is outside the group of ", world));
+  }
+  const DataPlan& plan = *job->plan;
+  const int64_t first = request.epoch() * plan.steps_per_epoch();
+  if (request.epoch() < 0 || first >= plan.total_steps()) {
+    return absl::InvalidArgumentError(absl::StrCat("epoch ", request.epoch(), " is outside the plan"));
+  }
+  const int64_t last = std::min(plan.total_steps(), first + plan.steps_per_epoch());
+  v1::Shard shard;
+  shard.set_epoch(request.epoch());
+  for (int64_t step = first; step < last; ++step) {
+    v1::StepShare* share = shard.add_steps();
+    share->set_step(step);
+    for (const PlannedSample& s : plan.RankSamples(step, ref.rank(), world)) {
+      share->add_index(s.index);
+      share->add_question(s.question);
+      share->add_answer_template(s.answer_template);
+    }
+  }
+  return shard;
+}
+
+absl::Status JobScheduler::CheckUploader(const v1::TaskRef& ref) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Job* job = Find(ref.job_id());
+  if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", ref.job_id(), "'"));
+  if (job->status.kind() != v1::JOB_KIND_TRAIN || job->status.state() != v1::JOB_STATE_RUNNING ||
+      ref.attempt() != job->status.attempt() || ref.rank() != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "only rank 0 of the running attempt of '", ref.job_id(), "' uploads checkpoints (got attempt ",
+        ref.attempt(), " rank ", ref.rank(), ")"));
+  }
+  return absl::OkStatus();
+}
+
+void JobScheduler::OnCheckpointStored(const v1::CheckpointInfo& info) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Job* job = Find(info.job_id());
+  if (job == nullptr) return;
+  if (info.step() >= job->status.latest_checkpoint_step() ||
+      job->status.latest_checkpoint_id().empty()) {
+    job->status.set_latest_checkpoint_id(info.checkpoint_id());
+    job->status.set_latest_checkpoint_step(info.step());
+  }
+  Changed(*job, true);
+}
+
+void JobScheduler::Tick(Clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const std::string& id : order_) {
+    Job& job = *Find(id);
+    if (Terminal(job)) continue;
+    if (job.status.state() == v1::JOB_STATE_RUNNING) {
+      for (size_t rank = 0; rank < job.members.size(); ++rank) {
+        const Member& m = job.members[rank];
+        if (!m.done && !registry_->IsLive(m.worker_id, m.session_id, now)) {
+          EndAttempt(job,
+                     absl::StrCat("worker '", m.worker_id, "' (rank ", rank,
+                                  ") was lost: no heartbeat in time, or it registered again"),
+                     /*retryable=*/true, now);
+          break;
+        }
+      }
+      continue;
+    }
+    TryStart(job, now);
+    if (job.status.state() == v1::JOB_STATE_RESTARTING &&
+        now - job.waiting_since > options_.restart_wait) {
+      job.status.set_state(v1::JOB_STATE_FAILED);
+      job.status.set_reason(absl::StrCat(
+          job.status.reason(), "; not enough workers came back within ",
+          options_.restart_wait.count(), " ms"));
+      LM_LOG(WARNING) << "job " << id << " failed: " << job.status.reason();
+      Changed(job, true);
+    }
+  }
+}
+
+void JobScheduler::TryStart(Job& job, Clock::time_point now) {
+  const bool train = job.status.kind() == v1::JOB_KIND_TRAIN;
+  const std::string& model = train ? job.status.train().model() : job.status.eval().model();
+  std::vector<WorkerRegistry::Candidate> idle;
+  for (auto& c : registry_->Idle(now)) {
+    if (ModelMatches(model, c.info)) idle.push_back(std::move(c));
+  }
+  if (train) {
+    const int64_t world = job.status.train().world_size();
+    if (static_cast<int64_t>(idle.size()) < world) return;
+    idle.resize(world);
+    StartTrain(job, std::move(idle));
+  } else {
+    const int64_t wanted = job.status.eval().workers();
+    if (idle.empty() || static_cast<int64_t>(idle.size()) < wanted) return;
+    if (wanted > 0) idle.resize(wanted);
+    StartEval(job, std::move(idle));
+  }
+}
+
+void JobScheduler::StartTrain(Job& job, std::vector<WorkerRegistry::Candidate> group) {
+  v1::JobStatus& s = job.status;
+  v1::TrainSpec spec = s.train();
+  int64_t images = group[0].info.train_images();
+  for (const auto& c : group) images = std::min(images, c.info.train_images());
+  if (images <= 0) {
+    s.set_state(v1::JOB_STATE_FAILED);
+    s.set_reason("the workers hold no training digits");
+    Changed(job, true);
+    return;
+  }
+  const int64_t digits = spec.train_digits() < 0 ? images : std::min(spec.train_digits(), images);
+  spec.set_train_digits(digits);
+  const int64_t world = static_cast<int64_t>(group.size());
+  DataPlanConfig plan;
+  plan.num_samples = digits;
+  plan.global_batch = spec.batch_size() * spec.grad_accum() * world;
+  plan.epochs = spec.epochs();
+  plan.max_steps = spec.max_steps();
+  plan.seed = spec.seed();
+  plan.num_questions = std::max(1, spec.questions_size());
+  plan.num_answer_templates = std::max(1, spec.answer_templates_size());
+  job.plan = std::make_unique<DataPlan>(plan);
+  s.set_total_steps(job.plan->total_steps());
+  s.set_attempt(s.attempt() + 1);
+  s.set_state(v1::JOB_STATE_RUNNING);
+  s.clear_worker_ids();
+  auto resume = checkpoints_->Find(s.job_id());
+  s.set_resumed_from_step(resume.ok() ? resume->step() : 0);
+  s.set_step(resume.ok() ? resume->step() : 0);
+  job.members.clear();
+  for (int64_t rank = 0; rank < world; ++rank) {
+    const auto& c = group[rank];
+    v1::Task task;
+    task.mutable_ref()->set_job_id(s.job_id());
+    task.mutable_ref()->set_attempt(s.attempt());
+    task.mutable_ref()->set_rank(rank);
+    v1::TrainTask* t = task.mutable_train();
+    *t->mutable_spec() = spec;
+    t->set_world_size(world);
+    t->set_rendezvous_prefix(RendezvousPrefix(job));
+    if (resume.ok()) t->set_resume_checkpoint_id(resume->checkpoint_id());
+    t->set_collective_timeout_ms(options_.collective_timeout.count());
+    registry_->Assign(c.worker_id, c.session_id, task);
+    job.members.push_back({c.worker_id, c.session_id});
+    s.add_worker_ids(c.worker_id);
+  }
+  LM_LOG(INFO) << "job " << s.job_id() << " attempt " << s.attempt() << " started on " << world
+               << " workers, " << s.total_steps() << " steps, from step " << s.step();
+  Changed(job, true);
+}
+
+void JobScheduler::StartEval(Job& job, std::vector<WorkerRegistry::Candidate> group) {
+  v1::JobStatus& s = job.status;
+  int64_t images = group[0].info.test_images();
+  for (const auto& c : group) images = std::min(images, c.info.test_images());
+  const int64_t n = s.eval().eval_digits() < 0 ? images : std::min(s.eval().eval_digits(), images);
+  if (n <= 0) {
+    s.set_state(v1::JOB_STATE_FAILED);
+    s.set_reason("the workers hold no test digits");
+    Changed(job, true);
+    return;
+  }
+  if (static_cast<int64_t>(group.size()) > n) group.resize(n);
+  const int64_t k = static_cast<int64_t>(group.size());
+  job.eval_begin_end[0] = 0;
+  job.eval_begin_end[1] = n;
+  s.set_attempt(s.attempt() + 1);
+  s.set_state(v1::JOB_STATE_RUNNING);
+  s.clear_worker_ids();
+  s.set_eval_images_total(n * s.eval().questions_size());
+  s.set_eval_images_done(0);
+  job.members.clear();
+  for (int64_t rank = 0; rank < k; ++rank) {
+    // Contiguous ranges whose sizes differ by at most one, in rank order: merging the
+    // shards' reports gives the single-process report.
+    const int64_t begin = rank * n / k, end = (rank + 1) * n / k;
+    v1::Task task;
+    task.mutable_ref()->set_job_id(s.job_id());
+    task.mutable_ref()->set_attempt(s.attempt());
+    task.mutable_ref()->set_rank(rank);
+    v1::EvalTask* t = task.mutable_eval();
+    *t->mutable_spec() = s.eval();
+    t->set_checkpoint_id(s.eval().checkpoint());
+    t->set_begin(begin);
+    t->set_end(end);
+    registry_->Assign(group[rank].worker_id, group[rank].session_id, task);
+    job.members.push_back({group[rank].worker_id, group[rank].session_id});
+    s.add_worker_ids(group[rank].worker_id);
+  }
+  LM_LOG(INFO) << "job " << s.job_id() << " attempt " << s.attempt() << ": " << n
+               << " test digits over " << k << " workers";
+  Changed(job, true);
+}
+
+void JobScheduler::ReleaseMembers(Job& job, bool abort) {
+  v1::TaskRef ref;
+  ref.set_job_id(job.status.job_id());
+  ref.set_attempt(job.status.attempt());
+  for (size_t rank = 0; rank < job.members.size(); ++rank) {
+    const Member& m = job.members[rank];
+    if (m.done) continue;
+    ref.set_rank(static_cast<int64_t>(rank));
+    registry_->Release(m.worker_id, m.session_id, ref, abort);
+  }
+  rendezvous_->ErasePrefix(RendezvousPrefix(job));
+  job.members.clear();
+  job.status.clear_worker_ids();
+}
+
+void JobScheduler::EndAttempt(Job& job, const std::string& reason, bool retryable,
+                              Clock::time_point now) {
+  ReleaseMembers(job, /*abort=*/true);
+  v1::JobStatus& s = job.status;
+  const int64_t max_restarts =
+      s.kind() == v1::JOB_KIND_TRAIN ? s.train().max_restarts() : s.eval().max_restarts();
+  if (retryable && s.restarts() < max_restarts) {
+    s.set_restarts(s.restarts() + 1);
+    s.set_state(v1::JOB_STATE_RESTARTING);
+    s.set_reason(absl::StrCat("attempt ", s.attempt(), " ended: ", reason));
+    job.waiting_since = now;
+    LM_LOG(WARNING) << "job " << s.job_id() << " restarting (" << s.restarts() << " of "
+                    << max_restarts << "): " << reason;
+  } else {
+    s.set_state(v1::JOB_STATE_FAILED);
+    s.set_reason(absl::StrCat("attempt ", s.attempt(), " ended: ", reason,
+                              retryable ? absl::StrCat("; max_restarts (", max_restarts, ") reached")
+                                        : std::string("; not retryable")));
+    LM_LOG(WARNING) << "job " << s.job_id() << " failed: " << s.reason();
+  }
+  Changed(job, true);
+}
+
+}  // namespace llava

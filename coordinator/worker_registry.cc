@@ -1,0 +1,141 @@
+#include "coordinator/worker_registry.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace llava {
+namespace {
+
+int64_t UnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool SameTask(const v1::TaskRef& a, const v1::TaskRef& b) {
+  return a.job_id() == b.job_id() && a.attempt() == b.attempt() && a.rank() == b.rank();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> WorkerRegistry::Register(const v1::WorkerInfo& info,
+                                                     Clock::time_point now) {
+  if (info.worker_id().empty() || info.worker_id().size() > 128) {
+    return absl::InvalidArgumentError("RegisterWorker: worker_id must be 1-128 characters");
+  }
+  if (info.device().empty()) return absl::InvalidArgumentError("RegisterWorker: device is empty");
+  if (info.collective() != "gloo" && info.collective() != "nccl") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RegisterWorker: collective must be gloo or nccl, got '", info.collective(), "'"));
+  }
+  if (info.hidden_size() <= 0) {
+    return absl::InvalidArgumentError("RegisterWorker: hidden_size must be > 0");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  Record& r = workers_[info.worker_id()];
+  r = Record();  // a new session starts with an empty mailbox and no reservation
+  r.info = info;
+  r.session_id = absl::StrCat(info.worker_id(), "#", next_session_++);
+  r.last_seen = now;
+  r.last_seen_unix_ms = UnixMs();
+  return r.session_id;
+}
+
+absl::StatusOr<v1::HeartbeatResponse> WorkerRegistry::Heartbeat(
+    const v1::HeartbeatRequest& request, Clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(request.worker_id());
+  if (it == workers_.end() || it->second.session_id != request.session_id()) {
+    return absl::NotFoundError(absl::StrCat("worker '", request.worker_id(), "' session '",
+                                            request.session_id(), "' is not registered"));
+  }
+  Record& r = it->second;
+  r.last_seen = now;
+  r.last_seen_unix_ms = UnixMs();
+  r.running = request.running();
+  v1::HeartbeatResponse response;
+  if (r.to_start) {
+    *response.mutable_task() = *r.to_start;
+    r.to_start.reset();
+  }
+  for (const v1::TaskRef& ref : r.to_abort) *response.add_abort() = ref;
+  r.to_abort.clear();
+  return response;
+}
+
+absl::Status WorkerRegistry::CheckSession(const std::string& worker_id,
+                                          const std::string& session_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || it->second.session_id != session_id) {
+    return absl::NotFoundError(absl::StrCat("worker '", worker_id, "' session '", session_id,
+                                            "' is not registered"));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<WorkerRegistry::Candidate> WorkerRegistry::Idle(Clock::time_point now) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<Candidate> out;
+  for (const auto& [id, r] : workers_) {
+    if (Live(r, now) && !r.reserved && r.running.job_id().empty() && !r.to_start) {
+      out.push_back({id, r.session_id, r.info});
+    }
+  }
+  return out;
+}
+
+bool WorkerRegistry::IsLive(const std::string& worker_id, const std::string& session_id,
+                            Clock::time_point now) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(worker_id);
+  return it != workers_.end() && it->second.session_id == session_id && Live(it->second, now);
+}
+
+int64_t WorkerRegistry::CountLive(const std::string& model, Clock::time_point now) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  int64_t n = 0;
+  for (const auto& [id, r] : workers_) {
+    if (Live(r, now) && (model.empty() || r.info.model() == model)) ++n;
+  }
+  return n;
+}
+
+void WorkerRegistry::Assign(const std::string& worker_id, const std::string& session_id,
+                            const v1::Task& task) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || it->second.session_id != session_id) return;
+  it->second.reserved = true;
+  it->second.to_start = task;
+}
+
+void WorkerRegistry::Release(const std::string& worker_id, const std::string& session_id,
+                             const v1::TaskRef& task, bool abort) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || it->second.session_id != session_id) return;
+  Record& r = it->second;
+  r.reserved = false;
+  if (r.to_start && SameTask(r.to_start->ref(), task)) {
+    r.to_start.reset();  // never delivered: nothing to abort
+  } else if (abort) {
+    r.to_abort.push_back(task);
+  }
+  if (SameTask(r.running, task) && !abort) r.running.Clear();
+}
+
+std::vector<v1::WorkerStatus> WorkerRegistry::List(Clock::time_point now) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<v1::WorkerStatus> out;
+  for (const auto& [id, r] : workers_) {
+    v1::WorkerStatus s;
+    *s.mutable_info() = r.info;
+    s.set_alive(Live(r, now));
+    if (!r.running.job_id().empty()) *s.mutable_running() = r.running;
+    s.set_last_heartbeat_unix_ms(r.last_seen_unix_ms);
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace llava

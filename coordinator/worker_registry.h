@@ -1,0 +1,80 @@
+// The coordinator's view of its workers: registrations (one live session per worker id),
+// liveness from heartbeats, and the per-worker mailbox of tasks to start and tasks to
+// abandon that the next heartbeat response carries. Knows nothing of jobs. Thread-safe:
+// one mutex; callers pass `now` so that timing is testable.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "protos/llava.pb.h"
+
+namespace llava {
+
+using Clock = std::chrono::steady_clock;
+
+class WorkerRegistry {
+ public:
+  explicit WorkerRegistry(std::chrono::milliseconds worker_timeout)
+      : worker_timeout_(worker_timeout) {}
+
+  // A new session for info.worker_id, replacing an earlier one (whose tasks are then
+  // lost: IsLive() on the old session turns false).
+  absl::StatusOr<std::string> Register(const v1::WorkerInfo& info, Clock::time_point now);
+
+  // Records the heartbeat and hands out the mailbox. NOT_FOUND for an unknown or replaced
+  // session.
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request,
+                                                  Clock::time_point now);
+  // NOT_FOUND unless (worker_id, session_id) is the current session.
+  absl::Status CheckSession(const std::string& worker_id, const std::string& session_id) const;
+
+  struct Candidate {
+    std::string worker_id;
+    std::string session_id;
+    v1::WorkerInfo info;
+  };
+  // Live workers with nothing reserved and no task running, by worker id.
+  std::vector<Candidate> Idle(Clock::time_point now) const;
+  bool IsLive(const std::string& worker_id, const std::string& session_id,
+              Clock::time_point now) const;
+  // Live workers whose model is `model` (any model if empty).
+  int64_t CountLive(const std::string& model, Clock::time_point now) const;
+
+  // Reserves the worker for `task` and queues it for the next heartbeat.
+  void Assign(const std::string& worker_id, const std::string& session_id, const v1::Task& task);
+  // Frees the worker's reservation; with `abort`, the worker is also told to abandon the
+  // task (it stays busy until a heartbeat shows it stopped).
+  void Release(const std::string& worker_id, const std::string& session_id,
+               const v1::TaskRef& task, bool abort);
+
+  std::vector<v1::WorkerStatus> List(Clock::time_point now) const;
+
+ private:
+  struct Record {
+    v1::WorkerInfo info;
+    std::string session_id;
+    Clock::time_point last_seen;
+    int64_t last_seen_unix_ms = 0;
+    bool reserved = false;
+    std::optional<v1::Task> to_start;   // delivered by the next heartbeat
+    std::vector<v1::TaskRef> to_abort;  // delivered by the next heartbeat
+    v1::TaskRef running;                // as last reported (empty job_id: idle)
+  };
+  bool Live(const Record& r, Clock::time_point now) const {
+    return now - r.last_seen <= worker_timeout_;
+  }
+
+  const std::chrono::milliseconds worker_timeout_;
+  mutable std::mutex mu_;
+  std::map<std::string, Record> workers_;  // guarded by mu_
+  int64_t next_session_ = 1;               // guarded by mu_
+};
+
+}  // namespace llava

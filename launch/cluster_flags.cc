@@ -1,0 +1,157 @@
+#include "launch/cluster_flags.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
+#include "launch/flags_common.h"
+#include "launch/vlm_setup.h"
+
+ABSL_FLAG(std::string, coordinator, llava::GetEnvOr("LLAVA_COORDINATOR", "127.0.0.1:50051"),
+          "address of the coordinator's gRPC server (host:port)");
+ABSL_FLAG(int64_t, rpc_timeout_ms, 10000, "deadline of each gRPC call (long polls add their wait)");
+ABSL_FLAG(int64_t, max_message_bytes, 8 << 20, "largest gRPC message sent or received");
+ABSL_FLAG(std::string, job_json, "", "submit: a JSON file of TrainSpec/EvalSpec fields (flags given win)");
+ABSL_FLAG(int64_t, world_size, 1, "submit train: ranks (one worker each)");
+ABSL_FLAG(int64_t, max_restarts, 3, "submit/launch: restarts from the last checkpoint after a failure");
+ABSL_FLAG(int64_t, eval_workers, 0, "submit eval: workers to split over (0: every idle one)");
+ABSL_FLAG(std::string, job_model, "", "submit: only run on workers that loaded this model spec");
+
+ABSL_DECLARE_FLAG(std::string, projector);
+ABSL_DECLARE_FLAG(int64_t, projector_hidden);
+ABSL_DECLARE_FLAG(std::string, optimizer);
+ABSL_DECLARE_FLAG(double, lr);
+ABSL_DECLARE_FLAG(double, weight_decay);
+ABSL_DECLARE_FLAG(std::string, schedule);
+ABSL_DECLARE_FLAG(double, warmup_ratio);
+ABSL_DECLARE_FLAG(int64_t, batch_size);
+ABSL_DECLARE_FLAG(int64_t, grad_accum);
+ABSL_DECLARE_FLAG(int64_t, epochs);
+ABSL_DECLARE_FLAG(int64_t, max_steps);
+ABSL_DECLARE_FLAG(int64_t, train_digits);
+ABSL_DECLARE_FLAG(int64_t, checkpoint_every);
+ABSL_DECLARE_FLAG(std::string, checkpoint);
+ABSL_DECLARE_FLAG(int64_t, eval_digits);
+ABSL_DECLARE_FLAG(int64_t, eval_batch_size);
+ABSL_DECLARE_FLAG(std::string, eval_questions);
+
+namespace llava {
+namespace {
+
+// A flag counts as given when its value differs from its default.
+bool Given(const char* name) {
+  absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+  return flag != nullptr && flag->CurrentValue() != flag->DefaultValue();
+}
+
+template <typename Message>
+absl::Status MergeJson(const std::string& json, const std::string& source, Message* message) {
+  if (json.empty()) return absl::OkStatus();
+  Message parsed;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;  // a typo must not pass silently
+  auto s = google::protobuf::util::JsonStringToMessage(json, &parsed, options);
+  if (!s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not a valid ",
+                                                   Message::descriptor()->name(), ": ", s.message().as_string()));
+  }
+  message->MergeFrom(parsed);
+  return absl::OkStatus();
+}
+
+template <typename Message>
+absl::Status MergeJobFile(Message* message) {
+  const std::string path = absl::GetFlag(FLAGS_job_json);
+  if (path.empty()) return absl::OkStatus();
+  LM_ASSIGN_OR_RETURN(std::string json, ReadFile(path));
+  return MergeJson(json, path, message);
+}
+
+void SetRepeated(google::protobuf::RepeatedPtrField<std::string>* field, const std::string& value) {
+  field->Clear();
+  for (const std::string& s : SplitPhrasings(value)) *field->Add() = s;
+}
+
+}  // namespace
+
+ClientOptions ClientOptionsFromFlags() {
+  ClientOptions o;
+  o.address = absl::GetFlag(FLAGS_coordinator);
+  o.rpc_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_rpc_timeout_ms));
+  o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  o.checkpoint_chunk_bytes = std::min<int64_t>(1 << 20, o.max_message_bytes / 2);
+  return o;
+}
+
+absl::StatusOr<v1::TrainSpec> TrainSpecFromFlags(const std::string& base_json) {
+  v1::TrainSpec spec;
+  LM_RETURN_IF_ERROR(MergeJson(base_json, "the built-in job", &spec));
+  LM_RETURN_IF_ERROR(MergeJobFile(&spec));
+  if (Given("job_model")) spec.set_model(absl::GetFlag(FLAGS_job_model));
+  if (Given("projector")) spec.set_projector(absl::GetFlag(FLAGS_projector));
+  if (Given("projector_hidden")) spec.set_projector_hidden(absl::GetFlag(FLAGS_projector_hidden));
+  if (Given("image_tokens")) spec.set_image_tokens(absl::GetFlag(FLAGS_image_tokens));
+  if (Given("optimizer")) spec.set_optimizer(absl::GetFlag(FLAGS_optimizer));
+  if (Given("lr")) spec.set_lr(absl::GetFlag(FLAGS_lr));
+  if (Given("weight_decay")) spec.set_weight_decay(absl::GetFlag(FLAGS_weight_decay));
+  if (Given("schedule")) spec.set_schedule(absl::GetFlag(FLAGS_schedule));
+  if (Given("warmup_ratio")) spec.set_warmup_ratio(absl::GetFlag(FLAGS_warmup_ratio));
+  if (Given("batch_size")) spec.set_batch_size(absl::GetFlag(FLAGS_batch_size));
+  if (Given("grad_accum")) spec.set_grad_accum(absl::GetFlag(FLAGS_grad_accum));
+  if (Given("epochs")) spec.set_epochs(absl::GetFlag(FLAGS_epochs));
+  if (Given("max_steps")) spec.set_max_steps(absl::GetFlag(FLAGS_max_steps));
+  if (Given("train_digits")) spec.set_train_digits(absl::GetFlag(FLAGS_train_digits));
+  if (Given("seed")) spec.set_seed(absl::GetFlag(FLAGS_seed));
+  if (Given("questions")) SetRepeated(spec.mutable_questions(), absl::GetFlag(FLAGS_questions));
+  if (Given("answer_templates")) {
+    SetRepeated(spec.mutable_answer_templates(), absl::GetFlag(FLAGS_answer_templates));
+  }
+  if (Given("prompt_style")) spec.set_prompt_style(absl::GetFlag(FLAGS_prompt_style));
+  if (Given("world_size")) spec.set_world_size(absl::GetFlag(FLAGS_world_size));
+  if (Given("checkpoint_every")) spec.set_checkpoint_every_steps(absl::GetFlag(FLAGS_checkpoint_every));
+  if (Given("max_restarts")) spec.set_max_restarts(absl::GetFlag(FLAGS_max_restarts));
+  return spec;
+}
+
+absl::StatusOr<v1::EvalSpec> EvalSpecFromFlags(const std::string& base_json) {
+  v1::EvalSpec spec;
+  LM_RETURN_IF_ERROR(MergeJson(base_json, "the built-in job", &spec));
+  LM_RETURN_IF_ERROR(MergeJobFile(&spec));
+  if (Given("checkpoint")) spec.set_checkpoint(absl::GetFlag(FLAGS_checkpoint));
+  if (Given("job_model")) spec.set_model(absl::GetFlag(FLAGS_job_model));
+  if (Given("questions")) SetRepeated(spec.mutable_questions(), absl::GetFlag(FLAGS_questions));
+  if (Given("eval_digits")) spec.set_eval_digits(absl::GetFlag(FLAGS_eval_digits));
+  if (Given("eval_batch_size")) spec.set_batch_size(absl::GetFlag(FLAGS_eval_batch_size));
+  if (Given("max_new_tokens")) spec.set_max_new_tokens(absl::GetFlag(FLAGS_max_new_tokens));
+  if (Given("prompt_style")) spec.set_prompt_style(absl::GetFlag(FLAGS_prompt_style));
+  if (Given("eval_workers")) spec.set_workers(absl::GetFlag(FLAGS_eval_workers));
+  if (Given("max_restarts")) spec.set_max_restarts(absl::GetFlag(FLAGS_max_restarts));
+  return spec;
+}
+
+std::string StatusLine(const v1::JobStatus& s) {
+  std::string line = absl::StrCat(s.job_id(), " ", v1::JobState_Name(s.state()).substr(10));
+  if (s.kind() == v1::JOB_KIND_TRAIN) {
+    absl::StrAppend(&line, absl::StrFormat(" step %d/%d", s.step(), s.total_steps()));
+    if (s.has_last_step()) {
+      absl::StrAppend(&line, absl::StrFormat(" loss %.4f lr %.2e %.1f samples/s", s.last_step().loss(),
+                                             s.last_step().lr(), s.last_step().samples_per_s()));
+    }
+    if (!s.latest_checkpoint_id().empty()) absl::StrAppend(&line, " ckpt ", s.latest_checkpoint_id());
+  } else {
+    absl::StrAppend(&line, absl::StrFormat(" answers %d/%d", s.eval_images_done(), s.eval_images_total()));
+  }
+  if (s.worker_ids_size() > 0) {
+    absl::StrAppend(&line, " workers");
+    for (const auto& w : s.worker_ids()) absl::StrAppend(&line, " ", w);
+  }
+  if (s.restarts() > 0) absl::StrAppend(&line, " restarts ", s.restarts());
+  if (!s.reason().empty()) absl::StrAppend(&line, " (", s.reason(), ")");
+  return line;
+}
+
+}  // namespace llava

@@ -1,0 +1,147 @@
+// The gRPC client commands: submit train|eval, status, watch, list, cancel,
+// fetch-checkpoint, workers. Each talks to --coordinator with --rpc_timeout_ms deadlines.
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/eval_report.h"
+#include "common/file_util.h"
+#include "common/sha256.h"
+#include "common/status_macros.h"
+#include "launch/cluster_flags.h"
+#include "launch/cmd_cluster.h"
+#include "worker/coordinator_client.h"
+
+ABSL_FLAG(bool, wait, false, "submit: watch the job until it ends (exit status 1 unless it succeeded)");
+ABSL_FLAG(bool, wait_for_workers, false,
+          "submit: queue the job even if fewer matching workers are registered than it needs");
+ABSL_FLAG(int64_t, watch_timeout_ms, 24 * 3600 * 1000, "watch/submit --wait: give up after this long");
+ABSL_FLAG(std::string, out, "", "fetch-checkpoint: write the file here (default <id>.safetensors)");
+ABSL_FLAG(bool, history, false, "status: print every step's metrics");
+
+namespace llava {
+namespace {
+
+absl::StatusOr<std::string> OnlyArg(const std::vector<char*>& args, const char* what) {
+  if (args.size() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat("give exactly one ", what, " (got ",
+                                                   args.size() - 1, " arguments)"));
+  }
+  return std::string(args[1]);
+}
+
+void PrintFinal(const v1::JobStatus& s) {
+  std::cout << StatusLine(s) << "\n";
+  if (s.kind() == v1::JOB_KIND_EVAL && !s.eval_report_json().empty()) {
+    auto report = EvalReport::FromJson(s.eval_report_json(), s.job_id());
+    if (report.ok()) std::cout << report->ToTable() << "\n";
+  }
+}
+
+absl::Status Watch(CoordinatorClient& client, const std::string& job_id) {
+  std::string last;
+  LM_ASSIGN_OR_RETURN(
+      v1::JobStatus final_status,
+      client.WatchJob(job_id, std::chrono::milliseconds(absl::GetFlag(FLAGS_watch_timeout_ms)),
+                      [&](const v1::JobStatus& s) {
+                        std::string line = StatusLine(s);
+                        if (line != last) std::cout << line << "\n" << std::flush;
+                        last = line;
+                      }));
+  PrintFinal(final_status);
+  if (final_status.state() != v1::JOB_STATE_SUCCEEDED) {
+    return absl::AbortedError(absl::StrCat("job ", job_id, " ended ",
+                                           v1::JobState_Name(final_status.state()), ": ",
+                                           final_status.reason()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunSubmit(const std::vector<char*>& args) {
+  LM_ASSIGN_OR_RETURN(std::string kind, OnlyArg(args, "job kind (train or eval)"));
+  v1::SubmitJobRequest request;
+  if (kind == "train") {
+    LM_ASSIGN_OR_RETURN(*request.mutable_train(), TrainSpecFromFlags(""));
+  } else if (kind == "eval") {
+    LM_ASSIGN_OR_RETURN(*request.mutable_eval(), EvalSpecFromFlags(""));
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("submit train|eval, not '", kind, "'"));
+  }
+  request.set_wait_for_workers(absl::GetFlag(FLAGS_wait_for_workers));
+  CoordinatorClient client(ClientOptionsFromFlags());
+  LM_ASSIGN_OR_RETURN(v1::JobStatus status, client.Submit(request));
+  std::cout << status.job_id() << "\n" << std::flush;
+  if (!absl::GetFlag(FLAGS_wait)) return absl::OkStatus();
+  return Watch(client, status.job_id());
+}
+
+absl::Status RunStatus(const std::vector<char*>& args) {
+  LM_ASSIGN_OR_RETURN(std::string job_id, OnlyArg(args, "job id"));
+  CoordinatorClient client(ClientOptionsFromFlags());
+  LM_ASSIGN_OR_RETURN(v1::JobStatus s, client.GetJob(job_id, absl::GetFlag(FLAGS_history)));
+  PrintFinal(s);
+  for (const v1::StepMetrics& m : s.history()) {
+    std::cout << absl::StrFormat("step %d epoch %d loss %.5f lr %.3e samples/s %.1f step_ms %.1f allreduce_ms %.2f\n",
+                                 m.step(), m.epoch(), m.loss(), m.lr(), m.samples_per_s(), m.step_ms(),
+                                 m.allreduce_ms());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunWatch(const std::vector<char*>& args) {
+  LM_ASSIGN_OR_RETURN(std::string job_id, OnlyArg(args, "job id"));
+  CoordinatorClient client(ClientOptionsFromFlags());
+  return Watch(client, job_id);
+}
+
+absl::Status RunList(const std::vector<char*>&) {
+  CoordinatorClient client(ClientOptionsFromFlags());
+  LM_ASSIGN_OR_RETURN(v1::ListJobsResponse jobs, client.ListJobs());
+  for (const v1::JobStatus& s : jobs.jobs()) std::cout << StatusLine(s) << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status RunCancel(const std::vector<char*>& args) {
+  LM_ASSIGN_OR_RETURN(std::string job_id, OnlyArg(args, "job id"));
+  CoordinatorClient client(ClientOptionsFromFlags());
+  LM_ASSIGN_OR_RETURN(v1::JobStatus s, client.CancelJob(job_id));
+  std::cout << StatusLine(s) << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status RunFetchCheckpoint(const std::vector<char*>& args) {
+  LM_ASSIGN_OR_RETURN(std::string id, OnlyArg(args, "checkpoint id or training job id"));
+  CoordinatorClient client(ClientOptionsFromFlags());
+  LM_ASSIGN_OR_RETURN(CoordinatorClient::Download download, client.DownloadCheckpoint(id));
+  std::string out = absl::GetFlag(FLAGS_out);
+  if (out.empty()) {
+    out = download.header.checkpoint_id() + ".safetensors";
+    for (char& c : out) {
+      if (c == '/') c = '_';
+    }
+  }
+  // The checksum was verified on arrival; the file is replaced atomically.
+  LM_RETURN_IF_ERROR(WriteFileAtomic(out, download.bytes));
+  std::cout << download.header.checkpoint_id() << " -> " << out << " (" << download.bytes.size()
+            << " bytes, sha256 " << download.header.sha256() << ")\n";
+  return absl::OkStatus();
+}
+
+absl::Status RunWorkers(const std::vector<char*>&) {
+  CoordinatorClient client(ClientOptionsFromFlags());
+  LM_ASSIGN_OR_RETURN(v1::ListWorkersResponse workers, client.ListWorkers());
+  for (const v1::WorkerStatus& w : workers.workers()) {
+    std::cout << absl::StrFormat("%s %s %s %s %s%s\n", w.info().worker_id(), w.alive() ? "alive" : "lost",
+                                 w.info().device(), w.info().collective(), w.info().model(),
+                                 w.running().job_id().empty()
+                                     ? std::string(" idle")
+                                     : absl::StrCat(" running ", w.running().job_id(), " rank ",
+                                                    w.running().rank()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace llava

@@ -1,0 +1,261 @@
+// `llava-mnist launch --workers N`: the product's main job on one machine. Starts a
+// coordinator and N workers (one per GPU on a GPU machine), submits the training job and
+// then the eval job, shows progress, prints the report, and stops every process it
+// started on success, failure or Ctrl-C.
+#include <torch/cuda.h>
+
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/eval_report.h"
+#include "common/file_util.h"
+#include "common/llama_weights.h"
+#include "common/log.h"
+#include "common/loss_curve.h"
+#include "common/status_macros.h"
+#include "launch/cluster_flags.h"
+#include "launch/cmd_cluster.h"
+#include "launch/flags_common.h"
+#include "launch/process.h"
+#include "launch/progress.h"
+#include "launch/signals.h"
+#include "launch/vlm_setup.h"
+
+ABSL_FLAG(int64_t, workers, 2, "launch: worker processes (on a GPU machine, one per GPU)");
+ABSL_FLAG(std::string, launch_dir, llava::GetEnvOr("LLAVA_LAUNCH_DIR", "runs/launch"),
+          "launch: logs, coordinator state, the fetched checkpoint, loss curve and report");
+ABSL_FLAG(int64_t, startup_timeout_ms, 600000,
+          "launch: how long the coordinator and workers may take to start (model loading)");
+ABSL_FLAG(std::string, worker_args, "", "launch: extra flags for every worker, space-separated");
+ABSL_FLAG(std::string, coordinator_args, "", "launch: extra flags for the coordinator, space-separated");
+
+ABSL_DECLARE_FLAG(std::string, eval_questions);
+
+namespace llava {
+namespace {
+
+// The main job's recipe when no flag overrides it: mlp2x_gelu, 9,000 digits, one epoch,
+// batch 16 per worker, five training phrasings (never the held-out eval phrasings).
+constexpr const char* kMainTrainJob = R"json({
+  "projector": "mlp2x_gelu", "projectorHidden": 1024, "lr": 0.002, "schedule": "cosine",
+  "warmupRatio": 0.03, "batchSize": 16, "epochs": 1, "trainDigits": 9000,
+  "checkpointEverySteps": 50,
+  "questions": ["What digit is this?", "Which digit is shown?", "Name the digit.",
+                "What number is shown here?", "Identify the digit."]
+})json";
+
+std::vector<std::string> SplitSpaces(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : s) {
+    if (c == ' ') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else {
+      cur.push_back(c);
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
+// Every process this launch started; stopped in the destructor whatever happens.
+struct Cluster {
+  ChildProcess coordinator;
+  std::vector<ChildProcess> workers;
+  ~Cluster() {
+    for (auto& w : workers) w.Stop(std::chrono::milliseconds(5000));
+    coordinator.Stop(std::chrono::milliseconds(5000));
+  }
+  absl::Status CheckAlive() {
+    if (!coordinator.Running()) {
+      return absl::UnavailableError(absl::StrCat("the coordinator exited (status ", coordinator.exit_status(),
+                                                 "); see ", coordinator.log_path()));
+    }
+    for (auto& w : workers) {
+      if (!w.Running()) {
+        return absl::UnavailableError(absl::StrCat("a worker exited (status ", w.exit_status(), "); see ",
+                                                   w.log_path()));
+      }
+    }
+    return absl::OkStatus();
+  }
+};
+
+absl::Status WaitFor(const std::function<absl::StatusOr<bool>()>& ready, const std::string& what,
+                     Cluster& cluster) {
+  const auto end = std::chrono::steady_clock::now() +
+                   std::chrono::milliseconds(absl::GetFlag(FLAGS_startup_timeout_ms));
+  while (std::chrono::steady_clock::now() < end) {
+    if (StopRequested().load()) return absl::CancelledError("interrupted");
+    LM_RETURN_IF_ERROR(cluster.CheckAlive());
+    auto r = ready();
+    if (r.ok() && *r) return absl::OkStatus();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return absl::DeadlineExceededError(absl::StrCat("timed out waiting for ", what));
+}
+
+// Watches a job with a progress bar until it ends; Ctrl-C cancels it.
+absl::StatusOr<v1::JobStatus> Follow(CoordinatorClient& client, const v1::JobStatus& submitted,
+                                     Cluster& cluster) {
+  const bool train = submitted.kind() == v1::JOB_KIND_TRAIN;
+  std::unique_ptr<Progress> progress;
+  int64_t restarts = 0;
+  while (true) {
+    if (StopRequested().load()) {
+      (void)client.CancelJob(submitted.job_id());
+      return absl::CancelledError("interrupted; the job was cancelled");
+    }
+    LM_RETURN_IF_ERROR(cluster.CheckAlive());
+    auto done = client.WatchJob(submitted.job_id(), std::chrono::milliseconds(500), [&](const v1::JobStatus& s) {
+      const int64_t total = train ? s.total_steps() : s.eval_images_total();
+      if (!progress && total > 0) {
+        progress = std::make_unique<Progress>(train ? "train" : "eval", total, ProgressOptions());
+      }
+      if (s.restarts() != restarts) {
+        restarts = s.restarts();
+        std::cerr << "\n" << StatusLine(s) << "\n";
+      }
+      if (!progress) return;
+      if (train && s.has_last_step()) {
+        progress->Update(s.step(), {{"loss", s.last_step().loss()},
+                                    {"lr", s.last_step().lr()},
+                                    {"samples/s", s.last_step().samples_per_s()}});
+      } else if (!train) {
+        progress->Update(s.eval_images_done(), {});
+      }
+    });
+    if (done.ok()) {
+      if (progress) progress->Finish();
+      return *done;
+    }
+    if (!absl::IsDeadlineExceeded(done.status())) return done.status();
+  }
+}
+
+absl::Status Launch() {
+  const int64_t n = absl::GetFlag(FLAGS_workers);
+  if (n <= 0) return absl::InvalidArgumentError("--workers must be > 0");
+  const std::string dir = absl::GetFlag(FLAGS_launch_dir);
+  LM_RETURN_IF_ERROR(MakeDirs(dir));
+  // Each launch starts from an empty coordinator state: its jobs are this run's only.
+  // (RemoveTree, not std::filesystem::remove_all: the PyTorch wheel's libtorch exports a
+  // broken remove_all that calls bind to.)
+  LM_RETURN_IF_ERROR(RemoveTree(dir + "/coordinator-state"));
+  std::remove((dir + "/coordinator.port").c_str());
+
+  // Devices: one GPU per worker when the model goes to CUDA.
+  LM_ASSIGN_OR_RETURN(ModelOptions model_options, ModelOptionsFromFlags());
+  const bool cuda = model_options.device.is_cuda();
+  const int64_t gpus = static_cast<int64_t>(torch::cuda::device_count());
+  if (cuda && n > gpus) {
+    return absl::InvalidArgumentError(absl::StrCat("--workers ", n, " but only ", gpus, " GPUs"));
+  }
+  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  const std::string exe = SelfExecutable();
+
+  Cluster cluster;
+  std::vector<std::string> coord = {exe, "coordinator", "--listen=127.0.0.1:0",
+                                    absl::StrCat("--state_dir=", dir, "/coordinator-state"),
+                                    absl::StrCat("--port_file=", dir, "/coordinator.port")};
+  for (const auto& a : SplitSpaces(absl::GetFlag(FLAGS_coordinator_args))) coord.push_back(a);
+  LM_ASSIGN_OR_RETURN(cluster.coordinator, ChildProcess::Spawn(coord, dir + "/coordinator.log"));
+  std::string port;
+  LM_RETURN_IF_ERROR(WaitFor([&]() -> absl::StatusOr<bool> {
+    auto p = ReadFile(dir + "/coordinator.port");
+    if (!p.ok() || p->empty()) return false;
+    port = *p;
+    return true;
+  }, "the coordinator to listen", cluster));
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+  std::cout << "coordinator on " << address << " (log " << dir << "/coordinator.log)\n";
+
+  for (int64_t i = 0; i < n; ++i) {
+    std::vector<std::string> argv = {
+        exe, "worker", absl::StrCat("--coordinator=", address), absl::StrCat("--worker_id=worker-", i),
+        absl::StrCat("--model=", absl::GetFlag(FLAGS_model)),
+        absl::StrCat("--tokenizer=", absl::GetFlag(FLAGS_tokenizer)),
+        absl::StrCat("--data_dir=", absl::GetFlag(FLAGS_data_dir)),
+        absl::StrCat("--dtype=", absl::GetFlag(FLAGS_dtype)),
+        absl::StrCat("--seed=", absl::GetFlag(FLAGS_seed)), "--collective_host=127.0.0.1",
+        absl::StrCat("--device=", cuda ? absl::StrCat("cuda:", i) : std::string("cpu"))};
+    // CPU workers share the cores instead of each taking all of them.
+    if (!cuda) argv.push_back(absl::StrCat("--threads=", std::max<int64_t>(1, cores / n)));
+    for (const auto& a : SplitSpaces(absl::GetFlag(FLAGS_worker_args))) argv.push_back(a);
+    LM_ASSIGN_OR_RETURN(ChildProcess w, ChildProcess::Spawn(argv, absl::StrCat(dir, "/worker-", i, ".log")));
+    cluster.workers.push_back(std::move(w));
+  }
+  ClientOptions client_options = ClientOptionsFromFlags();
+  client_options.address = address;
+  CoordinatorClient client(client_options);
+  LM_RETURN_IF_ERROR(WaitFor([&]() -> absl::StatusOr<bool> {
+    LM_ASSIGN_OR_RETURN(v1::ListWorkersResponse list, client.ListWorkers());
+    int64_t alive = 0;
+    for (const auto& w : list.workers()) alive += w.alive() ? 1 : 0;
+    return alive >= n;
+  }, absl::StrCat(n, " workers to load the model and register"), cluster));
+  std::cout << n << " workers ready (" << (cuda ? "cuda, nccl" : "cpu, gloo") << "; logs " << dir
+            << "/worker-*.log)\n";
+
+  v1::SubmitJobRequest train_request;
+  LM_ASSIGN_OR_RETURN(*train_request.mutable_train(), TrainSpecFromFlags(kMainTrainJob));
+  train_request.mutable_train()->set_world_size(n);
+  LM_ASSIGN_OR_RETURN(v1::JobStatus train_job, client.Submit(train_request));
+  std::cout << "training job " << train_job.job_id() << ": " << train_job.train().ShortDebugString() << "\n";
+  LM_ASSIGN_OR_RETURN(v1::JobStatus trained, Follow(client, train_job, cluster));
+  std::cout << StatusLine(trained) << "\n";
+  if (trained.state() != v1::JOB_STATE_SUCCEEDED) {
+    return absl::AbortedError(absl::StrCat("training ended ", v1::JobState_Name(trained.state()), ": ",
+                                           trained.reason()));
+  }
+  LM_ASSIGN_OR_RETURN(v1::JobStatus with_history, client.GetJob(trained.job_id(), true));
+  LossCurve curve;
+  for (const v1::StepMetrics& m : with_history.history()) {
+    LossPoint p;
+    p.step = m.step();
+    p.epoch = m.epoch();
+    p.loss = m.loss();
+    p.lr = m.lr();
+    p.samples_per_s = m.samples_per_s();
+    curve.Add(p);
+  }
+  LM_RETURN_IF_ERROR(curve.WriteCsv(dir + "/loss.csv"));
+  LM_RETURN_IF_ERROR(curve.WriteSvg(dir + "/loss.svg", "llava-mnist projector training (launch)"));
+  LM_ASSIGN_OR_RETURN(CoordinatorClient::Download ckpt, client.DownloadCheckpoint(trained.job_id()));
+  LM_RETURN_IF_ERROR(WriteFileAtomic(dir + "/projector.safetensors", ckpt.bytes));
+
+  v1::SubmitJobRequest eval_request;
+  LM_ASSIGN_OR_RETURN(*eval_request.mutable_eval(), EvalSpecFromFlags(""));
+  eval_request.mutable_eval()->set_checkpoint(trained.job_id());
+  eval_request.mutable_eval()->clear_questions();
+  for (const auto& q : SplitPhrasings(absl::GetFlag(FLAGS_eval_questions))) {
+    eval_request.mutable_eval()->add_questions(q);
+  }
+  LM_ASSIGN_OR_RETURN(v1::JobStatus eval_job, client.Submit(eval_request));
+  std::cout << "eval job " << eval_job.job_id() << " on " << eval_job.eval().checkpoint() << "\n";
+  LM_ASSIGN_OR_RETURN(v1::JobStatus evaluated, Follow(client, eval_job, cluster));
+  if (evaluated.state() != v1::JOB_STATE_SUCCEEDED) {
+    return absl::AbortedError(absl::StrCat("eval ended ", v1::JobState_Name(evaluated.state()), ": ",
+                                           evaluated.reason()));
+  }
+  LM_ASSIGN_OR_RETURN(EvalReport report, EvalReport::FromJson(evaluated.eval_report_json(), eval_job.job_id()));
+  LM_RETURN_IF_ERROR(WriteFileAtomic(dir + "/eval_report.json", evaluated.eval_report_json()));
+  std::cout << report.ToTable() << "\n"
+            << "checkpoint " << dir << "/projector.safetensors (" << ckpt.header.checkpoint_id()
+            << "), loss curve " << dir << "/loss.{csv,svg}, report " << dir << "/eval_report.json\n";
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunLaunch(const std::vector<char*>&) {
+  InstallStopHandlers();
+  return Launch();
+}
+
+}  // namespace llava

@@ -1,0 +1,102 @@
+// `llava-mnist coordinator` and `llava-mnist worker`: long-running servers, configured by
+// flags or the environment (LLAVA_LISTEN, LLAVA_STATE_DIR, LLAVA_COORDINATOR,
+// LLAVA_WORKER_ID or HOSTNAME, LLAVA_COLLECTIVE_HOST or POD_IP), stopped by SIGTERM/SIGINT.
+#include <ATen/Parallel.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "coordinator/coordinator_server.h"
+#include "launch/cluster_flags.h"
+#include "launch/cmd_cluster.h"
+#include "launch/flags_common.h"
+#include "launch/signals.h"
+#include "launch/vlm_setup.h"
+#include "worker/collective.h"
+#include "worker/worker_agent.h"
+
+ABSL_FLAG(std::string, listen, llava::GetEnvOr("LLAVA_LISTEN", "0.0.0.0:50051"),
+          "coordinator: gRPC listen address (port 0: any free port, see --port_file)");
+ABSL_FLAG(std::string, state_dir, llava::GetEnvOr("LLAVA_STATE_DIR", "coordinator-state"),
+          "coordinator: checkpoints and job records");
+ABSL_FLAG(std::string, port_file, "", "coordinator: write the bound port here once listening");
+ABSL_FLAG(int64_t, heartbeat_interval_ms, 1000, "coordinator: how often workers heartbeat");
+ABSL_FLAG(int64_t, worker_timeout_ms, 10000, "coordinator: a worker silent this long is lost");
+ABSL_FLAG(int64_t, restart_wait_ms, 60000,
+          "coordinator: how long a failed job waits for enough workers before it fails");
+ABSL_FLAG(int64_t, collective_timeout_ms, 60000,
+          "coordinator: a collective that takes longer fails its attempt (no rank hangs)");
+ABSL_FLAG(int64_t, tick_ms, 100, "coordinator: scheduling period");
+ABSL_FLAG(std::string, worker_id,
+          llava::GetEnvOr("LLAVA_WORKER_ID", llava::GetEnvOr("HOSTNAME", "")),
+          "worker: unique name (default: $LLAVA_WORKER_ID, else $HOSTNAME, else worker-<pid>)");
+ABSL_FLAG(std::string, collective, "auto", "worker: gloo, nccl, or auto (nccl on CUDA, else gloo)");
+ABSL_FLAG(std::string, collective_host,
+          llava::GetEnvOr("LLAVA_COLLECTIVE_HOST", llava::GetEnvOr("POD_IP", "127.0.0.1")),
+          "worker: address peers reach this worker's Gloo transport on");
+ABSL_FLAG(int64_t, threads, 0, "worker: CPU threads for libtorch (0: its default)");
+ABSL_FLAG(int64_t, coordinator_lost_ms, 0,
+          "worker: exit when the coordinator is unreachable this long (0: keep trying)");
+
+namespace llava {
+
+absl::Status RunCoordinator(const std::vector<char*>&) {
+  InstallStopHandlers();
+  CoordinatorOptions o;
+  o.listen = absl::GetFlag(FLAGS_listen);
+  o.state_dir = absl::GetFlag(FLAGS_state_dir);
+  o.heartbeat_interval = std::chrono::milliseconds(absl::GetFlag(FLAGS_heartbeat_interval_ms));
+  o.worker_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_worker_timeout_ms));
+  o.restart_wait = std::chrono::milliseconds(absl::GetFlag(FLAGS_restart_wait_ms));
+  o.collective_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_collective_timeout_ms));
+  o.tick = std::chrono::milliseconds(absl::GetFlag(FLAGS_tick_ms));
+  o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  o.checkpoint_chunk_bytes = std::min<int64_t>(1 << 20, o.max_message_bytes / 2);
+  CoordinatorServer server(o);
+  LM_RETURN_IF_ERROR(server.Start());
+  const std::string port_file = absl::GetFlag(FLAGS_port_file);
+  if (!port_file.empty()) LM_RETURN_IF_ERROR(WriteFileAtomic(port_file, std::to_string(server.port())));
+  while (!StopRequested().load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  LM_LOG(INFO) << "coordinator: stopping";
+  server.Shutdown();
+  return absl::OkStatus();
+}
+
+absl::Status RunWorker(const std::vector<char*>&) {
+  InstallStopHandlers();
+  if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(static_cast<int>(absl::GetFlag(FLAGS_threads)));
+  WorkerOptions o;
+  o.client = ClientOptionsFromFlags();
+  o.worker_id = absl::GetFlag(FLAGS_worker_id);
+  if (o.worker_id.empty()) o.worker_id = absl::StrCat("worker-", getpid());
+  o.collective_host = absl::GetFlag(FLAGS_collective_host);
+  o.coordinator_lost_after = std::chrono::milliseconds(absl::GetFlag(FLAGS_coordinator_lost_ms));
+  // The model and data are loaded once and serve every job this worker runs.
+  LM_ASSIGN_OR_RETURN(VlmRuntime rt, LoadRuntimeFromFlags());
+  LM_ASSIGN_OR_RETURN(MnistSet train, LoadMnistFromFlags("train", "", "", -1));
+  LM_ASSIGN_OR_RETURN(MnistSet test, LoadMnistFromFlags("test", "", "", -1));
+  o.device = rt.model->device.str();
+  std::string collective = absl::GetFlag(FLAGS_collective);
+  if (collective == "auto") collective = rt.model->device.is_cuda() ? "nccl" : "gloo";
+  if (!HaveEngine(collective)) {
+    return absl::FailedPreconditionError(absl::StrCat("--collective ", collective,
+                                                      " is not available in this build"));
+  }
+  o.collective = collective;
+  LM_RETURN_IF_ERROR(o.Validate());
+  WorkerResources resources{rt.model.get(), rt.tokenizer.get(), &train, &test,
+                            absl::GetFlag(FLAGS_model)};
+  LM_LOG(INFO) << "worker " << o.worker_id << ": " << resources.model_spec << " on " << o.device
+               << " (" << collective << "), " << train.size() << " train / " << test.size()
+               << " test digits; coordinator " << o.client.address;
+  WorkerAgent agent(o, resources);
+  return agent.Run(&StopRequested());
+}
+
+}  // namespace llava

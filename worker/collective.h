@@ -1,0 +1,54 @@
+// A rank's collective group for the projector gradients: Gloo (CPU tensors over TCP) or
+// NCCL (CUDA tensors), met through the coordinator's rendezvous store. Every wait is
+// bounded by the group's timeout: a dead peer fails the collective instead of hanging it.
+// One owner thread; Abort() may be called from any thread.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace llava {
+
+// The write-once key-value store a group meets through (the coordinator's
+// RendezvousService, or an in-process one in tests). Thread-safe.
+class RendezvousClient {
+ public:
+  virtual ~RendezvousClient() = default;
+  virtual absl::Status Set(const std::string& key, const std::string& value) = 0;
+  virtual absl::StatusOr<std::string> Get(const std::string& key, std::chrono::milliseconds wait) = 0;
+};
+
+struct CollectiveOptions {
+  std::string engine = "gloo";  // "gloo" or "nccl"
+  int64_t rank = 0;
+  int64_t world_size = 1;
+  std::string prefix;           // the attempt's key prefix in the store
+  std::chrono::milliseconds timeout{60000};
+  std::string gloo_host = "127.0.0.1";  // address peers reach this rank's Gloo transport on
+  int cuda_device = 0;                  // NCCL: the rank's GPU
+};
+
+class Collective {
+ public:
+  virtual ~Collective() = default;
+  // Sums `buffer` (contiguous float32, on the CPU for Gloo and on the rank's GPU for
+  // NCCL) over the ranks, in place. On error the group is unusable: make a new one.
+  virtual absl::Status AllReduceSum(at::Tensor& buffer) = 0;
+  // Makes a pending and any later collective fail promptly (NCCL: ncclCommAbort). Gloo
+  // cannot interrupt a pending operation; it fails at its timeout.
+  virtual void Abort() = 0;
+};
+
+// Meets the group (blocking up to options.timeout) and returns this rank's member.
+absl::StatusOr<std::unique_ptr<Collective>> CreateCollective(const CollectiveOptions& options,
+                                                             RendezvousClient* store);
+
+// Which engines this build has ("gloo", "nccl").
+bool HaveEngine(const std::string& engine);
+
+}  // namespace llava

@@ -1,0 +1,222 @@
+#include "worker/coordinator_client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/sha256.h"
+
+namespace llava {
+
+absl::Status FromGrpc(const grpc::Status& status, const std::string& what) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      absl::StrCat(what, ": ", status.error_message()));
+}
+
+bool IsTerminal(v1::JobState s) {
+  return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
+}
+
+CoordinatorClient::CoordinatorClient(ClientOptions options) : options_(std::move(options)) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
+  args.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
+  // Reconnect quickly after a coordinator restart.
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  channel_ = grpc::CreateCustomChannel(options_.address, grpc::InsecureChannelCredentials(), args);
+  jobs_ = v1::JobService::NewStub(channel_);
+  workers_ = v1::WorkerService::NewStub(channel_);
+  rendezvous_ = v1::RendezvousService::NewStub(channel_);
+  checkpoints_ = v1::CheckpointService::NewStub(channel_);
+}
+
+void CoordinatorClient::SetDeadline(grpc::ClientContext* context,
+                                    std::chrono::milliseconds extra) const {
+  context->set_deadline(std::chrono::system_clock::now() + options_.rpc_timeout + extra);
+}
+
+// One unary call with a deadline; `what` names it in errors.
+#define LLAVA_UNARY(stub, method, request, response_type, what) \
+  do {                                                          \
+    grpc::ClientContext context;                                \
+    SetDeadline(&context);                                      \
+    response_type response;                                     \
+    grpc::Status s = stub->method(&context, request, &response); \
+    if (!s.ok()) return FromGrpc(s, what);                      \
+    return response;                                            \
+  } while (0)
+
+absl::StatusOr<v1::RegisterWorkerResponse> CoordinatorClient::Register(const v1::WorkerInfo& info) {
+  v1::RegisterWorkerRequest request;
+  *request.mutable_info() = info;
+  LLAVA_UNARY(workers_, RegisterWorker, request, v1::RegisterWorkerResponse, "RegisterWorker");
+}
+
+absl::StatusOr<v1::HeartbeatResponse> CoordinatorClient::Heartbeat(const v1::HeartbeatRequest& request) {
+  LLAVA_UNARY(workers_, Heartbeat, request, v1::HeartbeatResponse, "Heartbeat");
+}
+
+absl::Status CoordinatorClient::ReportTaskResult(const v1::TaskResultRequest& request) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::TaskResultResponse response;
+  return FromGrpc(workers_->ReportTaskResult(&context, request, &response), "ReportTaskResult");
+}
+
+absl::StatusOr<v1::Shard> CoordinatorClient::GetShard(const v1::TaskRef& ref, int64_t epoch) {
+  v1::GetShardRequest request;
+  *request.mutable_ref() = ref;
+  request.set_epoch(epoch);
+  LLAVA_UNARY(workers_, GetShard, request, v1::Shard, "GetShard");
+}
+
+absl::StatusOr<v1::ListWorkersResponse> CoordinatorClient::ListWorkers() {
+  v1::ListWorkersRequest request;
+  LLAVA_UNARY(workers_, ListWorkers, request, v1::ListWorkersResponse, "ListWorkers");
+}
+
+absl::Status CoordinatorClient::Set(const std::string& key, const std::string& value) {
+  v1::StoreSetRequest request;
+  request.set_key(key);
+  request.set_value(value);
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::StoreSetResponse response;
+  return FromGrpc(rendezvous_->Set(&context, request, &response), absl::StrCat("rendezvous Set ", key));
+}
+
+absl::StatusOr<std::string> CoordinatorClient::Get(const std::string& key,
+                                                   std::chrono::milliseconds wait) {
+  v1::StoreGetRequest request;
+  request.set_key(key);
+  request.set_wait_ms(wait.count());
+  grpc::ClientContext context;
+  SetDeadline(&context, wait);
+  v1::StoreGetResponse response;
+  grpc::Status s = rendezvous_->Get(&context, request, &response);
+  if (!s.ok()) return FromGrpc(s, absl::StrCat("rendezvous Get ", key));
+  return response.value();
+}
+
+absl::StatusOr<v1::CheckpointInfo> CoordinatorClient::UploadCheckpoint(v1::CheckpointHeader header,
+                                                                       const std::string& bytes) {
+  header.set_total_bytes(static_cast<int64_t>(bytes.size()));
+  header.set_sha256(Sha256Hex(bytes));
+  grpc::ClientContext context;
+  // Large checkpoints get time in proportion (at least 10 MB/s).
+  SetDeadline(&context, std::chrono::milliseconds(static_cast<int64_t>(bytes.size() / 10000)));
+  v1::CheckpointInfo info;
+  auto writer = checkpoints_->UploadCheckpoint(&context, &info);
+  v1::CheckpointChunk chunk;
+  *chunk.mutable_header() = header;
+  const size_t step = static_cast<size_t>(options_.checkpoint_chunk_bytes);
+  for (size_t off = 0; off < bytes.size(); off += step) {
+    chunk.set_data(bytes.substr(off, step));
+    if (!writer->Write(chunk)) break;  // the server ended the call: Finish() says why
+    chunk.clear_header();
+  }
+  writer->WritesDone();
+  grpc::Status s = writer->Finish();
+  if (!s.ok()) return FromGrpc(s, "UploadCheckpoint");
+  return info;
+}
+
+absl::StatusOr<CoordinatorClient::Download> CoordinatorClient::DownloadCheckpoint(
+    const std::string& checkpoint) {
+  v1::DownloadCheckpointRequest request;
+  request.set_checkpoint(checkpoint);
+  grpc::ClientContext context;
+  SetDeadline(&context, std::chrono::minutes(10));
+  auto reader = checkpoints_->DownloadCheckpoint(&context, request);
+  Download out;
+  v1::CheckpointChunk chunk;
+  bool first = true;
+  while (reader->Read(&chunk)) {
+    if (first) {
+      if (!chunk.has_header()) return absl::DataLossError("DownloadCheckpoint: no header in the first chunk");
+      out.header = chunk.header();
+      out.bytes.reserve(static_cast<size_t>(out.header.total_bytes()));
+      first = false;
+    }
+    out.bytes += chunk.data();
+    if (static_cast<int64_t>(out.bytes.size()) > out.header.total_bytes()) {
+      context.TryCancel();
+      return absl::DataLossError("DownloadCheckpoint: more bytes than announced");
+    }
+  }
+  grpc::Status s = reader->Finish();
+  if (!s.ok()) return FromGrpc(s, absl::StrCat("DownloadCheckpoint ", checkpoint));
+  if (first) return absl::DataLossError("DownloadCheckpoint: empty stream");
+  if (static_cast<int64_t>(out.bytes.size()) != out.header.total_bytes()) {
+    return absl::DataLossError(absl::StrCat("DownloadCheckpoint ", checkpoint, ": got ", out.bytes.size(),
+                                            " of ", out.header.total_bytes(), " bytes"));
+  }
+  const std::string sha = Sha256Hex(out.bytes);
+  if (sha != out.header.sha256()) {
+    return absl::DataLossError(absl::StrCat("DownloadCheckpoint ", checkpoint, ": SHA-256 ", sha,
+                                            " differs from the announced ", out.header.sha256()));
+  }
+  return out;
+}
+
+absl::StatusOr<v1::ListCheckpointsResponse> CoordinatorClient::ListCheckpoints(const std::string& job_id) {
+  v1::ListCheckpointsRequest request;
+  request.set_job_id(job_id);
+  LLAVA_UNARY(checkpoints_, ListCheckpoints, request, v1::ListCheckpointsResponse, "ListCheckpoints");
+}
+
+absl::StatusOr<v1::JobStatus> CoordinatorClient::Submit(const v1::SubmitJobRequest& request) {
+  LLAVA_UNARY(jobs_, SubmitJob, request, v1::JobStatus, "SubmitJob");
+}
+
+absl::StatusOr<v1::JobStatus> CoordinatorClient::GetJob(const std::string& job_id, bool include_history) {
+  v1::GetJobRequest request;
+  request.set_job_id(job_id);
+  request.set_include_history(include_history);
+  LLAVA_UNARY(jobs_, GetJob, request, v1::JobStatus, "GetJob");
+}
+
+absl::StatusOr<v1::ListJobsResponse> CoordinatorClient::ListJobs() {
+  v1::ListJobsRequest request;
+  LLAVA_UNARY(jobs_, ListJobs, request, v1::ListJobsResponse, "ListJobs");
+}
+
+absl::StatusOr<v1::JobStatus> CoordinatorClient::CancelJob(const std::string& job_id) {
+  v1::CancelJobRequest request;
+  request.set_job_id(job_id);
+  LLAVA_UNARY(jobs_, CancelJob, request, v1::JobStatus, "CancelJob");
+}
+
+#undef LLAVA_UNARY
+
+absl::StatusOr<v1::JobStatus> CoordinatorClient::WatchJob(
+    const std::string& job_id, std::chrono::milliseconds timeout,
+    const std::function<void(const v1::JobStatus&)>& on_status) {
+  const auto end = std::chrono::system_clock::now() + timeout;
+  v1::JobStatus last;
+  while (std::chrono::system_clock::now() < end) {
+    grpc::ClientContext context;
+    context.set_deadline(end);
+    v1::WatchJobRequest request;
+    request.set_job_id(job_id);
+    auto reader = jobs_->WatchJob(&context, request);
+    v1::JobStatus status;
+    while (reader->Read(&status)) {
+      last = status;
+      on_status(status);
+    }
+    grpc::Status s = reader->Finish();
+    if (IsTerminal(last.state())) return last;
+    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) break;
+    if (!s.ok() && s.error_code() != grpc::StatusCode::UNAVAILABLE) return FromGrpc(s, "WatchJob");
+    // The stream ended early (server bound, or the coordinator restarting): reopen.
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return absl::DeadlineExceededError(absl::StrCat("WatchJob ", job_id, ": still ",
+                                                  v1::JobState_Name(last.state()), " after ",
+                                                  timeout.count(), " ms"));
+}
+
+}  // namespace llava

@@ -1,0 +1,79 @@
+// The gRPC client of the coordinator's services, used by workers (registration,
+// heartbeats, shards, rendezvous, checkpoint upload) and by the command-line client
+// (jobs, checkpoint download). Every call carries a deadline (rpc_timeout, plus the
+// requested wait for long polls) and bounded message sizes. Thread-safe (gRPC stubs are).
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "protos/llava.grpc.pb.h"
+#include "worker/collective.h"
+
+namespace llava {
+
+struct ClientOptions {
+  std::string address = "127.0.0.1:50051";
+  std::chrono::milliseconds rpc_timeout{10000};
+  int64_t max_message_bytes = 8 << 20;
+  int64_t checkpoint_chunk_bytes = 1 << 20;
+};
+
+class CoordinatorClient : public RendezvousClient {
+ public:
+  explicit CoordinatorClient(ClientOptions options);
+
+  // Workers.
+  absl::StatusOr<v1::RegisterWorkerResponse> Register(const v1::WorkerInfo& info);
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request);
+  absl::Status ReportTaskResult(const v1::TaskResultRequest& request);
+  absl::StatusOr<v1::Shard> GetShard(const v1::TaskRef& ref, int64_t epoch);
+  absl::StatusOr<v1::ListWorkersResponse> ListWorkers();
+
+  // Rendezvous (the group's store).
+  absl::Status Set(const std::string& key, const std::string& value) override;
+  absl::StatusOr<std::string> Get(const std::string& key, std::chrono::milliseconds wait) override;
+
+  // Checkpoints; downloads verify size and SHA-256.
+  absl::StatusOr<v1::CheckpointInfo> UploadCheckpoint(v1::CheckpointHeader header,
+                                                      const std::string& bytes);
+  struct Download {
+    v1::CheckpointHeader header;
+    std::string bytes;
+  };
+  absl::StatusOr<Download> DownloadCheckpoint(const std::string& checkpoint);
+  absl::StatusOr<v1::ListCheckpointsResponse> ListCheckpoints(const std::string& job_id);
+
+  // Jobs.
+  absl::StatusOr<v1::JobStatus> Submit(const v1::SubmitJobRequest& request);
+  absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id, bool include_history);
+  absl::StatusOr<v1::ListJobsResponse> ListJobs();
+  absl::StatusOr<v1::JobStatus> CancelJob(const std::string& job_id);
+  // Streams the job's status to `on_status` until the job ends (returns its last status)
+  // or `timeout` passes (DEADLINE_EXCEEDED); reopens the stream when the server closes it
+  // early.
+  absl::StatusOr<v1::JobStatus> WatchJob(const std::string& job_id, std::chrono::milliseconds timeout,
+                                         const std::function<void(const v1::JobStatus&)>& on_status);
+
+  const ClientOptions& options() const { return options_; }
+
+ private:
+  void SetDeadline(grpc::ClientContext* context, std::chrono::milliseconds extra = {}) const;
+
+  ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::JobService::Stub> jobs_;
+  std::unique_ptr<v1::WorkerService::Stub> workers_;
+  std::unique_ptr<v1::RendezvousService::Stub> rendezvous_;
+  std::unique_ptr<v1::CheckpointService::Stub> checkpoints_;
+};
+
+// grpc::Status -> absl::Status with the same code and message.
+absl::Status FromGrpc(const grpc::Status& status, const std::string& what);
+
+bool IsTerminal(v1::JobState state);
+
+}  // namespace llava

@@ -1,0 +1,221 @@
+#include "worker/worker_agent.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+
+namespace llava {
+namespace {
+
+bool SameTask(const v1::TaskRef& a, const v1::TaskRef& b) {
+  return a.job_id() == b.job_id() && a.attempt() == b.attempt() && a.rank() == b.rank();
+}
+
+}  // namespace
+
+absl::Status WorkerOptions::Validate() const {
+  if (client.address.empty()) return absl::InvalidArgumentError("--coordinator is empty");
+  if (worker_id.empty()) return absl::InvalidArgumentError("--worker_id is empty");
+  if (collective != "gloo" && collective != "nccl") {
+    return absl::InvalidArgumentError(absl::StrCat("--collective must be gloo or nccl, got ", collective));
+  }
+  if (client.rpc_timeout.count() <= 0) return absl::InvalidArgumentError("--rpc_timeout_ms must be > 0");
+  return absl::OkStatus();
+}
+
+WorkerAgent::WorkerAgent(WorkerOptions options, WorkerResources resources)
+    : options_(std::move(options)), resources_(resources), client_(options_.client) {
+  info_.set_worker_id(options_.worker_id);
+  info_.set_collective_host(options_.collective_host);
+  info_.set_device(options_.device);
+  info_.set_model(resources_.model_spec);
+  info_.set_collective(options_.collective);
+  info_.set_train_images(resources_.train->size());
+  info_.set_test_images(resources_.test->size());
+  info_.set_hidden_size(resources_.model->config.hidden_size);
+}
+
+WorkerAgent::~WorkerAgent() {
+  if (heartbeat_.joinable()) heartbeat_.join();
+}
+
+absl::Status WorkerAgent::RegisterOnce() {
+  auto reply = client_.Register(info_);
+  if (!reply.ok()) return reply.status();
+  std::lock_guard<std::mutex> lock(mu_);
+  session_id_ = reply->session_id();
+  interval_ = std::chrono::milliseconds(std::max<int64_t>(1, reply->heartbeat_interval_ms()));
+  // A new session owns no task: whatever ran under the old one is abandoned (the
+  // coordinator has already counted it lost).
+  if (!running_.job_id().empty()) {
+    abort_ = true;
+    if (collective_ != nullptr) collective_->Abort();
+  }
+  queue_.clear();
+  LM_LOG(INFO) << "worker " << options_.worker_id << " registered with " << options_.client.address
+               << " as " << session_id_;
+  return absl::OkStatus();
+}
+
+void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
+  auto last_contact = std::chrono::steady_clock::now();
+  while (!stop->load()) {
+    std::chrono::milliseconds interval;
+    v1::HeartbeatRequest request;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      interval = interval_;
+      request.set_worker_id(options_.worker_id);
+      request.set_session_id(session_id_);
+      if (!running_.job_id().empty()) *request.mutable_running() = running_;
+      for (const auto& m : steps_) *request.add_steps() = m;
+      request.set_eval_images_done(eval_done_);
+    }
+    auto reply = client_.Heartbeat(request);
+    if (reply.ok()) {
+      last_contact = std::chrono::steady_clock::now();
+      std::lock_guard<std::mutex> lock(mu_);
+      // Only what was sent is dropped; steps added meanwhile go with the next beat.
+      steps_.erase(steps_.begin(), steps_.begin() + std::min<size_t>(steps_.size(), request.steps_size()));
+      if (reply->has_task()) {
+        queue_.push_back(reply->task());
+        cv_.notify_all();
+      }
+      for (const v1::TaskRef& ref : reply->abort()) {
+        if (SameTask(ref, running_)) {
+          LM_LOG(WARNING) << "worker " << options_.worker_id << ": told to abandon " << ref.job_id()
+                          << " attempt " << ref.attempt();
+          abort_ = true;
+          if (collective_ != nullptr) collective_->Abort();
+        }
+      }
+    } else if (absl::IsNotFound(reply.status())) {
+      LM_LOG(WARNING) << "worker " << options_.worker_id << ": " << reply.status() << "; registering again";
+      if (RegisterOnce().ok()) last_contact = std::chrono::steady_clock::now();
+    } else {
+      LM_LOG(WARNING) << "worker " << options_.worker_id << ": heartbeat failed: " << reply.status();
+      if (options_.coordinator_lost_after.count() > 0 &&
+          std::chrono::steady_clock::now() - last_contact > options_.coordinator_lost_after) {
+        LM_LOG(ERROR) << "worker " << options_.worker_id << ": coordinator unreachable for "
+                      << options_.coordinator_lost_after.count() << " ms; stopping";
+        lost_ = true;
+        abort_ = true;
+        std::lock_guard<std::mutex> lock(mu_);
+        if (collective_ != nullptr) collective_->Abort();
+        cv_.notify_all();
+        return;
+      }
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, interval, [&] { return stop->load(); });
+  }
+}
+
+absl::Status WorkerAgent::Run(const std::atomic<bool>* stop) {
+  absl::Status v = options_.Validate();
+  if (!v.ok()) return v;
+  // Register before anything else; retry while the coordinator starts.
+  const auto first_try = std::chrono::steady_clock::now();
+  while (true) {
+    absl::Status s = RegisterOnce();
+    if (s.ok()) break;
+    if (stop->load()) return absl::CancelledError("stopped before registering");
+    if (absl::IsInvalidArgument(s)) return s;
+    if (options_.coordinator_lost_after.count() > 0 &&
+        std::chrono::steady_clock::now() - first_try > options_.coordinator_lost_after) {
+      return absl::UnavailableError(absl::StrCat("cannot register with ", options_.client.address, ": ",
+                                                 s.message()));
+    }
+    LM_LOG(WARNING) << "worker " << options_.worker_id << ": " << s << "; retrying";
+    std::this_thread::sleep_for(options_.register_retry);
+  }
+  heartbeat_ = std::thread([this, stop] { HeartbeatLoop(stop); });
+  while (!stop->load() && !lost_.load()) {
+    v1::Task task;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(200),
+                   [&] { return !queue_.empty() || stop->load() || lost_.load(); });
+      if (queue_.empty()) continue;
+      task = queue_.front();
+      queue_.pop_front();
+      running_ = task.ref();
+      eval_done_ = 0;
+      abort_ = false;
+    }
+    RunTask(task);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cv_.notify_all();
+  }
+  if (heartbeat_.joinable()) heartbeat_.join();
+  if (lost_) return absl::UnavailableError("the coordinator was lost");
+  return absl::OkStatus();
+}
+
+void WorkerAgent::RunTask(const v1::Task& task) {
+  TaskEnv env;
+  env.client = &client_;
+  env.resources = resources_;
+  env.collective_engine = options_.collective;
+  env.gloo_host = options_.collective_host;
+  env.abort = &abort_;
+  env.on_collective = [this](Collective* c) {
+    std::lock_guard<std::mutex> lock(mu_);
+    collective_ = c;
+    if (c != nullptr && abort_) c->Abort();
+  };
+  env.on_step = [this](const v1::StepMetrics& m) {
+    std::lock_guard<std::mutex> lock(mu_);
+    steps_.push_back(m);
+  };
+  env.on_eval_progress = [this](int64_t done) {
+    std::lock_guard<std::mutex> lock(mu_);
+    eval_done_ = done;
+  };
+  TaskOutcome outcome;
+  // libtorch errors end the task, never the worker: this is the worker's one boundary.
+  try {
+    outcome = task.has_train() ? RunTrainTask(task, env) : RunEvalTask(task, env);
+  } catch (const std::exception& e) {
+    outcome.status = absl::InternalError(absl::StrCat("exception: ", e.what()));
+    outcome.retryable = true;
+  }
+  if (!outcome.status.ok()) {
+    LM_LOG(WARNING) << "worker " << options_.worker_id << ": task " << task.ref().job_id()
+                    << " attempt " << task.ref().attempt() << " rank " << task.ref().rank()
+                    << " failed: " << outcome.status;
+  }
+  v1::TaskResultRequest result;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Steps not yet heartbeated would be lost with the task: send them first.
+    result.set_session_id(session_id_);
+  }
+  result.set_worker_id(options_.worker_id);
+  *result.mutable_ref() = task.ref();
+  result.set_ok(outcome.status.ok());
+  result.set_error(std::string(outcome.status.message()));
+  result.set_retryable(outcome.retryable);
+  result.set_eval_report_json(outcome.eval_report_json);
+  result.set_step(outcome.step);
+  // Flush rank 0's last metrics with one heartbeat before the result, so that the job's
+  // curve is complete when it ends.
+  {
+    v1::HeartbeatRequest beat;
+    std::lock_guard<std::mutex> lock(mu_);
+    beat.set_worker_id(options_.worker_id);
+    beat.set_session_id(session_id_);
+    *beat.mutable_running() = task.ref();
+    for (const auto& m : steps_) *beat.add_steps() = m;
+    beat.set_eval_images_done(eval_done_);
+    if (client_.Heartbeat(beat).ok()) steps_.clear();
+  }
+  absl::Status s = client_.ReportTaskResult(result);
+  if (!s.ok()) LM_LOG(WARNING) << "worker " << options_.worker_id << ": result not taken: " << s;
+  std::lock_guard<std::mutex> lock(mu_);
+  running_.Clear();
+  abort_ = false;
+}
+
+}  // namespace llava

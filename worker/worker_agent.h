@@ -1,0 +1,69 @@
+// A long-lived worker: registers with the coordinator (again whenever its session is
+// lost), heartbeats on its own thread (carrying rank 0's step metrics and eval progress,
+// receiving tasks and aborts), and runs tasks one at a time on the calling thread with the
+// model it loaded once. Threads: Run()'s caller runs tasks; one heartbeat thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "protos/llava.pb.h"
+#include "worker/coordinator_client.h"
+#include "worker/worker_tasks.h"
+
+namespace llava {
+
+struct WorkerOptions {
+  ClientOptions client;
+  std::string worker_id;
+  std::string device = "cpu";
+  std::string collective = "gloo";        // "gloo" or "nccl"
+  std::string collective_host = "127.0.0.1";
+  std::chrono::milliseconds register_retry{1000};
+  // Give up when the coordinator cannot be reached for this long (0: never).
+  std::chrono::milliseconds coordinator_lost_after{0};
+
+  absl::Status Validate() const;
+};
+
+class WorkerAgent {
+ public:
+  WorkerAgent(WorkerOptions options, WorkerResources resources);
+  ~WorkerAgent();
+
+  // Serves until `*stop` turns true (a signal): the running task is abandoned at its
+  // next step boundary, then the agent returns.
+  absl::Status Run(const std::atomic<bool>* stop);
+
+ private:
+  void HeartbeatLoop(const std::atomic<bool>* stop);
+  absl::Status RegisterOnce();
+  void RunTask(const v1::Task& task);
+
+  WorkerOptions options_;
+  WorkerResources resources_;
+  CoordinatorClient client_;
+  v1::WorkerInfo info_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string session_id_;                  // guarded by mu_
+  std::chrono::milliseconds interval_{1000};  // guarded by mu_
+  std::deque<v1::Task> queue_;              // guarded by mu_
+  v1::TaskRef running_;                     // guarded by mu_
+  std::vector<v1::StepMetrics> steps_;      // guarded by mu_: not yet sent
+  int64_t eval_done_ = 0;                   // guarded by mu_
+  Collective* collective_ = nullptr;        // guarded by mu_
+  std::atomic<bool> abort_{false};
+  std::atomic<bool> lost_{false};
+  std::thread heartbeat_;
+};
+
+}  // namespace llava

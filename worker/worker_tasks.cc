@@ -1,0 +1,232 @@
+#include "worker/worker_tasks.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "common/job_spec.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "common/train_checkpoint.h"
+#include "worker/evaluator.h"
+#include "worker/trainer.h"
+
+namespace llava {
+namespace {
+
+double MsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+}
+
+TaskOutcome Fail(absl::Status status, bool retryable, int64_t step = 0) {
+  TaskOutcome out;
+  out.status = std::move(status);
+  out.retryable = retryable;
+  out.step = step;
+  return out;
+}
+
+// The trainer's configuration from a resolved spec, as `llava-mnist train` builds it from
+// flags.
+absl::StatusOr<TrainConfig> TrainConfigFromTask(const v1::TrainTask& t, const WorkerResources& r) {
+  const v1::TrainSpec& spec = t.spec();
+  if (!spec.model().empty() && spec.model() != r.model_spec) {
+    return absl::FailedPreconditionError(absl::StrCat("the job wants model '", spec.model(),
+                                                      "' but this worker has '", r.model_spec, "'"));
+  }
+  TrainConfig c;
+  c.model_spec = r.model_spec;
+  c.projector = ProjectorFromSpec(spec);
+  c.projector.output_dim = r.model->config.hidden_size;
+  c.optimizer = OptimizerFromSpec(spec);
+  c.schedule = ScheduleFromSpec(spec);
+  c.batch_size = spec.batch_size();
+  c.grad_accum = spec.grad_accum();
+  c.world_size = t.world_size();
+  c.epochs = spec.epochs();
+  c.max_steps = spec.max_steps();
+  c.train_digits = spec.train_digits();
+  c.seed = spec.seed();
+  LM_RETURN_IF_ERROR(c.Validate());
+  return c;
+}
+
+// The projector's gradients and two scalars (this rank's answer tokens and loss sum) in
+// one flat float32 buffer, so that one all-reduce carries the whole step.
+at::Tensor PackGradients(Projector& projector, const StepStats& stats) {
+  std::vector<at::Tensor> parts;
+  for (const auto& p : projector->parameters()) parts.push_back(p.grad().reshape({-1}));
+  const auto options = parts[0].options();
+  parts.push_back(at::tensor({static_cast<float>(stats.tokens), static_cast<float>(stats.loss_sum)},
+                             at::TensorOptions().dtype(at::kFloat)).to(options.device()));
+  return at::cat(parts);  // [P + 2]
+}
+
+// Writes the summed gradients back divided by the group's token count: the gradient of
+// the mean answer-token loss over the whole global batch, as one process computes it.
+void UnpackGradients(Projector& projector, const at::Tensor& buffer, double total_tokens) {
+  int64_t offset = 0;
+  at::NoGradGuard no_grad;
+  for (const auto& p : projector->parameters()) {
+    const int64_t n = p.numel();
+    p.grad().copy_(buffer.narrow(0, offset, n).view_as(p.grad()) / total_tokens);
+    offset += n;
+  }
+}
+
+absl::StatusOr<v1::CheckpointInfo> Upload(const TaskEnv& env, const v1::TaskRef& ref,
+                                          Trainer& trainer, bool final) {
+  LM_ASSIGN_OR_RETURN(std::string bytes, trainer.SerializeCheckpoint());
+  v1::CheckpointHeader header;
+  *header.mutable_ref() = ref;
+  header.set_step(trainer.step());
+  header.set_final(final);
+  return env.client->UploadCheckpoint(header, bytes);
+}
+
+}  // namespace
+
+TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env) {
+  const v1::TrainTask& t = task.train();
+  const v1::TaskRef& ref = task.ref();
+  const WorkerResources& r = env.resources;
+  auto config = TrainConfigFromTask(t, r);
+  if (!config.ok()) return Fail(config.status(), false);
+  auto prompt_config = PromptFromSpec(t.spec());
+  if (!prompt_config.ok()) return Fail(prompt_config.status(), false);
+  auto prompts = PromptBuilder::Create(*r.tokenizer, *prompt_config);
+  if (!prompts.ok()) return Fail(prompts.status(), false);
+
+  std::unique_ptr<TrainCheckpoint> resume;
+  if (!t.resume_checkpoint_id().empty()) {
+    auto download = env.client->DownloadCheckpoint(t.resume_checkpoint_id());
+    if (!download.ok()) return Fail(download.status(), true);
+    auto parsed = ParseTrainCheckpoint(std::move(download->bytes), t.resume_checkpoint_id());
+    if (!parsed.ok()) return Fail(parsed.status(), false);
+    resume = std::make_unique<TrainCheckpoint>(std::move(*parsed));
+  }
+  auto trainer_or = Trainer::Create(*r.model, *prompts, *r.train, *config, resume.get());
+  if (!trainer_or.ok()) return Fail(trainer_or.status(), false);
+  Trainer& trainer = **trainer_or;
+
+  CollectiveOptions co;
+  co.engine = env.collective_engine;
+  co.rank = ref.rank();
+  co.world_size = t.world_size();
+  co.prefix = t.rendezvous_prefix();
+  co.timeout = std::chrono::milliseconds(t.collective_timeout_ms());
+  co.gloo_host = env.gloo_host;
+  co.cuda_device = r.model->device.is_cuda() ? r.model->device.index() : 0;
+  if (co.cuda_device < 0) co.cuda_device = 0;
+  auto group = CreateCollective(co, env.client);
+  if (!group.ok()) return Fail(group.status(), true, trainer.step());
+  env.on_collective(group->get());
+  struct Detach {  // the heartbeat thread must not see a destroyed group
+    const TaskEnv& env;
+    ~Detach() { env.on_collective(nullptr); }
+  } detach{env};
+
+  LM_LOG(INFO) << "job " << ref.job_id() << " attempt " << ref.attempt() << " rank " << ref.rank()
+               << "/" << t.world_size() << ": steps " << trainer.step() << ".." << trainer.total_steps();
+  v1::Shard shard;
+  shard.set_epoch(-1);
+  const auto start = std::chrono::steady_clock::now();
+  int64_t samples = 0;
+  const int64_t every = t.spec().checkpoint_every_steps();
+  while (!trainer.done()) {
+    if (env.abort->load()) return Fail(absl::AbortedError("aborted by the coordinator"), true, trainer.step());
+    const int64_t step = trainer.step();
+    const int64_t epoch = trainer.plan().EpochOfStep(step);
+    if (shard.epoch() != epoch) {
+      // Fetched between steps, never inside one: no rank waits on the coordinator in a step.
+      auto next = env.client->GetShard(ref, epoch);
+      if (!next.ok()) return Fail(next.status(), true, step);
+      shard = std::move(*next);
+    }
+    const int64_t offset = step - epoch * trainer.plan().steps_per_epoch();
+    if (offset < 0 || offset >= shard.steps_size() || shard.steps(offset).step() != step) {
+      return Fail(absl::InternalError(absl::StrCat("the shard of epoch ", epoch, " lacks step ", step)),
+                  false, step);
+    }
+    const v1::StepShare& share = shard.steps(offset);
+    std::vector<PlannedSample> mine;
+    for (int i = 0; i < share.index_size(); ++i) {
+      mine.push_back({share.index(i), share.question(i), share.answer_template(i)});
+    }
+    const auto step_start = std::chrono::steady_clock::now();
+    StepStats stats = trainer.ComputeShareGradients(mine, 1.0);
+    const auto reduce_start = std::chrono::steady_clock::now();
+    at::Tensor buffer = PackGradients(trainer.projector(), stats);
+    absl::Status reduced = (*group)->AllReduceSum(buffer);
+    if (!reduced.ok()) return Fail(reduced, true, step);
+    const at::Tensor totals = buffer.narrow(0, buffer.numel() - 2, 2).to(at::kCPU);
+    const double total_tokens = totals[0].item<double>();
+    const double reduce_ms = MsSince(reduce_start);
+    UnpackGradients(trainer.projector(), buffer, std::max(total_tokens, 1.0));
+    trainer.ApplyGradients(&stats);
+    samples += trainer.config().global_batch();
+    if (ref.rank() == 0) {
+      v1::StepMetrics m;
+      m.set_step(step + 1);
+      m.set_epoch(epoch);
+      m.set_loss(totals[1].item<double>() / std::max(total_tokens, 1.0));
+      m.set_lr(stats.lr);
+      m.set_samples_per_s(samples / std::max(MsSince(start) / 1000.0, 1e-9));
+      m.set_step_ms(MsSince(step_start));
+      m.set_allreduce_ms(reduce_ms);
+      env.on_step(m);
+      if (every > 0 && trainer.step() % every == 0 && !trainer.done()) {
+        auto info = Upload(env, ref, trainer, false);
+        if (!info.ok()) return Fail(info.status(), true, trainer.step());
+      }
+    }
+  }
+  if (ref.rank() == 0) {
+    auto info = Upload(env, ref, trainer, true);
+    if (!info.ok()) return Fail(info.status(), true, trainer.step());
+    LM_LOG(INFO) << "job " << ref.job_id() << ": final checkpoint " << info->checkpoint_id();
+  }
+  TaskOutcome out;
+  out.step = trainer.step();
+  return out;
+}
+
+TaskOutcome RunEvalTask(const v1::Task& task, const TaskEnv& env) {
+  const v1::EvalTask& t = task.eval();
+  const WorkerResources& r = env.resources;
+  if (!t.spec().model().empty() && t.spec().model() != r.model_spec) {
+    return Fail(absl::FailedPreconditionError(absl::StrCat(
+                    "the job wants model '", t.spec().model(), "' but this worker has '", r.model_spec, "'")),
+                false);
+  }
+  if (t.begin() < 0 || t.end() > r.test->size() || t.begin() >= t.end()) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("eval range [", t.begin(), ", ", t.end(),
+                                                        ") is outside the ", r.test->size(), " test digits")),
+                false);
+  }
+  auto download = env.client->DownloadCheckpoint(t.checkpoint_id());
+  if (!download.ok()) return Fail(download.status(), true);
+  auto ckpt = ParseTrainCheckpoint(std::move(download->bytes), t.checkpoint_id());
+  if (!ckpt.ok()) return Fail(ckpt.status(), false);
+  absl::Status fits = CheckProjectorFitsModel(ckpt->projector_config, r.model->config.hidden_size,
+                                              t.checkpoint_id());
+  if (!fits.ok()) return Fail(fits, false);
+  auto projector = RestoreProjector(*ckpt, r.model->device);
+  if (!projector.ok()) return Fail(projector.status(), false);
+  auto prompt_config = PromptFromSpec(t.spec(), ckpt->projector_config.image_tokens);
+  if (!prompt_config.ok()) return Fail(prompt_config.status(), false);
+  auto prompts = PromptBuilder::Create(*r.tokenizer, *prompt_config);
+  if (!prompts.ok()) return Fail(prompts.status(), false);
+  EvalConfig config;
+  config.batch_size = t.spec().batch_size();
+  config.max_new_tokens = t.spec().max_new_tokens();
+  EvalReport report(prompt_config->questions);
+  EvalInputs inputs{r.model, &*projector, &*prompts, r.tokenizer, r.test};
+  absl::Status s = EvaluateRange(inputs, t.begin(), t.end(), config, &report,
+                                 [&](int64_t done, int64_t) { env.on_eval_progress(done); });
+  if (!s.ok()) return Fail(s, false);
+  TaskOutcome out;
+  out.eval_report_json = report.ToJson();
+  return out;
+}
+
+}  // namespace llava

@@ -1,0 +1,56 @@
+// What a worker does with one task of a job attempt: a training rank (the
+// single-process trainer's step on the coordinator's shard, the gradients summed over
+// the group's collective, rank 0's checkpoints uploaded) or an eval share (batched greedy
+// answers on a range of test digits). Runs on the worker's task thread; `abort` is set
+// from the heartbeat thread and checked between steps.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/llama_weights.h"
+#include "common/mnist_idx.h"
+#include "common/tokenizer.h"
+#include "protos/llava.pb.h"
+#include "worker/collective.h"
+#include "worker/coordinator_client.h"
+
+namespace llava {
+
+// What the worker loaded once and keeps for every job.
+struct WorkerResources {
+  const LlamaModel* model = nullptr;
+  const Tokenizer* tokenizer = nullptr;
+  const MnistSet* train = nullptr;
+  const MnistSet* test = nullptr;
+  std::string model_spec;
+};
+
+struct TaskEnv {
+  CoordinatorClient* client = nullptr;
+  WorkerResources resources;
+  std::string collective_engine = "gloo";
+  std::string gloo_host = "127.0.0.1";
+  std::atomic<bool>* abort = nullptr;
+  // Called with the group once it is formed (and with null when it is gone) so that an
+  // abort from the heartbeat thread can reach it.
+  std::function<void(Collective*)> on_collective;
+  // Rank 0's step metrics, for the coordinator (through heartbeats).
+  std::function<void(const v1::StepMetrics&)> on_step;
+  // Eval answers done so far.
+  std::function<void(int64_t)> on_eval_progress;
+};
+
+struct TaskOutcome {
+  absl::Status status;
+  bool retryable = true;   // false: the spec itself is bad, a restart cannot help
+  int64_t step = 0;        // training: steps done
+  std::string eval_report_json;
+};
+
+TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env);
+TaskOutcome RunEvalTask(const v1::Task& task, const TaskEnv& env);
+
+}  // namespace llava
