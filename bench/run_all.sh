@@ -21,8 +21,11 @@ export PYTHONUNBUFFERED=1
 python3 bench/hf_reference.py --config "$CONFIG" --train_batches 16,64,256 \
   --eval_batches 100,500,1000 --out "$OUT/hf.json" ${HF_ARGS:-} 2>&1 | tee "$OUT/hf.txt"
 # shellcheck disable=SC2086
+# A failed fast-path check (--check) makes bench exit non-zero after writing its JSON:
+# the ratios are still printed, and this script exits with bench's status.
+rc=0
 "$BIN" bench --model "$SPEC" --device cuda --dtype bf16 --train_batches 16,64,256,512 \
-  --eval_batches 100,500,1000,2000 --json "$OUT/ours.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/ours.txt"
+  --eval_batches 100,500,1000,2000 --json "$OUT/ours.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/ours.txt" || rc=$?
 
 python3 - "$OUT/hf.json" "$OUT/ours.json" <<'EOF' | tee "$OUT/ratios.txt"
 import json, sys
@@ -47,3 +50,4 @@ for b in (100, 500, 1000):
 line("eval, 20 tokens forced, best batch of each",
      per_s(ours["rows"], "eval", new_tokens=20), per_s(hf["rows"], "eval"))
 EOF
+exit $rc

@@ -269,6 +269,26 @@ TEST(DemoLmTrainingTest, ShortRunLearnsToReadDigits) {
   ASSERT_TRUE(EvaluateRange(in, 0, test->size(), EvalConfig(), &report).ok());
   std::cout << "accuracy on 200 test digits " << report.Accuracy() << "\n";
   EXPECT_GT(report.Accuracy(), 0.4);
+  // The shared-prefix path answers as the plain path does, in float32 and in bfloat16
+  // (same dtype each), on a trained projector: answers whose logits are decided, unlike a
+  // random LM's near-ties.
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    ModelOptions mo;
+    mo.dtype = dtype;
+    auto m = LoadLlama(dir, mo);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EvalInputs ei{m->get(), &(*trainer)->projector(), &*prompts, &*tok, &*test};
+    EvalConfig fast, plain;
+    plain.reuse_prefix_kv = false;
+    EvalReport a(pc.questions), b(pc.questions);
+    ASSERT_TRUE(EvaluateRange(ei, 0, test->size(), fast, &a).ok());
+    ASSERT_TRUE(EvaluateRange(ei, 0, test->size(), plain, &b).ok());
+    int64_t same = 0;
+    for (int64_t i = 0; i < a.NumSamples(); ++i) same += a.samples()[i].answer == b.samples()[i].answer;
+    std::cout << c10::toString(dtype) << ": " << same << " of " << a.NumSamples()
+              << " answers equal with and without the shared prefix\n";
+    EXPECT_GE(same, a.NumSamples() * 99 / 100);
+  }
 }
 
 }  // namespace
