@@ -1,0 +1,392 @@
+// The distributed system end to end with real processes on loopback: a coordinator and
+// CPU workers (Gloo) running the demo LM that setup builds. Checks that 2 workers train
+// the same projector as one process with the same global batch, that an eval job's
+// report equals the single-process eval, that checkpoints arrive byte-identical, that a
+// SIGKILLed worker's job resumes from its checkpoint (or fails clearly in time), and
+// that bad requests get clear status codes while the coordinator keeps serving.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/eval_report.h"
+#include "common/file_util.h"
+#include "common/sha256.h"
+#include "common/train_checkpoint.h"
+#include "launch/process.h"
+#include "test_util.h"
+#include "worker/coordinator_client.h"
+#include "worker/evaluator.h"
+#include "worker/trainer.h"
+
+namespace llava {
+namespace {
+
+using std::chrono::milliseconds;
+using Steady = std::chrono::steady_clock;
+
+std::string DemoLm() { return testing::SourceDir() + "/data/models/demo-lm"; }
+
+double SecondsSince(Steady::time_point t) {
+  return std::chrono::duration<double>(Steady::now() - t).count();
+}
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  struct Timing {
+    int64_t worker_timeout_ms = 1500;
+    int64_t restart_wait_ms = 60000;
+    int64_t collective_timeout_ms = 4000;
+  };
+
+  void StartCoordinator(const Timing& t) {
+    dir_ = testing::MakeTempDir("cluster");
+    auto c = ChildProcess::Spawn(
+        {testing::BinaryPath(), "coordinator", "--listen=127.0.0.1:0", "--state_dir=" + dir_ + "/state",
+         "--port_file=" + dir_ + "/port", "--heartbeat_interval_ms=100", "--tick_ms=20",
+         absl::StrCat("--worker_timeout_ms=", t.worker_timeout_ms),
+         absl::StrCat("--restart_wait_ms=", t.restart_wait_ms),
+         absl::StrCat("--collective_timeout_ms=", t.collective_timeout_ms)},
+        dir_ + "/coordinator.log");
+    ASSERT_TRUE(c.ok()) << c.status();
+    coordinator_ = std::move(*c);
+    const auto start = Steady::now();
+    while (!FileExists(dir_ + "/port") && SecondsSince(start) < 30) {
+      ASSERT_TRUE(coordinator_.Running()) << "see " << dir_ << "/coordinator.log";
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    address_ = "127.0.0.1:" + *ReadFile(dir_ + "/port");
+    ClientOptions o;
+    o.address = address_;
+    o.rpc_timeout = milliseconds(5000);
+    client_ = std::make_unique<CoordinatorClient>(o);
+  }
+
+  void StartWorker(const std::string& id) {
+    auto w = ChildProcess::Spawn(
+        {testing::BinaryPath(), "worker", "--coordinator=" + address_, "--worker_id=" + id,
+         "--model=" + DemoLm(), "--tokenizer=" + DemoLm() + "/tokenizer.json",
+         "--data_dir=" + testing::SourceDir() + "/data/mnist", "--device=cpu", "--threads=1",
+         "--rpc_timeout_ms=5000"},
+        dir_ + "/" + id + ".log");
+    ASSERT_TRUE(w.ok()) << w.status();
+    workers_[id] = std::move(*w);
+  }
+
+  // Waits until `n` workers are alive and idle.
+  void WaitIdleWorkers(int n, double timeout_s = 60) {
+    const auto start = Steady::now();
+    while (SecondsSince(start) < timeout_s) {
+      auto list = client_->ListWorkers();
+      int idle = 0;
+      if (list.ok()) {
+        for (const auto& w : list->workers()) idle += (w.alive() && w.running().job_id().empty()) ? 1 : 0;
+      }
+      if (idle >= n) return;
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+    FAIL() << "fewer than " << n << " idle workers after " << timeout_s << " s; logs in " << dir_;
+  }
+
+  // Polls the job until `done` holds; fails the test after `timeout_s`.
+  v1::JobStatus WaitJob(const std::string& id, const std::function<bool(const v1::JobStatus&)>& done,
+                        double timeout_s) {
+    const auto start = Steady::now();
+    v1::JobStatus last;
+    while (SecondsSince(start) < timeout_s) {
+      auto s = client_->GetJob(id, false);
+      if (s.ok()) {
+        last = *s;
+        if (done(last)) return last;
+      }
+      std::this_thread::sleep_for(milliseconds(30));
+    }
+    ADD_FAILURE() << "job " << id << " still " << last.ShortDebugString() << " after " << timeout_s
+                  << " s; logs in " << dir_;
+    return last;
+  }
+  static bool Ended(const v1::JobStatus& s) { return IsTerminal(s.state()); }
+
+  void TearDown() override {
+    for (auto& [id, w] : workers_) w.Stop(milliseconds(3000));
+    coordinator_.Stop(milliseconds(3000));
+  }
+
+  // A short linear-projector job over two phrasings.
+  static v1::TrainSpec SmallJob() {
+    v1::TrainSpec spec;
+    spec.set_projector("linear");
+    spec.set_lr(2e-3);
+    spec.set_batch_size(4);
+    spec.set_world_size(2);
+    spec.set_train_digits(48);
+    spec.set_seed(5);
+    spec.set_checkpoint_every_steps(3);
+    spec.add_questions("What digit is this?");
+    spec.add_questions("What is this number?");
+    return spec;
+  }
+
+  std::string dir_, address_;
+  ChildProcess coordinator_;
+  std::map<std::string, ChildProcess> workers_;
+  std::unique_ptr<CoordinatorClient> client_;
+};
+
+TEST_F(ClusterTest, TwoWorkersTrainAsOneProcessAndEvalMatchesTheSingleProcessReport) {
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(Timing()));
+  StartWorker("worker-0");
+  StartWorker("worker-1");
+  ASSERT_NO_FATAL_FAILURE(WaitIdleWorkers(2));
+
+  v1::SubmitJobRequest request;
+  *request.mutable_train() = SmallJob();
+  auto submitted = client_->Submit(request);
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  v1::JobStatus done = WaitJob(submitted->job_id(), Ended, 180);
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.ShortDebugString();
+  EXPECT_EQ(done.total_steps(), 6);  // 48 digits / (4 x 2)
+  EXPECT_EQ(done.latest_checkpoint_id(), submitted->job_id() + "/step-000006");
+
+  // The fetched checkpoint is the stored file, byte for byte, and its checksum holds.
+  auto fetched = client_->DownloadCheckpoint(submitted->job_id());
+  ASSERT_TRUE(fetched.ok()) << fetched.status();
+  auto stored = ReadFile(dir_ + "/state/checkpoints/" + done.latest_checkpoint_id() + ".safetensors");
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(fetched->bytes, *stored);
+  EXPECT_EQ(fetched->header.sha256(), Sha256Hex(*stored));
+  auto ckpt = ParseTrainCheckpoint(fetched->bytes, "fetched");
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+
+  // One process with the same global batch (8), seed and phrasings.
+  auto model = LoadLlama(DemoLm(), ModelOptions());
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto tok = Tokenizer::Load(DemoLm() + "/tokenizer.json");
+  ASSERT_TRUE(tok.ok());
+  PromptConfig pc;
+  pc.questions = {"What digit is this?", "What is this number?"};
+  auto prompts = PromptBuilder::Create(*tok, pc);
+  ASSERT_TRUE(prompts.ok());
+  auto train = LoadMnistSplit(testing::SourceDir() + "/data/mnist", "train", 48);
+  ASSERT_TRUE(train.ok());
+  TrainConfig c;
+  c.model_spec = DemoLm();
+  c.projector.output_dim = (*model)->config.hidden_size;
+  c.optimizer.lr = 2e-3;
+  c.batch_size = 8;
+  c.train_digits = 48;
+  c.seed = 5;
+  auto trainer = Trainer::Create(**model, *prompts, *train, c, "");
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  while (!(*trainer)->done()) (*trainer)->TrainStep();
+  size_t i = 0;
+  for (const auto& p : (*trainer)->projector()->named_parameters()) {
+    ASSERT_LT(i, ckpt->projector_tensors.size());
+    const double err = testing::RelError(ckpt->projector_tensors[i].tensor, p.value().detach());
+    std::cout << "projector " << p.key() << ": 2 workers vs 1 process, rel. error " << err << "\n";
+    EXPECT_LT(err, 1e-5) << p.key();
+    ++i;
+  }
+
+  // The eval job's report equals the single-process eval of the same checkpoint.
+  v1::SubmitJobRequest eval_request;
+  eval_request.mutable_eval()->set_checkpoint(submitted->job_id());
+  eval_request.mutable_eval()->set_eval_digits(30);
+  auto eval_job = client_->Submit(eval_request);
+  ASSERT_TRUE(eval_job.ok()) << eval_job.status();
+  v1::JobStatus evaluated = WaitJob(eval_job->job_id(), Ended, 180);
+  ASSERT_EQ(evaluated.state(), v1::JOB_STATE_SUCCEEDED) << evaluated.ShortDebugString();
+  EXPECT_EQ(evaluated.worker_ids_size(), 2);
+  auto merged = EvalReport::FromJson(evaluated.eval_report_json(), "eval job");
+  ASSERT_TRUE(merged.ok()) << merged.status();
+
+  auto projector = RestoreProjector(*ckpt, at::kCPU);
+  ASSERT_TRUE(projector.ok());
+  PromptConfig eval_pc;
+  eval_pc.questions = {"What digit is this?", "What is this number?"};
+  auto eval_prompts = PromptBuilder::Create(*tok, eval_pc);
+  ASSERT_TRUE(eval_prompts.ok());
+  auto test = LoadMnistSplit(testing::SourceDir() + "/data/mnist", "test", -1);
+  ASSERT_TRUE(test.ok());
+  EvalReport single(eval_pc.questions);
+  EvalInputs inputs{model->get(), &*projector, &*eval_prompts, &*tok, &*test};
+  ASSERT_TRUE(EvaluateRange(inputs, 0, 30, EvalConfig(), &single).ok());
+  ASSERT_EQ(merged->NumSamples(), single.NumSamples());
+  EXPECT_EQ(merged->NumSamples(), 60);
+  for (int64_t k = 0; k < single.NumSamples(); ++k) {
+    const EvalSample& a = merged->samples()[k];
+    const EvalSample& b = single.samples()[k];
+    EXPECT_EQ(a.index, b.index);
+    EXPECT_EQ(a.question, b.question);
+    EXPECT_EQ(a.label, b.label);
+    EXPECT_EQ(a.answer, b.answer) << "sample " << k;
+  }
+  EXPECT_EQ(merged->Accuracy(), single.Accuracy());
+  EXPECT_EQ(merged->Confusion(), single.Confusion());
+}
+
+// A job long enough to be killed in the middle: 2 ranks x batch 2, 120 steps,
+// a checkpoint every 5.
+v1::TrainSpec LongJob() {
+  v1::TrainSpec spec;
+  spec.set_batch_size(2);
+  spec.set_world_size(2);
+  spec.set_train_digits(2000);
+  spec.set_max_steps(120);
+  spec.set_checkpoint_every_steps(5);
+  return spec;
+}
+
+TEST_F(ClusterTest, KilledWorkerJobResumesFromItsCheckpointWhenAWorkerReturns) {
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(Timing()));
+  StartWorker("worker-0");
+  StartWorker("worker-1");
+  ASSERT_NO_FATAL_FAILURE(WaitIdleWorkers(2));
+  v1::SubmitJobRequest request;
+  *request.mutable_train() = LongJob();
+  auto submitted = client_->Submit(request);
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  const std::string id = submitted->job_id();
+  v1::JobStatus mid = WaitJob(id, [](const v1::JobStatus& s) { return s.latest_checkpoint_step() >= 5 || Ended(s); }, 120);
+  ASSERT_EQ(mid.state(), v1::JOB_STATE_RUNNING) << "the job ended before the kill: " << mid.ShortDebugString();
+
+  workers_["worker-1"].Signal(SIGKILL);
+  const auto killed = Steady::now();
+  v1::JobStatus restarting = WaitJob(id, [](const v1::JobStatus& s) {
+    return s.state() == v1::JOB_STATE_RESTARTING || Ended(s); }, 30);
+  ASSERT_EQ(restarting.state(), v1::JOB_STATE_RESTARTING) << restarting.ShortDebugString();
+  const double notice_s = SecondsSince(killed);
+  // The survivor's collective fails as soon as the peer's sockets close, usually before
+  // the heartbeat timeout: either cause is a clear reason.
+  EXPECT_NE(restarting.reason().find("attempt 1 ended"), std::string::npos) << restarting.reason();
+  std::cout << "reason: " << restarting.reason() << "\n";
+  // The survivor leaves its collective (bounded by the collective timeout) and is idle.
+  ASSERT_NO_FATAL_FAILURE(WaitIdleWorkers(1, 30));
+  const double survivor_s = SecondsSince(killed);
+
+  // The worker comes back under the same name: it registers again and the job resumes.
+  workers_["worker-1"].Stop(milliseconds(100));
+  StartWorker("worker-1");
+  v1::JobStatus resumed = WaitJob(id, [](const v1::JobStatus& s) {
+    return (s.state() == v1::JOB_STATE_RUNNING && s.attempt() == 2) || Ended(s); }, 60);
+  const double resume_s = SecondsSince(killed);
+  EXPECT_GE(resumed.resumed_from_step(), 5);
+  EXPECT_EQ(resumed.resumed_from_step() % 5, 0);
+  v1::JobStatus done = WaitJob(id, Ended, 240);
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.ShortDebugString();
+  EXPECT_EQ(done.restarts(), 1);
+  EXPECT_EQ(done.attempt(), 2);
+  EXPECT_EQ(done.latest_checkpoint_step(), 120);
+  std::cout << "killed worker: noticed in " << notice_s << " s, survivor idle in " << survivor_s
+            << " s, resumed (attempt 2, from step " << resumed.resumed_from_step() << ") in " << resume_s
+            << " s\n";
+}
+
+TEST_F(ClusterTest, WithNoWorkerComingBackTheJobFailsClearlyInTime) {
+  Timing t;
+  t.restart_wait_ms = 2000;
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(t));
+  StartWorker("worker-0");
+  StartWorker("worker-1");
+  ASSERT_NO_FATAL_FAILURE(WaitIdleWorkers(2));
+  v1::SubmitJobRequest request;
+  *request.mutable_train() = LongJob();
+  auto submitted = client_->Submit(request);
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  const std::string id = submitted->job_id();
+  v1::JobStatus mid = WaitJob(id, [](const v1::JobStatus& s) { return s.step() >= 3 || Ended(s); }, 120);
+  ASSERT_EQ(mid.state(), v1::JOB_STATE_RUNNING) << mid.ShortDebugString();
+  workers_["worker-1"].Signal(SIGKILL);
+  const auto killed = Steady::now();
+  v1::JobStatus failed = WaitJob(id, Ended, 30);
+  const double fail_s = SecondsSince(killed);
+  ASSERT_EQ(failed.state(), v1::JOB_STATE_FAILED) << failed.ShortDebugString();
+  EXPECT_NE(failed.reason().find("attempt 1 ended"), std::string::npos) << failed.reason();
+  EXPECT_NE(failed.reason().find("not enough workers"), std::string::npos) << failed.reason();
+  // worker timeout (1.5 s) + restart wait (2 s), with slack for a loaded machine.
+  EXPECT_LT(fail_s, 15.0);
+  // No process is left hanging: the survivor is back to idle and still serving.
+  ASSERT_NO_FATAL_FAILURE(WaitIdleWorkers(1, 30));
+  EXPECT_TRUE(workers_["worker-0"].Running());
+  std::cout << "no worker back: the job failed " << fail_s << " s after the kill\n";
+}
+
+TEST_F(ClusterTest, BadRequestsGetClearStatusesAndTheCoordinatorKeepsServing) {
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(Timing()));
+  StartWorker("worker-0");
+  ASSERT_NO_FATAL_FAILURE(WaitIdleWorkers(1));
+
+  auto unknown = client_->GetJob("train-999999", false);
+  EXPECT_TRUE(absl::IsNotFound(unknown.status())) << unknown.status();
+  EXPECT_TRUE(absl::IsNotFound(client_->CancelJob("train-999999").status()));
+
+  v1::SubmitJobRequest zero;
+  *zero.mutable_train() = SmallJob();
+  zero.mutable_train()->set_world_size(1);
+  zero.mutable_train()->set_batch_size(0);
+  auto s = client_->Submit(zero);
+  EXPECT_TRUE(absl::IsInvalidArgument(s.status())) << s.status();
+  EXPECT_NE(s.status().message().find("batch_size"), std::string::npos) << s.status();
+  zero.mutable_train()->set_batch_size(-3);
+  EXPECT_TRUE(absl::IsInvalidArgument(client_->Submit(zero).status()));
+
+  v1::SubmitJobRequest too_big;
+  *too_big.mutable_train() = SmallJob();
+  too_big.mutable_train()->set_world_size(3);
+  s = client_->Submit(too_big);
+  EXPECT_TRUE(absl::IsFailedPrecondition(s.status())) << s.status();
+  EXPECT_NE(s.status().message().find("world_size 3"), std::string::npos) << s.status();
+
+  v1::SubmitJobRequest bad_eval;
+  bad_eval.mutable_eval()->set_checkpoint("train-424242");
+  EXPECT_TRUE(absl::IsFailedPrecondition(client_->Submit(bad_eval).status()));
+
+  // An oversized message is refused by the server's bound, not buffered.
+  ClientOptions big = client_->options();
+  big.max_message_bytes = 64 << 20;
+  CoordinatorClient big_client(big);
+  absl::Status oversized = big_client.Set("x/blob", std::string(9 << 20, 'a'));
+  EXPECT_TRUE(absl::IsResourceExhausted(oversized)) << oversized;
+
+  // A second rank 0 publishing the group's id is refused.
+  ASSERT_TRUE(client_->Set("job-x/attempt-1/nccl_unique_id", "first").ok());
+  EXPECT_TRUE(absl::IsAlreadyExists(client_->Set("job-x/attempt-1/nccl_unique_id", "second")));
+  EXPECT_EQ(*client_->Get("job-x/attempt-1/nccl_unique_id", milliseconds(0)), "first");
+  // A checkpoint from no running rank 0 is refused and nothing is stored.
+  v1::CheckpointHeader header;
+  header.mutable_ref()->set_job_id("train-999999");
+  header.set_step(1);
+  EXPECT_FALSE(client_->UploadCheckpoint(header, "bytes").ok());
+  EXPECT_EQ(client_->ListCheckpoints("")->checkpoints_size(), 0);
+
+  // Malformed job JSON: the client names the file and the problem, exit status 2.
+  const std::string bad_json = dir_ + "/bad_job.json";
+  ASSERT_TRUE(WriteFileAtomic(bad_json, R"({"batchSize": 4, "bachSize": 2})").ok());
+  auto submit = ChildProcess::Spawn({testing::BinaryPath(), "submit", "train", "--coordinator=" + address_,
+                                     "--job_json=" + bad_json},
+                                    dir_ + "/submit.log");
+  ASSERT_TRUE(submit.ok());
+  while (submit->Running()) std::this_thread::sleep_for(milliseconds(20));
+  EXPECT_EQ(submit->exit_status(), 2);
+  const std::string log = *ReadFile(dir_ + "/submit.log");
+  EXPECT_NE(log.find("bad_job.json"), std::string::npos) << log;
+  EXPECT_NE(log.find("bachSize"), std::string::npos) << log;
+
+  // Still serving, nothing lost: a valid job runs to the end and is listed.
+  v1::SubmitJobRequest good;
+  *good.mutable_train() = SmallJob();
+  good.mutable_train()->set_world_size(1);
+  good.mutable_train()->set_train_digits(16);
+  auto ok = client_->Submit(good);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(WaitJob(ok->job_id(), Ended, 120).state(), v1::JOB_STATE_SUCCEEDED);
+  auto jobs = client_->ListJobs();
+  ASSERT_TRUE(jobs.ok());
+  ASSERT_EQ(jobs->jobs_size(), 1);
+  EXPECT_EQ(jobs->jobs(0).job_id(), ok->job_id());
+  EXPECT_TRUE(coordinator_.Running());
+}
+
+}  // namespace
+}  // namespace llava
