@@ -4,6 +4,9 @@
 // started on success, failure or Ctrl-C.
 #include <torch/cuda.h>
 
+#include <google/protobuf/util/json_util.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <thread>
@@ -138,6 +141,37 @@ absl::StatusOr<v1::JobStatus> Follow(CoordinatorClient& client, const v1::JobSta
   }
 }
 
+absl::Status WriteJson(const std::string& path, const google::protobuf::Message& message) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  if (!google::protobuf::util::MessageToJsonString(message, &json, options).ok()) {
+    return absl::InternalError(absl::StrCat(path, ": cannot encode"));
+  }
+  return WriteFileAtomic(path, json);
+}
+
+// Medians over the steps after the first few (warm-up: kernel selection, allocator).
+void PrintTrainSpeed(const v1::JobStatus& job) {
+  std::vector<double> step_ms, reduce_ms;
+  for (int i = 3; i < job.history_size(); ++i) {
+    step_ms.push_back(job.history(i).step_ms());
+    reduce_ms.push_back(job.history(i).allreduce_ms());
+  }
+  if (step_ms.empty()) return;
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  const v1::TrainSpec& t = job.train();
+  const int64_t global = t.batch_size() * t.grad_accum() * t.world_size();
+  const double ms = median(step_ms);
+  std::cout << absl::StrFormat(
+      "train: median step %.1f ms (all-reduce %.2f ms) over %d steps, global batch %d on %d workers: "
+      "%.1f samples/s\n",
+      ms, median(reduce_ms), step_ms.size(), global, t.world_size(), global / (ms / 1000.0));
+}
+
 absl::Status Launch() {
   const int64_t n = absl::GetFlag(FLAGS_workers);
   if (n <= 0) return absl::InvalidArgumentError("--workers must be > 0");
@@ -214,6 +248,8 @@ absl::Status Launch() {
                                            trained.reason()));
   }
   LM_ASSIGN_OR_RETURN(v1::JobStatus with_history, client.GetJob(trained.job_id(), true));
+  LM_RETURN_IF_ERROR(WriteJson(dir + "/train_job.json", with_history));
+  PrintTrainSpeed(with_history);
   LossCurve curve;
   for (const v1::StepMetrics& m : with_history.history()) {
     LossPoint p;
@@ -236,6 +272,7 @@ absl::Status Launch() {
   for (const auto& q : SplitPhrasings(absl::GetFlag(FLAGS_eval_questions))) {
     eval_request.mutable_eval()->add_questions(q);
   }
+  const auto eval_start = std::chrono::steady_clock::now();
   LM_ASSIGN_OR_RETURN(v1::JobStatus eval_job, client.Submit(eval_request));
   std::cout << "eval job " << eval_job.job_id() << " on " << eval_job.eval().checkpoint() << "\n";
   LM_ASSIGN_OR_RETURN(v1::JobStatus evaluated, Follow(client, eval_job, cluster));
@@ -243,7 +280,12 @@ absl::Status Launch() {
     return absl::AbortedError(absl::StrCat("eval ended ", v1::JobState_Name(evaluated.state()), ": ",
                                            evaluated.reason()));
   }
+  const double eval_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - eval_start).count();
   LM_ASSIGN_OR_RETURN(EvalReport report, EvalReport::FromJson(evaluated.eval_report_json(), eval_job.job_id()));
+  std::cout << absl::StrFormat("eval: %d answers on %d workers in %.2f s (%.1f answers/s, submission to report)\n",
+                               report.NumSamples(), evaluated.worker_ids_size(), eval_s,
+                               report.NumSamples() / std::max(eval_s, 1e-9));
   LM_RETURN_IF_ERROR(WriteFileAtomic(dir + "/eval_report.json", evaluated.eval_report_json()));
   std::cout << report.ToTable() << "\n"
             << "checkpoint " << dir << "/projector.safetensors (" << ckpt.header.checkpoint_id()
