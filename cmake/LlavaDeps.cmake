@@ -78,6 +78,13 @@ function(llava_target_defaults target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wno-unused-parameter
                          -Wno-missing-field-initializers)
   target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+  # A pip PyTorch ships google/protobuf headers of another version in its include dir;
+  # the protobuf we compile and link against must win (-I is searched before -isystem).
+  foreach(dir ${Protobuf_INCLUDE_DIRS})
+    if(NOT dir STREQUAL "/usr/include")
+      target_include_directories(${target} BEFORE PUBLIC ${dir})
+    endif()
+  endforeach()
   if(LLAVA_HAVE_CUDA)
     target_compile_definitions(${target} PUBLIC LLAVA_HAVE_CUDA=1)
   endif()

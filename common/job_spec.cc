@@ -65,6 +65,9 @@ absl::Status ResolveTrainSpec(v1::TrainSpec* s) {
   if (s->max_restarts() < 0) return absl::InvalidArgumentError("train.max_restarts must be >= 0");
   auto type = ParseProjectorType(s->projector());
   if (!type.ok()) return Prefixed("train.projector: ", type.status());
+  if (*type == ProjectorType::kLinear && s->projector_hidden() != 0) {
+    return absl::InvalidArgumentError("train.projector_hidden applies to mlp2x_gelu, not linear");
+  }
   LM_RETURN_IF_ERROR(Prefixed("train: ", OptimizerFromSpec(*s).Validate()));
   LM_RETURN_IF_ERROR(Prefixed("train: ", ScheduleFromSpec(*s).Validate()));
   auto prompt = PromptFromSpec(*s);

@@ -3,6 +3,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/internal/private_handle_accessor.h"
 #include "absl/flags/reflection.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -42,10 +43,14 @@ ABSL_DECLARE_FLAG(std::string, eval_questions);
 namespace llava {
 namespace {
 
-// A flag counts as given when its value differs from its default.
+// A flag counts as given when it was on the command line (even at its default value:
+// `--projector linear` must override a job file's mlp2x_gelu), or was set otherwise to a
+// value other than its default.
 bool Given(const char* name) {
   absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
-  return flag != nullptr && flag->CurrentValue() != flag->DefaultValue();
+  if (flag == nullptr) return false;
+  return absl::flags_internal::PrivateHandleAccessor::IsSpecifiedOnCommandLine(*flag) ||
+         flag->CurrentValue() != flag->DefaultValue();
 }
 
 template <typename Message>
@@ -92,7 +97,10 @@ absl::StatusOr<v1::TrainSpec> TrainSpecFromFlags(const std::string& base_json) {
   LM_RETURN_IF_ERROR(MergeJson(base_json, "the built-in job", &spec));
   LM_RETURN_IF_ERROR(MergeJobFile(&spec));
   if (Given("job_model")) spec.set_model(absl::GetFlag(FLAGS_job_model));
-  if (Given("projector")) spec.set_projector(absl::GetFlag(FLAGS_projector));
+  if (Given("projector")) {
+    spec.set_projector(absl::GetFlag(FLAGS_projector));
+    spec.clear_projector_hidden();  // a base recipe's width belongs to its projector type
+  }
   if (Given("projector_hidden")) spec.set_projector_hidden(absl::GetFlag(FLAGS_projector_hidden));
   if (Given("image_tokens")) spec.set_image_tokens(absl::GetFlag(FLAGS_image_tokens));
   if (Given("optimizer")) spec.set_optimizer(absl::GetFlag(FLAGS_optimizer));

@@ -19,6 +19,7 @@ ABSL_FLAG(bool, wait_for_workers, false,
 ABSL_FLAG(int64_t, watch_timeout_ms, 24 * 3600 * 1000, "watch/submit --wait: give up after this long");
 ABSL_FLAG(std::string, out, "", "fetch-checkpoint: write the file here (default <id>.safetensors)");
 ABSL_FLAG(bool, history, false, "status: print every step's metrics");
+ABSL_FLAG(std::string, report_out, "", "status: write an eval job's report (JSON) here");
 
 namespace llava {
 namespace {
@@ -83,6 +84,8 @@ absl::Status RunStatus(const std::vector<char*>& args) {
   CoordinatorClient client(ClientOptionsFromFlags());
   LM_ASSIGN_OR_RETURN(v1::JobStatus s, client.GetJob(job_id, absl::GetFlag(FLAGS_history)));
   PrintFinal(s);
+  const std::string report_out = absl::GetFlag(FLAGS_report_out);
+  if (!report_out.empty()) LM_RETURN_IF_ERROR(WriteFileAtomic(report_out, s.eval_report_json()));
   for (const v1::StepMetrics& m : s.history()) {
     std::cout << absl::StrFormat("step %d epoch %d loss %.5f lr %.3e samples/s %.1f step_ms %.1f allreduce_ms %.2f\n",
                                  m.step(), m.epoch(), m.loss(), m.lr(), m.samples_per_s(), m.step_ms(),

@@ -24,36 +24,48 @@ log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 run_launch() {  # name workers per-worker-batch
   local name=$1 n=$2 b=$3
   log "launch $name: --workers $n --batch_size $b"
-  local t0=$(date +%s.%N)
+  local t0=$(date +%s)
   "$BIN" launch --workers "$n" --batch_size "$b" "${COMMON[@]}" --launch_dir "runs/$name" \
     > "$OUT/$name.txt" 2>&1
   local rc=$?
-  echo "rc=$rc wall=$(echo "$(date +%s.%N) - $t0" | bc) s" | tee -a "$OUT/summary.txt"
+  echo "rc=$rc wall=$(( $(date +%s) - t0 )) s" | tee -a "$OUT/summary.txt"
   grep -E "^train:|^eval:|^Eval:" "$OUT/$name.txt" | tee -a "$OUT/summary.txt"
   cp "runs/$name/eval_report.json" "$OUT/$name.eval.json" 2>/dev/null
   cp "runs/$name/train_job.json" "$OUT/$name.train.json" 2>/dev/null
   [[ $rc == 0 ]] || tail -20 "$OUT/$name.txt" runs/$name/*.log | tee -a "$OUT/summary.txt"
 }
 
-run_launch w1 1 "$B"
-run_launch w2 2 "$B"
-run_launch w2half 2 "$((B / 2))"
+SECTIONS=${SECTIONS:-scaling correctness failure}
+if [[ $SECTIONS == *scaling* ]]; then
+  run_launch w1 1 "$B"
+  run_launch w2 2 "$B"
+fi
 
-log "correctness: projector w2half (2 x $((B / 2))) vs w1 (1 x $B); eval report w2 vs w1"
-python3 - "$OUT" <<'PY' 2>&1 | tee -a "$OUT/summary.txt"
-import json, sys
+compare() {  # two launch dirs
+  python3 - "$1" "$2" <<'PY' 2>&1 | tee -a "$OUT/summary.txt"
+import sys
 from safetensors.numpy import load_file
 import numpy as np
-a = load_file("runs/w1/projector.safetensors"); b = load_file("runs/w2half/projector.safetensors")
+a = load_file(f"runs/{sys.argv[1]}/projector.safetensors"); b = load_file(f"runs/{sys.argv[2]}/projector.safetensors")
 for k in sorted(a):
     if not k.startswith("projector."): continue
     x, y = a[k].astype(np.float64), b[k].astype(np.float64)
-    print(f"{k}: rel. error {np.linalg.norm(x - y) / np.linalg.norm(x):.3e}")
-r1 = json.load(open("runs/w1/eval_report.json")); r2 = json.load(open("runs/w2/eval_report.json"))
-s1, s2 = r1["samples"], r2["samples"]
-same = sum(1 for p, q in zip(s1, s2) if p == q)
-print(f"eval samples identical: {same} of {len(s1)} (w2 has {len(s2)})")
+    print(f"  {k}: rel. error {np.linalg.norm(x - y) / np.linalg.norm(x):.3e}")
 PY
+}
+if [[ $SECTIONS == *correctness* ]]; then
+  for opt in "sgd --lr 0.05" "adamw --lr 1e-3"; do
+    for K in ${KS:-1 5 20}; do
+      tag=$(echo "$opt" | cut -d' ' -f1)-$K
+      COMMON=(--model "$MODEL" --device "$DEVICE" --projector linear --seed 7 --optimizer $opt
+              --train_digits 9000 --max_steps "$K" --eval_digits 100 --checkpoint_every 0)
+      run_launch "c1-$tag" 1 "$B" > /dev/null
+      run_launch "c2-$tag" 2 "$((B / 2))" > /dev/null
+      log "correctness $tag: projector 2 GPUs x $((B / 2)) vs 1 GPU x $B, $K steps"
+      compare "c1-$tag" "c2-$tag"
+    done
+  done
+fi
 
 log "failure: SIGKILL one of 2 workers mid-training"
 S=runs/fail; rm -rf "$S"; mkdir -p "$S"
@@ -80,19 +92,31 @@ for i in $(seq 1200); do
   "$BIN" status "$JOB" --coordinator "$ADDR" | grep -q "ckpt " && break; sleep 0.1
 done
 "$BIN" status "$JOB" --coordinator "$ADDR" | tee -a "$OUT/summary.txt"
-kill -9 "$W1"; T0=$(date +%s.%N)
+kill -9 "$W1"; T0=$(date +%s%N)
 for i in $(seq 600); do
   "$BIN" status "$JOB" --coordinator "$ADDR" | grep -q RESTARTING && break; sleep 0.05
 done
-echo "noticed after $(echo "$(date +%s.%N) - $T0" | bc) s" | tee -a "$OUT/summary.txt"
+echo "noticed after $(( ($(date +%s%N) - T0) / 1000000 )) ms" | tee -a "$OUT/summary.txt"
 "$BIN" status "$JOB" --coordinator "$ADDR" | tee -a "$OUT/summary.txt"
 W1=$(start_worker 1)
 for i in $(seq 1200); do
   "$BIN" status "$JOB" --coordinator "$ADDR" | grep -q "RUNNING.*restarts 1" && break; sleep 0.1
 done
-echo "resumed after $(echo "$(date +%s.%N) - $T0" | bc) s" | tee -a "$OUT/summary.txt"
+echo "resumed after $(( ($(date +%s%N) - T0) / 1000000 )) ms" | tee -a "$OUT/summary.txt"
 "$BIN" watch "$JOB" --coordinator "$ADDR" --watch_timeout_ms 240000 | tail -2 | tee -a "$OUT/summary.txt"
 "$BIN" status "$JOB" --coordinator "$ADDR" --history | grep -E "^step (5|10|15|40|60) " | tee -a "$OUT/summary.txt"
+log "eval of the same checkpoint on 1 and on 2 workers (batch 100: the same batches either way)"
+for n in 1 2; do
+  "$BIN" submit eval --coordinator "$ADDR" --checkpoint "$JOB" --eval_workers $n --eval_batch_size 100 \
+      --eval_digits 1000 --wait > "$S/submit-eval-$n.txt" 2>&1
+  E=$(head -1 "$S/submit-eval-$n.txt")
+  "$BIN" status "$E" --coordinator "$ADDR" --report_out "$S/eval-$n.json" | head -3 | tee -a "$OUT/summary.txt"
+done
+python3 - "$S" <<'PY' 2>&1 | tee -a "$OUT/summary.txt"
+import json, sys
+a = json.load(open(f"{sys.argv[1]}/eval-1.json"))["samples"]; b = json.load(open(f"{sys.argv[1]}/eval-2.json"))["samples"]
+print(f"eval samples identical (1 vs 2 workers): {sum(p == q for p, q in zip(a, b))} of {len(a)} ({len(b)})")
+PY
 kill "$W0" "$W1" "$CPID" 2>/dev/null; wait
 cp "$S"/*.log "$OUT/" 2>/dev/null
 grep -h -iE "nccl|abort|failed" "$S"/worker-*.log | head -20 >> "$OUT/summary.txt"
