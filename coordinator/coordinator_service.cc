@@ -90,9 +90,16 @@ grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext*,
 
 grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* request,
                                           v1::HeartbeatResponse* response) {
+  if (request->wait_ms() < 0) return Invalid("Heartbeat: wait_ms must be >= 0");
   auto reply = c_.registry->Heartbeat(*request, Clock::now());
   if (!reply.ok()) return ToGrpc(reply.status());
+  // Metrics first: the long poll below must not delay the job's progress.
   c_.scheduler->OnHeartbeat(*request);
+  if (!reply->has_task() && reply->abort_size() == 0 && request->wait_ms() > 0) {
+    const auto wait = std::min(std::chrono::milliseconds(request->wait_ms()), o_.heartbeat_interval);
+    reply = c_.registry->WaitForMail(request->worker_id(), request->session_id(), Clock::now() + wait);
+    if (!reply.ok()) return ToGrpc(reply.status());
+  }
   *response = *reply;
   return grpc::Status::OK;
 }

@@ -31,6 +31,7 @@ absl::StatusOr<std::string> WorkerRegistry::Register(const v1::WorkerInfo& info,
     return absl::InvalidArgumentError("RegisterWorker: hidden_size must be > 0");
   }
   std::lock_guard<std::mutex> lock(mu_);
+  mail_.notify_all();  // a long poll of the replaced session ends (NOT_FOUND)
   Record& r = workers_[info.worker_id()];
   r = Record();  // a new session starts with an empty mailbox and no reservation
   r.info = info;
@@ -53,13 +54,40 @@ absl::StatusOr<v1::HeartbeatResponse> WorkerRegistry::Heartbeat(
   r.last_seen_unix_ms = UnixMs();
   r.running = request.running();
   v1::HeartbeatResponse response;
+  TakeMail(r, &response);
+  return response;
+}
+
+void WorkerRegistry::TakeMail(Record& r, v1::HeartbeatResponse* response) {
   if (r.to_start) {
-    *response.mutable_task() = *r.to_start;
+    *response->mutable_task() = *r.to_start;
     r.to_start.reset();
   }
-  for (const v1::TaskRef& ref : r.to_abort) *response.add_abort() = ref;
+  for (const v1::TaskRef& ref : r.to_abort) *response->add_abort() = ref;
   r.to_abort.clear();
-  return response;
+}
+
+absl::StatusOr<v1::HeartbeatResponse> WorkerRegistry::WaitForMail(const std::string& worker_id,
+                                                                  const std::string& session_id,
+                                                                  Clock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    auto it = workers_.find(worker_id);
+    if (it == workers_.end() || it->second.session_id != session_id) {
+      return absl::NotFoundError(absl::StrCat("worker '", worker_id, "' session '", session_id,
+                                              "' is not registered"));
+    }
+    Record& r = it->second;
+    if (r.to_start || !r.to_abort.empty() || Clock::now() >= deadline) {
+      // A worker held in a long poll is alive: it is waiting on us.
+      r.last_seen = Clock::now();
+      r.last_seen_unix_ms = UnixMs();
+      v1::HeartbeatResponse response;
+      TakeMail(r, &response);
+      return response;
+    }
+    mail_.wait_until(lock, deadline);
+  }
 }
 
 absl::Status WorkerRegistry::CheckSession(const std::string& worker_id,
@@ -107,6 +135,7 @@ void WorkerRegistry::Assign(const std::string& worker_id, const std::string& ses
   if (it == workers_.end() || it->second.session_id != session_id) return;
   it->second.reserved = true;
   it->second.to_start = task;
+  mail_.notify_all();
 }
 
 void WorkerRegistry::Release(const std::string& worker_id, const std::string& session_id,
@@ -120,6 +149,7 @@ void WorkerRegistry::Release(const std::string& worker_id, const std::string& se
     r.to_start.reset();  // never delivered: nothing to abort
   } else if (abort) {
     r.to_abort.push_back(task);
+    mail_.notify_all();
   }
   if (SameTask(r.running, task) && !abort) r.running.Clear();
 }

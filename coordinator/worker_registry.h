@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -32,6 +33,12 @@ class WorkerRegistry {
   // session.
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request,
                                                   Clock::time_point now);
+  // Long poll after Heartbeat() found nothing: waits until a task or an abort is queued
+  // for the session (then takes it) or `deadline`; refreshes liveness on return.
+  // NOT_FOUND if the session was replaced meanwhile.
+  absl::StatusOr<v1::HeartbeatResponse> WaitForMail(const std::string& worker_id,
+                                                    const std::string& session_id,
+                                                    Clock::time_point deadline);
   // NOT_FOUND unless (worker_id, session_id) is the current session.
   absl::Status CheckSession(const std::string& worker_id, const std::string& session_id) const;
 
@@ -72,7 +79,11 @@ class WorkerRegistry {
   }
 
   const std::chrono::milliseconds worker_timeout_;
+  // Takes the record's mailbox into `response`.
+  static void TakeMail(Record& r, v1::HeartbeatResponse* response);
+
   mutable std::mutex mu_;
+  std::condition_variable mail_;           // a mailbox got something
   std::map<std::string, Record> workers_;  // guarded by mu_
   int64_t next_session_ = 1;               // guarded by mu_
 };

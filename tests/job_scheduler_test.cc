@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "common/sha256.h"
 #include "test_util.h"
 
@@ -152,6 +154,29 @@ TEST_F(JobSchedulerTest, LostWorkerRestartsFromTheCheckpointThenFailsWhenNoneIsL
   status = scheduler_->Get(id, false);
   EXPECT_EQ(status->state(), v1::JOB_STATE_FAILED);
   EXPECT_NE(status->reason().find("max_restarts"), std::string::npos) << status->reason();
+}
+
+TEST_F(JobSchedulerTest, LongPollHandsOutATaskAsSoonAsItIsQueued) {
+  const std::string s0 = Register("a");
+  // Nothing queued: the poll returns empty at its deadline.
+  auto empty = registry_->WaitForMail("a", s0, Clock::now() + milliseconds(50));
+  ASSERT_TRUE(empty.ok());
+  EXPECT_FALSE(empty->has_task());
+  // A job submitted while the worker waits wakes it at once, far before the deadline.
+  const auto start = Clock::now();
+  std::thread submitter([&] {
+    std::this_thread::sleep_for(milliseconds(100));
+    v1::SubmitJobRequest r = TrainRequest(1);
+    EXPECT_TRUE(scheduler_->Submit(r, Clock::now()).ok());
+  });
+  auto mail = registry_->WaitForMail("a", s0, Clock::now() + std::chrono::seconds(20));
+  submitter.join();
+  ASSERT_TRUE(mail.ok()) << mail.status();
+  EXPECT_TRUE(mail->has_task());
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(10));
+  // A replaced session's poll ends with NOT_FOUND.
+  Register("a");
+  EXPECT_TRUE(absl::IsNotFound(registry_->WaitForMail("a", s0, Clock::now() + milliseconds(10)).status()));
 }
 
 TEST_F(JobSchedulerTest, RestartingJobFailsAfterTheRestartWait) {

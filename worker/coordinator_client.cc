@@ -55,7 +55,12 @@ absl::StatusOr<v1::RegisterWorkerResponse> CoordinatorClient::Register(const v1:
 }
 
 absl::StatusOr<v1::HeartbeatResponse> CoordinatorClient::Heartbeat(const v1::HeartbeatRequest& request) {
-  LLAVA_UNARY(workers_, Heartbeat, request, v1::HeartbeatResponse, "Heartbeat");
+  grpc::ClientContext context;
+  SetDeadline(&context, std::chrono::milliseconds(request.wait_ms()));  // a long poll waits
+  v1::HeartbeatResponse response;
+  grpc::Status s = workers_->Heartbeat(&context, request, &response);
+  if (!s.ok()) return FromGrpc(s, "Heartbeat");
+  return response;
 }
 
 absl::Status CoordinatorClient::ReportTaskResult(const v1::TaskResultRequest& request) {

@@ -69,6 +69,9 @@ void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
       if (!running_.job_id().empty()) *request.mutable_running() = running_;
       for (const auto& m : steps_) *request.add_steps() = m;
       request.set_eval_images_done(eval_done_);
+      // Long poll: a task or abort arrives as soon as it is queued; the call itself
+      // paces the loop.
+      request.set_wait_ms(interval.count());
     }
     auto reply = client_.Heartbeat(request);
     if (reply.ok()) {
@@ -105,8 +108,10 @@ void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
         return;
       }
     }
+    if (reply.ok() && !reply->has_task() && reply->abort_size() == 0) continue;  // it waited
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, interval, [&] { return stop->load(); });
+    cv_.wait_for(lock, reply.ok() ? std::chrono::milliseconds(0) : interval,
+                 [&] { return stop->load(); });
   }
 }
 
