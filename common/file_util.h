@@ -5,6 +5,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -26,6 +27,9 @@ absl::Status MakeDirs(const std::string& path);
 // copy of that function, which the dynamic linker binds our calls to, and it crashes
 // (a jump to address 0) on any non-empty directory.
 absl::Status RemoveTree(const std::string& path);
+
+// The names in directory `path` (no "." or ".."), sorted; empty if it cannot be read.
+std::vector<std::string> ListDir(const std::string& path);
 
 bool FileExists(const std::string& path);
 bool IsDirectory(const std::string& path);

@@ -18,6 +18,10 @@ absl::Status Prefixed(const char* prefix, const absl::Status& s) {
 
 }  // namespace
 
+bool SameTask(const v1::TaskRef& a, const v1::TaskRef& b) {
+  return a.job_id() == b.job_id() && a.attempt() == b.attempt() && a.rank() == b.rank();
+}
+
 std::vector<std::string> DefaultEvalQuestions() {
   return {"What digit is this?", "What is this number?"};
 }

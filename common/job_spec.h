@@ -25,6 +25,9 @@ ScheduleConfig ScheduleFromSpec(const v1::TrainSpec& spec);
 absl::StatusOr<PromptConfig> PromptFromSpec(const v1::TrainSpec& spec);
 absl::StatusOr<PromptConfig> PromptFromSpec(const v1::EvalSpec& spec, int64_t image_tokens);
 
+// Whether two refs name the same task (job, attempt, rank).
+bool SameTask(const v1::TaskRef& a, const v1::TaskRef& b);
+
 // The questions an eval asks when none are given.
 std::vector<std::string> DefaultEvalQuestions();
 

@@ -1,6 +1,5 @@
 #include "coordinator/checkpoint_store.h"
 
-#include <dirent.h>
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
@@ -8,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/sha256.h"
@@ -15,25 +15,6 @@
 
 namespace llava {
 namespace {
-
-int64_t NowUnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::vector<std::string> ListDir(const std::string& dir) {
-  std::vector<std::string> names;
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) return names;
-  while (dirent* e = readdir(d)) {
-    std::string name = e->d_name;
-    if (name != "." && name != "..") names.push_back(name);
-  }
-  closedir(d);
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 bool ValidJobId(const std::string& id) {
   if (id.empty() || id.size() > 128) return false;
@@ -95,7 +76,7 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Put(const std::string& job_i
   info.set_final(final);
   info.set_size_bytes(static_cast<int64_t>(bytes.size()));
   info.set_sha256(actual);
-  info.set_created_unix_ms(NowUnixMs());
+  info.set_created_unix_ms(absl::ToUnixMillis(absl::Now()));
   LM_RETURN_IF_ERROR(MakeDirs(dir_ + "/" + job_id));
   // The file first, then its sidecar: a crash between them leaves a file that Open
   // ignores rather than a record without its file.

@@ -3,10 +3,10 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
-#include <dirent.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "common/eval_report.h"
 #include "common/file_util.h"
 #include "common/job_spec.h"
@@ -15,12 +15,6 @@
 
 namespace llava {
 namespace {
-
-int64_t UnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 const char* StateName(v1::JobState s) { return v1::JobState_Name(s).c_str() + 10; }
 
@@ -61,7 +55,7 @@ std::string JobScheduler::RendezvousPrefix(const Job& job) const {
 
 void JobScheduler::Changed(Job& job, bool persist) {
   ++job.version;
-  job.status.set_updated_unix_ms(UnixMs());
+  job.status.set_updated_unix_ms(absl::ToUnixMillis(absl::Now()));
   if (persist) Persist(job);
   changed_.notify_all();
 }
@@ -83,16 +77,9 @@ void JobScheduler::Persist(const Job& job) const {
 absl::Status JobScheduler::LoadState() {
   if (options_.state_dir.empty()) return absl::OkStatus();
   const std::string dir = JobsDir(options_.state_dir);
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) return absl::OkStatus();
-  std::vector<std::string> names;
-  while (dirent* e = readdir(d)) {
-    std::string name = e->d_name;
-    if (name.size() > 5 && name.substr(name.size() - 5) == ".json") names.push_back(name);
-  }
-  closedir(d);
   std::vector<std::unique_ptr<Job>> loaded;
-  for (const std::string& name : names) {
+  for (const std::string& name : ListDir(dir)) {
+    if (name.size() <= 5 || name.substr(name.size() - 5) != ".json") continue;
     LM_ASSIGN_OR_RETURN(std::string json, ReadFile(dir + "/" + name));
     auto job = std::make_unique<Job>();
     google::protobuf::util::JsonParseOptions parse;
@@ -177,7 +164,7 @@ absl::StatusOr<v1::JobStatus> JobScheduler::Submit(const v1::SubmitJobRequest& o
   s.set_job_id(id);
   s.set_kind(train ? v1::JOB_KIND_TRAIN : v1::JOB_KIND_EVAL);
   s.set_state(v1::JOB_STATE_QUEUED);
-  s.set_created_unix_ms(UnixMs());
+  s.set_created_unix_ms(absl::ToUnixMillis(absl::Now()));
   if (train) {
     *s.mutable_train() = request.train();
   } else {

@@ -1,21 +1,10 @@
 #include "coordinator/worker_registry.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/job_spec.h"
 
 namespace llava {
-namespace {
-
-int64_t UnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-bool SameTask(const v1::TaskRef& a, const v1::TaskRef& b) {
-  return a.job_id() == b.job_id() && a.attempt() == b.attempt() && a.rank() == b.rank();
-}
-
-}  // namespace
 
 absl::StatusOr<std::string> WorkerRegistry::Register(const v1::WorkerInfo& info,
                                                      Clock::time_point now) {
@@ -37,7 +26,7 @@ absl::StatusOr<std::string> WorkerRegistry::Register(const v1::WorkerInfo& info,
   r.info = info;
   r.session_id = absl::StrCat(info.worker_id(), "#", next_session_++);
   r.last_seen = now;
-  r.last_seen_unix_ms = UnixMs();
+  r.last_seen_unix_ms = absl::ToUnixMillis(absl::Now());
   return r.session_id;
 }
 
@@ -51,7 +40,7 @@ absl::StatusOr<v1::HeartbeatResponse> WorkerRegistry::Heartbeat(
   }
   Record& r = it->second;
   r.last_seen = now;
-  r.last_seen_unix_ms = UnixMs();
+  r.last_seen_unix_ms = absl::ToUnixMillis(absl::Now());
   r.running = request.running();
   v1::HeartbeatResponse response;
   TakeMail(r, &response);
@@ -81,7 +70,7 @@ absl::StatusOr<v1::HeartbeatResponse> WorkerRegistry::WaitForMail(const std::str
     if (r.to_start || !r.to_abort.empty() || Clock::now() >= deadline) {
       // A worker held in a long poll is alive: it is waiting on us.
       r.last_seen = Clock::now();
-      r.last_seen_unix_ms = UnixMs();
+      r.last_seen_unix_ms = absl::ToUnixMillis(absl::Now());
       v1::HeartbeatResponse response;
       TakeMail(r, &response);
       return response;

@@ -108,6 +108,7 @@ class ClusterTest : public ::testing::Test {
     return last;
   }
   static bool Ended(const v1::JobStatus& s) { return IsTerminal(s.state()); }
+  void StartLongJob(const Timing& timing, std::string* id);
 
   void TearDown() override {
     for (auto& [id, w] : workers_) w.Stop(milliseconds(3000));
@@ -239,8 +240,9 @@ v1::TrainSpec LongJob() {
   return spec;
 }
 
-TEST_F(ClusterTest, KilledWorkerJobResumesFromItsCheckpointWhenAWorkerReturns) {
-  ASSERT_NO_FATAL_FAILURE(StartCoordinator(Timing()));
+// A coordinator, worker-0 and worker-1, and LongJob() submitted to them.
+void ClusterTest::StartLongJob(const Timing& timing, std::string* id) {
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(timing));
   StartWorker("worker-0");
   StartWorker("worker-1");
   ASSERT_NO_FATAL_FAILURE(WaitIdleWorkers(2));
@@ -248,7 +250,12 @@ TEST_F(ClusterTest, KilledWorkerJobResumesFromItsCheckpointWhenAWorkerReturns) {
   *request.mutable_train() = LongJob();
   auto submitted = client_->Submit(request);
   ASSERT_TRUE(submitted.ok()) << submitted.status();
-  const std::string id = submitted->job_id();
+  *id = submitted->job_id();
+}
+
+TEST_F(ClusterTest, KilledWorkerJobResumesFromItsCheckpointWhenAWorkerReturns) {
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(StartLongJob(Timing(), &id));
   v1::JobStatus mid = WaitJob(id, [](const v1::JobStatus& s) { return s.latest_checkpoint_step() >= 5 || Ended(s); }, 120);
   ASSERT_EQ(mid.state(), v1::JOB_STATE_RUNNING) << "the job ended before the kill: " << mid.ShortDebugString();
 
@@ -287,15 +294,8 @@ TEST_F(ClusterTest, KilledWorkerJobResumesFromItsCheckpointWhenAWorkerReturns) {
 TEST_F(ClusterTest, WithNoWorkerComingBackTheJobFailsClearlyInTime) {
   Timing t;
   t.restart_wait_ms = 2000;
-  ASSERT_NO_FATAL_FAILURE(StartCoordinator(t));
-  StartWorker("worker-0");
-  StartWorker("worker-1");
-  ASSERT_NO_FATAL_FAILURE(WaitIdleWorkers(2));
-  v1::SubmitJobRequest request;
-  *request.mutable_train() = LongJob();
-  auto submitted = client_->Submit(request);
-  ASSERT_TRUE(submitted.ok()) << submitted.status();
-  const std::string id = submitted->job_id();
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(StartLongJob(t, &id));
   v1::JobStatus mid = WaitJob(id, [](const v1::JobStatus& s) { return s.step() >= 3 || Ended(s); }, 120);
   ASSERT_EQ(mid.state(), v1::JOB_STATE_RUNNING) << mid.ShortDebugString();
   workers_["worker-1"].Signal(SIGKILL);

@@ -1,17 +1,10 @@
 #include "worker/worker_agent.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/job_spec.h"
 #include "common/log.h"
 
 namespace llava {
-namespace {
-
-bool SameTask(const v1::TaskRef& a, const v1::TaskRef& b) {
-  return a.job_id() == b.job_id() && a.attempt() == b.attempt() && a.rank() == b.rank();
-}
-
-}  // namespace
-
 absl::Status WorkerOptions::Validate() const {
   if (client.address.empty()) return absl::InvalidArgumentError("--coordinator is empty");
   if (worker_id.empty()) return absl::InvalidArgumentError("--worker_id is empty");
@@ -56,6 +49,16 @@ absl::Status WorkerAgent::RegisterOnce() {
   return absl::OkStatus();
 }
 
+v1::HeartbeatRequest WorkerAgent::MakeHeartbeatLocked(const v1::TaskRef& running) const {
+  v1::HeartbeatRequest request;
+  request.set_worker_id(options_.worker_id);
+  request.set_session_id(session_id_);
+  if (!running.job_id().empty()) *request.mutable_running() = running;
+  for (const auto& m : steps_) *request.add_steps() = m;
+  request.set_eval_images_done(eval_done_);
+  return request;
+}
+
 void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
   auto last_contact = std::chrono::steady_clock::now();
   while (!stop->load()) {
@@ -64,11 +67,7 @@ void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       interval = interval_;
-      request.set_worker_id(options_.worker_id);
-      request.set_session_id(session_id_);
-      if (!running_.job_id().empty()) *request.mutable_running() = running_;
-      for (const auto& m : steps_) *request.add_steps() = m;
-      request.set_eval_images_done(eval_done_);
+      request = MakeHeartbeatLocked(running_);
       // Long poll: a task or abort arrives as soon as it is queued; the call itself
       // paces the loop.
       request.set_wait_ms(interval.count());
@@ -194,7 +193,6 @@ void WorkerAgent::RunTask(const v1::Task& task) {
   v1::TaskResultRequest result;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    // Steps not yet heartbeated would be lost with the task: send them first.
     result.set_session_id(session_id_);
   }
   result.set_worker_id(options_.worker_id);
@@ -207,14 +205,8 @@ void WorkerAgent::RunTask(const v1::Task& task) {
   // Flush rank 0's last metrics with one heartbeat before the result, so that the job's
   // curve is complete when it ends.
   {
-    v1::HeartbeatRequest beat;
     std::lock_guard<std::mutex> lock(mu_);
-    beat.set_worker_id(options_.worker_id);
-    beat.set_session_id(session_id_);
-    *beat.mutable_running() = task.ref();
-    for (const auto& m : steps_) *beat.add_steps() = m;
-    beat.set_eval_images_done(eval_done_);
-    if (client_.Heartbeat(beat).ok()) steps_.clear();
+    if (client_.Heartbeat(MakeHeartbeatLocked(task.ref())).ok()) steps_.clear();
   }
   absl::Status s = client_.ReportTaskResult(result);
   if (!s.ok()) LM_LOG(WARNING) << "worker " << options_.worker_id << ": result not taken: " << s;

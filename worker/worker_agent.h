@@ -46,6 +46,8 @@ class WorkerAgent {
   void HeartbeatLoop(const std::atomic<bool>* stop);
   absl::Status RegisterOnce();
   void RunTask(const v1::Task& task);
+  // A heartbeat carrying what is pending (under mu_); `running` the task to report.
+  v1::HeartbeatRequest MakeHeartbeatLocked(const v1::TaskRef& running) const;
 
   WorkerOptions options_;
   WorkerResources resources_;
