@@ -49,6 +49,10 @@ if(TARGET gloo)
   set(LLAVA_HAVE_GLOO ON)
 endif()
 
+# prometheus-cpp (Debian's prometheus-cpp-dev; in the offline .debs for GPU machines):
+# the metric types and text format of the /metrics endpoints (served by common/net).
+find_package(prometheus-cpp CONFIG REQUIRED)
+
 # Torch's CUDA build is what decides whether this build can use a GPU.
 set(LLAVA_HAVE_CUDA OFF)
 if(LLAVA_USE_CUDA AND (TARGET torch_cuda OR TORCH_CUDA_LIBRARIES))
@@ -99,6 +103,7 @@ function(llava_print_summary)
   message(STATUS "  CUDA (torch)  ${LLAVA_HAVE_CUDA}")
   message(STATUS "  NCCL          ${LLAVA_HAVE_NCCL} ${NCCL_LIBRARY}")
   message(STATUS "  Gloo          ${LLAVA_HAVE_GLOO}")
+  message(STATUS "  prometheus-cpp ${prometheus-cpp_VERSION}")
   message(STATUS "  OpenSSL       ${OPENSSL_VERSION}")
   message(STATUS "  abseil        ${absl_VERSION}")
   message(STATUS "  glog          ${glog_VERSION}")

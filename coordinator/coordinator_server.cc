@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <prometheus/registry.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
@@ -13,6 +14,7 @@ namespace llava {
 absl::Status CoordinatorOptions::Validate() const {
   if (listen.empty()) return absl::InvalidArgumentError("--listen is empty");
   if (state_dir.empty()) return absl::InvalidArgumentError("--state_dir is empty");
+  if (security == nullptr) return absl::InvalidArgumentError("security is unset");
   auto positive = [](const char* name, std::chrono::milliseconds v) -> absl::Status {
     if (v.count() <= 0) return absl::InvalidArgumentError(absl::StrCat(name, " must be > 0 ms"));
     return absl::OkStatus();
@@ -48,7 +50,19 @@ absl::Status CoordinatorServer::Start() {
   scheduler_ = std::make_unique<JobScheduler>(so, registry_.get(), checkpoints_.get(), rendezvous_.get());
   LM_RETURN_IF_ERROR(scheduler_->LoadState());
 
-  Components c{registry_.get(), scheduler_.get(), rendezvous_.get(), checkpoints_.get()};
+  // Metrics are kept whether or not they are served: the handlers never check.
+  metrics_registry_ = std::make_shared<prometheus::Registry>();
+  metrics_ = std::make_unique<CoordinatorMetrics>(*metrics_registry_, scheduler_.get(), registry_.get());
+  if (!options_.metrics_listen.empty()) {
+    LM_ASSIGN_OR_RETURN(metrics_endpoint_, MetricsEndpoint::Start(options_.metrics_listen));
+    metrics_endpoint_->Add(metrics_registry_);
+    metrics_endpoint_->Add(metrics_->cluster());
+  }
+  if (!options_.health_listen.empty()) {
+    LM_ASSIGN_OR_RETURN(health_, HealthServer::Start(options_.health_listen, "coordinator", options_.listen));
+  }
+
+  Components c{registry_.get(), scheduler_.get(), rendezvous_.get(), checkpoints_.get(), metrics_.get()};
   ServiceOptions o;
   o.heartbeat_interval = options_.heartbeat_interval;
   o.checkpoint_chunk_bytes = options_.checkpoint_chunk_bytes;
@@ -60,13 +74,16 @@ absl::Status CoordinatorServer::Start() {
   // The standard grpc.health.v1 service, for probes.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &port_);
+  builder.AddListeningPort(options_.listen, options_.security->ServerCredentials(), &port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
   builder.RegisterService(job_service_.get());
   builder.RegisterService(worker_service_.get());
   builder.RegisterService(rendezvous_service_.get());
   builder.RegisterService(checkpoint_service_.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(metrics_->rpc().InterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
     return absl::UnavailableError(absl::StrCat("coordinator: cannot listen on ", options_.listen));
@@ -77,7 +94,14 @@ absl::Status CoordinatorServer::Start() {
       std::this_thread::sleep_for(options_.tick);
     }
   });
-  LM_LOG(INFO) << "coordinator listening on port " << port_ << ", state in " << options_.state_dir;
+  SetHealthStatus(server_.get(), /*alive=*/true, /*ready=*/true);
+  if (health_) health_->SetReady(true);
+  LM_LOG(INFO) << "coordinator listening on port " << port_ << " ("
+               << (options_.security->tls() ? "TLS" : "plaintext")
+               << (options_.security->has_token() ? ", bearer token" : "") << "), state in "
+               << options_.state_dir;
+  if (health_) LM_LOG(INFO) << "coordinator: health probes on port " << health_->port();
+  if (metrics_endpoint_) LM_LOG(INFO) << "coordinator: metrics on port " << metrics_endpoint_->port();
   return absl::OkStatus();
 }
 
@@ -87,8 +111,13 @@ void CoordinatorServer::Wait() {
 
 void CoordinatorServer::Shutdown() {
   if (stop_.exchange(true)) return;
-  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (health_) health_->Shutdown();
+  if (server_) {
+    server_->GetHealthCheckService()->Shutdown();
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  }
   if (ticker_.joinable()) ticker_.join();
+  if (scheduler_) scheduler_->PersistAll();
 }
 
 }  // namespace llava

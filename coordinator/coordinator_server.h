@@ -11,7 +11,11 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "common/net/health_server.h"
+#include "common/net/metrics_endpoint.h"
+#include "common/net/security.h"
 #include "coordinator/checkpoint_store.h"
+#include "coordinator/coordinator_metrics.h"
 #include "coordinator/coordinator_service.h"
 #include "coordinator/job_scheduler.h"
 #include "coordinator/rendezvous_store.h"
@@ -19,6 +23,9 @@
 
 namespace grpc {
 class Server;
+}
+namespace prometheus {
+class Registry;
 }
 
 namespace llava {
@@ -33,6 +40,12 @@ struct CoordinatorOptions {
   std::chrono::milliseconds tick{100};
   int64_t max_message_bytes = 8 << 20;  // one gRPC message, either way
   int64_t checkpoint_chunk_bytes = 1 << 20;
+  // TLS and the bearer token of the gRPC port (plaintext, no token when unset).
+  std::shared_ptr<const RpcSecurity> security = RpcSecurity::Insecure();
+  // A plaintext port with only grpc.health.v1, for probes ("" : none).
+  std::string health_listen;
+  // Prometheus /metrics over HTTP ("" : not served).
+  std::string metrics_listen;
 
   absl::Status Validate() const;
 };
@@ -44,8 +57,12 @@ class CoordinatorServer {
 
   absl::Status Start();
   int port() const { return port_; }
+  int health_port() const { return health_ ? health_->port() : 0; }
+  int metrics_port() const { return metrics_endpoint_ ? metrics_endpoint_->port() : 0; }
   // Blocks until Shutdown() is called from another thread (or a signal handler path).
   void Wait();
+  // Probes fail from here on, calls in flight get a short grace, the scheduler thread
+  // stops, and every job record is written (the step counters included).
   void Shutdown();
 
  private:
@@ -58,6 +75,10 @@ class CoordinatorServer {
   std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<RendezvousServiceImpl> rendezvous_service_;
   std::unique_ptr<CheckpointServiceImpl> checkpoint_service_;
+  std::shared_ptr<prometheus::Registry> metrics_registry_;
+  std::unique_ptr<CoordinatorMetrics> metrics_;
+  std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
+  std::unique_ptr<HealthServer> health_;
   std::unique_ptr<grpc::Server> server_;
   std::thread ticker_;
   std::atomic<bool> stop_{false};

@@ -17,6 +17,10 @@ grpc::Status Invalid(const std::string& message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
 }
 
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 }  // namespace
 
 // ---- JobService
@@ -126,6 +130,15 @@ grpc::Status WorkerServiceImpl::ListWorkers(grpc::ServerContext*, const v1::List
   return grpc::Status::OK;
 }
 
+grpc::Status WorkerServiceImpl::LeaveWorker(grpc::ServerContext*, const v1::LeaveWorkerRequest* request,
+                                            v1::LeaveWorkerResponse*) {
+  absl::Status s = c_.registry->Leave(request->worker_id(), request->session_id());
+  if (!s.ok()) return ToGrpc(s);
+  LM_LOG(INFO) << "worker " << request->worker_id() << " left: "
+               << (request->reason().empty() ? "(no reason given)" : request->reason());
+  return grpc::Status::OK;
+}
+
 // ---- RendezvousService
 
 grpc::Status RendezvousServiceImpl::Set(grpc::ServerContext*, const v1::StoreSetRequest* request,
@@ -158,6 +171,7 @@ grpc::Status CheckpointServiceImpl::UploadCheckpoint(grpc::ServerContext*,
   if (!reader->Read(&chunk) || !chunk.has_header()) {
     return Invalid("UploadCheckpoint: the first chunk must carry the header");
   }
+  const auto start = std::chrono::steady_clock::now();
   const v1::CheckpointHeader header = chunk.header();
   if (header.total_bytes() <= 0 || header.total_bytes() > o_.max_checkpoint_bytes) {
     return Invalid(absl::StrCat("UploadCheckpoint: total_bytes ", header.total_bytes(),
@@ -184,6 +198,7 @@ grpc::Status CheckpointServiceImpl::UploadCheckpoint(grpc::ServerContext*,
                                   header.sha256());
   if (!info.ok()) return ToGrpc(info.status());
   c_.scheduler->OnCheckpointStored(*info);
+  c_.metrics->RecordCheckpoint("upload", static_cast<int64_t>(bytes.size()), SecondsSince(start));
   LM_LOG(INFO) << "checkpoint " << info->checkpoint_id() << " stored (" << bytes.size() << " bytes)";
   *response = *info;
   return grpc::Status::OK;
@@ -193,6 +208,7 @@ grpc::Status CheckpointServiceImpl::DownloadCheckpoint(grpc::ServerContext* cont
                                                        const v1::DownloadCheckpointRequest* request,
                                                        grpc::ServerWriter<v1::CheckpointChunk>* writer) {
   if (request->checkpoint().empty()) return Invalid("DownloadCheckpoint: checkpoint is empty");
+  const auto start = std::chrono::steady_clock::now();
   auto info = c_.checkpoints->Find(request->checkpoint());
   if (!info.ok()) return ToGrpc(info.status());
   auto bytes = c_.checkpoints->Read(*info);
@@ -213,6 +229,7 @@ grpc::Status CheckpointServiceImpl::DownloadCheckpoint(grpc::ServerContext* cont
     chunk.clear_header();
     if (n == 0) break;
   }
+  c_.metrics->RecordCheckpoint("download", static_cast<int64_t>(n), SecondsSince(start));
   return grpc::Status::OK;
 }
 

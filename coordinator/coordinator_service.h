@@ -9,6 +9,7 @@
 #include <string>
 
 #include "coordinator/checkpoint_store.h"
+#include "coordinator/coordinator_metrics.h"
 #include "coordinator/job_scheduler.h"
 #include "coordinator/rendezvous_store.h"
 #include "coordinator/worker_registry.h"
@@ -31,6 +32,7 @@ struct Components {
   JobScheduler* scheduler;
   RendezvousStore* rendezvous;
   CheckpointStore* checkpoints;
+  CoordinatorMetrics* metrics;
 };
 
 class JobServiceImpl final : public v1::JobService::Service {
@@ -60,6 +62,8 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
   grpc::Status GetShard(grpc::ServerContext*, const v1::GetShardRequest*, v1::Shard*) override;
   grpc::Status ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*,
                            v1::ListWorkersResponse*) override;
+  grpc::Status LeaveWorker(grpc::ServerContext*, const v1::LeaveWorkerRequest*,
+                           v1::LeaveWorkerResponse*) override;
 
  private:
   Components c_;

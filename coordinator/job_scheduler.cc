@@ -190,6 +190,11 @@ absl::StatusOr<v1::JobStatus> JobScheduler::Get(const std::string& job_id,
   return s;
 }
 
+void JobScheduler::PersistAll() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [id, job] : jobs_) Persist(*job);
+}
+
 std::vector<v1::JobStatus> JobScheduler::List() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<v1::JobStatus> out;
@@ -339,6 +344,7 @@ void JobScheduler::FinishEval(Job& job) {
   merged.metadata()["images"] = std::to_string(job.eval_begin_end[1] - job.eval_begin_end[0]);
   merged.metadata()["workers"] = std::to_string(job.members.size());
   job.status.set_eval_report_json(merged.ToJson());
+  job.status.set_eval_accuracy(merged.Accuracy());
   job.status.set_eval_images_done(job.status.eval_images_total());
   job.status.set_state(v1::JOB_STATE_SUCCEEDED);
   LM_LOG(INFO) << "job " << job.status.job_id() << " succeeded: accuracy " << merged.Accuracy();
@@ -415,7 +421,7 @@ void JobScheduler::Tick(Clock::time_point now) {
         if (!m.done && !registry_->IsLive(m.worker_id, m.session_id, now)) {
           EndAttempt(job,
                      absl::StrCat("worker '", m.worker_id, "' (rank ", rank,
-                                  ") was lost: no heartbeat in time, or it registered again"),
+                                  ") was lost: no heartbeat in time, it left, or it registered again"),
                      /*retryable=*/true, now);
           break;
         }

@@ -61,6 +61,9 @@ class JobScheduler {
 
   // Starts attempts that can start, notices lost workers, fails jobs that waited too long.
   void Tick(Clock::time_point now);
+  // Writes every job record (steps and metrics are otherwise written only at state
+  // changes and checkpoints): the coordinator's last act before it exits.
+  void PersistAll() const;
 
  private:
   struct Member {

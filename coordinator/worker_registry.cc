@@ -143,6 +143,17 @@ void WorkerRegistry::Release(const std::string& worker_id, const std::string& se
   if (SameTask(r.running, task) && !abort) r.running.Clear();
 }
 
+absl::Status WorkerRegistry::Leave(const std::string& worker_id, const std::string& session_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || it->second.session_id != session_id) {
+    return absl::NotFoundError(absl::StrCat("no session '", session_id, "' of worker '", worker_id, "'"));
+  }
+  workers_.erase(it);
+  mail_.notify_all();  // a long poll of this session ends (NOT_FOUND)
+  return absl::OkStatus();
+}
+
 std::vector<v1::WorkerStatus> WorkerRegistry::List(Clock::time_point now) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<v1::WorkerStatus> out;

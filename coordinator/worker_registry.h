@@ -63,6 +63,10 @@ class WorkerRegistry {
 
   std::vector<v1::WorkerStatus> List(Clock::time_point now) const;
 
+  // Ends the session (a worker shutting down): it is no longer live, and its record goes.
+  // NOT_FOUND unless (worker_id, session_id) is the current session.
+  absl::Status Leave(const std::string& worker_id, const std::string& session_id);
+
  private:
   struct Record {
     v1::WorkerInfo info;

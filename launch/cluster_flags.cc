@@ -21,6 +21,19 @@ ABSL_FLAG(int64_t, world_size, 1, "submit train: ranks (one worker each)");
 ABSL_FLAG(int64_t, max_restarts, 3, "submit/launch: restarts from the last checkpoint after a failure");
 ABSL_FLAG(int64_t, eval_workers, 0, "submit eval: workers to split over (0: every idle one)");
 ABSL_FLAG(std::string, job_model, "", "submit: only run on workers that loaded this model spec");
+ABSL_FLAG(std::string, tls_cert, llava::GetEnvOr("LLAVA_TLS_CERT", ""),
+          "PEM certificate: the coordinator's server certificate, or a client's certificate");
+ABSL_FLAG(std::string, tls_key, llava::GetEnvOr("LLAVA_TLS_KEY", ""), "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_ca, llava::GetEnvOr("LLAVA_TLS_CA", ""),
+          "PEM CA bundle: clients verify the coordinator with it (and use TLS); a coordinator "
+          "with --tls_client_auth verifies client certificates with it");
+ABSL_FLAG(bool, tls_client_auth, llava::GetEnvOr("LLAVA_TLS_CLIENT_AUTH", "") == "1",
+          "coordinator: require client certificates signed by --tls_ca");
+ABSL_FLAG(std::string, tls_server_name, llava::GetEnvOr("LLAVA_TLS_SERVER_NAME", ""),
+          "clients: the name to verify in the coordinator's certificate (e.g. through a port-forward)");
+ABSL_FLAG(std::string, auth_token_file, llava::GetEnvOr("LLAVA_AUTH_TOKEN_FILE", ""),
+          "file holding the bearer token: the coordinator requires it on every RPC but health, "
+          "clients and workers send it (needs TLS)");
 
 ABSL_DECLARE_FLAG(std::string, projector);
 ABSL_DECLARE_FLAG(int64_t, projector_hidden);
@@ -83,8 +96,20 @@ void SetRepeated(google::protobuf::RepeatedPtrField<std::string>* field, const s
 
 }  // namespace
 
-ClientOptions ClientOptionsFromFlags() {
+RpcSecurityOptions SecurityOptionsFromFlags() {
+  RpcSecurityOptions o;
+  o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  o.tls_key = absl::GetFlag(FLAGS_tls_key);
+  o.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  o.tls_client_auth = absl::GetFlag(FLAGS_tls_client_auth);
+  o.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+  o.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  return o;
+}
+
+absl::StatusOr<ClientOptions> ClientOptionsFromFlags() {
   ClientOptions o;
+  LM_ASSIGN_OR_RETURN(o.security, RpcSecurity::LoadClient(SecurityOptionsFromFlags()));
   o.address = absl::GetFlag(FLAGS_coordinator);
   o.rpc_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_rpc_timeout_ms));
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);

@@ -21,7 +21,11 @@ ABSL_DECLARE_FLAG(std::string, job_model);
 
 namespace llava {
 
-ClientOptions ClientOptionsFromFlags();
+// TLS and token settings (the same flags for every command; servers and clients read
+// them differently, see RpcSecurityOptions).
+RpcSecurityOptions SecurityOptionsFromFlags();
+// The coordinator address, deadlines and security, the files read.
+absl::StatusOr<ClientOptions> ClientOptionsFromFlags();
 
 // `base` (a JSON object of TrainSpec fields, may be empty), then --job_json's file, then
 // the flags given. Errors name the file and the field.

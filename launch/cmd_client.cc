@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/eval_report.h"
+#include "common/net/health_server.h"
 #include "common/file_util.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
@@ -20,6 +21,9 @@ ABSL_FLAG(int64_t, watch_timeout_ms, 24 * 3600 * 1000, "watch/submit --wait: giv
 ABSL_FLAG(std::string, out, "", "fetch-checkpoint: write the file here (default <id>.safetensors)");
 ABSL_FLAG(bool, history, false, "status: print every step's metrics");
 ABSL_FLAG(std::string, report_out, "", "status: write an eval job's report (JSON) here");
+ABSL_FLAG(std::string, target, "", "health: the port to probe (default: --coordinator)");
+ABSL_FLAG(std::string, service, "", "health: \"\" (liveness) or \"readiness\"");
+ABSL_FLAG(bool, plaintext, false, "health: probe without TLS even when --tls_* flags are set");
 
 namespace llava {
 namespace {
@@ -72,7 +76,8 @@ absl::Status RunSubmit(const std::vector<char*>& args) {
     return absl::InvalidArgumentError(absl::StrCat("submit train|eval, not '", kind, "'"));
   }
   request.set_wait_for_workers(absl::GetFlag(FLAGS_wait_for_workers));
-  CoordinatorClient client(ClientOptionsFromFlags());
+  LM_ASSIGN_OR_RETURN(ClientOptions options, ClientOptionsFromFlags());
+  CoordinatorClient client(options);
   LM_ASSIGN_OR_RETURN(v1::JobStatus status, client.Submit(request));
   std::cout << status.job_id() << "\n" << std::flush;
   if (!absl::GetFlag(FLAGS_wait)) return absl::OkStatus();
@@ -81,7 +86,8 @@ absl::Status RunSubmit(const std::vector<char*>& args) {
 
 absl::Status RunStatus(const std::vector<char*>& args) {
   LM_ASSIGN_OR_RETURN(std::string job_id, OnlyArg(args, "job id"));
-  CoordinatorClient client(ClientOptionsFromFlags());
+  LM_ASSIGN_OR_RETURN(ClientOptions options, ClientOptionsFromFlags());
+  CoordinatorClient client(options);
   LM_ASSIGN_OR_RETURN(v1::JobStatus s, client.GetJob(job_id, absl::GetFlag(FLAGS_history)));
   PrintFinal(s);
   const std::string report_out = absl::GetFlag(FLAGS_report_out);
@@ -96,12 +102,14 @@ absl::Status RunStatus(const std::vector<char*>& args) {
 
 absl::Status RunWatch(const std::vector<char*>& args) {
   LM_ASSIGN_OR_RETURN(std::string job_id, OnlyArg(args, "job id"));
-  CoordinatorClient client(ClientOptionsFromFlags());
+  LM_ASSIGN_OR_RETURN(ClientOptions options, ClientOptionsFromFlags());
+  CoordinatorClient client(options);
   return Watch(client, job_id);
 }
 
 absl::Status RunList(const std::vector<char*>&) {
-  CoordinatorClient client(ClientOptionsFromFlags());
+  LM_ASSIGN_OR_RETURN(ClientOptions options, ClientOptionsFromFlags());
+  CoordinatorClient client(options);
   LM_ASSIGN_OR_RETURN(v1::ListJobsResponse jobs, client.ListJobs());
   for (const v1::JobStatus& s : jobs.jobs()) std::cout << StatusLine(s) << "\n";
   return absl::OkStatus();
@@ -109,7 +117,8 @@ absl::Status RunList(const std::vector<char*>&) {
 
 absl::Status RunCancel(const std::vector<char*>& args) {
   LM_ASSIGN_OR_RETURN(std::string job_id, OnlyArg(args, "job id"));
-  CoordinatorClient client(ClientOptionsFromFlags());
+  LM_ASSIGN_OR_RETURN(ClientOptions options, ClientOptionsFromFlags());
+  CoordinatorClient client(options);
   LM_ASSIGN_OR_RETURN(v1::JobStatus s, client.CancelJob(job_id));
   std::cout << StatusLine(s) << "\n";
   return absl::OkStatus();
@@ -117,7 +126,8 @@ absl::Status RunCancel(const std::vector<char*>& args) {
 
 absl::Status RunFetchCheckpoint(const std::vector<char*>& args) {
   LM_ASSIGN_OR_RETURN(std::string id, OnlyArg(args, "checkpoint id or training job id"));
-  CoordinatorClient client(ClientOptionsFromFlags());
+  LM_ASSIGN_OR_RETURN(ClientOptions options, ClientOptionsFromFlags());
+  CoordinatorClient client(options);
   LM_ASSIGN_OR_RETURN(CoordinatorClient::Download download, client.DownloadCheckpoint(id));
   std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) {
@@ -134,7 +144,8 @@ absl::Status RunFetchCheckpoint(const std::vector<char*>& args) {
 }
 
 absl::Status RunWorkers(const std::vector<char*>&) {
-  CoordinatorClient client(ClientOptionsFromFlags());
+  LM_ASSIGN_OR_RETURN(ClientOptions options, ClientOptionsFromFlags());
+  CoordinatorClient client(options);
   LM_ASSIGN_OR_RETURN(v1::ListWorkersResponse workers, client.ListWorkers());
   for (const v1::WorkerStatus& w : workers.workers()) {
     std::cout << absl::StrFormat("%s %s %s %s %s%s\n", w.info().worker_id(), w.alive() ? "alive" : "lost",
@@ -144,6 +155,17 @@ absl::Status RunWorkers(const std::vector<char*>&) {
                                      : absl::StrCat(" running ", w.running().job_id(), " rank ",
                                                     w.running().rank()));
   }
+  return absl::OkStatus();
+}
+
+absl::Status RunHealth(const std::vector<char*>&) {
+  LM_ASSIGN_OR_RETURN(ClientOptions options, ClientOptionsFromFlags());
+  HealthProbe probe;
+  probe.target = absl::GetFlag(FLAGS_target).empty() ? options.address : absl::GetFlag(FLAGS_target);
+  probe.service = absl::GetFlag(FLAGS_service);
+  probe.timeout = options.rpc_timeout;
+  LM_RETURN_IF_ERROR(ProbeHealth(probe, absl::GetFlag(FLAGS_plaintext) ? nullptr : options.security.get()));
+  std::cout << probe.target << " " << (probe.service.empty() ? "(liveness)" : probe.service) << " SERVING\n";
   return absl::OkStatus();
 }
 

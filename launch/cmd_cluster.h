@@ -1,6 +1,6 @@
 // The distributed system's commands: `coordinator`, `worker`, `launch` (a coordinator and
 // N local workers running the main job), and the gRPC client (`submit`, `status`,
-// `watch`, `list`, `cancel`, `fetch-checkpoint`, `workers`).
+// `watch`, `list`, `cancel`, `fetch-checkpoint`, `workers`, `health`).
 #pragma once
 
 #include <vector>
@@ -19,5 +19,6 @@ absl::Status RunList(const std::vector<char*>& args);
 absl::Status RunCancel(const std::vector<char*>& args);
 absl::Status RunFetchCheckpoint(const std::vector<char*>& args);
 absl::Status RunWorkers(const std::vector<char*>& args);
+absl::Status RunHealth(const std::vector<char*>& args);
 
 }  // namespace llava

@@ -224,8 +224,10 @@ absl::Status Launch() {
     LM_ASSIGN_OR_RETURN(ChildProcess w, ChildProcess::Spawn(argv, absl::StrCat(dir, "/worker-", i, ".log")));
     cluster.workers.push_back(std::move(w));
   }
-  ClientOptions client_options = ClientOptionsFromFlags();
+  LM_ASSIGN_OR_RETURN(ClientOptions client_options, ClientOptionsFromFlags());
   client_options.address = address;
+  // The cluster `launch` starts listens on loopback in plaintext.
+  client_options.security = RpcSecurity::Insecure();
   CoordinatorClient client(client_options);
   LM_RETURN_IF_ERROR(WaitFor([&]() -> absl::StatusOr<bool> {
     LM_ASSIGN_OR_RETURN(v1::ListWorkersResponse list, client.ListWorkers());

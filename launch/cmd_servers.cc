@@ -2,6 +2,7 @@
 // flags or the environment (LLAVA_LISTEN, LLAVA_STATE_DIR, LLAVA_COORDINATOR,
 // LLAVA_WORKER_ID or HOSTNAME, LLAVA_COLLECTIVE_HOST or POD_IP), stopped by SIGTERM/SIGINT.
 #include <ATen/Parallel.h>
+#include <prometheus/registry.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -12,6 +13,8 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "common/net/health_server.h"
+#include "common/net/metrics_endpoint.h"
 #include "coordinator/coordinator_server.h"
 #include "launch/cluster_flags.h"
 #include "launch/cmd_cluster.h"
@@ -33,6 +36,10 @@ ABSL_FLAG(int64_t, restart_wait_ms, 60000,
 ABSL_FLAG(int64_t, collective_timeout_ms, 60000,
           "coordinator: a collective that takes longer fails its attempt (no rank hangs)");
 ABSL_FLAG(int64_t, tick_ms, 100, "coordinator: scheduling period");
+ABSL_FLAG(std::string, health_listen, llava::GetEnvOr("LLAVA_HEALTH_LISTEN", ""),
+          "coordinator, worker: plaintext grpc.health.v1 port for probes (empty: none)");
+ABSL_FLAG(std::string, metrics_listen, llava::GetEnvOr("LLAVA_METRICS_LISTEN", ""),
+          "coordinator, worker: serve Prometheus metrics at http://ADDRESS/metrics (empty: none)");
 ABSL_FLAG(std::string, worker_id,
           llava::GetEnvOr("LLAVA_WORKER_ID", llava::GetEnvOr("HOSTNAME", "")),
           "worker: unique name (default: $LLAVA_WORKER_ID, else $HOSTNAME, else worker-<pid>)");
@@ -58,13 +65,17 @@ absl::Status RunCoordinator(const std::vector<char*>&) {
   o.tick = std::chrono::milliseconds(absl::GetFlag(FLAGS_tick_ms));
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   o.checkpoint_chunk_bytes = std::min<int64_t>(1 << 20, o.max_message_bytes / 2);
+  LM_ASSIGN_OR_RETURN(o.security, RpcSecurity::LoadServer(SecurityOptionsFromFlags()));
+  o.health_listen = absl::GetFlag(FLAGS_health_listen);
+  o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   CoordinatorServer server(o);
   LM_RETURN_IF_ERROR(server.Start());
   const std::string port_file = absl::GetFlag(FLAGS_port_file);
   if (!port_file.empty()) LM_RETURN_IF_ERROR(WriteFileAtomic(port_file, std::to_string(server.port())));
   while (!StopRequested().load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  LM_LOG(INFO) << "coordinator: stopping";
+  LM_LOG(INFO) << "coordinator: stopping (signal)";
   server.Shutdown();
+  LM_LOG(INFO) << "coordinator: stopped, job records written";
   return absl::OkStatus();
 }
 
@@ -72,9 +83,21 @@ absl::Status RunWorker(const std::vector<char*>&) {
   InstallStopHandlers();
   if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(static_cast<int>(absl::GetFlag(FLAGS_threads)));
   WorkerOptions o;
-  o.client = ClientOptionsFromFlags();
+  LM_ASSIGN_OR_RETURN(o.client, ClientOptionsFromFlags());
   o.worker_id = absl::GetFlag(FLAGS_worker_id);
   if (o.worker_id.empty()) o.worker_id = absl::StrCat("worker-", getpid());
+  // Probes see the process alive while the model loads, and ready once registered.
+  std::unique_ptr<HealthServer> health;
+  if (!absl::GetFlag(FLAGS_health_listen).empty()) {
+    LM_ASSIGN_OR_RETURN(health, HealthServer::Start(absl::GetFlag(FLAGS_health_listen), "worker", o.worker_id));
+    LM_LOG(INFO) << "worker: health probes on port " << health->port();
+    o.health = health.get();
+  }
+  std::unique_ptr<MetricsEndpoint> metrics;
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    LM_ASSIGN_OR_RETURN(metrics, MetricsEndpoint::Start(absl::GetFlag(FLAGS_metrics_listen)));
+    LM_LOG(INFO) << "worker: metrics on port " << metrics->port();
+  }
   o.collective_host = absl::GetFlag(FLAGS_collective_host);
   o.coordinator_lost_after = std::chrono::milliseconds(absl::GetFlag(FLAGS_coordinator_lost_ms));
   // The model and data are loaded once and serve every job this worker runs.
@@ -96,7 +119,13 @@ absl::Status RunWorker(const std::vector<char*>&) {
                << " (" << collective << "), " << train.size() << " train / " << test.size()
                << " test digits; coordinator " << o.client.address;
   WorkerAgent agent(o, resources);
-  return agent.Run(&StopRequested());
+  if (metrics) {
+    metrics->Add(agent.metrics_registry());
+    metrics->Add(agent.metrics().device_memory());
+  }
+  absl::Status s = agent.Run(&StopRequested());
+  if (StopRequested().load()) LM_LOG(INFO) << "worker " << o.worker_id << ": stopped (signal)";
+  return s;
 }
 
 }  // namespace llava

@@ -56,6 +56,8 @@ const std::vector<Command>& AllCommands() {
        {"launch/cmd_client.cc", "launch/cluster_flags.cc"}, &RunFetchCheckpoint},
       {"workers", "list the coordinator's workers", {"launch/cmd_client.cc", "launch/cluster_flags.cc"},
        &RunWorkers},
+      {"health", "probe a grpc.health.v1 port (health [--target HOST:PORT] [--service readiness])",
+       {"launch/cmd_client.cc", "launch/cluster_flags.cc"}, &RunHealth},
       {"bench", "time the product's training step and evaluation (medians; table + JSON)",
        {"launch/cmd_bench.cc", "launch/vlm_setup.cc"}, &RunBench},
   };

@@ -17,6 +17,7 @@ APT_PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libgtest-dev libgmock-dev nlohmann-json3-dev libpcre2-dev zlib1g-dev libpng-dev
   libgloo-dev libssl-dev libopenblas0-pthread
+  prometheus-cpp-dev
 )
 # libopenblas0-pthread: Debian's libtorch calls the BLAS behind libblas.so.3; without an
 # optimized one installed that is the reference BLAS, measured 8x slower here.

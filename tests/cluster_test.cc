@@ -291,6 +291,43 @@ TEST_F(ClusterTest, KilledWorkerJobResumesFromItsCheckpointWhenAWorkerReturns) {
             << " s\n";
 }
 
+// SIGTERM (Kubernetes stopping a pod) is not a crash: the worker leaves the coordinator,
+// abandons its step and exits 0, and the job restarts at once instead of after the worker
+// timeout (made long here so that only the leave can explain a quick restart).
+TEST_F(ClusterTest, TerminatedWorkerLeavesAtOnceAndTheJobResumesWithoutIt) {
+  Timing t;
+  t.worker_timeout_ms = 60000;
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(StartLongJob(t, &id));
+  v1::JobStatus mid = WaitJob(id, [](const v1::JobStatus& s) { return s.latest_checkpoint_step() >= 5 || Ended(s); }, 120);
+  ASSERT_EQ(mid.state(), v1::JOB_STATE_RUNNING) << mid.ShortDebugString();
+
+  workers_["worker-1"].Signal(SIGTERM);
+  const auto terminated = Steady::now();
+  v1::JobStatus restarting = WaitJob(id, [](const v1::JobStatus& s) {
+    return s.state() == v1::JOB_STATE_RESTARTING || Ended(s); }, 30);
+  ASSERT_EQ(restarting.state(), v1::JOB_STATE_RESTARTING) << restarting.ShortDebugString();
+  const double notice_s = SecondsSince(terminated);
+  EXPECT_LT(notice_s, 20.0);  // far below the 60 s worker timeout
+  while (workers_["worker-1"].Running() && SecondsSince(terminated) < 30) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_FALSE(workers_["worker-1"].Running()) << "worker-1 ignored SIGTERM; see " << dir_;
+  EXPECT_EQ(workers_["worker-1"].exit_status(), 0);
+  const double exit_s = SecondsSince(terminated);
+  auto list = client_->ListWorkers();
+  ASSERT_TRUE(list.ok());
+  for (const auto& w : list->workers()) EXPECT_NE(w.info().worker_id(), "worker-1") << "it left";
+
+  StartWorker("worker-1");
+  v1::JobStatus resumed = WaitJob(id, [](const v1::JobStatus& s) {
+    return (s.state() == v1::JOB_STATE_RUNNING && s.attempt() == 2) || Ended(s); }, 60);
+  EXPECT_EQ(resumed.attempt(), 2) << resumed.ShortDebugString();
+  EXPECT_GE(resumed.resumed_from_step(), 5);
+  std::cout << "SIGTERM: job restarting after " << notice_s << " s, worker exited 0 after " << exit_s
+            << " s, resumed from step " << resumed.resumed_from_step() << "\n";
+}
+
 TEST_F(ClusterTest, WithNoWorkerComingBackTheJobFailsClearlyInTime) {
   Timing t;
   t.restart_wait_ms = 2000;

@@ -19,6 +19,21 @@ std::string BinaryPath();
 std::string MakeTempDir(const std::string& tag);
 
 // ||a - b|| / ||b|| in float64.
+// Development certificates from scripts/dev_certs.sh (a CA, a server certificate for
+// localhost and 127.0.0.1, a client certificate, a token), made once per test binary.
+struct TestPki {
+  std::string dir, ca, server_cert, server_key, client_cert, client_key, token;
+};
+const TestPki& DevCertificates();
+
+// One HTTP/1.1 request to 127.0.0.1:port: the status line's code and the body
+// (code -1 when the connection fails).
+struct HttpReply {
+  int code = -1;
+  std::string body;
+};
+HttpReply HttpRequest(int port, const std::string& method, const std::string& path);
+
 double RelError(const at::Tensor& a, const at::Tensor& b);
 
 }  // namespace llava::testing

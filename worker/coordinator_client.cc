@@ -25,7 +25,8 @@ CoordinatorClient::CoordinatorClient(ClientOptions options) : options_(std::move
   args.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
   // Reconnect quickly after a coordinator restart.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  channel_ = grpc::CreateCustomChannel(options_.address, grpc::InsecureChannelCredentials(), args);
+  options_.security->ConfigureChannel(&args);
+  channel_ = grpc::CreateCustomChannel(options_.address, options_.security->ChannelCredentials(), args);
   jobs_ = v1::JobService::NewStub(channel_);
   workers_ = v1::WorkerService::NewStub(channel_);
   rendezvous_ = v1::RendezvousService::NewStub(channel_);
@@ -75,6 +76,18 @@ absl::StatusOr<v1::Shard> CoordinatorClient::GetShard(const v1::TaskRef& ref, in
   *request.mutable_ref() = ref;
   request.set_epoch(epoch);
   LLAVA_UNARY(workers_, GetShard, request, v1::Shard, "GetShard");
+}
+
+absl::Status CoordinatorClient::Leave(const std::string& worker_id, const std::string& session_id,
+                                      const std::string& reason) {
+  v1::LeaveWorkerRequest request;
+  request.set_worker_id(worker_id);
+  request.set_session_id(session_id);
+  request.set_reason(reason);
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::LeaveWorkerResponse response;
+  return FromGrpc(workers_->LeaveWorker(&context, request, &response), "LeaveWorker");
 }
 
 absl::StatusOr<v1::ListWorkersResponse> CoordinatorClient::ListWorkers() {

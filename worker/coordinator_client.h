@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/net/security.h"
 #include "protos/llava.grpc.pb.h"
 #include "worker/collective.h"
 
@@ -20,6 +21,8 @@ struct ClientOptions {
   std::chrono::milliseconds rpc_timeout{10000};
   int64_t max_message_bytes = 8 << 20;
   int64_t checkpoint_chunk_bytes = 1 << 20;
+  // TLS and the bearer token (plaintext, no token by default).
+  std::shared_ptr<const RpcSecurity> security = RpcSecurity::Insecure();
 };
 
 class CoordinatorClient : public RendezvousClient {
@@ -32,6 +35,8 @@ class CoordinatorClient : public RendezvousClient {
   absl::Status ReportTaskResult(const v1::TaskResultRequest& request);
   absl::StatusOr<v1::Shard> GetShard(const v1::TaskRef& ref, int64_t epoch);
   absl::StatusOr<v1::ListWorkersResponse> ListWorkers();
+  absl::Status Leave(const std::string& worker_id, const std::string& session_id,
+                     const std::string& reason);
 
   // Rendezvous (the group's store).
   absl::Status Set(const std::string& key, const std::string& value) override;

@@ -1,5 +1,7 @@
 #include "worker/worker_agent.h"
 
+#include <prometheus/registry.h>
+
 #include "absl/strings/str_cat.h"
 #include "common/job_spec.h"
 #include "common/log.h"
@@ -16,7 +18,11 @@ absl::Status WorkerOptions::Validate() const {
 }
 
 WorkerAgent::WorkerAgent(WorkerOptions options, WorkerResources resources)
-    : options_(std::move(options)), resources_(resources), client_(options_.client) {
+    : options_(std::move(options)),
+      resources_(resources),
+      client_(options_.client),
+      metrics_registry_(std::make_shared<prometheus::Registry>()),
+      metrics_(*metrics_registry_, options_.device) {
   info_.set_worker_id(options_.worker_id);
   info_.set_collective_host(options_.collective_host);
   info_.set_device(options_.device);
@@ -46,7 +52,38 @@ absl::Status WorkerAgent::RegisterOnce() {
   queue_.clear();
   LM_LOG(INFO) << "worker " << options_.worker_id << " registered with " << options_.client.address
                << " as " << session_id_;
+  if (options_.health != nullptr) options_.health->SetReady(true);
   return absl::OkStatus();
+}
+
+void WorkerAgent::AbortLocked() {
+  abort_ = true;
+  if (collective_ != nullptr) collective_->Abort();
+}
+
+void WorkerAgent::StopAndLeave() {
+  if (options_.health != nullptr) options_.health->SetReady(false);
+  std::string session;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    session = session_id_;
+  }
+  // Leave before abandoning the task: the coordinator then ends the attempt (aborting the
+  // peers' collectives) at once and never hands this worker the restarted one.
+  leaving_ = true;
+  absl::Status s = client_.Leave(options_.worker_id, session, "the worker is stopping (signal)");
+  if (s.ok()) {
+    LM_LOG(INFO) << "worker " << options_.worker_id << ": left the coordinator";
+  } else {
+    LM_LOG(WARNING) << "worker " << options_.worker_id << ": could not leave: " << s;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!running_.job_id().empty()) {
+    LM_LOG(INFO) << "job " << running_.job_id() << " attempt " << running_.attempt() << " rank "
+                 << running_.rank() << ": abandoning at the next step boundary (worker stopping)";
+    AbortLocked();
+  }
+  cv_.notify_all();
 }
 
 v1::HeartbeatRequest WorkerAgent::MakeHeartbeatLocked(const v1::TaskRef& running) const {
@@ -84,10 +121,9 @@ void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
       }
       for (const v1::TaskRef& ref : reply->abort()) {
         if (SameTask(ref, running_)) {
-          LM_LOG(WARNING) << "worker " << options_.worker_id << ": told to abandon " << ref.job_id()
-                          << " attempt " << ref.attempt();
-          abort_ = true;
-          if (collective_ != nullptr) collective_->Abort();
+          LM_LOG(WARNING) << "job " << ref.job_id() << " attempt " << ref.attempt() << " rank "
+                          << ref.rank() << ": told to abandon it";
+          AbortLocked();
         }
       }
     } else if (absl::IsNotFound(reply.status())) {
@@ -100,9 +136,9 @@ void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
         LM_LOG(ERROR) << "worker " << options_.worker_id << ": coordinator unreachable for "
                       << options_.coordinator_lost_after.count() << " ms; stopping";
         lost_ = true;
-        abort_ = true;
+        if (options_.health != nullptr) options_.health->SetReady(false);
         std::lock_guard<std::mutex> lock(mu_);
-        if (collective_ != nullptr) collective_->Abort();
+        AbortLocked();
         cv_.notify_all();
         return;
       }
@@ -112,6 +148,7 @@ void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
     cv_.wait_for(lock, reply.ok() ? std::chrono::milliseconds(0) : interval,
                  [&] { return stop->load(); });
   }
+  StopAndLeave();
 }
 
 absl::Status WorkerAgent::Run(const std::atomic<bool>* stop) {
@@ -169,12 +206,16 @@ void WorkerAgent::RunTask(const v1::Task& task) {
     collective_ = c;
     if (c != nullptr && abort_) c->Abort();
   };
-  env.on_step = [this](const v1::StepMetrics& m) {
+  const bool rank0 = task.ref().rank() == 0;
+  env.on_step = [this, rank0](const v1::StepMetrics& m) {
+    metrics_.RecordStep(m);
+    if (!rank0) return;  // the job's curve is rank 0's
     std::lock_guard<std::mutex> lock(mu_);
     steps_.push_back(m);
   };
   env.on_eval_progress = [this](int64_t done) {
     std::lock_guard<std::mutex> lock(mu_);
+    metrics_.AddEvalAnswers(done - eval_done_);
     eval_done_ = done;
   };
   TaskOutcome outcome;
@@ -185,10 +226,17 @@ void WorkerAgent::RunTask(const v1::Task& task) {
     outcome.status = absl::InternalError(absl::StrCat("exception: ", e.what()));
     outcome.retryable = true;
   }
+  const char* kind = task.has_train() ? "train" : "eval";
+  metrics_.RecordTask(kind, outcome.status.ok() ? "ok" : abort_.load() ? "aborted" : "failed");
   if (!outcome.status.ok()) {
-    LM_LOG(WARNING) << "worker " << options_.worker_id << ": task " << task.ref().job_id()
-                    << " attempt " << task.ref().attempt() << " rank " << task.ref().rank()
-                    << " failed: " << outcome.status;
+    LM_LOG(WARNING) << "job " << task.ref().job_id() << " attempt " << task.ref().attempt() << " rank "
+                    << task.ref().rank() << " step " << outcome.step << ": " << kind
+                    << " task ended: " << outcome.status;
+  }
+  if (leaving_.load()) {  // the session is gone: nobody takes a result
+    std::lock_guard<std::mutex> lock(mu_);
+    running_.Clear();
+    return;
   }
   v1::TaskResultRequest result;
   {

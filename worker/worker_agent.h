@@ -1,7 +1,9 @@
 // A long-lived worker: registers with the coordinator (again whenever its session is
 // lost), heartbeats on its own thread (carrying rank 0's step metrics and eval progress,
 // receiving tasks and aborts), and runs tasks one at a time on the calling thread with the
-// model it loaded once. Threads: Run()'s caller runs tasks; one heartbeat thread.
+// model it loaded once. On stop (SIGTERM) it leaves the coordinator first, then abandons
+// its task at the next step boundary. Keeps the worker's metrics and tells a health
+// server when it is ready. Threads: Run()'s caller runs tasks; one heartbeat thread.
 #pragma once
 
 #include <atomic>
@@ -14,8 +16,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "common/net/health_server.h"
 #include "protos/llava.pb.h"
 #include "worker/coordinator_client.h"
+#include "worker/worker_metrics.h"
 #include "worker/worker_tasks.h"
 
 namespace llava {
@@ -29,6 +33,8 @@ struct WorkerOptions {
   std::chrono::milliseconds register_retry{1000};
   // Give up when the coordinator cannot be reached for this long (0: never).
   std::chrono::milliseconds coordinator_lost_after{0};
+  // Told ready while registered (not owned; may be null).
+  HealthServer* health = nullptr;
 
   absl::Status Validate() const;
 };
@@ -42,8 +48,15 @@ class WorkerAgent {
   // next step boundary, then the agent returns.
   absl::Status Run(const std::atomic<bool>* stop);
 
+  // The worker's metric families (serve them with a MetricsEndpoint) and its device memory.
+  const std::shared_ptr<prometheus::Registry>& metrics_registry() const { return metrics_registry_; }
+  const WorkerMetrics& metrics() const { return metrics_; }
+
  private:
   void HeartbeatLoop(const std::atomic<bool>* stop);
+  // Leaves the coordinator, then has the running task abandon at its next step boundary.
+  void StopAndLeave();
+  void AbortLocked();
   absl::Status RegisterOnce();
   void RunTask(const v1::Task& task);
   // A heartbeat carrying what is pending (under mu_); `running` the task to report.
@@ -53,6 +66,8 @@ class WorkerAgent {
   WorkerResources resources_;
   CoordinatorClient client_;
   v1::WorkerInfo info_;
+  std::shared_ptr<prometheus::Registry> metrics_registry_;
+  WorkerMetrics metrics_;
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -65,6 +80,7 @@ class WorkerAgent {
   Collective* collective_ = nullptr;        // guarded by mu_
   std::atomic<bool> abort_{false};
   std::atomic<bool> lost_{false};
+  std::atomic<bool> leaving_{false};
   std::thread heartbeat_;
 };
 

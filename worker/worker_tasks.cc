@@ -164,20 +164,22 @@ TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env) {
     UnpackGradients(trainer.projector(), buffer, std::max(total_tokens, 1.0));
     trainer.ApplyGradients(&stats);
     samples += trainer.config().global_batch();
-    if (ref.rank() == 0) {
-      v1::StepMetrics m;
-      m.set_step(step + 1);
-      m.set_epoch(epoch);
-      m.set_loss(totals[1].item<double>() / std::max(total_tokens, 1.0));
-      m.set_lr(stats.lr);
-      m.set_samples_per_s(samples / std::max(MsSince(start) / 1000.0, 1e-9));
-      m.set_step_ms(MsSince(step_start));
-      m.set_allreduce_ms(reduce_ms);
-      env.on_step(m);
-      if (every > 0 && trainer.step() % every == 0 && !trainer.done()) {
-        auto info = Upload(env, ref, trainer, false);
-        if (!info.ok()) return Fail(info.status(), true, trainer.step());
-      }
+    // Every rank reports its own step time; the loss is the group's after the all-reduce.
+    v1::StepMetrics m;
+    m.set_step(step + 1);
+    m.set_epoch(epoch);
+    m.set_loss(totals[1].item<double>() / std::max(total_tokens, 1.0));
+    m.set_lr(stats.lr);
+    m.set_samples_per_s(samples / std::max(MsSince(start) / 1000.0, 1e-9));
+    m.set_step_ms(MsSince(step_start));
+    m.set_allreduce_ms(reduce_ms);
+    env.on_step(m);
+    if (ref.rank() == 0 && every > 0 && trainer.step() % every == 0 && !trainer.done()) {
+      auto info = Upload(env, ref, trainer, false);
+      if (!info.ok()) return Fail(info.status(), true, trainer.step());
+      LM_LOG(INFO) << "job " << ref.job_id() << " attempt " << ref.attempt() << " rank 0 step "
+                   << trainer.step() << "/" << trainer.total_steps() << ": loss " << m.loss()
+                   << ", checkpoint " << info->checkpoint_id();
     }
   }
   if (ref.rank() == 0) {

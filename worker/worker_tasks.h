@@ -37,7 +37,7 @@ struct TaskEnv {
   // Called with the group once it is formed (and with null when it is gone) so that an
   // abort from the heartbeat thread can reach it.
   std::function<void(Collective*)> on_collective;
-  // Rank 0's step metrics, for the coordinator (through heartbeats).
+  // Every step's metrics, on every rank (rank 0's go to the coordinator, through heartbeats).
   std::function<void(const v1::StepMetrics&)> on_step;
   // Eval answers done so far.
   std::function<void(int64_t)> on_eval_progress;

@@ -1,0 +1,56 @@
+// One process's Prometheus endpoint: a small HTTP/1.1 server on its own thread that
+// answers GET /metrics with the text exposition of a prometheus-cpp registry and of any
+// collectables added (read at scrape time, from the server thread: collectables must be
+// thread-safe). One connection at a time, each bounded by a timeout; anything but
+// GET /metrics gets 404 or 405. (prometheus-cpp's own civetweb exposer cannot start its
+// threads in a process that has loaded Debian's libtorch, hence this one.)
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace prometheus {
+class Collectable;
+class Registry;
+}  // namespace prometheus
+
+namespace llava {
+
+class MetricsEndpoint {
+ public:
+  // `listen`: IPV4:PORT or :PORT (all interfaces); port 0: any free port (see port()).
+  static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Start(
+      const std::string& listen, std::chrono::milliseconds io_timeout = std::chrono::milliseconds(5000));
+  ~MetricsEndpoint();
+
+  int port() const { return port_; }
+  // Metric families registered here are served from now on.
+  const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
+  // Served as long as it lives (held weakly).
+  void Add(const std::shared_ptr<prometheus::Collectable>& collectable);
+  // The exposition text a scrape gets now.
+  std::string Render() const;
+
+ private:
+  MetricsEndpoint() = default;
+  void Serve();
+  void Answer(int fd) const;
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  mutable std::mutex mu_;
+  std::vector<std::weak_ptr<prometheus::Collectable>> collectables_;  // guarded by mu_
+  std::chrono::milliseconds io_timeout_{5000};
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace llava

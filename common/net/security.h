@@ -1,0 +1,70 @@
+// TLS and bearer-token settings of one process's gRPC servers and channels, and the gRPC
+// credentials built from them: server certificates (optionally requiring client
+// certificates), and a token checked on every call except grpc.health.v1. Immutable once
+// loaded; safe to share between threads.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace grpc {
+class ChannelArguments;
+class ChannelCredentials;
+class ServerCredentials;
+}  // namespace grpc
+
+namespace llava {
+
+struct RpcSecurityOptions {
+  // PEM files. tls_cert/tls_key: this process's certificate (the server's on a coordinator,
+  // the client certificate of a worker or client). tls_ca: the CA bundle that verifies the
+  // peer (clients: the server; servers with tls_client_auth: the clients).
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_ca;
+  bool tls_client_auth = false;  // servers: refuse clients without a certificate from tls_ca
+  std::string tls_server_name;   // clients: the name to verify in the server's certificate
+  // A file holding the bearer token (a Kubernetes Secret mounted as a file).
+  std::string auth_token_file;
+
+  bool Empty() const;
+  // `server`: validated as a server's settings (needs cert and key for TLS), else a
+  // client's (TLS when tls_ca or tls_cert is set). A token needs TLS either way: over
+  // plaintext it would be readable by anyone on the path.
+  absl::Status Validate(bool server) const;
+};
+
+class RpcSecurity {
+ public:
+  // Reads every file named (errors name the flag and the file).
+  static absl::StatusOr<std::shared_ptr<const RpcSecurity>> LoadServer(const RpcSecurityOptions& o);
+  static absl::StatusOr<std::shared_ptr<const RpcSecurity>> LoadClient(const RpcSecurityOptions& o);
+  // Plaintext, no token: loopback runs (`launch`) and tests.
+  static std::shared_ptr<const RpcSecurity> Insecure();
+
+  bool tls() const { return tls_; }
+  bool has_token() const { return !token_.empty(); }
+
+  // Server side: TLS (or plaintext) credentials; with a token, every call but health
+  // must carry `authorization: Bearer <token>` or gets UNAUTHENTICATED before any handler.
+  std::shared_ptr<grpc::ServerCredentials> ServerCredentials() const;
+  // Client side: TLS (or plaintext) credentials carrying the token on every call.
+  std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials() const;
+  // Client side: channel arguments the credentials need (the server name to verify).
+  void ConfigureChannel(grpc::ChannelArguments* args) const;
+
+ private:
+  RpcSecurity() = default;
+
+  bool tls_ = false;
+  bool client_auth_ = false;
+  std::string cert_pem_;
+  std::string key_pem_;
+  std::string ca_pem_;
+  std::string server_name_;
+  std::string token_;
+};
+
+}  // namespace llava
