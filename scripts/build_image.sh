@@ -4,11 +4,16 @@
 # then `podman build --network=host` installs the runtime packages with apt-get and adds
 # the binary. Layers are cached: a second run with the same binary takes seconds.
 #   scripts/build_image.sh [--target runtime|demo] [--binary PATH] [--tag NAME]
+#   scripts/build_image.sh --gpu --base CUDA_PYTORCH_IMAGE [--binary PATH] [--tag NAME]
 #     --target  runtime (default): binary + runtime libraries; demo: + MNIST, tokenizer,
 #               demo LM (what k8s/overlays/local and cpu run)
 #     --binary  the llava-mnist binary ($LLAVA_BINARY, default build/bin/llava-mnist)
 #     --data    where data/ is (the demo target's files; $LLAVA_DATA_ROOT, default .)
-#     --tag     image name (default localhost/llava-mnist:latest, demo: localhost/llava-mnist-demo:latest)
+#     --tag     image name (default localhost/llava-mnist:latest, demo: localhost/llava-mnist-demo:latest,
+#               gpu: localhost/llava-mnist-gpu:latest)
+#     --gpu     Dockerfile.gpu on --base (a CUDA + PyTorch image, pulled by podman): the
+#               binary (built against that PyTorch by scripts/gpu_build.sh) and the
+#               libraries ldd finds for it outside glibc, the CUDA driver, PyTorch and NCCL
 # Environment: CONTAINERS_CONF (default: scripts/containers.conf, the settings podman 4.3
 # needs on our machines: runc, cgroupfs, ulimits), LLAVA_IMAGE_WORK (scratch dir, default
 # build/image).
@@ -18,6 +23,7 @@ ROOT=$PWD
 TARGET=runtime
 BINARY=${LLAVA_BINARY:-build/bin/llava-mnist}
 TAG=""
+GPU_BASE=""
 DATA_ROOT=${LLAVA_DATA_ROOT:-.}
 while (($#)); do
   case "$1" in
@@ -25,12 +31,15 @@ while (($#)); do
     --binary) BINARY=$2; shift 2 ;;
     --tag) TAG=$2; shift 2 ;;
     --data) DATA_ROOT=$2; shift 2 ;;
+    --gpu) TARGET=gpu; shift ;;
+    --base) GPU_BASE=$2; shift 2 ;;
     *) echo "build_image.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 case "$TARGET" in
   runtime) TAG=${TAG:-localhost/llava-mnist:latest} ;;
   demo) TAG=${TAG:-localhost/llava-mnist-demo:latest} ;;
+  gpu) TAG=${TAG:-localhost/llava-mnist-gpu:latest} ;;
   *) echo "build_image.sh: --target runtime or demo" >&2; exit 2 ;;
 esac
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT/scripts/containers.conf}
@@ -41,6 +50,25 @@ for tool in podman readelf dpkg; do
   command -v "$tool" >/dev/null || { log "missing $tool (scripts/setup.sh installs it)"; exit 1; }
 done
 [[ -x $BINARY ]] || { log "no binary at $BINARY (build it, or pass --binary)"; exit 1; }
+
+if [[ $TARGET == gpu ]]; then
+  [[ -n $GPU_BASE ]] || { log "--gpu needs --base (a CUDA + PyTorch image)"; exit 2; }
+  ctx=$WORK/context-gpu
+  rm -rf "$ctx"; mkdir -p "$ctx/build/bin" "$ctx/build/gpu-libs"
+  cp -p Dockerfile.gpu .dockerignore "$ctx/"
+  cp -p "$BINARY" "$ctx/build/bin/llava-mnist"
+  ldd "$BINARY" | awk '$3 ~ /^\// {print $1, $3}' | while read -r name path; do
+    case "$name" in
+      linux-vdso*|ld-linux*|libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|libresolv.so*|libutil.so*|libcuda.so*) continue ;;
+    esac
+    case "$path" in */torch/lib/*|*/nvidia/*) continue ;; esac
+    cp -L "$path" "$ctx/build/gpu-libs/$name"
+  done
+  log "gpu: $(ls "$ctx/build/gpu-libs" | wc -l) libraries staged; podman build on $GPU_BASE -t $TAG"
+  podman build --network=host --layers -t "$TAG" --build-arg BASE_IMAGE="$GPU_BASE" \
+    -f "$ctx/Dockerfile.gpu" "$ctx"
+  exit
+fi
 
 # 1. The base image: debootstrap's minimal bookworm, once.
 if ! podman image exists "$BASE"; then
