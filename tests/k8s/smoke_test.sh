@@ -251,8 +251,10 @@ if part metrics; then
 fi
 
 # --- 8. graceful shutdown --------------------------------------------------------------
-log "stopping every pod (SIGTERM)"
-timeout 90 podman pod stop -t 20 "${PODS[@]}" > /dev/null
+# Workers first (they leave the coordinator), then the coordinator (flushes its state).
+log "stopping every pod (SIGTERM): workers, then the coordinator"
+timeout 60 podman pod stop -t 20 llava-worker-0 llava-worker-1 > /dev/null
+timeout 60 podman pod stop -t 20 llava-coordinator-pod-0 > /dev/null
 for c in "$COORD_CTR" llava-worker-0-worker llava-worker-1-worker; do
   code=$(podman inspect "$c" --format '{{.State.ExitCode}}')
   if part sigterm; then
