@@ -11,6 +11,9 @@
 // - In pods on the host's network, containers' `ports` are dropped: podman 4.3 turns them
 //   into port mappings, which it refuses on the host network (in Kubernetes they only
 //   document the ports there).
+// - emptyDir volumes are renamed POD-VOLUME: podman 4.3 makes each a named volume called
+//   after the volume, which pods with the same volume name (every worker's `tmp`) would
+//   share.
 // - Services and NetworkPolicies (podman implements neither) are left out, and said so
 //   on stderr.
 //   kubectl kustomize k8s/overlays/local | node scripts/k8s_podman.mjs > local.yaml
@@ -31,6 +34,20 @@ const YAML = await import(pathToFileURL(yamlEntry).href);
 function dropHostNetworkPorts(podSpec) {
   if (!podSpec?.hostNetwork) return;
   for (const c of [...(podSpec.containers || []), ...(podSpec.initContainers || [])]) delete c.ports;
+}
+
+function ownEmptyDirs(podName, podSpec) {
+  if (!podSpec?.volumes) return;
+  const renamed = new Map();
+  for (const v of podSpec.volumes) {
+    if (v.emptyDir) {
+      renamed.set(v.name, `${podName}-${v.name}`);
+      v.name = `${podName}-${v.name}`;
+    }
+  }
+  for (const c of [...(podSpec.containers || []), ...(podSpec.initContainers || [])]) {
+    for (const m of c.volumeMounts || []) if (renamed.has(m.name)) m.name = renamed.get(m.name);
+  }
 }
 
 const PASS = new Set(["Pod", "Deployment", "PersistentVolumeClaim", "ConfigMap"]);
@@ -96,11 +113,14 @@ for (const doc of YAML.parseAllDocuments(input)) {
   const obj = doc.toJS();
   if (!obj) continue;
   if (PASS.has(obj.kind)) {
-    dropHostNetworkPorts(obj.kind === "Pod" ? obj.spec : obj.spec?.template?.spec);
+    const podSpec = obj.kind === "Pod" ? obj.spec : obj.spec?.template?.spec;
+    dropHostNetworkPorts(podSpec);
+    ownEmptyDirs(obj.metadata.name, podSpec);
     out.push(obj);
   } else if (obj.kind === "StatefulSet") {
     for (const pod of podsOf(obj)) {
       dropHostNetworkPorts(pod.spec);
+      ownEmptyDirs(pod.metadata.name, pod.spec);
       out.push(pod);
     }
   }
