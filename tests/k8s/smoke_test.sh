@@ -75,12 +75,15 @@ teardown() {
     done
   done
   podman pod rm -f -t 5 --ignore "${PODS[@]}" > /dev/null 2>&1
-  podman volume rm -f llava-coordinator-state > /dev/null 2>&1
+  for v in $(podman volume ls --format '{{.Name}}' | grep -E '^llava-(coordinator|worker)'); do
+    podman volume rm -f "$v" > /dev/null 2>&1
+  done
   rm -rf "$SECRETS"
   local left
-  left=$(podman ps -a --format '{{.Names}}' | grep -E '^(llava-coordinator|llava-worker)' || true)
+  left=$( (podman ps -a --format '{{.Names}}'; podman pod ps --format '{{.Name}}';
+           podman volume ls --format '{{.Name}}') | grep -E '^llava-(coordinator|worker)' || true)
   if [[ -n $left ]]; then
-    echo "[smoke] FAIL: containers left after teardown: $left" >&2
+    echo "[smoke] FAIL: left after teardown: $left" >&2
     rc=1
   fi
   if [[ $rc != 0 ]]; then
@@ -108,8 +111,8 @@ wait_for() {
 
 # The client from the host: TLS with the dev CA (the coordinator's certificate names
 # llava-coordinator), the client certificate, the token.
-client_env() {
-  LLAVA_COORDINATOR=$COORD LLAVA_TLS_CA=$SECRETS/client-tls/ca.crt \
+client_env() {  # [VAR=VALUE...] COMMAND...: through env(1), so later VAR=VALUE override
+  env LLAVA_COORDINATOR=$COORD LLAVA_TLS_CA=$SECRETS/client-tls/ca.crt \
     LLAVA_TLS_CERT=$SECRETS/client-tls/tls.crt LLAVA_TLS_KEY=$SECRETS/client-tls/tls.key \
     LLAVA_TLS_SERVER_NAME=llava-coordinator LLAVA_AUTH_TOKEN_FILE=$SECRETS/auth/token "$@"
 }
@@ -128,7 +131,9 @@ for p in "${PODS[@]}"; do
     podman pod rm -f -t 5 "$p" > /dev/null
   fi
 done
-podman volume rm -f llava-coordinator-state > /dev/null 2>&1 || true
+for v in $(podman volume ls --format '{{.Name}}' | grep -E '^llava-(coordinator|worker)'); do
+  podman volume rm -f "$v" > /dev/null
+done
 rm -rf "$SECRETS"
 scripts/dev_certs.sh "$SECRETS" --owner 10001:10001 > /dev/null
 kubectl kustomize k8s/overlays/local > "$WORK/rendered.yaml"
@@ -141,24 +146,45 @@ podman kube play "$WORK/play.yaml" > "$WORK/play.log" 2>&1 || { cat "$WORK/play.
 # --- 3. probes, workers, auth ----------------------------------------------------------
 if part health; then
   log "waiting for the gRPC health probes"
-  wait_for 60 "coordinator health $COORD_HEALTH" $PY tests/k8s/grpc_health.py "$COORD_HEALTH"
-  for h in "${WORKER_HEALTH[@]}"; do wait_for 120 "worker health $h" $PY tests/k8s/grpc_health.py "$h"; done
-  log "health SERVING: coordinator $COORD_HEALTH, workers ${WORKER_HEALTH[*]}"
+  # As the probes: liveness (service "") and readiness (service "readiness").
+  for h in "$COORD_HEALTH" "${WORKER_HEALTH[@]}"; do
+    wait_for 60 "liveness $h" $PY tests/k8s/grpc_health.py "$h"
+    wait_for 120 "readiness $h" $PY tests/k8s/grpc_health.py "$h" --service readiness
+  done
+  log "health (liveness and readiness) SERVING: coordinator $COORD_HEALTH, workers ${WORKER_HEALTH[*]}"
 fi
 two_idle() { [[ $(cli workers | grep -c ' alive .* idle') == 2 ]]; }
 wait_for 120 "2 idle workers registered" two_idle
 cli workers
-# A call with a wrong token is refused; plaintext to the TLS port fails.
+# Auth, as the coordinator answers it: the right token over TLS with the client
+# certificate is OK; a wrong or missing token is UNAUTHENTICATED; plaintext, or TLS
+# without a client certificate (the local overlay requires them), does not connect; a
+# refused submit changes nothing.
 if part auth; then
+  status_of() {  # [grpc_status.py options...]: the status code name of a ListJobs call
+    $PY tests/k8s/grpc_status.py "$COORD" /llava.v1.JobService/ListJobs "$@" | awk '{print $1}'
+  }
+  tls=(--ca "$SECRETS/client-tls/ca.crt" --cert "$SECRETS/client-tls/tls.crt"
+       --key "$SECRETS/client-tls/tls.key" --server-name llava-coordinator)
+  expect_status() {  # WANT WHAT ARGS...
+    local want=$1 what=$2 got
+    shift 2
+    got=$(status_of "$@")
+    [[ $got == "$want" ]] || fail "auth: $what: got $got, want $want"
+  }
+  expect_status OK "TLS + client certificate + token" "${tls[@]}" --token-file "$SECRETS/auth/token"
+  expect_status UNAUTHENTICATED "wrong token" "${tls[@]}" --token wrong-token
+  expect_status UNAUTHENTICATED "no token" "${tls[@]}"
+  expect_status UNAVAILABLE "plaintext" --token-file "$SECRETS/auth/token"
+  expect_status UNAVAILABLE "TLS without a client certificate" --ca "$SECRETS/client-tls/ca.crt" \
+    --server-name llava-coordinator --token-file "$SECRETS/auth/token"
   echo wrong-token > "$WORK/wrong-token"
-  if client_env LLAVA_AUTH_TOKEN_FILE="$WORK/wrong-token" timeout 30 "$BIN" list > "$WORK/wrong.log" 2>&1; then
-    fail "a call with a wrong token was accepted"
+  if client_env LLAVA_AUTH_TOKEN_FILE="$WORK/wrong-token" timeout 30 "$BIN" submit train --world_size 2 \
+       > "$WORK/wrong.log" 2>&1; then
+    fail "a submit with a wrong token was accepted"
   fi
-  grep -q UNAUTHENTICATED "$WORK/wrong.log" || { cat "$WORK/wrong.log"; fail "wrong token: no UNAUTHENTICATED"; }
-  if $PY tests/k8s/grpc_health.py "$COORD" > "$WORK/plain.log" 2>&1; then
-    fail "a plaintext call to the coordinator's TLS port was answered"
-  fi
-  log "auth: wrong token UNAUTHENTICATED, plaintext refused"
+  [[ -z $(cli list) ]] || fail "a refused submit left a job: $(cli list)"
+  log "auth: OK with TLS + client cert + token; wrong/no token UNAUTHENTICATED; plaintext and no client cert refused; a refused submit made no job"
 fi
 
 # --- 4. Prometheus ---------------------------------------------------------------------
