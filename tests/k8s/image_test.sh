@@ -8,6 +8,8 @@
 #  - no model weights (*.safetensors, *.bin, *.pt, *.pth, *.gguf, *.ckpt over 1 MiB) in the
 #    runtime image; in the demo image only the demo LM (its demo_lm.json beside it, hidden
 #    size 128, under 100 MB).
+# Then the checks themselves: an image built on top that breaks each rule (root, a PEM key,
+# a token file under /etc/llava-mnist, weights, a token in the environment) fails each.
 # Builds the images first if they are missing (scripts/build_image.sh). Needs root and
 # podman (scripts/setup.sh); missing ones are a failure.
 #   LLAVA_BINARY   the llava-mnist binary (default build/bin/llava-mnist)
@@ -25,11 +27,8 @@ declare -A TAGS=([runtime]=localhost/llava-mnist:latest [demo]=localhost/llava-m
 mounted=()
 trap 'for i in "${mounted[@]}"; do podman image unmount "$i" >/dev/null 2>&1; done' EXIT
 
-for target in runtime demo; do
-  img=${TAGS[$target]}
-  if ! podman image exists "$img"; then
-    scripts/build_image.sh --target "$target" --binary "$BIN" || { bad "building $img"; continue; }
-  fi
+check_image() {  # IMAGE runtime|demo
+  local img=$1 target=$2 user uid entry env root keys pem etc weights demo others size hidden
   user=$(podman image inspect "$img" --format '{{.Config.User}}')
   [[ $user == 10001:10001 ]] && ok "$img: user $user" || bad "$img: user '$user' (want 10001:10001)"
   uid=$(timeout 60 podman run --rm --network=none --entrypoint id "$img" -u 2>&1)
@@ -43,7 +42,7 @@ for target in runtime demo; do
     ok "$img: no credentials in the environment"
   fi
 
-  root=$(podman image mount "$img") || { bad "podman image mount $img"; continue; }
+  root=$(podman image mount "$img") || { bad "podman image mount $img"; return; }
   mounted+=("$img")
   (cd "$root" && find . -xdev \( -type f -o -type l \) -printf '%s %p\n') > /tmp/image-files.$$
   echo "     $img: $(wc -l < /tmp/image-files.$$) files"
@@ -71,6 +70,43 @@ for target in runtime demo; do
     fi
   fi
   rm -f /tmp/image-files.$$
+
+}
+
+for target in runtime demo; do
+  img=${TAGS[$target]}
+  if ! podman image exists "$img"; then
+    scripts/build_image.sh --target "$target" --binary "$BIN" || { bad "building $img"; continue; }
+  fi
+  check_image "$img" "$target"
 done
+
+# The checks themselves: an image made to break each rule must fail each of them.
+tmp=$(mktemp -d)
+mkdir -p "$tmp/ctx"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tmp/ctx/server.pem" 2>/dev/null
+head -c 2000000 /dev/zero > "$tmp/ctx/model.safetensors"
+echo secret > "$tmp/ctx/token"
+cat > "$tmp/ctx/Dockerfile" <<EOF
+FROM ${TAGS[runtime]}
+USER root
+COPY server.pem /opt/app/server.pem
+COPY token /etc/llava-mnist/auth/token
+COPY model.safetensors /opt/app/model.safetensors
+ENV LLAVA_AUTH_TOKEN=hunter2
+EOF
+bad_img=localhost/llava-mnist-image-test-bad:latest
+if podman build --network=none -t "$bad_img" "$tmp/ctx" > "$tmp/build.log" 2>&1; then
+  out=$(check_image "$bad_img" runtime)
+  podman image unmount "$bad_img" > /dev/null 2>&1
+  podman rmi -f "$bad_img" > /dev/null 2>&1
+  for rule in "user 'root'" "runs as uid '0'" "credentials in the environment" "key or token files" \
+              "PEM private keys" "/etc/llava-mnist holds" "weights ./opt/app/model.safetensors"; do
+    if grep -q "^FAIL .*$rule" <<< "$out"; then ok "a bad image fails: $rule"; else bad "a bad image passes: $rule"; fi
+  done
+else
+  bad "building the bad image: $(tail -3 "$tmp/build.log")"
+fi
+rm -rf "$tmp"
 echo "$passed passed, $failed failed"
 ((failed == 0))
