@@ -19,6 +19,8 @@
 # kubectl, node + data/npm-k8s, openssl, prometheus, curl, python3-grpcio (scripts/setup.sh
 # installs them); any of them missing is a failure, not a skip.
 #   LLAVA_BINARY   the llava-mnist binary (default build/bin/llava-mnist)
+#   LLAVA_SMOKE_LIMIT    seconds before the whole test gives up and tears down (default 780,
+#                        under ctest's 900)
 #   LLAVA_SMOKE_KEEP=1   keep the work directory (logs) after a success too
 #   LLAVA_SMOKE_SKIP=health,auth,metrics,sigterm   for development against a binary that
 #                  lacks some of issue 8's server flags: leaves those checks out, runs the
@@ -65,9 +67,14 @@ $PY -c "import grpc" 2>/dev/null || missing+=("python3-grpcio")
 
 WORK=$(mktemp -d /tmp/llava-k8s-smoke.XXXXXX)
 PROM_PID=""
+WATCHDOG_PID=""
 teardown() {
   local rc=$?
   set +e
+  if [[ -n $WATCHDOG_PID ]]; then
+    pkill -P "$WATCHDOG_PID" sleep 2>/dev/null   # its sleep, then the watchdog itself
+    kill "$WATCHDOG_PID" 2>/dev/null
+  fi
   [[ -n $PROM_PID ]] && kill "$PROM_PID" 2>/dev/null && wait "$PROM_PID" 2>/dev/null
   for p in "${PODS[@]}"; do
     for c in $(podman ps -a --filter "pod=$p" --format '{{.Names}}' 2>/dev/null); do
@@ -96,7 +103,11 @@ teardown() {
   exit $rc
 }
 trap teardown EXIT
-trap 'exit 130' INT TERM
+trap 'echo "[smoke] FAIL: interrupted or over the time limit" >&2; exit 130' INT TERM
+# The whole test is bounded too: past the limit the watchdog's SIGTERM makes it tear down.
+LIMIT=${LLAVA_SMOKE_LIMIT:-780}
+(sleep "$LIMIT" && kill -TERM $$) > /dev/null 2>&1 &
+WATCHDOG_PID=$!
 
 # wait_for SECONDS WHAT COMMAND...: polls COMMAND every 0.5 s until it succeeds.
 wait_for() {
