@@ -273,6 +273,7 @@ if part metrics; then
   }
   metric_has() { [[ -n $(query "$1") ]]; }
   wait_for 20 "llava_job_step{job_id=\"$TRAIN\"} == 120" metric_is "llava_job_step{job_id=\"$TRAIN\"}" 120
+  wait_for 20 "llava_job_state of $TRAIN SUCCEEDED" metric_is "llava_job_state{job_id=\"$TRAIN\",state=\"SUCCEEDED\"}" 1
   wait_for 20 "llava_job_restarts_total of $TRAIN == 1" metric_is "llava_job_restarts_total{job_id=\"$TRAIN\"}" 1
   for m in llava_job_loss llava_job_learning_rate llava_job_samples_per_second; do
     wait_for 20 "$m of $TRAIN" metric_has "$m{job_id=\"$TRAIN\"}"
