@@ -154,6 +154,14 @@ node scripts/k8s_podman.mjs "$WORK/rendered.yaml" > "$WORK/play.yaml" 2> "$WORK/
 log "podman kube play (coordinator + 2 workers)"
 podman kube play "$WORK/play.yaml" > "$WORK/play.log" 2>&1 || { cat "$WORK/play.log"; fail "podman kube play"; }
 
+# The pods' security context as podman applied it: non-root, read-only root filesystem,
+# no capabilities, no privilege escalation, memory limits.
+for c in "$COORD_CTR" llava-worker-0-worker llava-worker-1-worker; do
+  sec=$(podman inspect "$c" --format '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{len .EffectiveCaps}} {{.HostConfig.SecurityOpt}} {{.HostConfig.Memory}}')
+  [[ $sec =~ ^10001:10001\ true\ 0\ .*no-new-privileges.*\ [1-9][0-9]*$ ]] || fail "$c: user, read-only root, caps, no-new-privileges, memory limit: $sec"
+done
+log "pods run as 10001, read-only root, no capabilities, no-new-privileges, memory limits"
+
 # --- 3. probes, workers, auth ----------------------------------------------------------
 if part health; then
   log "waiting for the gRPC health probes"
