@@ -114,8 +114,12 @@ fi
 
 log "podman build --target $TARGET -t $TAG"
 t0=$(date +%s)
+old_id=$(podman image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
 podman build --network=host --layers --target "$TARGET" -t "$TAG" \
   --build-arg BASE_IMAGE="$BASE" --build-arg RUNTIME_PACKAGES="${packages[*]}" \
   -f "$ctx/Dockerfile" "$ctx" > "$WORK/build-$TARGET.log" 2>&1 \
   || { tail -30 "$WORK/build-$TARGET.log" >&2; exit 1; }
+# The image this tag named before, if nothing else uses it now (no pile of old binaries).
+new_id=$(podman image inspect --format '{{.Id}}' "$TAG")
+if [[ -n $old_id && $old_id != "$new_id" ]]; then podman rmi "$old_id" > /dev/null 2>&1 || true; fi
 log "built $TAG in $(( $(date +%s) - t0 )) s ($(podman image inspect --format '{{.Size}}' "$TAG" | numfmt --to=iec))"
