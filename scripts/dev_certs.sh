@@ -1,35 +1,70 @@
 #!/usr/bin/env bash
-# Makes a development CA and certificates for llava-mnist's TLS (never for production):
-#   scripts/dev_certs.sh DIR [SERVER_NAMES]
-# DIR/ca.{crt,key}; DIR/server.{crt,key} for the coordinator, valid for SERVER_NAMES
-# (comma-separated DNS names; default: localhost, llava-coordinator and its in-cluster
-# names) and 127.0.0.1; DIR/client.{crt,key} for workers and clients (--tls_client_auth);
-# DIR/token: a random bearer token. Existing files are kept (idempotent).
+# Makes a test CA, a server certificate for the coordinator, a client certificate (for
+# workers and clients, checked when the coordinator runs with --tls_client_auth) and a
+# bearer token, in the layout of the Kubernetes Secrets k8s/base expects. For development
+# and tests only: real deployments use their own CA (e.g. cert-manager) and token.
+#   scripts/dev_certs.sh DIR [--owner UID:GID] [--names "extra SAN names"]
+# Writes DIR/ca.crt, DIR/ca.key, DIR/server-tls/{ca.crt,tls.crt,tls.key},
+# DIR/client-tls/{ca.crt,tls.crt,tls.key}, DIR/auth/token, and prints the kubectl
+# commands that turn them into Secrets. The server certificate names llava-coordinator,
+# its in-cluster names (llava-coordinator.NAMESPACE.svc[.cluster.local] for the namespace
+# default and $LLAVA_NAMESPACE), localhost and 127.0.0.1. --owner chowns the files
+# (the image runs as 10001:10001).
 set -euo pipefail
-dir=${1:?usage: dev_certs.sh DIR [SERVER_NAMES]}
-names=${2:-localhost,llava-coordinator,llava-coordinator.default.svc,llava-coordinator.default.svc.cluster.local}
-mkdir -p "$dir"
+dir=${1:?usage: scripts/dev_certs.sh DIR [--owner UID:GID] [--names \"NAME ...\"]}
+shift
+owner=""
+extra=""
+while (($#)); do
+  case "$1" in
+    --owner) owner=$2; shift 2 ;;
+    --names) extra=$2; shift 2 ;;
+    *) echo "dev_certs.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+command -v openssl >/dev/null || { echo "dev_certs.sh: openssl is missing" >&2; exit 1; }
+mkdir -p "$dir/server-tls" "$dir/client-tls" "$dir/auth"
 cd "$dir"
-umask 077
-days=825
-if [[ ! -f ca.crt ]]; then
-  openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days "$days" \
-    -subj "/CN=llava-mnist development CA" 2>/dev/null
-fi
-san="IP:127.0.0.1"
-IFS=, read -ra list <<< "$names"
-for n in "${list[@]}"; do san="$san,DNS:$n"; done
-issue() {  # name, subject CN, extensions
-  [[ -f $1.crt ]] && return 0
-  openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "/CN=$2" 2>/dev/null
-  printf '%s\n' "$3" > "$1.ext"
-  openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -out "$1.crt" \
-    -days "$days" -extfile "$1.ext" 2>/dev/null
-  rm -f "$1.csr" "$1.ext"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+days=30
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days "$days" \
+  -subj "/CN=llava-mnist dev CA" -keyout ca.key -out ca.crt \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+
+ns=${LLAVA_NAMESPACE:-default}
+sans="DNS:llava-coordinator,DNS:localhost,IP:127.0.0.1"
+for n in $(printf "%s\n" default "$ns" | sort -u); do
+  sans+=",DNS:llava-coordinator.$n,DNS:llava-coordinator.$n.svc,DNS:llava-coordinator.$n.svc.cluster.local"
+done
+for n in $extra; do sans+=",DNS:$n"; done
+
+issue() {  # name CN extendedKeyUsage SANs
+  local name=$1 cn=$2 eku=$3 san=$4
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$cn" \
+    -keyout "$name/tls.key" -out "$tmp/$name.csr" 2>/dev/null
+  {
+    echo "basicConstraints=critical,CA:FALSE"
+    echo "keyUsage=critical,digitalSignature,keyEncipherment"
+    echo "extendedKeyUsage=$eku"
+    [[ -n $san ]] && echo "subjectAltName=$san"
+  } > "$tmp/$name.ext"
+  openssl x509 -req -in "$tmp/$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial \
+    -days "$days" -extfile "$tmp/$name.ext" -out "$name/tls.crt" 2>/dev/null
+  cp ca.crt "$name/ca.crt"
 }
-issue server llava-coordinator "subjectAltName=$san
-extendedKeyUsage=serverAuth"
-issue client llava-client "extendedKeyUsage=clientAuth"
-[[ -f token ]] || openssl rand -hex 32 > token
-chmod 644 ca.crt server.crt client.crt
-echo "$dir: ca.crt server.{crt,key} (${names}, 127.0.0.1) client.{crt,key} token" >&2
+issue server-tls llava-coordinator serverAuth "$sans"
+issue client-tls llava-mnist-client clientAuth "DNS:llava-mnist-client"
+rm -f ca.srl
+# 32 random bytes, hex: the bearer token.
+openssl rand -hex 32 > auth/token
+chmod 0600 ca.key
+chmod 0640 server-tls/tls.key client-tls/tls.key auth/token
+[[ -z $owner ]] || chown -R "$owner" server-tls client-tls auth
+cat <<MSG
+dev CA, certificates and token in $PWD. As Kubernetes Secrets:
+  kubectl create secret generic llava-mnist-server-tls --from-file=$PWD/server-tls
+  kubectl create secret generic llava-mnist-client-tls --from-file=$PWD/client-tls
+  kubectl create secret generic llava-mnist-auth --from-file=token=$PWD/auth/token
+MSG

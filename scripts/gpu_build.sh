@@ -18,7 +18,7 @@ GEN=()
 command -v ninja >/dev/null && GEN=(-G Ninja)
 cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$CMAKE_PREFIX_PATH" -DNCCL_ROOT="$NCCL_ROOT" \
-  -DCMAKE_CUDA_ARCHITECTURES=90 ${LLAVA_CMAKE_ARGS:-}
+  -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAVA_K8S_TESTS=OFF ${LLAVA_CMAKE_ARGS:-}
 cmake --build "$BUILD_DIR" -j "$JOBS"
 if [[ "${1:-}" == --test ]]; then
   export LLAVA_FIXTURES=${LLAVA_FIXTURES:-$PWD/../shared/fixtures}

