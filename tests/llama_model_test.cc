@@ -190,6 +190,58 @@ TEST_P(LlamaGenerationTest, GreedyGenerationFromEmbedsMatchesTransformers) {
   EXPECT_EQ(got[0], want_new);
 }
 
+// The speed levers (grouped-query attention with the query heads folded onto their KV
+// head, the lean RMSNorm/RoPE) change results only by float rounding: cached steps (a
+// chunk of several positions after a cache, then one position at a time) and the shared
+// prefix path with its gradient equal those of transformers' op-by-op formulas with the
+// keys and values copied per query head.
+TEST_P(LlamaModelTest, SpeedLeversEqualPlainFormulas) {
+  ASSERT_GT(model_->config.num_kv_groups(), 1);
+  constexpr int64_t kPrefix = 5;
+  at::Tensor ids = Expected("input_ids").to(model_->device).clone();
+  ids[1].narrow(0, 0, kPrefix).copy_(ids[0].narrow(0, 0, kPrefix));  // rows share the prefix
+  const int64_t b = ids.size(0), t = ids.size(1);
+  ASSERT_GT(t, 8);
+  // A fixed weighting of the prefix path's outputs, whose gradient is compared.
+  const at::Tensor w = at::randn({b, t - kPrefix, model_->config.hidden_size},
+                                 at::TensorOptions().device(model_->device));
+  struct Out {
+    at::Tensor stepped, prefixed, grad;
+  };
+  auto run = [&](bool levers) {
+    model_->fold_gqa = levers;
+    model_->lean_elementwise = levers;
+    Out o;
+    {
+      at::NoGradGuard no_grad;
+      KvCache cache = MakeKvCache(*model_, b, t);
+      std::vector<at::Tensor> parts;
+      for (auto [begin, len] : std::vector<std::pair<int64_t, int64_t>>{{0, 3}, {3, 4}}) {
+        parts.push_back(DecoderForward(*model_, EmbedTokens(*model_, ids.narrow(1, begin, len)), &cache));
+      }
+      for (int64_t i = 7; i < t; ++i) {
+        parts.push_back(DecoderForward(*model_, EmbedTokens(*model_, ids.narrow(1, i, 1)), &cache));
+      }
+      o.stepped = at::cat(parts, 1);  // [B, T, D]
+    }
+    const KvCache prefix = ComputePrefixKv(*model_, ids.narrow(0, 0, 1).narrow(1, 0, kPrefix));
+    at::Tensor x = EmbedTokens(*model_, ids.narrow(1, kPrefix, t - kPrefix))
+                       .to(at::kFloat)
+                       .requires_grad_(true);  // [B, T-P, D]
+    o.prefixed = DecoderForward(*model_, x.to(model_->dtype), nullptr, &prefix);
+    (o.prefixed.to(at::kFloat) * w).sum().backward();
+    o.prefixed = o.prefixed.detach();
+    o.grad = x.grad();
+    return o;
+  };
+  const Out plain = run(false);
+  const Out fast = run(true);
+  const double tol = IsBf16() ? 2e-2 : 1e-5;
+  EXPECT_LE(testing::RelError(fast.stepped, plain.stepped), tol);
+  EXPECT_LE(testing::RelError(fast.prefixed, plain.prefixed), tol);
+  EXPECT_LE(testing::RelError(fast.grad, plain.grad), IsBf16() ? 5e-2 : 1e-5);
+}
+
 TEST_P(LlamaModelTest, KvCacheStepsEqualOneFullPass) {
   at::NoGradGuard no_grad;
   at::Tensor ids = Expected("input_ids").to(model_->device);
