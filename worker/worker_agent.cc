@@ -164,6 +164,11 @@ void WorkerAgent::RunTask(const v1::Task& task) {
   env.collective_engine = options_.collective;
   env.gloo_host = options_.collective_host;
   env.abort = &abort_;
+  env.eval_cache = &eval_cache_;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    env.session_id = session_id_;
+  }
   env.on_collective = [this](Collective* c) {
     std::lock_guard<std::mutex> lock(mu_);
     collective_ = c;
