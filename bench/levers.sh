@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What each speed lever of the forward pass buys, on one GPU, in one process per setting
 # (same machine, one after the other): `llava-mnist bench` with the levers added one by
-# one (none; + the GQA fold; + the lean RMSNorm/RoPE; + q/k/v as one matmul = the
-# product's default), then the default with the residual stream in bf16. JSON and tables
+# one (none; + the GQA fold; + the lean RMSNorm/RoPE = the product's default), then the
+# default with the residual stream in bf16. JSON and tables
 # under OUT_DIR.
 #   bench/levers.sh [OUT_DIR]     (default bench/out)
 # Environment: LLAVA_BIN (default build-gpu/bin/llava-mnist), LLAVA_MODEL_SPEC (default
@@ -14,10 +14,9 @@ mkdir -p "$OUT"
 BIN=${LLAVA_BIN:-build-gpu/bin/llava-mnist}
 SPEC=${LLAVA_MODEL_SPEC:-synthetic:llama-3.1-8b}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-for setting in "none --fold_gqa=false --lean_elementwise=false --fuse_qkv=false" \
-               "fold --fold_gqa=true --lean_elementwise=false --fuse_qkv=false" \
-               "fold_lean --fold_gqa=true --lean_elementwise=true --fuse_qkv=false" \
-               "default --fold_gqa=true --lean_elementwise=true --fuse_qkv=true" \
+for setting in "none --fold_gqa=false --lean_elementwise=false" \
+               "fold --fold_gqa=true --lean_elementwise=false" \
+               "default --fold_gqa=true --lean_elementwise=true" \
                "bf16_residual --residual=model"; do
   name=${setting%% *}
   # shellcheck disable=SC2086

@@ -5,7 +5,6 @@
 #include <ATen/core/grad_mode.h>
 
 #include <cmath>
-#include <initializer_list>
 #include <vector>
 
 #include "common/log.h"
@@ -150,27 +149,6 @@ at::Tensor GroupedAttention(const LlamaModel& m, const at::Tensor& q, const at::
   return Attention(qf, k, v, false, am.folded).reshape({b, h, t, hd});  // [B, H, T, hd]
 }
 
-// [N1 + N2 + ..., D]: the frozen weights `parts` as one matrix when they lie back to back
-// in one buffer (as LoadLlama stores q/k/v), so that they run as one matmul; undefined
-// otherwise (a model whose weights were made or converted one by one, or a trained one:
-// its gradient would not reach the parts).
-at::Tensor AsOneMatrix(std::initializer_list<at::Tensor> parts) {
-  const at::Tensor& first = *parts.begin();
-  int64_t rows = 0;
-  const char* next = static_cast<const char*>(first.data_ptr());
-  for (const at::Tensor& p : parts) {
-    if (p.dim() != 2 || !p.is_contiguous() || p.requires_grad() ||
-        p.scalar_type() != first.scalar_type() || p.size(1) != first.size(1) ||
-        !p.storage().is_alias_of(first.storage()) ||
-        static_cast<const char*>(p.data_ptr()) != next) {
-      return {};
-    }
-    rows += p.size(0);
-    next += p.nbytes();
-  }
-  return first.as_strided({rows, first.size(1)}, {first.size(1), 1});
-}
-
 struct Qkv {
   at::Tensor q;     // [B, H, T, hd], rotated
   at::Tensor k, v;  // [B, Hkv, T, hd], k rotated
@@ -182,15 +160,6 @@ Qkv ProjectQkv(const LlamaModel& m, const LlamaLayerWeights& w, const at::Tensor
   const LlamaConfig& c = m.config;
   const int64_t b = x.size(0), t = x.size(1), hd = c.head_dim;
   const int64_t nq = c.num_attention_heads, nkv = c.num_key_value_heads;
-  const at::Tensor fused = m.fuse_qkv ? AsOneMatrix({w.q_proj, w.k_proj, w.v_proj}) : at::Tensor();
-  if (fused.defined()) {
-    // One matmul and one rotation over q and k together; split_with_sizes (not narrow)
-    // so that the backward assembles the gradient with one concatenation.
-    at::Tensor qkv = at::linear(x, fused).view({b, t, nq + 2 * nkv, hd}).transpose(1, 2);
-    std::vector<at::Tensor> qk_v = qkv.split_with_sizes({nq + nkv, nkv}, 1);
-    std::vector<at::Tensor> q_k = ApplyRope(m, qk_v[0], rope).split_with_sizes({nq, nkv}, 1);
-    return {q_k[0], q_k[1], qk_v[1]};
-  }
   // [B, T, n*hd] -> [B, n, T, hd]
   auto heads = [&](const at::Tensor& weight, int64_t n) {
     return at::linear(x, weight).view({b, t, n, hd}).transpose(1, 2);

@@ -116,18 +116,6 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LoadCheckpoint(const std::string& di
   return model;
 }
 
-// Rewrites q/k/v as views of one [q + 2 kv, D] buffer holding them back to back (values
-// unchanged), so that the forward can run them as one matmul.
-void StoreQkvTogether(LlamaWeights* w) {
-  for (LlamaLayerWeights& l : w->layers) {
-    at::Tensor all = at::cat({l.q_proj, l.k_proj, l.v_proj}, 0);  // [q + 2 kv, D]
-    const int64_t q = l.q_proj.size(0), kv = l.k_proj.size(0);
-    l.q_proj = all.narrow(0, 0, q);
-    l.k_proj = all.narrow(0, q, kv);
-    l.v_proj = all.narrow(0, q + kv, kv);
-  }
-}
-
 }  // namespace
 
 absl::StatusOr<LlamaConfig> SyntheticConfig(const std::string& name) {
@@ -191,7 +179,6 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LoadLlama(const std::string& spec,
       }
       LM_ASSIGN_OR_RETURN(model, LoadCheckpoint(spec, options));
     }
-    StoreQkvTogether(&model->weights);
   } catch (const c10::Error& e) {
     return absl::InternalError(
         absl::StrCat("loading model ", spec, ": ", e.what_without_backtrace()));

@@ -56,9 +56,6 @@ struct LlamaModel {
   // and the product rounded once) and RoPE without the float32 copy of q/k and with one
   // pass for the rotated half, instead of transformers' op-by-op formulas.
   bool lean_elementwise = true;
-  // q/k/v as one matmul (and q/k as one rotation) where their weights lie back to back
-  // in one buffer, as LoadLlama stores them.
-  bool fuse_qkv = true;
 };
 
 struct ModelOptions {
@@ -69,8 +66,7 @@ struct ModelOptions {
 
 // `spec` is a Hugging Face checkpoint directory (config.json + safetensors, single or
 // sharded) or `synthetic:llama-3.1-8b` / `synthetic:tiny`. Every weight is frozen
-// (requires_grad false, no gradient buffers). Each layer's q/k/v weights are stored back
-// to back in one buffer (views of it), for the forward's fused projection.
+// (requires_grad false, no gradient buffers).
 absl::StatusOr<std::unique_ptr<LlamaModel>> LoadLlama(const std::string& spec,
                                                       const ModelOptions& options);
 

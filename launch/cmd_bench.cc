@@ -46,7 +46,6 @@ ABSL_FLAG(bool, fold_gqa, true,
           "query head)");
 ABSL_FLAG(bool, lean_elementwise, true,
           "bench: fused RMSNorm and fewer RoPE passes (false: transformers' op-by-op formulas)");
-ABSL_FLAG(bool, fuse_qkv, true, "bench: q/k/v as one matmul (false: three)");
 ABSL_FLAG(int64_t, answer_tokens, 7,
           "bench: also time eval with this budget, what early stop at the answer's end runs "
           "(0: skip)");
@@ -385,7 +384,6 @@ absl::Status RunBench(const std::vector<char*>& args) {
   rt.model->fp32_residual = residual == "fp32";
   rt.model->fold_gqa = absl::GetFlag(FLAGS_fold_gqa);
   rt.model->lean_elementwise = absl::GetFlag(FLAGS_lean_elementwise);
-  rt.model->fuse_qkv = absl::GetFlag(FLAGS_fuse_qkv);
   const double load_s = Since(load_start);
   LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*rt.tokenizer, prompt_config));
   LM_ASSIGN_OR_RETURN(MnistSet train, LoadMnistFromFlags("train", "", "", -1));
@@ -464,7 +462,6 @@ absl::Status RunBench(const std::vector<char*>& args) {
               {"residual", residual},
               {"fold_gqa", rt.model->fold_gqa},
               {"lean_elementwise", rt.model->lean_elementwise},
-              {"fuse_qkv", rt.model->fuse_qkv},
               {"model_load_s", load_s},
               {"prompt_tokens", prompts.Build({{0, 0, 7}}).ids.size(1)},
               {"image_position", prompts.BuildGeneration(0).image_position},

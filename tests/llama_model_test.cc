@@ -196,7 +196,7 @@ TEST_P(LlamaGenerationTest, GreedyGenerationFromEmbedsMatchesTransformers) {
 }
 
 // The speed levers (grouped-query attention with the query heads folded onto their KV
-// head, the lean RMSNorm/RoPE, q/k/v as one matmul) change results only by float
+// head, the lean RMSNorm/RoPE) change results only by float
 // rounding, on cached steps (a chunk of several positions after a cache, then one
 // position at a time) and on the shared prefix path with its gradient. In float32 they
 // equal transformers' op-by-op formulas with the keys and values copied per query head
@@ -219,7 +219,7 @@ TEST_P(LlamaModelTest, SpeedLeversEqualPlainFormulas) {
     at::Tensor stepped, prefixed, grad;
   };
   auto run = [&](LlamaModel& m, bool levers) {
-    m.fold_gqa = m.lean_elementwise = m.fuse_qkv = levers;
+    m.fold_gqa = m.lean_elementwise = levers;
     Out o;
     {
       at::NoGradGuard no_grad;
