@@ -66,5 +66,5 @@ for line in open(jobs):
 last = max(r for r, _ in rows)
 for i, what in ((0, "submit --wait"), (1, "in the coordinator")):
     one, two = rows[(last, 1)][i], rows[(last, 2)][i]
-    print(f"scaling, round {last}, {what}: {answers / two:.1f} / (2 x {answers / one:.1f}) = {one / (2 * two):.3f}")
+    print(f"scaling, round {last}, {what}: {answers * 1000 / two:.1f} / (2 x {answers * 1000 / one:.1f}) = {one / (2 * two):.3f}")
 EOF
