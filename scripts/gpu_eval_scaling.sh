@@ -5,9 +5,11 @@
 # process's start, scheduling, the answers, the report's way back) and the job's own time
 # inside the coordinator (from "submitted" to "succeeded" in its log). The workers log
 # where each eval task's time went ("eval task ... projector ... answers ..."). Results
-# in $OUT.
+# in $OUT. Every job evaluates the training job's final checkpoint, or with
+# NEW_CHECKPOINT=1 one of its three checkpoints in turn, so that no worker evaluates the
+# checkpoint it evaluated last (its cached projector does not help).
 #   EVAL_BATCH (500), EVAL_DIGITS (1000), QUESTIONS ("q1|q2|..."; default: the job's two),
-#   ROUNDS (2), BIN, MODEL, DEVICE
+#   ROUNDS (2), NEW_CHECKPOINT (0), BIN, MODEL, DEVICE
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}; mkdir -p "$OUT"
@@ -30,13 +32,18 @@ done
 for i in $(seq 600); do
   [[ $("$BIN" workers --coordinator "$ADDR" 2>/dev/null | grep -c "alive.*idle") == 2 ]] && break; sleep 0.2
 done
-"$BIN" submit train --coordinator "$ADDR" --world_size 2 --batch_size 16 --max_steps 2 --wait > "$S/train.txt" 2>&1
+"$BIN" submit train --coordinator "$ADDR" --world_size 2 --batch_size 16 --max_steps 3 --checkpoint_every 1 \
+  --wait > "$S/train.txt" 2>&1
 JOB=$(head -1 "$S/train.txt")
 : > "$S/jobs.txt"
+k=0
 for r in $(seq "$ROUNDS"); do
   for n in 1 2; do
+    k=$((k + 1))
+    CKPT=$JOB
+    [[ ${NEW_CHECKPOINT:-0} == 1 ]] && CKPT=$(printf "%s/step-%06d" "$JOB" $((k % 3 + 1)))
     t0=$(date +%s%N)
-    "$BIN" submit eval --coordinator "$ADDR" --checkpoint "$JOB" --eval_workers $n --eval_batch_size "$EB" \
+    "$BIN" submit eval --coordinator "$ADDR" --checkpoint "$CKPT" --eval_workers $n --eval_batch_size "$EB" \
       --eval_digits "$N" "${QARGS[@]}" --wait > "$S/eval.txt" 2>&1 || { echo "eval failed:"; tail -3 "$S/eval.txt"; } | tee -a "$OUT/evalscale.txt"
     ms=$(( ($(date +%s%N) - t0) / 1000000 ))
     echo "$(head -1 "$S/eval.txt") $r $n $ms" >> "$S/jobs.txt"

@@ -1,5 +1,8 @@
 #include "worker/worker_agent.h"
 
+#include <chrono>
+#include <exception>
+
 #include "absl/strings/str_cat.h"
 #include "common/job_spec.h"
 #include "common/log.h"
@@ -117,6 +120,20 @@ void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
 absl::Status WorkerAgent::Run(const std::atomic<bool>* stop) {
   absl::Status v = options_.Validate();
   if (!v.ok()) return v;
+  {
+    // Before registering: the coordinator sees the worker idle only once it is warm.
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status warm;
+    try {
+      warm = WarmUpEval(resources_);
+    } catch (const std::exception& e) {
+      warm = absl::InternalError(e.what());
+    }
+    if (!warm.ok()) LM_LOG(WARNING) << "worker " << options_.worker_id << ": warm-up failed: " << warm;
+    LM_LOG(INFO) << "worker " << options_.worker_id << ": warm-up "
+                 << std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count()
+                 << " ms";
+  }
   // Register before anything else; retry while the coordinator starts.
   const auto first_try = std::chrono::steady_clock::now();
   while (true) {

@@ -1,5 +1,6 @@
 #include "worker/worker_tasks.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
@@ -272,6 +273,24 @@ TaskOutcome RunEvalTask(const v1::Task& task, const TaskEnv& env) {
                << "), answers " << answers_ms << " ms (first batch " << first_batch_ms
                << " ms), report " << MsSince(answers_start) - answers_ms << " ms";
   return out;
+}
+
+absl::Status WarmUpEval(const WorkerResources& r) {
+  if (!r.model->device.is_cuda() || r.test->size() == 0) return absl::OkStatus();
+  LM_ASSIGN_OR_RETURN(PromptConfig prompt_config, PromptFromSpec(v1::EvalSpec(), 1));
+  LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*r.tokenizer, prompt_config));
+  ProjectorConfig pc;
+  pc.output_dim = r.model->config.hidden_size;
+  pc.image_tokens = prompt_config.image_tokens;
+  Projector projector(pc, /*seed=*/0);
+  projector->to(r.model->device);
+  EvalConfig config;
+  config.batch_size = 2;
+  config.max_new_tokens = 2;
+  config.stop_at_eos = false;
+  EvalReport report(prompt_config.questions);
+  EvalInputs inputs{r.model, &projector, &prompts, r.tokenizer, r.test};
+  return EvaluateRange(inputs, 0, std::min<int64_t>(2, r.test->size()), config, &report);
 }
 
 }  // namespace llava
