@@ -120,7 +120,7 @@ void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
 absl::Status WorkerAgent::Run(const std::atomic<bool>* stop) {
   absl::Status v = options_.Validate();
   if (!v.ok()) return v;
-  {
+  if (resources_.model->device.is_cuda()) {
     // Before registering: the coordinator sees the worker idle only once it is warm.
     const auto start = std::chrono::steady_clock::now();
     absl::Status warm;

@@ -276,8 +276,11 @@ TaskOutcome RunEvalTask(const v1::Task& task, const TaskEnv& env) {
 }
 
 absl::Status WarmUpEval(const WorkerResources& r) {
-  if (!r.model->device.is_cuda() || r.test->size() == 0) return absl::OkStatus();
-  LM_ASSIGN_OR_RETURN(PromptConfig prompt_config, PromptFromSpec(v1::EvalSpec(), 1));
+  if (r.test->size() == 0) return absl::InvalidArgumentError("no test digits to warm up on");
+  v1::EvalSpec spec;  // the defaults a job gets
+  spec.set_checkpoint("warm-up");
+  LM_RETURN_IF_ERROR(ResolveEvalSpec(&spec));
+  LM_ASSIGN_OR_RETURN(PromptConfig prompt_config, PromptFromSpec(spec, 1));
   LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*r.tokenizer, prompt_config));
   ProjectorConfig pc;
   pc.output_dim = r.model->config.hidden_size;

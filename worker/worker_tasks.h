@@ -68,11 +68,11 @@ struct TaskOutcome {
 TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env);
 TaskOutcome RunEvalTask(const v1::Task& task, const TaskEnv& env);
 
-// On a GPU, answers two test digits (a random projector, the default questions, two new
-// tokens) so that the worker's first eval job does not pay for the device's first use
-// (kernel modules load lazily, library handles and workspaces are made on first call):
-// the first batch of a fresh worker took 1.3-2.6 s against 0.53 s later (bench/RESULTS.md).
-// Nothing to do on the CPU.
+// Answers two test digits (a random projector, the questions and prompt a job gets by
+// default, two new tokens) on the model's device. A GPU worker runs it before it
+// registers, so that its first eval job does not pay for the device's first use (kernel
+// modules load lazily, library handles and workspaces are made on first call): the first
+// batch of a fresh worker took 1.3-3.3 s against 0.53 s later (bench/RESULTS.md).
 absl::Status WarmUpEval(const WorkerResources& r);
 
 }  // namespace llava
