@@ -70,9 +70,10 @@ TaskOutcome RunEvalTask(const v1::Task& task, const TaskEnv& env);
 
 // Answers two test digits (a random projector, the questions and prompt a job gets by
 // default, two new tokens) on the model's device. A GPU worker runs it before it
-// registers, so that its first eval job does not pay for the device's first use (kernel
-// modules load lazily, library handles and workspaces are made on first call): the first
-// batch of a fresh worker took 1.3-3.3 s against 0.53 s later (bench/RESULTS.md).
+// registers, so that its first eval job pays less for the device's first use (kernel
+// modules load lazily, library handles and workspaces are made on first call). Measured
+// on H200s (bench/RESULTS.md): a fresh worker's first batch of 500 took 1.3-3.3 s against
+// 0.53 s later; with this, 1.3-1.5 s: the rest belongs to the batch's shape.
 absl::Status WarmUpEval(const WorkerResources& r);
 
 }  // namespace llava
