@@ -5,6 +5,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include <cmath>
+#include <vector>
 
 #include "common/log.h"
 
@@ -14,22 +15,46 @@ namespace {
 // At least float32 (float64 stays float64, for gradient checks).
 at::ScalarType AtLeastFloat(at::ScalarType t) { return at::promote_types(t, at::kFloat); }
 
-// transformers' LlamaRMSNorm: normalize in float32, cast to the model dtype, then scale.
-at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  at::Tensor h = x.to(AtLeastFloat(x.scalar_type()));
+// at::rms_norm (one fused kernel on CUDA) exists from torch 2.4 on.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#define LLAVA_HAVE_AT_RMS_NORM 1
+#endif
+
+// transformers' LlamaRMSNorm: normalize in float32, then scale by the weight; the result
+// in the weight's dtype.
+at::Tensor RmsNorm(const LlamaModel& m, const at::Tensor& x, const at::Tensor& weight,
+                   double eps) {
+  const at::ScalarType f = AtLeastFloat(x.scalar_type());
+#ifdef LLAVA_HAVE_AT_RMS_NORM
+  if (m.lean_elementwise) {
+    // One pass instead of five; the weight is applied in float32, so the product is
+    // rounded once rather than twice.
+    return at::rms_norm(x.to(f), {x.size(-1)}, weight.to(f), eps).to(weight.scalar_type());
+  }
+#endif
+  at::Tensor h = x.to(f);
   at::Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);
   h = h * at::rsqrt(variance + eps);
   return weight * h.to(weight.scalar_type());
 }
 
-// cos/sin [T, hd] for absolute positions start .. start+T-1, computed in float32 as
-// transformers does (freqs duplicated over both halves), cast to the model dtype.
-std::pair<at::Tensor, at::Tensor> RopeCosSin(const LlamaModel& m, int64_t start, int64_t t,
-                                             at::ScalarType dtype) {
+// The rotation of absolute positions start .. start+T-1, in float32 (freqs duplicated
+// over both halves, as transformers computes them). Each [T, hd].
+struct Rope {
+  at::Tensor cos;
+  at::Tensor sin;
+  at::Tensor sin_signed;  // sin with its first half negated: see ApplyRope
+};
+
+Rope MakeRope(const LlamaModel& m, int64_t start, int64_t t, at::ScalarType dtype) {
   at::Tensor pos = at::arange(start, start + t, m.inv_freq.options().dtype(at::kFloat));
   at::Tensor freqs = at::outer(pos, m.inv_freq);  // [T, hd/2]
   at::Tensor emb = at::cat({freqs, freqs}, -1);    // [T, hd]
-  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+  Rope r;
+  r.cos = emb.cos().to(dtype);
+  r.sin = emb.sin().to(dtype);
+  r.sin_signed = at::cat({-freqs.sin(), freqs.sin()}, -1).to(dtype);
+  return r;
 }
 
 at::Tensor RotateHalf(const at::Tensor& x) {
@@ -37,9 +62,17 @@ at::Tensor RotateHalf(const at::Tensor& x) {
   return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
 
-// x [B, H, T, hd]; cos/sin [T, hd].
-at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  return x * cos + RotateHalf(x) * sin;
+// x [B, H, T, hd] (any float dtype) -> x * cos + rotate_half(x) * sin, computed in the
+// rope's float32 and rounded once to x's dtype.
+at::Tensor ApplyRope(const LlamaModel& m, const at::Tensor& x, const Rope& r) {
+  if (m.lean_elementwise) {
+    // rotate_half(x) * sin == roll(x, hd/2) * sin_signed: one pass for the rotated half
+    // instead of a negation and a concatenation, and x read in its own dtype by the
+    // float32 products instead of through a float32 copy.
+    return (x * r.cos).addcmul_(x.roll(x.size(-1) / 2, -1), r.sin_signed).to(x.scalar_type());
+  }
+  at::Tensor h = x.to(r.cos.scalar_type());
+  return (h * r.cos + RotateHalf(h) * r.sin).to(x.scalar_type());
 }
 
 // [B, Hkv, S, hd] -> [B, Hkv * groups, S, hd]: query head h reads kv head h / groups.
@@ -54,9 +87,13 @@ at::Tensor RepeatKv(const at::Tensor& x, int64_t groups) {
 struct AttentionMask {
   bool causal = false;              // top-left causal (past == 0 and T == S)
   c10::optional<at::Tensor> mask;   // [T, S] bool, true = attend; none when T == 1
+  // The mask of grouped-query attention with the query heads folded into the query
+  // length (see GroupedAttention): row i*T + t is row t of `mask`. [G*T, S]
+  c10::optional<at::Tensor> folded;
 };
 
-AttentionMask MakeAttentionMask(int64_t past, int64_t t, const at::TensorOptions& options) {
+AttentionMask MakeAttentionMask(int64_t past, int64_t t, int64_t groups,
+                                const at::TensorOptions& options) {
   AttentionMask m;
   if (t == 1) return m;  // one query at the end sees every key
   if (past == 0) {
@@ -66,24 +103,25 @@ AttentionMask MakeAttentionMask(int64_t past, int64_t t, const at::TensorOptions
   at::Tensor qi = at::arange(past, past + t, options.dtype(at::kLong)).unsqueeze(1);  // [T, 1]
   at::Tensor kj = at::arange(0, past + t, options.dtype(at::kLong)).unsqueeze(0);     // [1, S]
   m.mask = kj <= qi;  // [T, S]
+  if (groups > 1) m.folded = m.mask->repeat({groups, 1});  // [G*T, S]
   return m;
 }
 
-// q [B, H, T, hd], k/v [B, H, S, hd].
+// q [B, H, T, hd], k/v [B, H, S, hd]; mask [T, S] bool (true = attend) unless causal.
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const AttentionMask& am) {
+                     bool causal, const c10::optional<at::Tensor>& mask) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
 #if TORCH_VERSION_MAJOR >= 2
   // Fused kernels (flash / memory-efficient) where the shapes allow.
-  return at::scaled_dot_product_attention(q, k, v, am.mask, 0.0, am.causal, scale);
+  return at::scaled_dot_product_attention(q, k, v, mask, 0.0, causal, scale);
 #else
   const int64_t t = q.size(2), s = k.size(2);
   at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) * scale;  // [B, H, T, S]
-  if (am.causal) {
+  if (causal) {
     at::Tensor keep = at::ones({t, s}, q.options().dtype(at::kBool)).tril();
     scores = scores.masked_fill(keep.logical_not(), -INFINITY);
-  } else if (am.mask.has_value()) {
-    scores = scores.masked_fill(am.mask->logical_not(), -INFINITY);
+  } else if (mask.has_value()) {
+    scores = scores.masked_fill(mask->logical_not(), -INFINITY);
   }
   // Softmax in float32 as transformers' eager attention, then back to the model dtype.
   at::Tensor probs = at::softmax(scores, -1, AtLeastFloat(q.scalar_type())).to(q.scalar_type());
@@ -91,18 +129,52 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 #endif
 }
 
+// q [B, H, T, hd], k/v [B, Hkv, S, hd] with H = Hkv * groups: query head h reads KV head
+// h / groups.
+at::Tensor GroupedAttention(const LlamaModel& m, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, const AttentionMask& am) {
+  const int64_t b = q.size(0), h = q.size(1), t = q.size(2), hd = q.size(3), hkv = k.size(1);
+  LM_CHECK_EQ(h % hkv, 0);
+  const int64_t groups = h / hkv;
+  // The causal case (a whole sequence from position 0: the prompt prefix, the plain path)
+  // keeps the copies, so that it keeps the fused kernels' causal mode.
+  if (groups == 1 || !m.fold_gqa || am.causal) {
+    return Attention(q, RepeatKv(k, groups), RepeatKv(v, groups), am.causal, am.mask);
+  }
+  // The `groups` query heads of each KV head become `groups` times as many queries of it,
+  // row i*T + t for head j*groups + i at position t, each with its position's mask row:
+  // the keys and values are read in place instead of copied per query head. Exact.
+  LM_CHECK(t == 1 || am.folded.has_value());
+  at::Tensor qf = q.reshape({b, hkv, groups * t, hd});                 // [B, Hkv, G*T, hd]
+  return Attention(qf, k, v, false, am.folded).reshape({b, h, t, hd});  // [B, H, T, hd]
+}
+
+struct Qkv {
+  at::Tensor q;     // [B, H, T, hd], rotated
+  at::Tensor k, v;  // [B, Hkv, T, hd], k rotated
+};
+
+// The projections of x [B, T, D].
+Qkv ProjectQkv(const LlamaModel& m, const LlamaLayerWeights& w, const at::Tensor& x,
+               const Rope& rope) {
+  const LlamaConfig& c = m.config;
+  const int64_t b = x.size(0), t = x.size(1), hd = c.head_dim;
+  const int64_t nq = c.num_attention_heads, nkv = c.num_key_value_heads;
+  // [B, T, n*hd] -> [B, n, T, hd]
+  auto heads = [&](const at::Tensor& weight, int64_t n) {
+    return at::linear(x, weight).view({b, t, n, hd}).transpose(1, 2);
+  };
+  return {ApplyRope(m, heads(w.q_proj, nq), rope), ApplyRope(m, heads(w.k_proj, nkv), rope),
+          heads(w.v_proj, nkv)};
+}
+
 at::Tensor AttentionBlock(const LlamaModel& m, const LlamaLayerWeights& w, const at::Tensor& x,
-                          const std::pair<at::Tensor, at::Tensor>& rope, const AttentionMask& am,
+                          const Rope& rope, const AttentionMask& am,
                           int64_t layer, KvCache* cache, const KvCache* prefix) {
   const LlamaConfig& c = m.config;
   const int64_t b = x.size(0), t = x.size(1), hd = c.head_dim;
-  // [B, T, H*hd] -> [B, H, T, hd]
-  at::Tensor q = at::linear(x, w.q_proj).view({b, t, c.num_attention_heads, hd}).transpose(1, 2);
-  at::Tensor k = at::linear(x, w.k_proj).view({b, t, c.num_key_value_heads, hd}).transpose(1, 2);
-  at::Tensor v = at::linear(x, w.v_proj).view({b, t, c.num_key_value_heads, hd}).transpose(1, 2);
-  // Rotation in float32, rounded once to the model dtype afterwards.
-  q = ApplyRope(q.to(rope.first.scalar_type()), rope.first, rope.second).to(q.scalar_type());
-  k = ApplyRope(k.to(rope.first.scalar_type()), rope.first, rope.second).to(k.scalar_type());
+  Qkv p = ProjectQkv(m, w, x, rope);
+  at::Tensor q = p.q, k = p.k, v = p.v;
   if (cache != nullptr) {
     const int64_t past = cache->length;
     cache->k[layer].narrow(2, past, t).copy_(k);
@@ -116,8 +188,7 @@ at::Tensor AttentionBlock(const LlamaModel& m, const LlamaLayerWeights& w, const
     k = at::cat({pk.narrow(2, 0, prefix->length).expand({b, -1, -1, -1}), k}, 2);
     v = at::cat({pv.narrow(2, 0, prefix->length).expand({b, -1, -1, -1}), v}, 2);
   }
-  at::Tensor out = Attention(q, RepeatKv(k, c.num_kv_groups()), RepeatKv(v, c.num_kv_groups()),
-                             am);                                         // [B, H, T, hd]
+  at::Tensor out = GroupedAttention(m, q, k, v, am);  // [B, H, T, hd]
   out = out.transpose(1, 2).reshape({b, t, c.num_attention_heads * hd});  // [B, T, H*hd]
   return at::linear(out, w.o_proj);                                       // [B, T, D]
 }
@@ -194,17 +265,18 @@ at::Tensor DecoderForward(const LlamaModel& m, const at::Tensor& inputs_embeds,
   // sum to 8 mantissa bits (see bench/RESULTS.md for what it buys and costs). The blocks
   // themselves read and compute in the model dtype.
   at::Tensor h = inputs_embeds.to(m.fp32_residual ? AtLeastFloat(m.dtype) : m.dtype);  // [B, T, D]
-  const auto rope = RopeCosSin(m, start, t, AtLeastFloat(m.dtype));
-  const AttentionMask mask = MakeAttentionMask(start, t, inputs_embeds.options());
+  const Rope rope = MakeRope(m, start, t, AtLeastFloat(m.dtype));
+  const AttentionMask mask =
+      MakeAttentionMask(start, t, m.config.num_kv_groups(), inputs_embeds.options());
   const double eps = m.config.rms_norm_eps;
   for (size_t i = 0; i < m.weights.layers.size(); ++i) {
     const LlamaLayerWeights& w = m.weights.layers[i];
-    h = h + AttentionBlock(m, w, RmsNorm(h, w.input_layernorm, eps), rope, mask,
+    h = h + AttentionBlock(m, w, RmsNorm(m, h, w.input_layernorm, eps), rope, mask,
                            static_cast<int64_t>(i), cache, prefix);
-    h = h + Mlp(w, RmsNorm(h, w.post_attention_layernorm, eps));
+    h = h + Mlp(w, RmsNorm(m, h, w.post_attention_layernorm, eps));
   }
   if (cache != nullptr) cache->length += t;
-  return RmsNorm(h, m.weights.norm, eps);
+  return RmsNorm(m, h, m.weights.norm, eps);
 }
 
 at::Tensor LmHeadLogits(const LlamaModel& m, const at::Tensor& hidden) {

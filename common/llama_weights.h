@@ -45,6 +45,17 @@ struct LlamaModel {
   // bf16/fp16 models: carry the residual stream in float32 (each block's output added
   // without rounding the running sum), else in the model dtype as transformers does.
   bool fp32_residual = true;
+  // Speed levers that change results only by float rounding; each can be turned off to
+  // measure what it buys (`llava-mnist bench`).
+  // Grouped-query attention after a cache or prefix (decode steps, the prompt after its
+  // prefix, training from the image on) reads the keys and values in place, the query
+  // heads of each KV head folded into its query length, instead of copying them per
+  // query head.
+  bool fold_gqa = true;
+  // RMSNorm as one fused op (torch >= 2.4: at::rms_norm, the weight applied in float32
+  // and the product rounded once) and RoPE without the float32 copy of q/k and with one
+  // pass for the rotated half, instead of transformers' op-by-op formulas.
+  bool lean_elementwise = true;
 };
 
 struct ModelOptions {

@@ -41,6 +41,11 @@ ABSL_FLAG(bool, prefix_kv, true,
           "bench: the product's shared prompt prefix (false: the whole prompt every batch)");
 ABSL_FLAG(std::string, residual, "fp32",
           "bench: residual stream dtype of a bf16 model, fp32 (the default) or model");
+ABSL_FLAG(bool, fold_gqa, true,
+          "bench: grouped-query attention reads the keys/values in place (false: copied per "
+          "query head)");
+ABSL_FLAG(bool, lean_elementwise, true,
+          "bench: fused RMSNorm and fewer RoPE passes (false: transformers' op-by-op formulas)");
 ABSL_FLAG(int64_t, answer_tokens, 7,
           "bench: also time eval with this budget, what early stop at the answer's end runs "
           "(0: skip)");
@@ -377,6 +382,8 @@ absl::Status RunBench(const std::vector<char*>& args) {
     return absl::InvalidArgumentError("--residual must be fp32 or model, got '" + residual + "'");
   }
   rt.model->fp32_residual = residual == "fp32";
+  rt.model->fold_gqa = absl::GetFlag(FLAGS_fold_gqa);
+  rt.model->lean_elementwise = absl::GetFlag(FLAGS_lean_elementwise);
   const double load_s = Since(load_start);
   LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*rt.tokenizer, prompt_config));
   LM_ASSIGN_OR_RETURN(MnistSet train, LoadMnistFromFlags("train", "", "", -1));
@@ -453,6 +460,8 @@ absl::Status RunBench(const std::vector<char*>& args) {
               {"dtype", std::string(c10::toString(rt.model->dtype))},
               {"torch", TORCH_VERSION},
               {"residual", residual},
+              {"fold_gqa", rt.model->fold_gqa},
+              {"lean_elementwise", rt.model->lean_elementwise},
               {"model_load_s", load_s},
               {"prompt_tokens", prompts.Build({{0, 0, 7}}).ids.size(1)},
               {"image_position", prompts.BuildGeneration(0).image_position},

@@ -2,6 +2,9 @@
 
 #include <prometheus/registry.h>
 
+#include <chrono>
+#include <exception>
+
 #include "absl/strings/str_cat.h"
 #include "common/job_spec.h"
 #include "common/log.h"
@@ -154,6 +157,20 @@ void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
 absl::Status WorkerAgent::Run(const std::atomic<bool>* stop) {
   absl::Status v = options_.Validate();
   if (!v.ok()) return v;
+  if (resources_.model->device.is_cuda()) {
+    // Before registering: the coordinator sees the worker idle only once it is warm.
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status warm;
+    try {
+      warm = WarmUpEval(resources_);
+    } catch (const std::exception& e) {
+      warm = absl::InternalError(e.what());
+    }
+    if (!warm.ok()) LM_LOG(WARNING) << "worker " << options_.worker_id << ": warm-up failed: " << warm;
+    LM_LOG(INFO) << "worker " << options_.worker_id << ": warm-up "
+                 << std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count()
+                 << " ms";
+  }
   // Register before anything else; retry while the coordinator starts.
   const auto first_try = std::chrono::steady_clock::now();
   while (true) {
@@ -201,6 +218,11 @@ void WorkerAgent::RunTask(const v1::Task& task) {
   env.collective_engine = options_.collective;
   env.gloo_host = options_.collective_host;
   env.abort = &abort_;
+  env.eval_cache = &eval_cache_;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    env.session_id = session_id_;
+  }
   env.on_collective = [this](Collective* c) {
     std::lock_guard<std::mutex> lock(mu_);
     collective_ = c;

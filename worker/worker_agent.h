@@ -78,6 +78,7 @@ class WorkerAgent {
   std::vector<v1::StepMetrics> steps_;      // guarded by mu_: not yet sent
   int64_t eval_done_ = 0;                   // guarded by mu_
   Collective* collective_ = nullptr;        // guarded by mu_
+  EvalCheckpointCache eval_cache_;          // the task thread's only
   std::atomic<bool> abort_{false};
   std::atomic<bool> lost_{false};
   std::atomic<bool> leaving_{false};

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "common/llama_weights.h"
 #include "common/mnist_idx.h"
+#include "common/projector.h"
 #include "common/tokenizer.h"
 #include "protos/llava.pb.h"
 #include "worker/collective.h"
@@ -28,12 +29,26 @@ struct WorkerResources {
   std::string model_spec;
 };
 
+// The last evaluated checkpoint's projector, restored on the model's device, kept between
+// eval tasks of one worker: evaluating the same checkpoint again (a split over other
+// workers, other questions or digits) skips its download, parse and restore. Keyed by
+// the coordinator session as well, since a new coordinator may reuse checkpoint ids.
+struct EvalCheckpointCache {
+  std::string session_id;
+  std::string checkpoint_id;
+  ProjectorConfig config;
+  Projector projector{nullptr};
+};
+
 struct TaskEnv {
   CoordinatorClient* client = nullptr;
   WorkerResources resources;
   std::string collective_engine = "gloo";
   std::string gloo_host = "127.0.0.1";
   std::atomic<bool>* abort = nullptr;
+  // The worker's; used by eval tasks only (may be null: no caching).
+  EvalCheckpointCache* eval_cache = nullptr;
+  std::string session_id;
   // Called with the group once it is formed (and with null when it is gone) so that an
   // abort from the heartbeat thread can reach it.
   std::function<void(Collective*)> on_collective;
@@ -52,5 +67,13 @@ struct TaskOutcome {
 
 TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env);
 TaskOutcome RunEvalTask(const v1::Task& task, const TaskEnv& env);
+
+// Answers two test digits (a random projector, the questions and prompt a job gets by
+// default, two new tokens) on the model's device. A GPU worker runs it before it
+// registers, so that its first eval job pays less for the device's first use (kernel
+// modules load lazily, library handles and workspaces are made on first call). Measured
+// on H200s (bench/RESULTS.md): a fresh worker's first batch of 500 took 1.3-3.3 s against
+// 0.53 s later; with this, 1.3-1.5 s: the rest belongs to the batch's shape.
+absl::Status WarmUpEval(const WorkerResources& r);
 
 }  // namespace llava

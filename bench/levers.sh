@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# What each speed lever of the forward pass buys, on one GPU, in one process per setting
+# (same machine, one after the other): `llava-mnist bench` with the levers added one by
+# one (none; + the GQA fold; + the lean RMSNorm/RoPE = the product's default), then the
+# default with the residual stream in bf16. JSON and tables
+# under OUT_DIR.
+#   bench/levers.sh [OUT_DIR]     (default bench/out)
+# Environment: LLAVA_BIN (default build-gpu/bin/llava-mnist), LLAVA_MODEL_SPEC (default
+# synthetic:llama-3.1-8b), TRAIN_BATCHES (512), EVAL_BATCHES (2000), STEPS (4), WARMUP (2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-bench/out}
+mkdir -p "$OUT"
+BIN=${LLAVA_BIN:-build-gpu/bin/llava-mnist}
+SPEC=${LLAVA_MODEL_SPEC:-synthetic:llama-3.1-8b}
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+for setting in "none --fold_gqa=false --lean_elementwise=false" \
+               "fold --fold_gqa=true --lean_elementwise=false" \
+               "default --fold_gqa=true --lean_elementwise=true" \
+               "bf16_residual --residual=model"; do
+  name=${setting%% *}
+  # shellcheck disable=SC2086
+  "$BIN" bench --model "$SPEC" --device cuda --dtype bf16 ${setting#* } \
+    --train_batches "${TRAIN_BATCHES:-512}" --eval_batches "${EVAL_BATCHES:-2000}" \
+    --steps "${STEPS:-4}" --warmup "${WARMUP:-2}" --answer_tokens 0 \
+    --json "$OUT/levers_$name.json" 2>&1 | grep -av "^I20" | sed "s/^/$name: /"
+done
