@@ -182,6 +182,19 @@ absl::StatusOr<TrainCheckpoint> ParseTrainCheckpoint(std::string bytes,
   return ParseFile(*file);
 }
 
+absl::StatusOr<std::string> ProjectorOnlyCheckpoint(std::string bytes, const std::string& source) {
+  LM_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file,
+                      SafetensorsFile::FromBytes(std::move(bytes), source));
+  LM_RETURN_IF_ERROR(ParseFile(*file).status());
+  std::vector<NamedTensor> kept;
+  for (const StTensorInfo& info : file->tensors()) {
+    if (!absl::StartsWith(info.name, kProjectorPrefix)) continue;
+    LM_ASSIGN_OR_RETURN(at::Tensor t, file->Load(info.name));  // stored dtype, CPU
+    kept.push_back({info.name, std::move(t)});
+  }
+  return SerializeSafetensors(kept, file->metadata());
+}
+
 absl::StatusOr<Projector> RestoreProjector(const TrainCheckpoint& checkpoint, at::Device device) {
   const std::string& source = checkpoint.source;
   auto made = MakeProjector(checkpoint.projector_config, /*seed=*/0);

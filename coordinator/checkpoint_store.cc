@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "common/train_checkpoint.h"
 
 namespace llava {
 namespace {
@@ -117,6 +118,26 @@ absl::StatusOr<std::string> CheckpointStore::Read(const v1::CheckpointInfo& info
     return absl::DataLossError(absl::StrCat(path, ": SHA-256 differs from the one recorded"));
   }
   return bytes;
+}
+
+absl::StatusOr<std::shared_ptr<const CheckpointStore::Derived>> CheckpointStore::ReadProjectorOnly(
+    const v1::CheckpointInfo& info) const {
+  constexpr size_t kKept = 4;  // eval jobs read the newest checkpoints; a few suffice
+  const std::string key = info.checkpoint_id() + "@" + info.sha256();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [k, d] : derived_) {
+      if (k == key) return d;
+    }
+  }
+  LM_ASSIGN_OR_RETURN(std::string bytes, Read(info));
+  auto derived = std::make_shared<Derived>();
+  LM_ASSIGN_OR_RETURN(derived->bytes, ProjectorOnlyCheckpoint(std::move(bytes), PathOf(info.checkpoint_id())));
+  derived->sha256 = Sha256Hex(derived->bytes);
+  std::lock_guard<std::mutex> lock(mu_);
+  derived_.emplace_back(key, derived);
+  if (derived_.size() > kKept) derived_.pop_front();
+  return std::shared_ptr<const Derived>(derived);
 }
 
 std::vector<v1::CheckpointInfo> CheckpointStore::List(const std::string& job_id) const {

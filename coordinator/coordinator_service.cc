@@ -211,16 +211,29 @@ grpc::Status CheckpointServiceImpl::DownloadCheckpoint(grpc::ServerContext* cont
   const auto start = std::chrono::steady_clock::now();
   auto info = c_.checkpoints->Find(request->checkpoint());
   if (!info.ok()) return ToGrpc(info.status());
-  auto bytes = c_.checkpoints->Read(*info);
-  if (!bytes.ok()) return ToGrpc(bytes.status());
   v1::CheckpointChunk chunk;
   v1::CheckpointHeader* header = chunk.mutable_header();
   header->set_checkpoint_id(info->checkpoint_id());
   header->set_step(info->step());
   header->set_final(info->final());
-  header->set_total_bytes(info->size_bytes());
-  header->set_sha256(info->sha256());
   header->mutable_ref()->set_job_id(info->job_id());
+  header->set_projector_only(request->projector_only());
+  std::shared_ptr<const CheckpointStore::Derived> derived;
+  absl::StatusOr<std::string> full;
+  const std::string* bytes = nullptr;
+  if (request->projector_only()) {
+    auto d = c_.checkpoints->ReadProjectorOnly(*info);
+    if (!d.ok()) return ToGrpc(d.status());
+    derived = std::move(*d);
+    bytes = &derived->bytes;
+    header->set_sha256(derived->sha256);
+  } else {
+    full = c_.checkpoints->Read(*info);
+    if (!full.ok()) return ToGrpc(full.status());
+    bytes = &*full;
+    header->set_sha256(info->sha256());
+  }
+  header->set_total_bytes(static_cast<int64_t>(bytes->size()));
   const size_t n = bytes->size(), step = static_cast<size_t>(o_.checkpoint_chunk_bytes);
   for (size_t off = 0; off < n || off == 0; off += step) {
     if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");

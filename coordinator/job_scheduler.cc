@@ -534,6 +534,8 @@ void JobScheduler::StartEval(Job& job, std::vector<WorkerRegistry::Candidate> gr
   s.set_eval_images_total(n * s.eval().questions_size());
   s.set_eval_images_done(0);
   job.members.clear();
+  auto ckpt = checkpoints_->Find(s.eval().checkpoint());
+  const std::string checkpoint_sha256 = ckpt.ok() ? ckpt->sha256() : std::string();
   for (int64_t rank = 0; rank < k; ++rank) {
     // Contiguous ranges whose sizes differ by at most one, in rank order: merging the
     // shards' reports gives the single-process report.
@@ -545,6 +547,7 @@ void JobScheduler::StartEval(Job& job, std::vector<WorkerRegistry::Candidate> gr
     v1::EvalTask* t = task.mutable_eval();
     *t->mutable_spec() = s.eval();
     t->set_checkpoint_id(s.eval().checkpoint());
+    t->set_checkpoint_sha256(checkpoint_sha256);
     t->set_begin(begin);
     t->set_end(end);
     registry_->Assign(group[rank].worker_id, group[rank].session_id, task);

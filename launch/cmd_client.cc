@@ -19,6 +19,7 @@ ABSL_FLAG(bool, wait_for_workers, false,
           "submit: queue the job even if fewer matching workers are registered than it needs");
 ABSL_FLAG(int64_t, watch_timeout_ms, 24 * 3600 * 1000, "watch/submit --wait: give up after this long");
 ABSL_FLAG(std::string, out, "", "fetch-checkpoint: write the file here (default <id>.safetensors)");
+ABSL_FLAG(bool, projector_only, false, "fetch-checkpoint: without the optimizer state (for eval and inference)");
 ABSL_FLAG(bool, history, false, "status: print every step's metrics");
 ABSL_FLAG(std::string, report_out, "", "status: write an eval job's report (JSON) here");
 ABSL_FLAG(std::string, target, "", "health: the port to probe (default: --coordinator)");
@@ -128,7 +129,8 @@ absl::Status RunFetchCheckpoint(const std::vector<char*>& args) {
   LM_ASSIGN_OR_RETURN(std::string id, OnlyArg(args, "checkpoint id or training job id"));
   LM_ASSIGN_OR_RETURN(ClientOptions options, ClientOptionsFromFlags());
   CoordinatorClient client(options);
-  LM_ASSIGN_OR_RETURN(CoordinatorClient::Download download, client.DownloadCheckpoint(id));
+  LM_ASSIGN_OR_RETURN(CoordinatorClient::Download download,
+                      client.DownloadCheckpoint(id, absl::GetFlag(FLAGS_projector_only)));
   std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) {
     out = download.header.checkpoint_id() + ".safetensors";

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include "common/file_util.h"
+#include "common/log.h"
 #include "common/sha256.h"
+#include "common/train_checkpoint.h"
 #include "test_util.h"
 
 namespace llava {
@@ -41,6 +43,48 @@ TEST(CheckpointStoreTest, PutFindReadAndReopen) {
   ASSERT_TRUE(reopened.ok());
   ASSERT_EQ((*reopened)->List("").size(), 2u);
   EXPECT_TRUE((*reopened)->Find("train-000001")->final());
+}
+
+std::string SmallCheckpoint(uint64_t seed, bool with_optimizer) {
+  ProjectorConfig config;
+  config.input_dim = 784;
+  config.output_dim = 16;
+  Projector projector(config, seed);
+  auto optimizer = Optimizer::Create(OptimizerConfig(), projector->NamedParameters());
+  LM_CHECK(optimizer.ok());
+  auto bytes = SerializeTrainCheckpoint(projector, with_optimizer ? optimizer->get() : nullptr, "{}", "demo");
+  LM_CHECK(bytes.ok());
+  return *bytes;
+}
+
+TEST(CheckpointStoreTest, ProjectorOnlyCopiesAreDerivedOnceAndFollowAReplacedFile) {
+  auto store = CheckpointStore::Open(testing::MakeTempDir("ckpt_slim"));
+  ASSERT_TRUE(store.ok());
+  const std::string full = SmallCheckpoint(1, true);
+  auto info = (*store)->Put("train-000001", 5, false, full, Sha256Hex(full));
+  ASSERT_TRUE(info.ok()) << info.status();
+  auto slim = (*store)->ReadProjectorOnly(*info);
+  ASSERT_TRUE(slim.ok()) << slim.status();
+  EXPECT_EQ((*slim)->bytes, SmallCheckpoint(1, false));
+  EXPECT_EQ((*slim)->sha256, Sha256Hex((*slim)->bytes));
+  auto again = (*store)->ReadProjectorOnly(*info);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->get(), slim->get());  // served from memory
+
+  // A restarted attempt rewrites step 5: the copy follows the new file.
+  const std::string full2 = SmallCheckpoint(2, true);
+  auto info2 = (*store)->Put("train-000001", 5, false, full2, Sha256Hex(full2));
+  ASSERT_TRUE(info2.ok());
+  auto slim2 = (*store)->ReadProjectorOnly(*info2);
+  ASSERT_TRUE(slim2.ok());
+  EXPECT_EQ((*slim2)->bytes, SmallCheckpoint(2, false));
+
+  // Bytes that are not a checkpoint: a clear error naming the file, nothing cached.
+  auto junk = (*store)->Put("train-000002", 1, true, "junk", Sha256Hex("junk"));
+  ASSERT_TRUE(junk.ok());
+  auto bad = (*store)->ReadProjectorOnly(*junk);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("train-000002/step-000001"), std::string::npos) << bad.status();
 }
 
 TEST(CheckpointStoreTest, WrongChecksumOrBadIdStoresNothing) {

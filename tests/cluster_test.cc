@@ -160,6 +160,18 @@ TEST_F(ClusterTest, TwoWorkersTrainAsOneProcessAndEvalMatchesTheSingleProcessRep
   EXPECT_EQ(fetched->header.sha256(), Sha256Hex(*stored));
   auto ckpt = ParseTrainCheckpoint(fetched->bytes, "fetched");
   ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  // Without the optimizer state (what eval jobs download): the same projector, verified.
+  auto slim = client_->DownloadCheckpoint(submitted->job_id(), /*projector_only=*/true);
+  ASSERT_TRUE(slim.ok()) << slim.status();
+  EXPECT_TRUE(slim->header.projector_only());
+  EXPECT_LT(slim->bytes.size(), fetched->bytes.size());
+  auto slim_ckpt = ParseTrainCheckpoint(slim->bytes, "fetched projector-only");
+  ASSERT_TRUE(slim_ckpt.ok()) << slim_ckpt.status();
+  EXPECT_TRUE(slim_ckpt->optimizer_state.empty());
+  ASSERT_EQ(slim_ckpt->projector_tensors.size(), ckpt->projector_tensors.size());
+  for (size_t i = 0; i < ckpt->projector_tensors.size(); ++i) {
+    EXPECT_TRUE(at::equal(slim_ckpt->projector_tensors[i].tensor, ckpt->projector_tensors[i].tensor));
+  }
 
   // One process with the same global batch (8), seed and phrasings.
   auto model = LoadLlama(DemoLm(), ModelOptions());

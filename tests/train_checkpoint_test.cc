@@ -133,6 +133,31 @@ TEST(TrainCheckpointTest, RoundTripIsBitExact) {
   EXPECT_TRUE(at::equal(restored->get()->forward(px), run.projector->forward(px)));
 }
 
+TEST(TrainCheckpointTest, ProjectorOnlyCopyKeepsTheProjectorAndMetadataOnly) {
+  TrainRun run = MakeRun(MlpConfig(), OptimizerConfig(), 3);
+  run.TrainSteps(0, 2);
+  auto full = SerializeTrainCheckpoint(run.projector, run.optimizer.get(), kTrainState, kModel);
+  ASSERT_TRUE(full.ok()) << full.status();
+  auto slim = ProjectorOnlyCheckpoint(*full, "ckpt-a");
+  ASSERT_TRUE(slim.ok()) << slim.status();
+  EXPECT_LT(slim->size() * 2, full->size());  // AdamW's two moments are gone
+  // The same as saving without an optimizer, byte for byte.
+  auto direct = SerializeTrainCheckpoint(run.projector, nullptr, kTrainState, kModel);
+  ASSERT_TRUE(direct.ok());
+  EXPECT_EQ(*slim, *direct);
+  auto parsed = ParseTrainCheckpoint(*slim, "slim");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(parsed->optimizer_state.empty());
+  EXPECT_EQ(parsed->train_state_json, kTrainState);
+  auto restored = RestoreProjector(*parsed, at::kCPU);
+  ASSERT_TRUE(restored.ok());
+  ExpectSameParameters(*restored, run.projector);
+
+  auto bad = ProjectorOnlyCheckpoint("not a checkpoint", "ckpt-b");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("ckpt-b"), std::string::npos) << bad.status();
+}
+
 TEST(TrainCheckpointTest, FileLayoutIsPlainSafetensors) {
   // What Python's safetensors.safe_open sees: an 8-byte length, a JSON header whose
   // __metadata__ is a string map, tensors with dtype/shape/data_offsets.

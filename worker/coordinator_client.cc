@@ -142,9 +142,10 @@ absl::StatusOr<v1::CheckpointInfo> CoordinatorClient::UploadCheckpoint(v1::Check
 }
 
 absl::StatusOr<CoordinatorClient::Download> CoordinatorClient::DownloadCheckpoint(
-    const std::string& checkpoint) {
+    const std::string& checkpoint, bool projector_only) {
   v1::DownloadCheckpointRequest request;
   request.set_checkpoint(checkpoint);
+  request.set_projector_only(projector_only);
   grpc::ClientContext context;
   SetDeadline(&context, std::chrono::minutes(10));
   auto reader = checkpoints_->DownloadCheckpoint(&context, request);

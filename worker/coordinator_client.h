@@ -49,7 +49,8 @@ class CoordinatorClient : public RendezvousClient {
     v1::CheckpointHeader header;
     std::string bytes;
   };
-  absl::StatusOr<Download> DownloadCheckpoint(const std::string& checkpoint);
+  // `projector_only`: without the optimizer state (eval, inference).
+  absl::StatusOr<Download> DownloadCheckpoint(const std::string& checkpoint, bool projector_only = false);
   absl::StatusOr<v1::ListCheckpointsResponse> ListCheckpoints(const std::string& job_id);
 
   // Jobs.

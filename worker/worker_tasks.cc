@@ -208,12 +208,13 @@ absl::StatusOr<CachedProjector> EvalProjector(const v1::EvalTask& t, const TaskE
                                               bool* retryable) {
   EvalCheckpointCache* cache = env.eval_cache;
   if (cache != nullptr && cache->projector && cache->checkpoint_id == t.checkpoint_id() &&
+      !t.checkpoint_sha256().empty() && cache->checkpoint_sha256 == t.checkpoint_sha256() &&
       cache->session_id == env.session_id) {
     return CachedProjector{cache->config, cache->projector, true};
   }
   *retryable = true;
   LM_ASSIGN_OR_RETURN(CoordinatorClient::Download download,
-                      env.client->DownloadCheckpoint(t.checkpoint_id()));
+                      env.client->DownloadCheckpoint(t.checkpoint_id(), /*projector_only=*/true));
   *retryable = false;
   LM_ASSIGN_OR_RETURN(TrainCheckpoint ckpt,
                       ParseTrainCheckpoint(std::move(download.bytes), t.checkpoint_id()));
@@ -222,8 +223,8 @@ absl::StatusOr<CachedProjector> EvalProjector(const v1::EvalTask& t, const TaskE
                                              t.checkpoint_id()));
   LM_ASSIGN_OR_RETURN(Projector projector, RestoreProjector(ckpt, model.device));
   if (cache != nullptr) {
-    *cache = EvalCheckpointCache{env.session_id, t.checkpoint_id(), ckpt.projector_config,
-                                 projector};
+    *cache = EvalCheckpointCache{env.session_id, t.checkpoint_id(), t.checkpoint_sha256(),
+                                 ckpt.projector_config, projector};
   }
   return CachedProjector{ckpt.projector_config, projector, false};
 }

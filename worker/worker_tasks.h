@@ -36,6 +36,7 @@ struct WorkerResources {
 struct EvalCheckpointCache {
   std::string session_id;
   std::string checkpoint_id;
+  std::string checkpoint_sha256;  // of the full checkpoint file, as the task named it
   ProjectorConfig config;
   Projector projector{nullptr};
 };
