@@ -22,15 +22,20 @@ ADDR=127.0.0.1:$(cat "$S/port")
   --health_listen 127.0.0.1:18082 --metrics_listen 127.0.0.1:19465 > "$S/worker.log" 2>&1 &
 WPID=$!
 for i in $(seq 300); do "$BIN" health --target 127.0.0.1:18082 --service readiness >/dev/null 2>&1 && break; sleep 0.2; done
+# The prefix's libraries (LD_LIBRARY_PATH from .deps/prefix/env.sh) are not for curl.
+scrape() { python3 -c "import urllib.request,sys;print(urllib.request.urlopen(sys.argv[1]).read().decode())" "$1"; }
 {
   echo "== probes"; "$BIN" health --target 127.0.0.1:18081 --service readiness; "$BIN" health --target 127.0.0.1:18082 --service readiness
   echo "== without the token (expect UNAUTHENTICATED)"; "$BIN" list --coordinator "$ADDR" --tls_ca "$S/pki/ca.crt"; echo "exit $?"
   echo "== plaintext against TLS (expect failure)"; "$BIN" list --coordinator "$ADDR"; echo "exit $?"
   echo "== train 6 steps, batch 64, over TLS with the token"
   "$BIN" submit train --coordinator "$ADDR" "${TLS[@]}" --batch_size 64 --max_steps 6 --checkpoint_every 3 --wait
-  echo "== coordinator /metrics"; curl -s 127.0.0.1:19464/metrics | grep -E "^llava_(job|workers|checkpoint_bytes)|^llava_rpc_requests_total"
-  echo "== worker /metrics"; curl -s 127.0.0.1:19465/metrics | grep -E "^llava_worker_(gpu|step |step_seconds_(sum|count)|allreduce_seconds_(sum|count)|tasks)"
+  echo "== coordinator /metrics"; scrape http://127.0.0.1:19464/metrics | grep -E "^llava_(job|workers|checkpoint_bytes)|^llava_rpc_requests_total"
+  echo "== worker /metrics"; scrape http://127.0.0.1:19465/metrics | grep -E "^llava_worker_(gpu|step |step_seconds_(sum|count)|allreduce_seconds_(sum|count)|tasks)"
+} > "$OUT/ops_check.txt" 2>&1
+{
   echo "== SIGTERM"; kill -TERM $WPID; t0=$(date +%s%N); wait $WPID; echo "worker exit $? after $(( ($(date +%s%N)-t0)/1000000 )) ms"
   kill -TERM $CPID; wait $CPID; echo "coordinator exit $?"
-} 2>&1 | tee "$OUT/ops_check.txt"
+} >> "$OUT/ops_check.txt" 2>&1
+cat "$OUT/ops_check.txt"
 cp "$S"/*.log "$OUT/" 2>/dev/null

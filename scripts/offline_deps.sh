@@ -18,7 +18,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest nlohmann-json3-dev libpcre2-dev libpcre2-8-0
   libpng-dev libpng16-16
   prometheus-cpp-dev libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0
-  libprometheus-cpp-push1.0 libcivetweb-dev libcivetweb1 libcurl4-openssl-dev libcurl4
+  libprometheus-cpp-push1.0 libcivetweb-dev libcivetweb1 civetweb libcurl4-openssl-dev libcurl4
 )
 
 mode=${1:-}
