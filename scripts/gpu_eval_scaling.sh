@@ -74,4 +74,13 @@ last = max(r for r, _ in rows)
 for i, what in ((0, "submit --wait"), (1, "in the coordinator")):
     one, two = rows[(last, 1)][i], rows[(last, 2)][i]
     print(f"scaling, round {last}, {what}: {answers * 1000 / two:.1f} / (2 x {answers * 1000 / one:.1f}) = {one / (2 * two):.3f}")
+# Medians over the warm rounds (every round after the first), as the issue asks.
+import statistics
+warm = [r for r, n in rows if n == 1 and r > 1 and (r, 2) in rows]
+if warm:
+    for i, what in ((0, "submit --wait"), (1, "in the coordinator")):
+        one = statistics.median(rows[(r, 1)][i] for r in warm)
+        two = statistics.median(rows[(r, 2)][i] for r in warm)
+        print(f"scaling, median of rounds 2-{last}, {what}: {answers * 1000 / two:.1f} / (2 x {answers * 1000 / one:.1f}) "
+              f"= {one / (2 * two):.3f}")
 EOF
