@@ -132,7 +132,7 @@ grpc::Status WorkerServiceImpl::ListWorkers(grpc::ServerContext*, const v1::List
 
 grpc::Status WorkerServiceImpl::LeaveWorker(grpc::ServerContext*, const v1::LeaveWorkerRequest* request,
                                             v1::LeaveWorkerResponse*) {
-  absl::Status s = c_.registry->Leave(request->worker_id(), request->session_id());
+  absl::Status s = c_.registry->Leave(request->worker_id(), request->session_id(), request->reason());
   if (!s.ok()) return ToGrpc(s);
   LM_LOG(INFO) << "worker " << request->worker_id() << " left: "
                << (request->reason().empty() ? "(no reason given)" : request->reason());

@@ -420,8 +420,8 @@ void JobScheduler::Tick(Clock::time_point now) {
         const Member& m = job.members[rank];
         if (!m.done && !registry_->IsLive(m.worker_id, m.session_id, now)) {
           EndAttempt(job,
-                     absl::StrCat("worker '", m.worker_id, "' (rank ", rank,
-                                  ") was lost: no heartbeat in time, it left, or it registered again"),
+                     absl::StrCat("worker '", m.worker_id, "' (rank ", rank, ") was lost: ",
+                                  registry_->GoneReason(m.worker_id, m.session_id, now)),
                      /*retryable=*/true, now);
           break;
         }

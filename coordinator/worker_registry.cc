@@ -143,15 +143,36 @@ void WorkerRegistry::Release(const std::string& worker_id, const std::string& se
   if (SameTask(r.running, task) && !abort) r.running.Clear();
 }
 
-absl::Status WorkerRegistry::Leave(const std::string& worker_id, const std::string& session_id) {
+absl::Status WorkerRegistry::Leave(const std::string& worker_id, const std::string& session_id,
+                                   const std::string& reason) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = workers_.find(worker_id);
   if (it == workers_.end() || it->second.session_id != session_id) {
     return absl::NotFoundError(absl::StrCat("no session '", session_id, "' of worker '", worker_id, "'"));
   }
   workers_.erase(it);
+  constexpr size_t kLeftKept = 256;
+  left_.emplace_back(session_id, reason.empty() ? "no reason given" : reason);
+  if (left_.size() > kLeftKept) left_.pop_front();
   mail_.notify_all();  // a long poll of this session ends (NOT_FOUND)
   return absl::OkStatus();
+}
+
+std::string WorkerRegistry::GoneReason(const std::string& worker_id, const std::string& session_id,
+                                       Clock::time_point now) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [session, reason] : left_) {
+    if (session == session_id) return absl::StrCat("it left (", reason, ")");
+  }
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return "it is no longer registered";
+  if (it->second.session_id != session_id) return "it registered again (a restart)";
+  if (!Live(it->second, now)) {
+    return absl::StrCat("no heartbeat for ",
+                        std::chrono::duration_cast<std::chrono::milliseconds>(now - it->second.last_seen).count(),
+                        " ms");
+  }
+  return "it is live";
 }
 
 std::vector<v1::WorkerStatus> WorkerRegistry::List(Clock::time_point now) const {

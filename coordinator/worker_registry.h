@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -65,7 +66,12 @@ class WorkerRegistry {
 
   // Ends the session (a worker shutting down): it is no longer live, and its record goes.
   // NOT_FOUND unless (worker_id, session_id) is the current session.
-  absl::Status Leave(const std::string& worker_id, const std::string& session_id);
+  absl::Status Leave(const std::string& worker_id, const std::string& session_id,
+                     const std::string& reason);
+  // Why a session is not live, in words for a job's restart reason: "it left (...)",
+  // "it registered again", "no heartbeat for N ms".
+  std::string GoneReason(const std::string& worker_id, const std::string& session_id,
+                         Clock::time_point now) const;
 
  private:
   struct Record {
@@ -89,6 +95,8 @@ class WorkerRegistry {
   mutable std::mutex mu_;
   std::condition_variable mail_;           // a mailbox got something
   std::map<std::string, Record> workers_;  // guarded by mu_
+  // Sessions that left, with their reason; the newest few, for GoneReason. Guarded by mu_.
+  std::deque<std::pair<std::string, std::string>> left_;
   int64_t next_session_ = 1;               // guarded by mu_
 };
 

@@ -183,6 +183,9 @@ std::string StatusLine(const v1::JobStatus& s) {
     for (const auto& w : s.worker_ids()) absl::StrAppend(&line, " ", w);
   }
   if (s.restarts() > 0) absl::StrAppend(&line, " restarts ", s.restarts());
+  if (s.resumed_from_step() > 0) {
+    absl::StrAppend(&line, " attempt ", s.attempt(), " from step ", s.resumed_from_step());
+  }
   if (!s.reason().empty()) absl::StrAppend(&line, " (", s.reason(), ")");
   return line;
 }

@@ -33,7 +33,8 @@ absl::StatusOr<v1::TrainSpec> TrainSpecFromFlags(const std::string& base_json);
 // --checkpoint (a checkpoint id or training job id) and the eval flags.
 absl::StatusOr<v1::EvalSpec> EvalSpecFromFlags(const std::string& base_json);
 
-// One line: "train-000001 RUNNING step 12/63 loss 0.4213 12.3 samples/s".
+// One line: "train-000001 RUNNING step 12/63 loss 0.4213 12.3 samples/s", with
+// "restarts N attempt A from step S" once an attempt resumed from a checkpoint.
 std::string StatusLine(const v1::JobStatus& status);
 
 }  // namespace llava

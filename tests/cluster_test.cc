@@ -321,6 +321,8 @@ TEST_F(ClusterTest, TerminatedWorkerLeavesAtOnceAndTheJobResumesWithoutIt) {
   ASSERT_EQ(restarting.state(), v1::JOB_STATE_RESTARTING) << restarting.ShortDebugString();
   const double notice_s = SecondsSince(terminated);
   EXPECT_LT(notice_s, 20.0);  // far below the 60 s worker timeout
+  EXPECT_NE(restarting.reason().find("it left (the worker is stopping"), std::string::npos)
+      << restarting.reason();
   while (workers_["worker-1"].Running() && SecondsSince(terminated) < 30) {
     std::this_thread::sleep_for(milliseconds(20));
   }

@@ -132,6 +132,7 @@ TEST_F(JobSchedulerTest, LostWorkerRestartsFromTheCheckpointThenFailsWhenNoneIsL
   auto status = scheduler_->Get(id, false);
   ASSERT_EQ(status->state(), v1::JOB_STATE_RESTARTING) << status->ShortDebugString();
   EXPECT_NE(status->reason().find("'b'"), std::string::npos) << status->reason();
+  EXPECT_NE(status->reason().find("no heartbeat for 1500 ms"), std::string::npos) << status->reason();
   abort = Beat("a", s0, a_ref);
   ASSERT_EQ(abort.abort_size(), 1);  // the survivor is told to abandon the attempt
   Beat("a", s0);                     // ...and has stopped
@@ -177,6 +178,24 @@ TEST_F(JobSchedulerTest, LongPollHandsOutATaskAsSoonAsItIsQueued) {
   // A replaced session's poll ends with NOT_FOUND.
   Register("a");
   EXPECT_TRUE(absl::IsNotFound(registry_->WaitForMail("a", s0, Clock::now() + milliseconds(10)).status()));
+}
+
+TEST_F(JobSchedulerTest, AWorkerThatLeavesEndsTheAttemptAtOnceAndTheReasonSaysSo) {
+  const std::string s0 = Register("a"), s1 = Register("b");
+  auto job = scheduler_->Submit(TrainRequest(2), now_);
+  ASSERT_TRUE(job.ok());
+  Beat("a", s0);
+  Beat("b", s1);
+  ASSERT_TRUE(registry_->Leave("b", s1, "pod deleted").ok());
+  EXPECT_TRUE(absl::IsNotFound(registry_->Leave("b", s1, "twice")));  // the session is gone
+  scheduler_->Tick(now_);  // no time has passed: only the leave explains the restart
+  auto status = scheduler_->Get(job->job_id(), false);
+  ASSERT_EQ(status->state(), v1::JOB_STATE_RESTARTING) << status->ShortDebugString();
+  EXPECT_NE(status->reason().find("worker 'b' (rank 1) was lost: it left (pod deleted)"), std::string::npos)
+      << status->reason();
+  auto workers = registry_->List(now_);
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_EQ(workers[0].info().worker_id(), "a");
 }
 
 TEST_F(JobSchedulerTest, RestartingJobFailsAfterTheRestartWait) {

@@ -251,9 +251,9 @@ wait_for 60 "$TRAIN restarting after the worker left" restarting
 log "$(job_line "$TRAIN")"
 log "starting llava-worker-1 again"
 timeout 60 podman pod start llava-worker-1 > /dev/null
-resumed() { podman logs "$COORD_CTR" 2>&1 | grep -E "job $TRAIN attempt 2 started .* from step [1-9]"; }
+resumed() { job_line "$TRAIN" | grep -Eq "attempt 2 from step [1-9]"; }
 wait_for 120 "$TRAIN resumed (attempt 2) from a checkpoint" resumed
-log "$(resumed | sed 's/.*\] //')"
+log "$(job_line "$TRAIN")"
 succeeded() { [[ $(job_state "$1") == SUCCEEDED ]]; }
 ended() { [[ $(job_state "$1") =~ ^(SUCCEEDED|FAILED|CANCELLED)$ ]]; }
 wait_for 300 "$TRAIN ended" ended "$TRAIN"
