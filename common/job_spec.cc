@@ -22,6 +22,10 @@ bool SameTask(const v1::TaskRef& a, const v1::TaskRef& b) {
   return a.job_id() == b.job_id() && a.attempt() == b.attempt() && a.rank() == b.rank();
 }
 
+bool IsTerminal(v1::JobState s) {
+  return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
+}
+
 std::vector<std::string> DefaultEvalQuestions() {
   return {"What digit is this?", "What is this number?"};
 }

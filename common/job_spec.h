@@ -27,6 +27,8 @@ absl::StatusOr<PromptConfig> PromptFromSpec(const v1::EvalSpec& spec, int64_t im
 
 // Whether two refs name the same task (job, attempt, rank).
 bool SameTask(const v1::TaskRef& a, const v1::TaskRef& b);
+// SUCCEEDED, FAILED or CANCELLED: the job will not change again.
+bool IsTerminal(v1::JobState state);
 
 // The questions an eval asks when none are given.
 std::vector<std::string> DefaultEvalQuestions();

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "common/job_spec.h"
 #include "coordinator/job_scheduler.h"
 #include "coordinator/worker_registry.h"
 
@@ -19,84 +20,59 @@ namespace {
 // exported, so that series do not grow without bound.
 constexpr size_t kFinishedJobsExported = 50;
 
-prometheus::MetricFamily Family(const char* name, const char* help, prometheus::MetricType type) {
-  prometheus::MetricFamily f;
-  f.name = name;
-  f.help = help;
-  f.type = type;
-  return f;
-}
-
-void AddGauge(prometheus::MetricFamily* f, std::vector<prometheus::ClientMetric::Label> labels, double v) {
-  prometheus::ClientMetric m;
-  m.label = std::move(labels);
-  if (f->type == prometheus::MetricType::Counter) {
-    m.counter.value = v;
-  } else {
-    m.gauge.value = v;
-  }
-  f->metric.push_back(std::move(m));
-}
-
 class ClusterCollector : public prometheus::Collectable {
  public:
   ClusterCollector(const JobScheduler* scheduler, const WorkerRegistry* workers)
       : scheduler_(scheduler), workers_(workers) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override {
-    using prometheus::MetricType;
-    auto state = Family("llava_job_state", "1 for the job's current state", MetricType::Gauge);
-    auto step = Family("llava_job_step", "training steps done", MetricType::Gauge);
-    auto total = Family("llava_job_total_steps", "training steps planned", MetricType::Gauge);
-    auto loss = Family("llava_job_loss", "mean answer-token loss of the last step", MetricType::Gauge);
-    auto lr = Family("llava_job_learning_rate", "learning rate of the last step", MetricType::Gauge);
-    auto speed = Family("llava_job_samples_per_second",
-                        "training samples per second of the whole group, this attempt", MetricType::Gauge);
-    auto restarts = Family("llava_job_restarts_total", "restarts from a checkpoint", MetricType::Counter);
-    auto answers = Family("llava_job_eval_answers_done", "eval answers done", MetricType::Gauge);
-    auto accuracy = Family("llava_job_eval_accuracy", "eval accuracy over every question (finished jobs)",
-                           MetricType::Gauge);
+    auto state = ScrapeFamily("llava_job_state", "1 for the job's current state");
+    auto step = ScrapeFamily("llava_job_step", "training steps done");
+    auto total = ScrapeFamily("llava_job_total_steps", "training steps planned");
+    auto loss = ScrapeFamily("llava_job_loss", "mean answer-token loss of the last step");
+    auto lr = ScrapeFamily("llava_job_learning_rate", "learning rate of the last step");
+    auto speed = ScrapeFamily("llava_job_samples_per_second",
+                              "training samples per second of the whole group, this attempt");
+    auto restarts = ScrapeFamily("llava_job_restarts_total", "restarts from a checkpoint", /*counter=*/true);
+    auto answers = ScrapeFamily("llava_job_eval_answers_done", "eval answers done");
+    auto accuracy = ScrapeFamily("llava_job_eval_accuracy", "eval accuracy over every question (finished jobs)");
 
     std::vector<v1::JobStatus> jobs = scheduler_->List();  // submission order
     size_t finished_left = kFinishedJobsExported;
     for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {
       const v1::JobStatus& j = *it;
-      const bool finished = IsFinished(j.state());
+      const bool finished = IsTerminal(j.state());
       if (finished && finished_left == 0) continue;
       if (finished) --finished_left;
-      const prometheus::ClientMetric::Label id{"job_id", j.job_id()};
-      AddGauge(&state, {id, {"state", v1::JobState_Name(j.state()).substr(10)}}, 1);
-      AddGauge(&restarts, {id}, static_cast<double>(j.restarts()));
+      const std::pair<std::string, std::string> id{"job_id", j.job_id()};
+      AddSample(&state, {id, {"state", v1::JobState_Name(j.state()).substr(10)}}, 1);
+      AddSample(&restarts, {id}, static_cast<double>(j.restarts()));
       if (j.kind() == v1::JOB_KIND_TRAIN) {
-        AddGauge(&step, {id}, static_cast<double>(j.step()));
-        AddGauge(&total, {id}, static_cast<double>(j.total_steps()));
+        AddSample(&step, {id}, static_cast<double>(j.step()));
+        AddSample(&total, {id}, static_cast<double>(j.total_steps()));
         if (j.has_last_step()) {
-          AddGauge(&loss, {id}, j.last_step().loss());
-          AddGauge(&lr, {id}, j.last_step().lr());
-          AddGauge(&speed, {id}, j.last_step().samples_per_s());
+          AddSample(&loss, {id}, j.last_step().loss());
+          AddSample(&lr, {id}, j.last_step().lr());
+          AddSample(&speed, {id}, j.last_step().samples_per_s());
         }
       } else {
-        AddGauge(&answers, {id}, static_cast<double>(j.eval_images_done()));
-        if (j.state() == v1::JOB_STATE_SUCCEEDED) AddGauge(&accuracy, {id}, j.eval_accuracy());
+        AddSample(&answers, {id}, static_cast<double>(j.eval_images_done()));
+        if (j.state() == v1::JOB_STATE_SUCCEEDED) AddSample(&accuracy, {id}, j.eval_accuracy());
       }
     }
-    auto alive = Family("llava_workers_alive", "registered workers heard from in time", MetricType::Gauge);
-    auto busy = Family("llava_workers_busy", "live workers running a task", MetricType::Gauge);
+    auto alive = ScrapeFamily("llava_workers_alive", "registered workers heard from in time");
+    auto busy = ScrapeFamily("llava_workers_busy", "live workers running a task");
     int64_t n_alive = 0, n_busy = 0;
     for (const v1::WorkerStatus& w : workers_->List(Clock::now())) {
       n_alive += w.alive();
       n_busy += w.alive() && !w.running().job_id().empty();
     }
-    AddGauge(&alive, {}, static_cast<double>(n_alive));
-    AddGauge(&busy, {}, static_cast<double>(n_busy));
+    AddSample(&alive, {}, static_cast<double>(n_alive));
+    AddSample(&busy, {}, static_cast<double>(n_busy));
     return {state, step, total, loss, lr, speed, restarts, answers, accuracy, alive, busy};
   }
 
  private:
-  static bool IsFinished(v1::JobState s) {
-    return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
-  }
-
   const JobScheduler* scheduler_;
   const WorkerRegistry* workers_;
 };

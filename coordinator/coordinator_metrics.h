@@ -8,16 +8,8 @@
 #include <memory>
 #include <string>
 
+#include "common/net/metric_family.h"
 #include "common/net/rpc_metrics.h"
-
-namespace prometheus {
-class Collectable;
-class Counter;
-class Histogram;
-class Registry;
-template <typename T>
-class Family;
-}  // namespace prometheus
 
 namespace llava {
 

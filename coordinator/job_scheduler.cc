@@ -33,11 +33,7 @@ JobScheduler::JobScheduler(SchedulerOptions options, WorkerRegistry* registry,
       checkpoints_(checkpoints),
       rendezvous_(rendezvous) {}
 
-bool JobScheduler::Terminal(const Job& job) const {
-  const v1::JobState s = job.status.state();
-  return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED ||
-         s == v1::JOB_STATE_CANCELLED;
-}
+bool JobScheduler::Terminal(const Job& job) const { return IsTerminal(job.status.state()); }
 
 JobScheduler::Job* JobScheduler::Find(const std::string& job_id) {
   auto it = jobs_.find(job_id);

@@ -109,6 +109,19 @@ class ClusterTest : public ::testing::Test {
   }
   static bool Ended(const v1::JobStatus& s) { return IsTerminal(s.state()); }
   void StartLongJob(const Timing& timing, std::string* id);
+  // Waits until the job is still RUNNING and has stored a checkpoint at step >= 5.
+  void WaitRunningWithACheckpoint(const std::string& id) {
+    v1::JobStatus mid = WaitJob(id, [](const v1::JobStatus& s) { return s.latest_checkpoint_step() >= 5 || Ended(s); }, 120);
+    ASSERT_EQ(mid.state(), v1::JOB_STATE_RUNNING) << "the job ended too soon: " << mid.ShortDebugString();
+  }
+  v1::JobStatus WaitRestarting(const std::string& id) {
+    return WaitJob(id, [](const v1::JobStatus& s) { return s.state() == v1::JOB_STATE_RESTARTING || Ended(s); }, 30);
+  }
+  // Attempt 2 running (resumed), or the job's end.
+  v1::JobStatus WaitSecondAttempt(const std::string& id) {
+    return WaitJob(id, [](const v1::JobStatus& s) {
+      return (s.state() == v1::JOB_STATE_RUNNING && s.attempt() == 2) || Ended(s); }, 60);
+  }
 
   void TearDown() override {
     for (auto& [id, w] : workers_) w.Stop(milliseconds(3000));
@@ -268,13 +281,11 @@ void ClusterTest::StartLongJob(const Timing& timing, std::string* id) {
 TEST_F(ClusterTest, KilledWorkerJobResumesFromItsCheckpointWhenAWorkerReturns) {
   std::string id;
   ASSERT_NO_FATAL_FAILURE(StartLongJob(Timing(), &id));
-  v1::JobStatus mid = WaitJob(id, [](const v1::JobStatus& s) { return s.latest_checkpoint_step() >= 5 || Ended(s); }, 120);
-  ASSERT_EQ(mid.state(), v1::JOB_STATE_RUNNING) << "the job ended before the kill: " << mid.ShortDebugString();
+  ASSERT_NO_FATAL_FAILURE(WaitRunningWithACheckpoint(id));
 
   workers_["worker-1"].Signal(SIGKILL);
   const auto killed = Steady::now();
-  v1::JobStatus restarting = WaitJob(id, [](const v1::JobStatus& s) {
-    return s.state() == v1::JOB_STATE_RESTARTING || Ended(s); }, 30);
+  v1::JobStatus restarting = WaitRestarting(id);
   ASSERT_EQ(restarting.state(), v1::JOB_STATE_RESTARTING) << restarting.ShortDebugString();
   const double notice_s = SecondsSince(killed);
   // The survivor's collective fails as soon as the peer's sockets close, usually before
@@ -288,8 +299,7 @@ TEST_F(ClusterTest, KilledWorkerJobResumesFromItsCheckpointWhenAWorkerReturns) {
   // The worker comes back under the same name: it registers again and the job resumes.
   workers_["worker-1"].Stop(milliseconds(100));
   StartWorker("worker-1");
-  v1::JobStatus resumed = WaitJob(id, [](const v1::JobStatus& s) {
-    return (s.state() == v1::JOB_STATE_RUNNING && s.attempt() == 2) || Ended(s); }, 60);
+  v1::JobStatus resumed = WaitSecondAttempt(id);
   const double resume_s = SecondsSince(killed);
   EXPECT_GE(resumed.resumed_from_step(), 5);
   EXPECT_EQ(resumed.resumed_from_step() % 5, 0);
@@ -311,13 +321,11 @@ TEST_F(ClusterTest, TerminatedWorkerLeavesAtOnceAndTheJobResumesWithoutIt) {
   t.worker_timeout_ms = 60000;
   std::string id;
   ASSERT_NO_FATAL_FAILURE(StartLongJob(t, &id));
-  v1::JobStatus mid = WaitJob(id, [](const v1::JobStatus& s) { return s.latest_checkpoint_step() >= 5 || Ended(s); }, 120);
-  ASSERT_EQ(mid.state(), v1::JOB_STATE_RUNNING) << mid.ShortDebugString();
+  ASSERT_NO_FATAL_FAILURE(WaitRunningWithACheckpoint(id));
 
   workers_["worker-1"].Signal(SIGTERM);
   const auto terminated = Steady::now();
-  v1::JobStatus restarting = WaitJob(id, [](const v1::JobStatus& s) {
-    return s.state() == v1::JOB_STATE_RESTARTING || Ended(s); }, 30);
+  v1::JobStatus restarting = WaitRestarting(id);
   ASSERT_EQ(restarting.state(), v1::JOB_STATE_RESTARTING) << restarting.ShortDebugString();
   const double notice_s = SecondsSince(terminated);
   EXPECT_LT(notice_s, 20.0);  // far below the 60 s worker timeout
@@ -334,8 +342,7 @@ TEST_F(ClusterTest, TerminatedWorkerLeavesAtOnceAndTheJobResumesWithoutIt) {
   for (const auto& w : list->workers()) EXPECT_NE(w.info().worker_id(), "worker-1") << "it left";
 
   StartWorker("worker-1");
-  v1::JobStatus resumed = WaitJob(id, [](const v1::JobStatus& s) {
-    return (s.state() == v1::JOB_STATE_RUNNING && s.attempt() == 2) || Ended(s); }, 60);
+  v1::JobStatus resumed = WaitSecondAttempt(id);
   EXPECT_EQ(resumed.attempt(), 2) << resumed.ShortDebugString();
   EXPECT_GE(resumed.resumed_from_step(), 5);
   std::cout << "SIGTERM: job restarting after " << notice_s << " s, worker exited 0 after " << exit_s

@@ -38,7 +38,9 @@ TEST(MetricsEndpointTest, ServesTheRegistryAndCollectablesAtScrapeTime) {
   ASSERT_TRUE(endpoint.ok()) << endpoint.status();
   MetricsEndpoint& e = **endpoint;
   ASSERT_GT(e.port(), 0);
-  auto& counter = prometheus::BuildCounter().Name("test_events_total").Help("events").Register(*e.registry());
+  auto registry = std::make_shared<prometheus::Registry>();
+  e.Add(registry);
+  auto& counter = prometheus::BuildCounter().Name("test_events_total").Help("events").Register(*registry);
   counter.Add({{"kind", "a"}}).Increment(3);
   auto answer = std::make_shared<Answer>();
   e.Add(answer);

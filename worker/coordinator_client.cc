@@ -15,9 +15,6 @@ absl::Status FromGrpc(const grpc::Status& status, const std::string& what) {
                       absl::StrCat(what, ": ", status.error_message()));
 }
 
-bool IsTerminal(v1::JobState s) {
-  return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
-}
 
 CoordinatorClient::CoordinatorClient(ClientOptions options) : options_(std::move(options)) {
   grpc::ChannelArguments args;

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/job_spec.h"
 #include "common/net/security.h"
 #include "protos/llava.grpc.pb.h"
 #include "worker/collective.h"
@@ -79,7 +80,5 @@ class CoordinatorClient : public RendezvousClient {
 
 // grpc::Status -> absl::Status with the same code and message.
 absl::Status FromGrpc(const grpc::Status& status, const std::string& what);
-
-bool IsTerminal(v1::JobState state);
 
 }  // namespace llava

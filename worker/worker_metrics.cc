@@ -31,15 +31,10 @@ class DeviceMemory : public prometheus::Collectable {
 #ifdef LLAVA_HAVE_CUDA
     if (device_.is_cuda()) {
       const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device_.has_index() ? device_.index() : 0);
-      prometheus::MetricFamily f;
-      f.name = "llava_worker_gpu_memory_bytes";
-      f.help = "GPU memory of libtorch's caching allocator (kind: allocated or reserved; now or peak)";
-      f.type = prometheus::MetricType::Gauge;
+      auto f = ScrapeFamily("llava_worker_gpu_memory_bytes",
+                            "GPU memory of libtorch's caching allocator (kind: allocated or reserved; now or peak)");
       auto add = [&](const char* kind, const char* when, int64_t v) {
-        prometheus::ClientMetric m;
-        m.label = {{"device", device_.str()}, {"kind", kind}, {"when", when}};
-        m.gauge.value = static_cast<double>(v);
-        f.metric.push_back(std::move(m));
+        AddSample(&f, {{"device", device_.str()}, {"kind", kind}, {"when", when}}, static_cast<double>(v));
       };
       add("allocated", "now", stats.allocated_bytes[0].current);  // [0]: all pools
       add("allocated", "peak", stats.allocated_bytes[0].peak);

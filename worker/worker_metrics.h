@@ -6,17 +6,8 @@
 #include <memory>
 #include <string>
 
+#include "common/net/metric_family.h"
 #include "protos/llava.pb.h"
-
-namespace prometheus {
-class Collectable;
-class Counter;
-class Gauge;
-class Histogram;
-class Registry;
-template <typename T>
-class Family;
-}  // namespace prometheus
 
 namespace llava {
 

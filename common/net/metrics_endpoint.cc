@@ -4,7 +4,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <prometheus/collectable.h>
-#include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -70,8 +69,6 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(const st
     return absl::UnavailableError(absl::StrCat("--metrics_listen: cannot listen on ", listen, ": ", error));
   }
   m->port_ = ntohs(addr.sin_port);
-  m->registry_ = std::make_shared<prometheus::Registry>();
-  m->Add(m->registry_);
   m->thread_ = std::thread([raw = m.get()] { raw->Serve(); });
   return m;
 }

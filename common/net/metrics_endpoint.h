@@ -1,7 +1,6 @@
 // One process's Prometheus endpoint: a small HTTP/1.1 server on its own thread that
-// answers GET /metrics with the text exposition of a prometheus-cpp registry and of any
-// collectables added (read at scrape time, from the server thread: collectables must be
-// thread-safe). One connection at a time, each bounded by a timeout; anything but
+// answers GET /metrics with the text exposition of the collectables added (registries,
+// scrape-time collectors; read from the server thread: they must be thread-safe). One connection at a time, each bounded by a timeout; anything but
 // GET /metrics gets 404 or 405. (prometheus-cpp's own civetweb exposer cannot start its
 // threads in a process that has loaded Debian's libtorch, hence this one.)
 #pragma once
@@ -16,10 +15,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace prometheus {
-class Collectable;
-class Registry;
-}  // namespace prometheus
+#include "common/net/metric_family.h"
 
 namespace llava {
 
@@ -31,8 +27,6 @@ class MetricsEndpoint {
   ~MetricsEndpoint();
 
   int port() const { return port_; }
-  // Metric families registered here are served from now on.
-  const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
   // Served as long as it lives (held weakly).
   void Add(const std::shared_ptr<prometheus::Collectable>& collectable);
   // The exposition text a scrape gets now.
@@ -43,7 +37,6 @@ class MetricsEndpoint {
   void Serve();
   void Answer(int fd) const;
 
-  std::shared_ptr<prometheus::Registry> registry_;
   mutable std::mutex mu_;
   std::vector<std::weak_ptr<prometheus::Collectable>> collectables_;  // guarded by mu_
   std::chrono::milliseconds io_timeout_{5000};

@@ -6,16 +6,11 @@
 #include <memory>
 #include <string>
 
+#include "common/net/metric_family.h"
+
 namespace grpc::experimental {
 class ServerInterceptorFactoryInterface;
 }
-namespace prometheus {
-class Counter;
-class Histogram;
-class Registry;
-template <typename T>
-class Family;
-}  // namespace prometheus
 
 namespace llava {
 

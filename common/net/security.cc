@@ -94,16 +94,17 @@ absl::Status ReadToken(const std::string& path, std::string* out) {
 
 }  // namespace
 
-bool RpcSecurityOptions::Empty() const {
-  return tls_cert.empty() && tls_key.empty() && tls_ca.empty() && !tls_client_auth &&
-         tls_server_name.empty() && auth_token_file.empty();
+bool RpcSecurityOptions::UsesTls(bool server) const {
+  // A server speaks TLS with a certificate of its own; a client as soon as it has a CA to
+  // verify the server with (or a certificate to show).
+  return server ? !tls_cert.empty() : (!tls_ca.empty() || !tls_cert.empty());
 }
 
 absl::Status RpcSecurityOptions::Validate(bool server) const {
   if (tls_cert.empty() != tls_key.empty()) {
     return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
   }
-  const bool tls = server ? !tls_cert.empty() : (!tls_ca.empty() || !tls_cert.empty());
+  const bool tls = UsesTls(server);
   if (server && !tls && (!tls_ca.empty() || tls_client_auth)) {
     return absl::InvalidArgumentError("--tls_ca/--tls_client_auth on a server need --tls_cert and --tls_key");
   }
@@ -122,28 +123,29 @@ std::shared_ptr<const RpcSecurity> RpcSecurity::Insecure() {
   return std::shared_ptr<const RpcSecurity>(new RpcSecurity());
 }
 
-absl::StatusOr<std::shared_ptr<const RpcSecurity>> RpcSecurity::LoadServer(const RpcSecurityOptions& o) {
-  LM_RETURN_IF_ERROR(o.Validate(/*server=*/true));
+absl::StatusOr<std::shared_ptr<const RpcSecurity>> RpcSecurity::Load(const RpcSecurityOptions& o,
+                                                                       bool server) {
+  LM_RETURN_IF_ERROR(o.Validate(server));
   std::shared_ptr<RpcSecurity> s(new RpcSecurity());
   LM_RETURN_IF_ERROR(ReadPem("tls_cert", o.tls_cert, &s->cert_pem_));
   LM_RETURN_IF_ERROR(ReadPem("tls_key", o.tls_key, &s->key_pem_));
   LM_RETURN_IF_ERROR(ReadPem("tls_ca", o.tls_ca, &s->ca_pem_));
   LM_RETURN_IF_ERROR(ReadToken(o.auth_token_file, &s->token_));
-  s->tls_ = !s->cert_pem_.empty();
-  s->client_auth_ = o.tls_client_auth;
+  s->tls_ = o.UsesTls(server);
+  if (server) {
+    s->client_auth_ = o.tls_client_auth;
+  } else {
+    s->server_name_ = o.tls_server_name;
+  }
   return std::shared_ptr<const RpcSecurity>(std::move(s));
 }
 
+absl::StatusOr<std::shared_ptr<const RpcSecurity>> RpcSecurity::LoadServer(const RpcSecurityOptions& o) {
+  return Load(o, /*server=*/true);
+}
+
 absl::StatusOr<std::shared_ptr<const RpcSecurity>> RpcSecurity::LoadClient(const RpcSecurityOptions& o) {
-  LM_RETURN_IF_ERROR(o.Validate(/*server=*/false));
-  std::shared_ptr<RpcSecurity> s(new RpcSecurity());
-  LM_RETURN_IF_ERROR(ReadPem("tls_cert", o.tls_cert, &s->cert_pem_));
-  LM_RETURN_IF_ERROR(ReadPem("tls_key", o.tls_key, &s->key_pem_));
-  LM_RETURN_IF_ERROR(ReadPem("tls_ca", o.tls_ca, &s->ca_pem_));
-  LM_RETURN_IF_ERROR(ReadToken(o.auth_token_file, &s->token_));
-  s->tls_ = !s->ca_pem_.empty() || !s->cert_pem_.empty();
-  s->server_name_ = o.tls_server_name;
-  return std::shared_ptr<const RpcSecurity>(std::move(s));
+  return Load(o, /*server=*/false);
 }
 
 std::shared_ptr<grpc::ServerCredentials> RpcSecurity::ServerCredentials() const {

@@ -29,7 +29,7 @@ struct RpcSecurityOptions {
   // A file holding the bearer token (a Kubernetes Secret mounted as a file).
   std::string auth_token_file;
 
-  bool Empty() const;
+  bool UsesTls(bool server) const;
   // `server`: validated as a server's settings (needs cert and key for TLS), else a
   // client's (TLS when tls_ca or tls_cert is set). A token needs TLS either way: over
   // plaintext it would be readable by anyone on the path.
@@ -57,6 +57,7 @@ class RpcSecurity {
 
  private:
   RpcSecurity() = default;
+  static absl::StatusOr<std::shared_ptr<const RpcSecurity>> Load(const RpcSecurityOptions& o, bool server);
 
   bool tls_ = false;
   bool client_auth_ = false;
