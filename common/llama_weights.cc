@@ -2,6 +2,7 @@
 
 #include <ATen/Context.h>
 #include <c10/util/Exception.h>
+#include <torch/version.h>
 
 #include <chrono>
 #include <cmath>
@@ -66,7 +67,15 @@ struct Loader {
   LoadOptions options;
 
   absl::StatusOr<at::Tensor> Get(const std::string& name, std::vector<int64_t> shape) const {
-    return ckpt.LoadWithShape(name, shape, options);
+    LM_ASSIGN_OR_RETURN(at::Tensor t, ckpt.LoadWithShape(name, shape, options));
+    // bfloat16 and float32 reach 3e38, float16 only 65,504: a weight beyond it would
+    // become inf and poison every activation it touches.
+    if (options.dtype == at::kHalf && !at::isfinite(t).all().item<bool>()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          ckpt.path(), ": tensor ", name, " does not fit float16 (a value beyond +-65504, or "
+          "not finite): load this checkpoint as bfloat16 (--dtype bfloat16)"));
+    }
+    return t;
   }
 };
 
@@ -138,6 +147,12 @@ std::unique_ptr<LlamaModel> MakeRandomLlama(const LlamaConfig& c, const ModelOpt
   // Made directly in the target dtype on the target device: an 8B model never passes
   // through host memory or float32.
   auto normal = [&](std::vector<int64_t> shape) {
+    if (options.dtype == at::kHalf) {
+      // A float16 run of a real Llama 3.1 holds its bf16 weights converted (exactly):
+      // float16 values with bf16's 8 significant bits. The synthetic model does the same,
+      // since the GPU's matmul power (so its clock) depends on how many bits toggle.
+      return at::empty(shape, to.dtype(at::kBFloat16)).normal_(0.0, 0.02, gen).to(at::kHalf);
+    }
     return at::empty(shape, to).normal_(0.0, 0.02, gen);
   };
   auto ones = [&](int64_t n) { return at::ones({n}, to); };
@@ -167,6 +182,14 @@ std::unique_ptr<LlamaModel> MakeRandomLlama(const LlamaConfig& c, const ModelOpt
 absl::StatusOr<std::unique_ptr<LlamaModel>> LoadLlama(const std::string& spec,
                                                       const ModelOptions& options) {
   const auto start = std::chrono::steady_clock::now();
+#if TORCH_VERSION_MAJOR < 2
+  // libtorch 1.x has no float16 matmul on the CPU: refused here, not at the first step.
+  if (options.dtype == at::kHalf && options.device.is_cpu()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model ", spec, ": float16 on the CPU needs libtorch 2.x (this is ", TORCH_VERSION,
+        "); use float32 or bfloat16, or a CUDA device"));
+  }
+#endif
   std::unique_ptr<LlamaModel> model;
   try {
     if (absl::StartsWith(spec, "synthetic:")) {

@@ -110,7 +110,7 @@ absl::Status RunTrain(const std::vector<char*>&) {
   int64_t samples = 0;
   const std::string final_path = out_dir + "/projector.safetensors";
   while (!trainer->done()) {
-    StepStats s = trainer->TrainStep();
+    LM_ASSIGN_OR_RETURN(StepStats s, trainer->TrainStep());
     samples += s.samples;
     const double secs = Since(start);
     LossPoint point;

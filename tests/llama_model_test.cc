@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
+#include <torch/version.h>
 
 #include <iostream>
 #include <memory>
@@ -13,6 +14,7 @@
 #include "common/llama_forward.h"
 #include "common/llama_generate.h"
 #include "common/llama_weights.h"
+#include "common/file_util.h"
 #include "common/safetensors.h"
 #include "tests/test_util.h"
 
@@ -28,7 +30,9 @@ struct Case {
 
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
   std::string n = info.param.model + "_" + info.param.device + "_" +
-                  (info.param.dtype == at::kFloat ? "f32" : "bf16");
+                  (info.param.dtype == at::kFloat      ? "f32"
+                   : info.param.dtype == at::kBFloat16 ? "bf16"
+                                                       : "f16");
   for (char& ch : n) {
     if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
   }
@@ -45,6 +49,11 @@ std::vector<Case> AllCases() {
     cases.push_back({"tiny-llama3-tied", "tiny-llama3-tied", d, at::kFloat});
     cases.push_back({"tiny-llama3", "tiny-llama3", d, at::kBFloat16});
     cases.push_back({"tiny-llama3-tied", "tiny-llama3-tied", d, at::kBFloat16});
+    // libtorch 1.x has no float16 matmul on the CPU (LoadLlama refuses it there).
+    if (d == "cuda" || TORCH_VERSION_MAJOR >= 2) {
+      cases.push_back({"tiny-llama3", "tiny-llama3", d, at::kHalf});
+      cases.push_back({"tiny-llama3-tied", "tiny-llama3-tied", d, at::kHalf});
+    }
   }
   return cases;
 }
@@ -71,7 +80,8 @@ class LlamaModelTest : public ::testing::TestWithParam<Case> {
     return t.ok() ? *t : at::Tensor();
   }
 
-  bool IsBf16() const { return GetParam().dtype == at::kBFloat16; }
+  // bfloat16 or float16: bounds measured for half precision instead of float32's.
+  bool IsHalf() const { return GetParam().dtype != at::kFloat; }
 
   // The model with its (bf16-rounded) weights upcast to float32, each on its own.
   std::unique_ptr<LlamaModel> Float32Twin() const {
@@ -123,7 +133,7 @@ TEST_P(LlamaModelTest, LogitsMatchTransformers) {
   ASSERT_EQ(logits.sizes(), want.sizes());
   const double err = testing::RelError(logits, want);
   std::cout << "logits relative error " << err << "\n";
-  if (!IsBf16()) {
+  if (!IsHalf()) {
     EXPECT_LE(err, 1e-4);
     return;
   }
@@ -141,11 +151,15 @@ TEST_P(LlamaModelTest, LossAndImageGradientMatchTransformers) {
   at::Tensor labels = Expected("labels").to(model_->device);
   at::Tensor hidden = DecoderForward(*model_, SplicedEmbeds(image));
   at::Tensor loss = CausalLmLoss(LmHeadLogits(*model_, hidden), labels);
-  loss.backward();
+  // float16 backward as the trainer runs it: the loss scaled so that small gradients
+  // stay in float16's range, the scale divided out of the float32 gradient.
+  const double scale = GetParam().dtype == at::kHalf ? 4096.0 : 1.0;
+  (loss * scale).backward();
+  if (scale != 1.0) image.grad().div_(scale);
   // bf16 bounds are measured margins, not the float32 reference's: the fixtures' random
   // weights lose 1-2% of the logits to bf16 weight rounding alone.
-  const double loss_tol = IsBf16() ? 1e-2 : 1e-5;
-  const double grad_tol = IsBf16() ? 1e-1 : 1e-4;
+  const double loss_tol = IsHalf() ? 1e-2 : 1e-5;
+  const double grad_tol = IsHalf() ? 1e-1 : 1e-4;
   const double loss_err = testing::RelError(loss.reshape({1}), Expected("loss"));
   const double grad_err = testing::RelError(image.grad(), Expected("grad_image_embeds"));
   std::cout << "loss relative error " << loss_err << ", grad_image_embeds " << grad_err << "\n";
@@ -247,7 +261,7 @@ TEST_P(LlamaModelTest, SpeedLeversEqualPlainFormulas) {
   const Out fast = run(*model_, true);
   const std::vector<std::pair<const char*, at::Tensor Out::*>> fields = {
       {"stepped", &Out::stepped}, {"prefixed", &Out::prefixed}, {"gradient", &Out::grad}};
-  if (!IsBf16()) {
+  if (!IsHalf()) {
     for (const auto& [name, f] : fields) {
       EXPECT_LE(testing::RelError(fast.*f, plain.*f), 1e-5) << name;
     }
@@ -276,7 +290,7 @@ TEST_P(LlamaModelTest, KvCacheStepsEqualOneFullPass) {
     parts.push_back(DecoderForward(*model_, EmbedTokens(*model_, ids.narrow(1, t, 1)), &cache));
   }
   EXPECT_EQ(cache.length, ids.size(1));
-  EXPECT_LE(testing::RelError(at::cat(parts, 1), full), IsBf16() ? 2e-2 : 1e-5);
+  EXPECT_LE(testing::RelError(at::cat(parts, 1), full), IsHalf() ? 2e-2 : 1e-5);
 }
 
 // A prefix's keys and values computed once at batch 1 and shared by the rows: the
@@ -293,14 +307,14 @@ TEST_P(LlamaModelTest, SharedPrefixEqualsOneFullPass) {
   EXPECT_EQ(prefix.length, kPrefix);
   at::Tensor b = embeds.narrow(1, kPrefix, t - kPrefix).clone().requires_grad_(true);
   at::Tensor fast = DecoderForward(*model_, b.to(model_->dtype), nullptr, &prefix);
-  const double tol = IsBf16() ? 2e-2 : 1e-5;
+  const double tol = IsHalf() ? 2e-2 : 1e-5;
   EXPECT_LE(testing::RelError(fast, full), tol);
   // Any fixed weighting of the outputs: the gradients to the inputs after the prefix agree.
   at::Tensor w = at::randn(full.sizes(), full.options().dtype(at::kFloat));
   (full.to(at::kFloat) * w).sum().backward();
   (fast.to(at::kFloat) * w).sum().backward();
   EXPECT_LE(testing::RelError(b.grad(), a.grad().narrow(1, kPrefix, t - kPrefix)),
-            IsBf16() ? 5e-2 : 1e-5);
+            IsHalf() ? 5e-2 : 1e-5);
   // The same prefix seeding a generation cache continues like the cache of a full pass.
   at::NoGradGuard no_grad;
   KvCache cache = MakeKvCacheFromPrefix(*model_, prefix, 2, t);
@@ -342,6 +356,46 @@ TEST(LlamaLoadTest, BadModelSpecsAreClearErrors) {
   auto synth = LoadLlama("synthetic:llama-9b", options);
   ASSERT_FALSE(synth.ok());
   EXPECT_NE(synth.status().message().find("llama-9b"), std::string::npos);
+}
+
+// float16 holds only +-65,504: a checkpoint with a weight beyond it is refused, naming
+// the tensor, where float16 runs; libtorch 1.x (no CPU float16 matmul) refuses float16
+// on the CPU before loading anything.
+TEST(LlamaLoadTest, Float16IsRefusedWhereItCannotHold) {
+  const std::string dir = testing::MakeTempDir("f16");
+  const std::string src = testing::FixturesDir() + "/tiny-llama3";
+  auto file = SafetensorsFile::Open(src + "/model.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto tensors = (*file)->LoadAll();
+  ASSERT_TRUE(tensors.ok()) << tensors.status();
+  const std::string bad = "model.layers.0.mlp.down_proj.weight";
+  bool found = false;
+  for (NamedTensor& t : *tensors) {
+    if (t.name == bad) {
+      t.tensor.view({-1})[3] = 1e5;  // fine in float32 and bfloat16
+      found = true;
+    }
+  }
+  ASSERT_TRUE(found);
+  ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors", *tensors).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir + "/config.json", *ReadFile(src + "/config.json")).ok());
+
+  ModelOptions options;
+  options.dtype = at::kBFloat16;
+  EXPECT_TRUE(LoadLlama(dir, options).ok());
+  options.dtype = at::kHalf;
+  options.device = at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  auto half = LoadLlama(dir, options);
+  ASSERT_FALSE(half.ok());
+  if (options.device.is_cpu() && TORCH_VERSION_MAJOR < 2) {
+    EXPECT_NE(half.status().message().find("float16 on the CPU needs libtorch 2"),
+              std::string::npos) << half.status();
+  } else {
+    EXPECT_NE(half.status().message().find(bad), std::string::npos) << half.status();
+    EXPECT_NE(half.status().message().find("float16"), std::string::npos) << half.status();
+    // The unchanged checkpoint loads as float16.
+    EXPECT_TRUE(LoadLlama(src, options).ok());
+  }
 }
 
 TEST(LlamaLoadTest, SyntheticTinyRunsForwardAndBackward) {

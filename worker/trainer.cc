@@ -47,6 +47,7 @@ absl::Status TrainConfig::Validate() const {
   LM_RETURN_IF_ERROR(projector.Validate());
   LM_RETURN_IF_ERROR(optimizer.Validate());
   LM_RETURN_IF_ERROR(schedule.Validate());
+  LM_RETURN_IF_ERROR(loss_scale.Validate());
   return absl::OkStatus();
 }
 
@@ -60,6 +61,7 @@ std::string TrainState::ToJson(const TrainConfig& c) const {
                  {"seed", c.seed},             {"shuffle", c.shuffle},
                  {"lr", c.optimizer.lr},       {"optimizer", c.optimizer.type},
                  {"schedule", c.schedule.type}};
+  if (!loss_scale.is_null()) j["loss_scale"] = loss_scale;
   return j.dump();
 }
 
@@ -75,6 +77,7 @@ absl::StatusOr<TrainState> TrainState::FromJson(const std::string& text,
   }
   TrainState s;
   s.step = it->get<int64_t>();
+  if (auto ls = j.find("loss_scale"); ls != j.end()) s.loss_scale = *ls;
   return s;
 }
 
@@ -87,7 +90,13 @@ Trainer::Trainer(const LlamaModel& model, const PromptBuilder& prompts, const Mn
           UsedDigits(config, train),
           config.global_batch(), config.epochs, config.max_steps, config.seed, config.shuffle,
           static_cast<int64_t>(prompts.config().questions.size()),
-          static_cast<int64_t>(prompts.config().answer_templates.size())}) {}
+          static_cast<int64_t>(prompts.config().answer_templates.size())}),
+      scaler_([&] {
+        // float16's range (6e-8 .. 65,504) does not hold a backward pass unscaled.
+        LossScaleConfig c = config.loss_scale;
+        c.enabled = c.enabled || model.dtype == at::kHalf;
+        return c;
+      }()) {}
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model,
                                                          const PromptBuilder& prompts,
@@ -135,6 +144,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model
           absl::StrCat(resume_from, ": holds no optimizer state, so it cannot resume training"));
     }
     optimizer_state = ckpt.optimizer_state;
+    if (t->scaler_.enabled() && !t->state_.loss_scale.is_null()) {
+      LM_RETURN_IF_ERROR(t->scaler_.Restore(t->state_.loss_scale, resume_from));
+    }
   }
   t->projector_->to(model.device);
   std::vector<std::pair<std::string, at::Tensor>> params;
@@ -171,6 +183,7 @@ StepStats Trainer::ComputeShareGradients(const std::vector<PlannedSample>& mine,
   LM_CHECK(!done());
   StepStats stats;
   stats.step = state_.step;
+  stats.loss_scale = scaler_.scale();
   at::Tensor loss_total = at::zeros({}, at::TensorOptions().device(model_.device));
   for (size_t begin = 0; begin < mine.size(); begin += config_.batch_size) {
     const size_t end = std::min(mine.size(), begin + static_cast<size_t>(config_.batch_size));
@@ -193,27 +206,62 @@ StepStats Trainer::ComputeShareGradients(const std::vector<PlannedSample>& mine,
       at::Tensor embeds = SpliceImageEmbeds(model_, batch.ids, image, batch.image_position);
       terms = AnswerLoss(model_, embeds, batch.labels);
     }
-    (terms.sum / normalizer).backward();
+    // Scaled: the summed loss times the scale (see LossScaleConfig), divided out of the
+    // float32 gradients below; unscaled, the loss over the normalizer as always.
+    (scaler_.enabled() ? terms.sum * stats.loss_scale : terms.sum / normalizer).backward();
     loss_total = loss_total + terms.sum.detach();
     stats.tokens += terms.tokens;
     stats.samples += static_cast<int64_t>(micro.size());
+  }
+  if (scaler_.enabled()) {
+    at::NoGradGuard no_grad;
+    for (auto& p : projector_->parameters()) {
+      if (p.grad().defined()) p.grad().mul_(1.0 / (stats.loss_scale * normalizer));
+    }
   }
   // One host synchronization per step, after all the work is queued.
   stats.loss_sum = loss_total.item<double>();
   return stats;
 }
 
-void Trainer::ApplyGradients(StepStats* stats) {
-  stats->lr = LearningRate(config_.optimizer, config_.schedule, state_.step, total_steps());
-  optimizer_->Step(stats->lr);
-  optimizer_->ZeroGrad();
-  ++state_.step;
+bool Trainer::GradientsFinite() {
+  at::Tensor bad;
+  for (auto& p : projector_->parameters()) {
+    if (!p.grad().defined()) continue;
+    at::Tensor b = at::isfinite(p.grad()).logical_not().any();
+    bad = bad.defined() ? bad.logical_or(b) : b;
+  }
+  return !bad.defined() || !bad.item<bool>();
 }
 
-StepStats Trainer::TrainStep() {
+absl::Status Trainer::ApplyGradients(StepStats* stats) {
+  stats->lr = LearningRate(config_.optimizer, config_.schedule, state_.step, total_steps());
+  // Checked on the group's summed gradients (a worker calls this after the all-reduce),
+  // so every rank takes the same decision.
+  const bool finite = GradientsFinite();
+  if (!finite && !scaler_.enabled()) {
+    return absl::InternalError(absl::StrCat(
+        "step ", state_.step, ": the projector's gradients are not finite (this rank's loss ",
+        stats->loss(), "); the projector is left as it was at the step's start"));
+  }
+  LM_RETURN_IF_ERROR(scaler_.Update(finite));
+  stats->skipped = !finite;
+  if (finite) {
+    optimizer_->Step(stats->lr);
+  } else {
+    LM_LOG(WARNING) << "step " << state_.step << ": float16 gradients overflowed at loss scale "
+                    << stats->loss_scale << ", update skipped, scale now " << scaler_.scale();
+  }
+  optimizer_->ZeroGrad();
+  ++state_.step;
+  state_.loss_scale = scaler_.enabled() ? scaler_.ToJson() : nlohmann::json();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StepStats> Trainer::TrainStep() {
   LM_CHECK_EQ(config_.world_size, 1);
   StepStats stats = ComputeGradients(0);
-  ApplyGradients(&stats);
+  LM_RETURN_IF_ERROR(ApplyGradients(&stats));
   return stats;
 }
 

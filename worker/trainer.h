@@ -6,6 +6,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
 
 #include <functional>
 #include <memory>
@@ -20,6 +21,7 @@
 #include "common/prompt.h"
 #include "common/train_checkpoint.h"
 #include "common/vlm.h"
+#include "worker/loss_scaler.h"
 
 namespace llava {
 
@@ -39,6 +41,9 @@ struct TrainConfig {
   // Compute the prompt's fixed prefix (before the image) once and run each batch from
   // the image position on (exact; false runs the whole prompt, for measuring).
   bool reuse_prefix_kv = true;
+  // Loss scaling of the backward pass: always on for a float16 model (whatever `enabled`
+  // says), off otherwise unless enabled here.
+  LossScaleConfig loss_scale;
 
   // Samples per optimizer step over all ranks.
   int64_t global_batch() const { return batch_size * grad_accum * world_size; }
@@ -51,6 +56,8 @@ struct StepStats {
   int64_t tokens = 0;      // this rank's answer tokens
   int64_t samples = 0;     // this rank's samples
   double lr = 0.0;         // set by ApplyGradients
+  double loss_scale = 1.0; // what the loss was multiplied by in the backward pass
+  bool skipped = false;    // set by ApplyGradients: the gradients overflowed, no update
   double loss() const { return tokens > 0 ? loss_sum / tokens : 0.0; }
 };
 
@@ -58,6 +65,7 @@ struct StepStats {
 // continues a run bit for bit.
 struct TrainState {
   int64_t step = 0;  // optimizer steps done
+  nlohmann::json loss_scale;  // the LossScaler's state; null when it is off
   std::string ToJson(const TrainConfig& config) const;
   static absl::StatusOr<TrainState> FromJson(const std::string& json, const std::string& source);
 };
@@ -99,9 +107,12 @@ class Trainer {
   // Answer tokens of `samples` (every rank's, for the loss normalizer).
   int64_t AnswerTokens(const std::vector<PlannedSample>& samples) const;
   // The learning rate of the current step, the optimizer step, and zeroed gradients.
-  void ApplyGradients(StepStats* stats);
+  // Gradients that are not finite skip the update when the loss is scaled (the scale
+  // backs off) and fail the step otherwise; either way the step counts as done.
+  absl::Status ApplyGradients(StepStats* stats);
   // ComputeGradients(0) + ApplyGradients for a world of one.
-  StepStats TrainStep();
+  absl::StatusOr<StepStats> TrainStep();
+  const LossScaler& loss_scaler() const { return scaler_; }
 
   // Projector, optimizer state and TrainState, written atomically.
   absl::Status SaveCheckpoint(const std::string& path) const;
@@ -110,6 +121,7 @@ class Trainer {
  private:
   Trainer(const LlamaModel& model, const PromptBuilder& prompts, const MnistSet& train,
           const TrainConfig& config);
+  bool GradientsFinite();  // one host synchronization
   const LlamaModel& model_;
   const PromptBuilder& prompts_;
   TrainConfig config_;
@@ -119,6 +131,7 @@ class Trainer {
   Projector projector_{nullptr};
   std::unique_ptr<Optimizer> optimizer_;
   TrainState state_;
+  LossScaler scaler_;
   std::unique_ptr<PromptPrefix> prefix_;  // made at the first step (reuse_prefix_kv)
 };
 

@@ -163,7 +163,10 @@ TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env) {
     const double total_tokens = totals[0].item<double>();
     const double reduce_ms = MsSince(reduce_start);
     UnpackGradients(trainer.projector(), buffer, std::max(total_tokens, 1.0));
-    trainer.ApplyGradients(&stats);
+    // Not retryable: the same step from the same checkpoint would fail the same way.
+    if (absl::Status applied = trainer.ApplyGradients(&stats); !applied.ok()) {
+      return Fail(applied, false, step);
+    }
     samples += trainer.config().global_batch();
     // Every rank reports its own step time; the loss is the group's after the all-reduce.
     v1::StepMetrics m;
