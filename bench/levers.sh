@@ -14,13 +14,14 @@ mkdir -p "$OUT"
 BIN=${LLAVA_BIN:-build-gpu/bin/llava-mnist}
 SPEC=${LLAVA_MODEL_SPEC:-synthetic:llama-3.1-8b}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-for setting in "none --fold_gqa=false --lean_elementwise=false" \
-               "fold --fold_gqa=true --lean_elementwise=false" \
-               "default --fold_gqa=true --lean_elementwise=true" \
+for setting in "none --fold_gqa=false --lean_elementwise=false --fused_swiglu=false" \
+               "fold --fold_gqa=true --lean_elementwise=false --fused_swiglu=false" \
+               "lean --fold_gqa=true --lean_elementwise=true --fused_swiglu=false" \
+               "default --fold_gqa=true --lean_elementwise=true --fused_swiglu=true" \
                "bf16_residual --residual=model"; do
   name=${setting%% *}
   # shellcheck disable=SC2086
-  "$BIN" bench --model "$SPEC" --device cuda --dtype bf16 ${setting#* } \
+  "$BIN" bench --model "$SPEC" --device cuda --dtype "${DTYPE:-bf16}" ${setting#* } \
     --train_batches "${TRAIN_BATCHES:-512}" --eval_batches "${EVAL_BATCHES:-2000}" \
     --steps "${STEPS:-4}" --warmup "${WARMUP:-2}" --answer_tokens 0 \
     --json "$OUT/levers_$name.json" 2>&1 | grep -av "^I20" | sed "s/^/$name: /"

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "common/fused_ops.h"
 #include "common/log.h"
 
 namespace llava {
@@ -193,9 +194,9 @@ at::Tensor AttentionBlock(const LlamaModel& m, const LlamaLayerWeights& w, const
   return at::linear(out, w.o_proj);                                       // [B, T, D]
 }
 
-at::Tensor Mlp(const LlamaLayerWeights& w, const at::Tensor& x) {
-  return at::linear(at::silu(at::linear(x, w.gate_proj)) * at::linear(x, w.up_proj),
-                    w.down_proj);
+at::Tensor Mlp(const LlamaModel& m, const LlamaLayerWeights& w, const at::Tensor& x) {
+  return at::linear(SwiGlu(at::linear(x, w.gate_proj), at::linear(x, w.up_proj), m.fused_swiglu),
+                    w.down_proj);  // [B, T, F] -> [B, T, D]
 }
 
 }  // namespace
@@ -273,7 +274,7 @@ at::Tensor DecoderForward(const LlamaModel& m, const at::Tensor& inputs_embeds,
     const LlamaLayerWeights& w = m.weights.layers[i];
     h = h + AttentionBlock(m, w, RmsNorm(m, h, w.input_layernorm, eps), rope, mask,
                            static_cast<int64_t>(i), cache, prefix);
-    h = h + Mlp(w, RmsNorm(m, h, w.post_attention_layernorm, eps));
+    h = h + Mlp(m, w, RmsNorm(m, h, w.post_attention_layernorm, eps));
   }
   if (cache != nullptr) cache->length += t;
   return RmsNorm(m, h, m.weights.norm, eps);

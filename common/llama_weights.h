@@ -56,6 +56,9 @@ struct LlamaModel {
   // and the product rounded once) and RoPE without the float32 copy of q/k and with one
   // pass for the rotated half, instead of transformers' op-by-op formulas.
   bool lean_elementwise = true;
+  // The MLP's silu(gate) * up as one CUDA kernel forward and one backward (common/
+  // fused_ops.h; CUDA builds and devices only) instead of ATen's three.
+  bool fused_swiglu = true;
 };
 
 struct ModelOptions {

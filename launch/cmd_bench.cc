@@ -27,6 +27,7 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "common/train_checkpoint.h"
 #include "launch/flags_common.h"
 #include "launch/vlm_setup.h"
 #include "worker/evaluator.h"
@@ -44,6 +45,8 @@ ABSL_FLAG(std::string, residual, "fp32",
 ABSL_FLAG(bool, fold_gqa, true,
           "bench: grouped-query attention reads the keys/values in place (false: copied per "
           "query head)");
+ABSL_FLAG(bool, fused_swiglu, true,
+          "bench: the MLP's silu(gate) * up as one CUDA kernel each way (false: ATen's ops)");
 ABSL_FLAG(bool, lean_elementwise, true,
           "bench: fused RMSNorm and fewer RoPE passes (false: transformers' op-by-op formulas)");
 ABSL_FLAG(int64_t, answer_tokens, 7,
@@ -54,6 +57,9 @@ ABSL_FLAG(bool, check, false,
           "against the plain float32 path on one batch, eval answers on the test digits");
 ABSL_FLAG(int64_t, check_batch, 16, "bench: training batch of the --check comparison");
 ABSL_FLAG(std::string, json, "", "bench: write the results here as JSON");
+ABSL_FLAG(std::string, bench_projector, "",
+          "bench: a trained projector checkpoint for the eval rows and the eval --check (default: "
+          "a random projector; a trained one gives decided answers to compare)");
 ABSL_FLAG(double, peak_tflops, 989.0,
           "bench: the device's dense bf16 peak for MFU (H100 SXM: 989 TFLOP/s)");
 
@@ -195,7 +201,7 @@ absl::StatusOr<json> BenchTrain(const Ctx& x, int64_t batch) {
     const std::vector<PlannedSample> samples = trainer->plan().StepSamples(trainer->step());
     StepStats stats = trainer->ComputeShareGradients(
         samples, static_cast<double>(trainer->AnswerTokens(samples)));
-    trainer->ApplyGradients(&stats);
+    LM_RETURN_IF_ERROR(trainer->ApplyGradients(&stats));
     Sync(x.model.device);
     if (i >= warmup) times.push_back(Since(t0));
     loss = stats.loss();
@@ -218,6 +224,9 @@ absl::StatusOr<json> BenchTrain(const Ctx& x, int64_t batch) {
               {"per_s", per_s},
               {"steps", steps},
               {"last_loss", loss},
+              // float16 only: the loss scale at the end, and updates skipped for overflow
+              {"loss_scale", trainer->loss_scaler().scale()},
+              {"skipped_steps", trainer->loss_scaler().skipped_steps()},
               {"tokens_from_image", from_image},
               {"model_tflop_per_sample", flops / 1e12},
               {"mfu", per_s * flops / (absl::GetFlag(FLAGS_peak_tflops) * 1e12)},
@@ -312,7 +321,7 @@ absl::StatusOr<json> CheckTrain(const Ctx& x) {
   }
   const double loss_err = std::abs(sa.loss() - sb.loss()) / std::abs(sb.loss());
   const double grad_err = RelError(at::cat(fa), at::cat(fb));
-  return json{{"check", "train"}, {"batch", batch},
+  return json{{"check", "train"}, {"batch", batch}, {"loss_scale", sa.loss_scale},
               {"fast_loss", sa.loss()}, {"plain_f32_loss", sb.loss()},
               {"loss_rel_err", loss_err}, {"grad_rel_err", grad_err},
               {"pass", loss_err <= 2e-2 && grad_err <= 2e-2}};
@@ -384,6 +393,7 @@ absl::Status RunBench(const std::vector<char*>& args) {
   rt.model->fp32_residual = residual == "fp32";
   rt.model->fold_gqa = absl::GetFlag(FLAGS_fold_gqa);
   rt.model->lean_elementwise = absl::GetFlag(FLAGS_lean_elementwise);
+  rt.model->fused_swiglu = absl::GetFlag(FLAGS_fused_swiglu);
   const double load_s = Since(load_start);
   LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*rt.tokenizer, prompt_config));
   LM_ASSIGN_OR_RETURN(MnistSet train, LoadMnistFromFlags("train", "", "", -1));
@@ -425,6 +435,16 @@ absl::Status RunBench(const std::vector<char*>& args) {
   pc.output_dim = rt.model->config.hidden_size;
   pc.image_tokens = prompt_config.image_tokens;
   Projector projector(pc, absl::GetFlag(FLAGS_seed));
+  if (const std::string path = absl::GetFlag(FLAGS_bench_projector); !path.empty()) {
+    LM_ASSIGN_OR_RETURN(TrainCheckpoint ckpt, LoadTrainCheckpoint(path));
+    LM_RETURN_IF_ERROR(CheckProjectorFitsModel(ckpt.projector_config, pc.output_dim, path));
+    if (ckpt.projector_config.image_tokens != pc.image_tokens) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": its projector makes ", ckpt.projector_config.image_tokens,
+          " image tokens, the prompt has ", pc.image_tokens));
+    }
+    LM_ASSIGN_OR_RETURN(projector, RestoreProjector(ckpt, rt.model->device));
+  }
   projector->to(rt.model->device);
   if (mode != "train") {
     const int64_t budget = absl::GetFlag(FLAGS_max_new_tokens);
@@ -462,6 +482,7 @@ absl::Status RunBench(const std::vector<char*>& args) {
               {"residual", residual},
               {"fold_gqa", rt.model->fold_gqa},
               {"lean_elementwise", rt.model->lean_elementwise},
+              {"fused_swiglu", rt.model->fused_swiglu},
               {"model_load_s", load_s},
               {"prompt_tokens", prompts.Build({{0, 0, 7}}).ids.size(1)},
               {"image_position", prompts.BuildGeneration(0).image_position},

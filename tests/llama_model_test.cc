@@ -233,7 +233,7 @@ TEST_P(LlamaModelTest, SpeedLeversEqualPlainFormulas) {
     at::Tensor stepped, prefixed, grad;
   };
   auto run = [&](LlamaModel& m, bool levers) {
-    m.fold_gqa = m.lean_elementwise = levers;
+    m.fold_gqa = m.lean_elementwise = m.fused_swiglu = levers;
     Out o;
     {
       at::NoGradGuard no_grad;

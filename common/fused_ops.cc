@@ -1,0 +1,77 @@
+#include "common/fused_ops.h"
+
+#ifdef LLAVA_HAVE_CUDA
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "common/cuda/swiglu.h"
+#endif
+
+namespace llava {
+namespace {
+
+#ifdef LLAVA_HAVE_CUDA
+cuda::ElementType TypeOf(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kHalf: return cuda::ElementType::kFloat16;
+    case at::kBFloat16: return cuda::ElementType::kBFloat16;
+    default: return cuda::ElementType::kFloat32;
+  }
+}
+
+// Saves gate and up (the matmul outputs autograd keeps anyway) and nothing else: the
+// plain formula also keeps silu(gate).
+class SwiGluFunction : public torch::autograd::Function<SwiGluFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& gate,
+                            const at::Tensor& up) {
+    at::Tensor g = gate.contiguous(), u = up.contiguous();
+    ctx->save_for_backward({g, u});
+    const c10::cuda::CUDAGuard guard(g.device());
+    at::Tensor out = at::empty_like(g);
+    cuda::LaunchSwiGluForward(TypeOf(g), g.data_ptr(), u.data_ptr(), out.data_ptr(), g.numel(),
+                              c10::cuda::getCurrentCUDAStream(g.device().index()).stream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& g = saved[0];
+    const at::Tensor& u = saved[1];
+    at::Tensor go = grads[0].to(g.scalar_type()).contiguous();
+    const c10::cuda::CUDAGuard guard(g.device());
+    at::Tensor grad_gate = at::empty_like(g), grad_up = at::empty_like(u);
+    cuda::LaunchSwiGluBackward(TypeOf(g), go.data_ptr(), g.data_ptr(), u.data_ptr(),
+                               grad_gate.data_ptr(), grad_up.data_ptr(), g.numel(),
+                               c10::cuda::getCurrentCUDAStream(g.device().index()).stream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return {grad_gate, grad_up};
+  }
+};
+#endif
+
+}  // namespace
+
+bool SwiGluIsFused(const at::Tensor& gate, const at::Tensor& up) {
+#ifdef LLAVA_HAVE_CUDA
+  const at::ScalarType t = gate.scalar_type();
+  return gate.is_cuda() && up.device() == gate.device() && up.scalar_type() == t &&
+         gate.sizes() == up.sizes() &&
+         (t == at::kFloat || t == at::kHalf || t == at::kBFloat16);
+#else
+  return false;
+#endif
+}
+
+at::Tensor SwiGlu(const at::Tensor& gate, const at::Tensor& up, bool fused) {
+#ifdef LLAVA_HAVE_CUDA
+  if (fused && SwiGluIsFused(gate, up)) return SwiGluFunction::apply(gate, up);
+#endif
+  return at::silu(gate) * up;
+}
+
+}  // namespace llava
