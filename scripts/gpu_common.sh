@@ -50,6 +50,9 @@ wait_idle() {
   echo "timed out waiting for $1 idle workers" >&2; return 1
 }
 
+# `timeout` or Ctrl-C ends the script through its EXIT trap (stop_cluster), not around it.
+trap 'exit 143' TERM INT
+
 stop_cluster() {
   kill "${WPID[@]}" "$CPID" 2>/dev/null; wait "${WPID[@]}" "$CPID" 2>/dev/null
 }
