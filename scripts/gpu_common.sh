@@ -13,19 +13,24 @@ GPUS=${GPUS:-2}
 if [[ -z "${NS:-}" ]]; then
   NS=""; for ((n = 1; n < GPUS; n *= 2)); do NS+="$n "; done; NS+=$GPUS
 fi
+# The libraries scripts/gpu_build.sh built against (gRPC, abseil, ... unpacked from .debs).
+# shellcheck disable=SC1091
+[[ -f .deps/prefix/env.sh ]] && source .deps/prefix/env.sh
 # Keep NVLink multicast off in every process started from here.
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 MEASURE=(python3 scripts/gpu_measure.py)
 
 # start_cluster DIR [coordinator flags...]: a coordinator and GPUS workers, logs in DIR;
-# sets S (the dir), ADDR, CPID and WPID[i]; returns once every worker is idle.
+# sets S (the dir), ADDR, CPID and WPID[i]; returns once every worker is idle. (A first
+# start on a fresh machine reads libtorch from a cold disk: up to a minute for the port.)
 start_cluster() {
   S=$1; shift
   rm -rf "$S"; mkdir -p "$S"
   "$BIN" coordinator --listen 127.0.0.1:0 --port_file "$S/port" --state_dir "$S/state" "$@" \
     > "$S/coordinator.log" 2>&1 &
   CPID=$!
-  for _ in $(seq 100); do [[ -s "$S/port" ]] && break; sleep 0.1; done
+  for _ in $(seq 600); do [[ -s "$S/port" ]] && break; sleep 0.1; done
+  [[ -s "$S/port" ]] || { echo "the coordinator did not listen:"; tail -5 "$S/coordinator.log"; return 1; } >&2
   ADDR=127.0.0.1:$(cat "$S/port")
   WPID=()
   for ((i = 0; i < GPUS; i++)); do start_worker "$i"; done
@@ -47,7 +52,7 @@ wait_idle() {
     (( $("$BIN" workers --coordinator "$ADDR" 2>/dev/null | grep -c "alive.*idle") >= $1 )) && return 0
     sleep 0.2
   done
-  echo "timed out waiting for $1 idle workers" >&2; return 1
+  { echo "timed out waiting for $1 idle workers:"; tail -n 3 "$S"/worker-*.log; } >&2; return 1
 }
 
 # `timeout` or Ctrl-C ends the script through its EXIT trap (stop_cluster), not around it.
