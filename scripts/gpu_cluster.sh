@@ -1,123 +1,126 @@
 #!/usr/bin/env bash
-# The distributed system on a GPU machine, in one go (issues 4 and 6): `launch` with 1 and
-# 2 workers (NCCL, synthetic Llama-3.1-8B in bf16), the projector of 2 workers against 1
-# with the same global batch, the 2-worker eval report against the 1-worker one, scaling
-# at the same per-GPU batch, and a worker SIGKILLed mid-training. Results in $OUT (or
-# ./out). Also runs on a CPU machine for a dry run:
-#   MODEL=data/models/demo-lm DEVICE=cpu GPUS=2 scripts/gpu_cluster.sh
+# The distributed system on one GPU machine with GPUS GPUs (issues 4, 6 and 7): one worker
+# per GPU, NCCL, synthetic Llama-3.1-8B in bf16. Sections (SECTIONS; default all but launch):
+#   launch       `launch --workers GPUS` (the main command) at per-GPU batch BATCH
+#   scaling      a training job at each group size in NS (default 1 2 4 .. GPUS) at the same
+#                per-GPU batch BATCH: median step, samples/s, efficiency against 1 GPU
+#   correctness  the projector after each of KS steps on N GPUs x BATCH/N against 1 GPU x
+#                BATCH (same global batch, seed and data order), SGD and AdamW
+#   failure      SIGKILL of the last worker mid-training: when the job is RESTARTING and the
+#                survivors leave their collectives; the worker started again, the job
+#                resumes from its last checkpoint and completes
+#   evalsame     the eval report of one checkpoint on 1 and on GPUS workers, answer for answer
+# All but launch share one coordinator and GPUS workers (the model loaded once).
+# Results in $OUT: summary.txt and every process's log. A dry run on the CPU:
+#   MODEL=data/models/demo-lm DEVICE=cpu GPUS=2 BATCH=8 scripts/gpu_cluster.sh
+#   (other settings: STEPS 25, EVAL_DIGITS 1000, KS "1 10", FAIL_STEPS 40; gpu_common.sh)
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-out}
-mkdir -p "$OUT"
-BIN=${BIN:-build-gpu/bin/llava-mnist}
-MODEL=${MODEL:-synthetic:llama-3.1-8b}
-DEVICE=${DEVICE:-cuda}
-B=${BATCH:-128}        # per-GPU batch for the scaling runs
-STEPS=${STEPS:-25}
-EVAL=${EVAL_DIGITS:-1000}
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-COMMON=(--model "$MODEL" --device "$DEVICE" --projector linear --lr 1e-3 --seed 7
-        --train_digits 9000 --max_steps "$STEPS" --eval_digits "$EVAL" --eval_batch_size 1000
-        --checkpoint_every 0)
-log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
+# shellcheck source=scripts/gpu_common.sh
+source "$(dirname "$0")/gpu_common.sh"
+B=${BATCH:-128}; STEPS=${STEPS:-25}; EVAL=${EVAL_DIGITS:-1000}; KS=${KS:-1 10}
+SECTIONS=${SECTIONS:-scaling correctness failure evalsame}
+SUMMARY=$OUT/summary.txt
+log() { echo "== $*" | tee -a "$SUMMARY"; }
+say() { tee -a "$SUMMARY"; }
+has() { [[ " $SECTIONS " == *" $1 "* ]]; }
+log "$(date -u +%FT%TZ) GPUS=$GPUS NS='$NS' BATCH=$B MODEL=$MODEL DEVICE=$DEVICE SECTIONS='$SECTIONS'"
 
-run_launch() {  # name workers per-worker-batch
-  local name=$1 n=$2 b=$3
-  log "launch $name: --workers $n --batch_size $b"
-  local t0=$(date +%s)
-  "$BIN" launch --workers "$n" --batch_size "$b" "${COMMON[@]}" --launch_dir "runs/$name" \
-    > "$OUT/$name.txt" 2>&1
-  local rc=$?
-  echo "rc=$rc wall=$(( $(date +%s) - t0 )) s" | tee -a "$OUT/summary.txt"
-  grep -E "^train:|^eval:|^Eval:" "$OUT/$name.txt" | tee -a "$OUT/summary.txt"
-  cp "runs/$name/eval_report.json" "$OUT/$name.eval.json" 2>/dev/null
-  cp "runs/$name/train_job.json" "$OUT/$name.train.json" 2>/dev/null
-  [[ $rc == 0 ]] || tail -20 "$OUT/$name.txt" runs/$name/*.log | tee -a "$OUT/summary.txt"
-}
-
-SECTIONS=${SECTIONS:-scaling correctness failure}
-if [[ $SECTIONS == *scaling* ]]; then
-  run_launch w1 1 "$B"
-  run_launch w2 2 "$B"
+if has launch; then
+  L=runs/launch-$GPUS
+  log "launch --workers $GPUS --batch_size $B: $STEPS steps, eval of $EVAL digits"
+  t0=$(date +%s)
+  "$BIN" launch --workers "$GPUS" --batch_size "$B" --model "$MODEL" --device "$DEVICE" --seed 7 \
+    --projector linear --lr 1e-3 --train_digits 9000 --max_steps "$STEPS" --checkpoint_every 0 \
+    --eval_digits "$EVAL" --eval_batch_size $((EVAL / GPUS)) --launch_dir "$L" > "$OUT/launch.txt" 2>&1
+  echo "rc=$? wall=$(( $(date +%s) - t0 )) s" | say
+  grep -aE "^train:|^eval:|^Eval:" "$OUT/launch.txt" | say
+  for f in "$L"/*.log; do cp "$f" "$OUT/launch-$(basename "$f")"; done
 fi
 
-compare() {  # two launch dirs
-  python3 - "$1" "$2" <<'PY' 2>&1 | tee -a "$OUT/summary.txt"
-import sys
-from safetensors.numpy import load_file
-import numpy as np
-a = load_file(f"runs/{sys.argv[1]}/projector.safetensors"); b = load_file(f"runs/{sys.argv[2]}/projector.safetensors")
-for k in sorted(a):
-    if not k.startswith("projector."): continue
-    x, y = a[k].astype(np.float64), b[k].astype(np.float64)
-    print(f"  {k}: rel. error {np.linalg.norm(x - y) / np.linalg.norm(x):.3e}")
-PY
+has scaling || has correctness || has failure || has evalsame || exit 0
+start_cluster runs/cluster --heartbeat_interval_ms 200 --worker_timeout_ms 2000 \
+  --collective_timeout_ms 10000 --restart_wait_ms 120000 || { stop_cluster; exit 1; }
+trap stop_cluster EXIT
+
+# train NAME N PER_GPU_BATCH [submit flags...]: a training job on N workers, waited for;
+# sets JOB.
+train() {
+  local name=$1 n=$2 b=$3; shift 3
+  "$BIN" submit train --coordinator "$ADDR" --world_size "$n" --batch_size "$b" --train_digits 9000 \
+    --projector linear --seed 7 "$@" --wait --watch_timeout_ms 180000 > "$S/$name.txt" 2>&1 ||
+    { echo "$name failed:"; tail -3 "$S/$name.txt"; } | say
+  JOB=$(job_of "$S/$name.txt")
 }
-if [[ $SECTIONS == *correctness* ]]; then
-  for opt in "sgd --lr 0.05" "adamw --lr 1e-3"; do
-    for K in ${KS:-1 5 20}; do
-      tag=$(echo "$opt" | cut -d' ' -f1)-$K
-      COMMON=(--model "$MODEL" --device "$DEVICE" --projector linear --seed 7 --optimizer $opt
-              --train_digits 9000 --max_steps "$K" --eval_digits 100 --checkpoint_every 0)
-      run_launch "c1-$tag" 1 "$B" > /dev/null
-      run_launch "c2-$tag" 2 "$((B / 2))" > /dev/null
-      log "correctness $tag: projector 2 GPUs x $((B / 2)) vs 1 GPU x $B, $K steps"
-      compare "c1-$tag" "c2-$tag"
+
+if has scaling; then
+  log "training scaling: $STEPS steps at batch $B per GPU on $NS GPUs (the job's own step times)"
+  rows=()
+  for n in $NS; do
+    train "scale-$n" "$n" "$B" --lr 1e-3 --max_steps "$STEPS" --checkpoint_every 0
+    "$BIN" status "$JOB" --coordinator "$ADDR" --history > "$S/scale-$n.history.txt"
+    rows+=("$n:$((n * B)):$S/scale-$n.history.txt")
+  done
+  "${MEASURE[@]}" train-scaling "${rows[@]}" | say
+fi
+
+if has correctness; then
+  KMAX=$(tr ' ' '\n' <<<"$KS" | sort -n | tail -1)
+  for opt in "sgd 0.05" "adamw 1e-3"; do
+    read -r o lr <<<"$opt"
+    for n in $NS; do  # one job per group size, a checkpoint after every step
+      train "c-$o-$n" "$n" $((B / n)) --optimizer "$o" --lr "$lr" --max_steps "$KMAX" --checkpoint_every 1
+      for k in $KS; do
+        "$BIN" fetch-checkpoint "$(printf '%s/step-%06d' "$JOB" "$k")" --coordinator "$ADDR" \
+          --projector_only --out "$S/c-$o-$n-$k.safetensors" > /dev/null
+      done
+    done
+    for n in $NS; do
+      (( n > 1 )) || continue
+      for k in $KS; do
+        log "correctness, $o lr $lr, after $k step(s): $n GPUs x $((B / n)) vs 1 GPU x $B"
+        "${MEASURE[@]}" compare "$S/c-$o-1-$k.safetensors" "$S/c-$o-$n-$k.safetensors" | say
+      done
     done
   done
 fi
 
-log "failure: SIGKILL one of 2 workers mid-training"
-S=runs/fail; rm -rf "$S"; mkdir -p "$S"
-"$BIN" coordinator --listen 127.0.0.1:0 --port_file "$S/port" --state_dir "$S/state" \
-  --heartbeat_interval_ms 200 --worker_timeout_ms 2000 --collective_timeout_ms 10000 \
-  --restart_wait_ms 120000 > "$S/coordinator.log" 2>&1 &
-CPID=$!
-for i in $(seq 100); do [[ -s "$S/port" ]] && break; sleep 0.1; done
-ADDR=127.0.0.1:$(cat "$S/port")
-start_worker() {
-  local dev=$DEVICE; [[ $DEVICE == cuda ]] && dev=cuda:$1
-  "$BIN" worker --coordinator "$ADDR" --worker_id "worker-$1" --model "$MODEL" --device "$dev" \
-    --seed 7 >> "$S/worker-$1.log" 2>&1 &
-  echo $!
-}
-W0=$(start_worker 0); W1=$(start_worker 1)
-for i in $(seq 600); do
-  [[ $("$BIN" workers --coordinator "$ADDR" 2>/dev/null | grep -c "alive.*idle") == 2 ]] && break; sleep 0.2
-done
-JOB=$("$BIN" submit train --coordinator "$ADDR" --world_size 2 --batch_size "$B" --max_steps "${FAIL_STEPS:-40}" \
-      --train_digits 9000 --checkpoint_every 5 --projector linear 2>>"$OUT/summary.txt")
-echo "job $JOB" | tee -a "$OUT/summary.txt"
-for i in $(seq 1200); do
-  "$BIN" status "$JOB" --coordinator "$ADDR" | grep -q "ckpt " && break; sleep 0.1
-done
-"$BIN" status "$JOB" --coordinator "$ADDR" | tee -a "$OUT/summary.txt"
-kill -9 "$W1"; T0=$(date +%s%N)
-for i in $(seq 600); do
-  "$BIN" status "$JOB" --coordinator "$ADDR" | grep -q RESTARTING && break; sleep 0.05
-done
-echo "noticed after $(( ($(date +%s%N) - T0) / 1000000 )) ms" | tee -a "$OUT/summary.txt"
-"$BIN" status "$JOB" --coordinator "$ADDR" | tee -a "$OUT/summary.txt"
-W1=$(start_worker 1)
-for i in $(seq 1200); do
-  "$BIN" status "$JOB" --coordinator "$ADDR" | grep -q "RUNNING.*restarts 1" && break; sleep 0.1
-done
-echo "resumed after $(( ($(date +%s%N) - T0) / 1000000 )) ms" | tee -a "$OUT/summary.txt"
-"$BIN" watch "$JOB" --coordinator "$ADDR" --watch_timeout_ms 240000 | tail -2 | tee -a "$OUT/summary.txt"
-"$BIN" status "$JOB" --coordinator "$ADDR" --history | grep -E "^step (5|10|15|40|60) " | tee -a "$OUT/summary.txt"
-log "eval of the same checkpoint on 1 and on 2 workers (batch 100: the same batches either way)"
-for n in 1 2; do
-  "$BIN" submit eval --coordinator "$ADDR" --checkpoint "$JOB" --eval_workers $n --eval_batch_size 100 \
-      --eval_digits 1000 --wait > "$S/submit-eval-$n.txt" 2>&1
-  E=$(head -1 "$S/submit-eval-$n.txt")
-  "$BIN" status "$E" --coordinator "$ADDR" --report_out "$S/eval-$n.json" | head -3 | tee -a "$OUT/summary.txt"
-done
-python3 - "$S" <<'PY' 2>&1 | tee -a "$OUT/summary.txt"
-import json, sys
-a = json.load(open(f"{sys.argv[1]}/eval-1.json"))["samples"]; b = json.load(open(f"{sys.argv[1]}/eval-2.json"))["samples"]
-print(f"eval samples identical (1 vs 2 workers): {sum(p == q for p, q in zip(a, b))} of {len(a)} ({len(b)})")
-PY
-kill "$W0" "$W1" "$CPID" 2>/dev/null; wait
-cp "$S"/*.log "$OUT/" 2>/dev/null
-grep -h -iE "nccl|abort|failed" "$S"/worker-*.log | head -20 >> "$OUT/summary.txt"
+if has failure; then
+  K=$((GPUS - 1))
+  log "failure: SIGKILL of worker-$K of $GPUS mid-training (worker timeout 2 s, collective timeout 10 s)"
+  "$BIN" submit train --coordinator "$ADDR" --world_size "$GPUS" --batch_size "$B" --train_digits 9000 \
+    --projector linear --seed 7 --max_steps "${FAIL_STEPS:-40}" --checkpoint_every 5 > "$S/fail.txt" 2>&1
+  FJOB=$(job_of "$S/fail.txt")
+  for _ in $(seq 600); do
+    "$BIN" status "$FJOB" --coordinator "$ADDR" | grep -q "ckpt " && break; sleep 0.1
+  done
+  "$BIN" status "$FJOB" --coordinator "$ADDR" | say
+  KILL_AT=$(date +%H:%M:%S.%N); T0=$(date +%s%N)
+  kill -9 "${WPID[$K]}"
+  for _ in $(seq 600); do
+    "$BIN" status "$FJOB" --coordinator "$ADDR" | grep -q RESTARTING && break; sleep 0.05
+  done
+  echo "status shows RESTARTING $(( ($(date +%s%N) - T0) / 1000000 )) ms after the kill" | say
+  "$BIN" status "$FJOB" --coordinator "$ADDR" | say
+  start_worker "$K"
+  "$BIN" watch "$FJOB" --coordinator "$ADDR" --watch_timeout_ms 240000 > "$S/fail-watch.txt" 2>&1
+  grep -a "attempt 2" "$S/fail-watch.txt" | head -1 | say
+  tail -1 "$S/fail-watch.txt" | say
+  "${MEASURE[@]}" failure "$S/coordinator.log" "worker-$K" "$KILL_AT" "$S"/worker-*.log | say
+fi
+
+if has evalsame; then
+  CK=${FJOB:-${JOB:-}}; EB=$((EVAL / GPUS))
+  [[ -n $CK ]] || { train evalsame-train "$GPUS" "$B" --max_steps 2; CK=$JOB; }
+  log "eval of $CK on 1 and on $GPUS workers, batch $EB (the same batches either way)"
+  for n in 1 "$GPUS"; do
+    "$BIN" submit eval --coordinator "$ADDR" --checkpoint "$CK" --eval_workers "$n" --eval_batch_size "$EB" \
+      --eval_digits "$EVAL" --wait --watch_timeout_ms 180000 > "$S/eval-$n.txt" 2>&1
+    "$BIN" status "$(job_of "$S/eval-$n.txt")" --coordinator "$ADDR" --report_out "$S/eval-$n.json" | head -1 | say
+  done
+  "${MEASURE[@]}" same-answers "$S/eval-1.json" "$S/eval-$GPUS.json" | say
+fi
+
+stop_cluster; trap - EXIT
+for f in "$S"/*.log; do cp "$f" "$OUT/cluster-$(basename "$f")"; done
+grep -ah -iE "nccl|abort" "$S"/worker-*.log | head -20 >> "$SUMMARY"
 log "done"
