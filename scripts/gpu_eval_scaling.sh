@@ -48,5 +48,5 @@ stop_cluster; trap - EXIT
 cp "$S"/coordinator.log "$S"/worker-*.log "$OUT"/ 2>/dev/null
 grep -ah "eval task" "$S"/worker-*.log | sed 's/^.*\] //' | tee -a "$OUT/evalscale.txt"
 echo "eval tasks with the projector cached: $(grep -ah "eval task" "$S"/worker-*.log | grep -c "(cached)")," \
-  "downloaded: $(grep -ah "eval task" "$S"/worker-*.log | grep -c "(downloaded)")" | tee -a "$OUT/evalscale.txt"
+  "downloaded: $(grep -ah "eval task" "$S"/worker-*.log | grep -c "(downloaded")" | tee -a "$OUT/evalscale.txt"
 "${MEASURE[@]}" eval-scaling "$S/coordinator.log" "$S/jobs.txt" "$((N * NQ))" | tee -a "$OUT/evalscale.txt"
