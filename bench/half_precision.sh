@@ -9,7 +9,7 @@
 # Environment: LLAVA_BIN (build-gpu/bin/llava-mnist), DEMO_LM (data/models/demo-lm),
 # DEMO_PROJECTOR (a projector checkpoint trained on DEMO_LM; runs/latest/projector.safetensors).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 OUT=${1:-bench/out}
 mkdir -p "$OUT"
 BIN=${LLAVA_BIN:-build-gpu/bin/llava-mnist}
