@@ -173,6 +173,9 @@ std::string StatusLine(const v1::JobStatus& s) {
     if (s.has_last_step()) {
       absl::StrAppend(&line, absl::StrFormat(" loss %.4f lr %.2e %.1f samples/s", s.last_step().loss(),
                                              s.last_step().lr(), s.last_step().samples_per_s()));
+      if (s.last_step().skipped_steps() > 0) {
+        absl::StrAppend(&line, " skipped ", s.last_step().skipped_steps(), " (float16 overflow)");
+      }
     }
     if (!s.latest_checkpoint_id().empty()) absl::StrAppend(&line, " ckpt ", s.latest_checkpoint_id());
   } else {

@@ -94,9 +94,13 @@ absl::Status RunStatus(const std::vector<char*>& args) {
   const std::string report_out = absl::GetFlag(FLAGS_report_out);
   if (!report_out.empty()) LM_RETURN_IF_ERROR(WriteFileAtomic(report_out, s.eval_report_json()));
   for (const v1::StepMetrics& m : s.history()) {
-    std::cout << absl::StrFormat("step %d epoch %d loss %.5f lr %.3e samples/s %.1f step_ms %.1f allreduce_ms %.2f\n",
+    std::cout << absl::StrFormat("step %d epoch %d loss %.5f lr %.3e samples/s %.1f step_ms %.1f allreduce_ms %.2f",
                                  m.step(), m.epoch(), m.loss(), m.lr(), m.samples_per_s(), m.step_ms(),
                                  m.allreduce_ms());
+    if (m.loss_scale() > 0) {
+      std::cout << absl::StrFormat(" loss_scale %g skipped %d", m.loss_scale(), m.skipped_steps());
+    }
+    std::cout << "\n";
   }
   return absl::OkStatus();
 }

@@ -170,6 +170,12 @@ void PrintTrainSpeed(const v1::JobStatus& job) {
       "train: median step %.1f ms (all-reduce %.2f ms) over %d steps, global batch %d on %d workers: "
       "%.1f samples/s\n",
       ms, median(reduce_ms), step_ms.size(), global, t.world_size(), global / (ms / 1000.0));
+  const v1::StepMetrics& last = job.history(job.history_size() - 1);
+  if (last.skipped_steps() > 0) {
+    std::cout << absl::StrFormat(
+        "train: %d update(s) skipped for float16 overflow (loss scale now %g)\n",
+        last.skipped_steps(), last.loss_scale());
+  }
 }
 
 absl::Status Launch() {
