@@ -4,11 +4,10 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <prometheus/registry.h>
 
-#include <algorithm>
-
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/log.h"
+#include "common/net/transfer_window.h"
 #include "common/status_macros.h"
 
 namespace llava {
@@ -79,10 +78,9 @@ absl::Status CoordinatorServer::Start() {
   builder.AddListeningPort(options_.listen, options_.security->ServerCredentials(), &port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
-  // Checkpoint uploads arrive in 1 MB messages: a receive window of a few of them instead
-  // of HTTP/2's 64 KB start (see CoordinatorClient for the downloads' side).
+  // Checkpoint uploads (common/net/transfer_window.h).
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
-                             static_cast<int>(std::min<int64_t>(options_.max_message_bytes, 8 << 20)));
+                             TransferWindowBytes(options_.max_message_bytes));
   builder.RegisterService(job_service_.get());
   builder.RegisterService(worker_service_.get());
   builder.RegisterService(rendezvous_service_.get());

@@ -5,13 +5,10 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/net/transfer_window.h"
 #include "common/sha256.h"
 
 namespace llava {
-namespace {
-constexpr int kReceiveWindowBytes = 8 << 20;
-}  // namespace
-
 absl::Status FromGrpc(const grpc::Status& status, const std::string& what) {
   if (status.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
@@ -25,10 +22,8 @@ CoordinatorClient::CoordinatorClient(ClientOptions options) : options_(std::move
   args.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
   // Reconnect quickly after a coordinator restart.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  // A checkpoint download is tens of MB in 1 MB messages: an HTTP/2 receive window of
-  // 64 KB (gRPC's start before its BDP probing grows it) paces the stream in round
-  // trips; a window of a few messages lets the coordinator send at memory speed.
-  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, kReceiveWindowBytes);
+  // Checkpoint downloads (common/net/transfer_window.h).
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, TransferWindowBytes(options_.max_message_bytes));
   options_.security->ConfigureChannel(&args);
   channel_ = grpc::CreateCustomChannel(options_.address, options_.security->ChannelCredentials(), args);
   jobs_ = v1::JobService::NewStub(channel_);

@@ -254,7 +254,6 @@ absl::Status Trainer::ApplyGradients(StepStats* stats) {
   }
   optimizer_->ZeroGrad();
   ++state_.step;
-  state_.loss_scale = scaler_.enabled() ? scaler_.ToJson() : nlohmann::json();
   return absl::OkStatus();
 }
 
@@ -265,14 +264,20 @@ absl::StatusOr<StepStats> Trainer::TrainStep() {
   return stats;
 }
 
+std::string Trainer::StateJson() const {
+  TrainState s = state_;
+  s.loss_scale = scaler_.enabled() ? scaler_.ToJson() : nlohmann::json();
+  return s.ToJson(config_);
+}
+
 absl::Status Trainer::SaveCheckpoint(const std::string& path) const {
   return SaveTrainCheckpoint(path, const_cast<Projector&>(projector_), optimizer_.get(),
-                             state_.ToJson(config_), config_.model_spec);
+                             StateJson(), config_.model_spec);
 }
 
 absl::StatusOr<std::string> Trainer::SerializeCheckpoint() const {
   return SerializeTrainCheckpoint(const_cast<Projector&>(projector_), optimizer_.get(),
-                                  state_.ToJson(config_), config_.model_spec);
+                                  StateJson(), config_.model_spec);
 }
 
 }  // namespace llava

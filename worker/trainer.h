@@ -65,7 +65,7 @@ struct StepStats {
 // continues a run bit for bit.
 struct TrainState {
   int64_t step = 0;  // optimizer steps done
-  nlohmann::json loss_scale;  // the LossScaler's state; null when it is off
+  nlohmann::json loss_scale;  // the LossScaler's state as saved; null when it is off
   std::string ToJson(const TrainConfig& config) const;
   static absl::StatusOr<TrainState> FromJson(const std::string& json, const std::string& source);
 };
@@ -122,6 +122,8 @@ class Trainer {
   Trainer(const LlamaModel& model, const PromptBuilder& prompts, const MnistSet& train,
           const TrainConfig& config);
   bool GradientsFinite();  // one host synchronization
+  // state_ with the loss scaler's current state, as a checkpoint records it.
+  std::string StateJson() const;
   const LlamaModel& model_;
   const PromptBuilder& prompts_;
   TrainConfig config_;
