@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What each speed lever of the forward pass buys, on one GPU, in one process per setting
 # (same machine, one after the other): `llava-mnist bench` with the levers added one by
-# one (none; + the GQA fold; + the lean RMSNorm/RoPE = the product's default), then the
-# default with the residual stream in bf16. JSON and tables
+# one (none; + the GQA fold; + the lean RMSNorm/RoPE; + the fused SwiGLU = the
+# product's default), then the default with the residual stream in bf16, and with q/k/v
+# rounded to bf16 (no float32 attention; bf16 only). JSON and tables
 # under OUT_DIR.
 #   bench/levers.sh [OUT_DIR]     (default bench/out)
 # Environment: LLAVA_BIN (default build-gpu/bin/llava-mnist), LLAVA_MODEL_SPEC (default
@@ -18,7 +19,8 @@ for setting in "none --fold_gqa=false --lean_elementwise=false --fused_swiglu=fa
                "fold --fold_gqa=true --lean_elementwise=false --fused_swiglu=false" \
                "lean --fold_gqa=true --lean_elementwise=true --fused_swiglu=false" \
                "default --fold_gqa=true --lean_elementwise=true --fused_swiglu=true" \
-               "bf16_residual --residual=model"; do
+               "bf16_residual --residual=model" \
+               "bf16_attention --float32_attention=false"; do
   name=${setting%% *}
   # shellcheck disable=SC2086
   "$BIN" bench --model "$SPEC" --device cuda --dtype "${DTYPE:-bf16}" ${setting#* } \

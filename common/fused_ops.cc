@@ -1,16 +1,57 @@
 #include "common/fused_ops.h"
 
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/version.h>
+
 #ifdef LLAVA_HAVE_CUDA
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/csrc/autograd/custom_function.h>
 
 #include "common/cuda/swiglu.h"
 #endif
 
+// at::mm(a, b, out_dtype): half inputs, float32 output, on CUDA (torch 2.9 on).
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
+#define LLAVA_HAVE_MM_OUT_DTYPE 1
+#endif
+
 namespace llava {
 namespace {
+
+// a [M, K] times b [K, N] in a's half dtype -> [M, N] float32.
+at::Tensor MmFloat32Out(const at::Tensor& a, const at::Tensor& b) {
+#ifdef LLAVA_HAVE_MM_OUT_DTYPE
+  if (a.is_cuda()) return at::mm(a, b, at::kFloat);
+#endif
+  // Each product of two half values is exact in float32, so this differs from the
+  // cuBLAS call only in the order of the float32 sums.
+  return at::mm(a.to(at::kFloat), b.to(at::kFloat));
+}
+
+class LinearFloat32OutFunction : public torch::autograd::Function<LinearFloat32OutFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& weight) {
+    ctx->save_for_backward({weight});
+    const int64_t k = x.size(-1);
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.back() = weight.size(0);
+    return MmFloat32Out(x.reshape({-1, k}), weight.t()).view(shape);  // [..., N]
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const at::Tensor weight = ctx->get_saved_variables()[0];
+    const at::Tensor& g = grads[0];  // [..., N] float32
+    std::vector<int64_t> shape = g.sizes().vec();
+    shape.back() = weight.size(1);
+    // The incoming gradient is rounded to the half dtype, as it would be had the
+    // forward written half: the matmul's operands are half either way.
+    at::Tensor gx = at::mm(g.reshape({-1, g.size(-1)}).to(weight.scalar_type()), weight);
+    return {gx.view(shape), at::Tensor()};
+  }
+};
 
 #ifdef LLAVA_HAVE_CUDA
 cuda::ElementType TypeOf(const at::Tensor& t) {
@@ -72,6 +113,10 @@ at::Tensor SwiGlu(const at::Tensor& gate, const at::Tensor& up, bool fused) {
   if (fused && SwiGluIsFused(gate, up)) return SwiGluFunction::apply(gate, up);
 #endif
   return at::silu(gate) * up;
+}
+
+at::Tensor LinearFloat32Out(const at::Tensor& x, const at::Tensor& weight) {
+  return LinearFloat32OutFunction::apply(x, weight);
 }
 
 }  // namespace llava

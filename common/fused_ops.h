@@ -1,5 +1,5 @@
-// Fused elementwise operations of the Llama forward, with gradients: one CUDA kernel
-// each way on a CUDA build and device, the plain ATen formulas otherwise. Stateless;
+// Fused operations of the Llama forward, with gradients: one CUDA kernel (or cuBLAS
+// call) each way on a CUDA build and device, plain ATen formulas otherwise. Stateless;
 // kernels are queued on the current CUDA stream like any ATen op.
 #pragma once
 
@@ -14,5 +14,13 @@ at::Tensor SwiGlu(const at::Tensor& gate, const at::Tensor& up, bool fused = tru
 
 // Whether SwiGlu(gate, up) would run the fused kernel.
 bool SwiGluIsFused(const at::Tensor& gate, const at::Tensor& up);
+
+// x [..., K] times weight [N, K] transposed -> [..., N] in float32, for x and weight of
+// one half dtype (bfloat16 or float16): the products summed in float32 as any half
+// matmul sums them, the sum written without rounding it to the half dtype. On CUDA with
+// torch >= 2.9 one cuBLAS call (at::mm's out_dtype); elsewhere through float32 copies
+// (slow at 8B, exact). Differentiable in x (the weight is frozen); x's gradient is a half
+// matmul of the float32 incoming gradient rounded to x's dtype.
+at::Tensor LinearFloat32Out(const at::Tensor& x, const at::Tensor& weight);
 
 }  // namespace llava

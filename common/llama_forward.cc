@@ -16,27 +16,43 @@ namespace {
 // At least float32 (float64 stays float64, for gradient checks).
 at::ScalarType AtLeastFloat(at::ScalarType t) { return at::promote_types(t, at::kFloat); }
 
+bool IsHalf(at::ScalarType t) { return t == at::kBFloat16 || t == at::kHalf; }
+
+bool Float32Attention(const LlamaModel& m) {
+  return m.float32_attention && m.dtype == at::kBFloat16;
+}
+
+// x [..., K] in the model dtype times weight [N, K] transposed -> [..., N], the float32
+// sums unrounded when `float32_out` (a half model; see LlamaModel).
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, bool float32_out) {
+  return float32_out ? LinearFloat32Out(x, weight) : at::linear(x, weight);
+}
+
+// Whether a block's output matmul (o_proj, down_proj) writes float32 into the float32
+// residual stream.
+bool Float32BlockOutputs(const LlamaModel& m) { return m.fp32_residual && IsHalf(m.dtype); }
+
 // at::rms_norm (one fused kernel on CUDA) exists from torch 2.4 on.
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
 #define LLAVA_HAVE_AT_RMS_NORM 1
 #endif
 
-// transformers' LlamaRMSNorm: normalize in float32, then scale by the weight; the result
-// in the weight's dtype.
+// transformers' LlamaRMSNorm: normalize in float32, then scale by the weight. The norm
+// weights of a bf16/fp16 model are held in float32 (see LlamaModel), so the product is
+// rounded once, to the model dtype that the following matmul reads.
 at::Tensor RmsNorm(const LlamaModel& m, const at::Tensor& x, const at::Tensor& weight,
                    double eps) {
   const at::ScalarType f = AtLeastFloat(x.scalar_type());
 #ifdef LLAVA_HAVE_AT_RMS_NORM
   if (m.lean_elementwise) {
-    // One pass instead of five; the weight is applied in float32, so the product is
-    // rounded once rather than twice.
-    return at::rms_norm(x.to(f), {x.size(-1)}, weight.to(f), eps).to(weight.scalar_type());
+    // One pass instead of four.
+    return at::rms_norm(x.to(f), {x.size(-1)}, weight.to(f), eps).to(m.dtype);
   }
 #endif
   at::Tensor h = x.to(f);
   at::Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);
   h = h * at::rsqrt(variance + eps);
-  return weight * h.to(weight.scalar_type());
+  return (weight * h).to(m.dtype);
 }
 
 // The rotation of absolute positions start .. start+T-1, in float32 (freqs duplicated
@@ -163,7 +179,7 @@ Qkv ProjectQkv(const LlamaModel& m, const LlamaLayerWeights& w, const at::Tensor
   const int64_t nq = c.num_attention_heads, nkv = c.num_key_value_heads;
   // [B, T, n*hd] -> [B, n, T, hd]
   auto heads = [&](const at::Tensor& weight, int64_t n) {
-    return at::linear(x, weight).view({b, t, n, hd}).transpose(1, 2);
+    return Linear(x, weight, Float32Attention(m)).view({b, t, n, hd}).transpose(1, 2);
   };
   return {ApplyRope(m, heads(w.q_proj, nq), rope), ApplyRope(m, heads(w.k_proj, nkv), rope),
           heads(w.v_proj, nkv)};
@@ -191,12 +207,12 @@ at::Tensor AttentionBlock(const LlamaModel& m, const LlamaLayerWeights& w, const
   }
   at::Tensor out = GroupedAttention(m, q, k, v, am);  // [B, H, T, hd]
   out = out.transpose(1, 2).reshape({b, t, c.num_attention_heads * hd});  // [B, T, H*hd]
-  return at::linear(out, w.o_proj);                                       // [B, T, D]
+  return Linear(out.to(m.dtype), w.o_proj, Float32BlockOutputs(m));      // [B, T, D]
 }
 
 at::Tensor Mlp(const LlamaModel& m, const LlamaLayerWeights& w, const at::Tensor& x) {
-  return at::linear(SwiGlu(at::linear(x, w.gate_proj), at::linear(x, w.up_proj), m.fused_swiglu),
-                    w.down_proj);  // [B, T, F] -> [B, T, D]
+  at::Tensor act = SwiGlu(at::linear(x, w.gate_proj), at::linear(x, w.up_proj), m.fused_swiglu);
+  return Linear(act, w.down_proj, Float32BlockOutputs(m));  // [B, T, F] -> [B, T, D]
 }
 
 }  // namespace
@@ -204,7 +220,7 @@ at::Tensor Mlp(const LlamaModel& m, const LlamaLayerWeights& w, const at::Tensor
 KvCache MakeKvCache(const LlamaModel& m, int64_t batch, int64_t capacity) {
   const LlamaConfig& c = m.config;
   KvCache cache;
-  const at::TensorOptions to = at::TensorOptions().dtype(m.dtype).device(m.device);
+  const at::TensorOptions to = at::TensorOptions().dtype(KvCacheDtype(m)).device(m.device);
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     cache.k.push_back(at::zeros({batch, c.num_key_value_heads, capacity, c.head_dim}, to));
     cache.v.push_back(at::zeros({batch, c.num_key_value_heads, capacity, c.head_dim}, to));
@@ -227,7 +243,7 @@ KvCache MakeKvCacheFromPrefix(const LlamaModel& m, const KvCache& prefix, int64_
   LM_CHECK_LE(prefix.length, capacity);
   const LlamaConfig& c = m.config;
   KvCache cache;
-  const at::TensorOptions to = at::TensorOptions().dtype(m.dtype).device(m.device);
+  const at::TensorOptions to = at::TensorOptions().dtype(KvCacheDtype(m)).device(m.device);
   const int64_t p = prefix.length;
   for (size_t i = 0; i < prefix.k.size(); ++i) {
     // Positions past the prefix are written before they are read: no need to zero them.
@@ -272,12 +288,18 @@ at::Tensor DecoderForward(const LlamaModel& m, const at::Tensor& inputs_embeds,
   const double eps = m.config.rms_norm_eps;
   for (size_t i = 0; i < m.weights.layers.size(); ++i) {
     const LlamaLayerWeights& w = m.weights.layers[i];
-    h = h + AttentionBlock(m, w, RmsNorm(m, h, w.input_layernorm, eps), rope, mask,
-                           static_cast<int64_t>(i), cache, prefix);
-    h = h + Mlp(m, w, RmsNorm(m, h, w.post_attention_layernorm, eps));
+    // A float32 block output is rounded first where the stream is in the model dtype.
+    at::Tensor attn = AttentionBlock(m, w, RmsNorm(m, h, w.input_layernorm, eps), rope, mask,
+                                     static_cast<int64_t>(i), cache, prefix);
+    h = h + attn.to(h.scalar_type());
+    h = h + Mlp(m, w, RmsNorm(m, h, w.post_attention_layernorm, eps)).to(h.scalar_type());
   }
   if (cache != nullptr) cache->length += t;
   return RmsNorm(m, h, m.weights.norm, eps);
+}
+
+at::ScalarType KvCacheDtype(const LlamaModel& m) {
+  return Float32Attention(m) ? at::kFloat : m.dtype;
 }
 
 at::Tensor LmHeadLogits(const LlamaModel& m, const at::Tensor& hidden) {

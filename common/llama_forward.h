@@ -15,6 +15,7 @@ namespace llava {
 
 // Keys and values of the positions seen so far, written in place by DecoderForward.
 struct KvCache {
+  // In KvCacheDtype(model).
   std::vector<at::Tensor> k;  // per layer [B, Hkv, capacity, hd]
   std::vector<at::Tensor> v;  // per layer [B, Hkv, capacity, hd]
   int64_t length = 0;         // positions filled
@@ -47,6 +48,10 @@ at::Tensor EmbedTokens(const LlamaModel& model, const at::Tensor& ids);
 // gradients flow to inputs_embeds as without it.
 at::Tensor DecoderForward(const LlamaModel& model, const at::Tensor& inputs_embeds,
                           KvCache* cache = nullptr, const KvCache* prefix = nullptr);
+
+// The dtype of the keys and values in a KvCache: float32 where the model's attention
+// runs in float32 (LlamaModel::float32_attention), else the model dtype.
+at::ScalarType KvCacheDtype(const LlamaModel& model);
 
 // hidden [..., D] -> logits [..., V], in the model's dtype (as transformers returns).
 at::Tensor LmHeadLogits(const LlamaModel& model, const at::Tensor& hidden);

@@ -77,6 +77,13 @@ struct Loader {
     }
     return t;
   }
+
+  // The [D] RMSNorm weights, in float32 for a bf16/fp16 model: see LlamaModel.
+  absl::StatusOr<at::Tensor> GetNorm(const std::string& name, int64_t d) const {
+    LoadOptions o = options;
+    o.dtype = NormDtype(options.dtype.value_or(at::kFloat));
+    return ckpt.LoadWithShape(name, {d}, o);
+  }
 };
 
 absl::Status LoadLayer(const Loader& l, const LlamaConfig& c, int64_t i,
@@ -85,13 +92,13 @@ absl::Status LoadLayer(const Loader& l, const LlamaConfig& c, int64_t i,
   const int64_t d = c.hidden_size, f = c.intermediate_size;
   const int64_t q = c.num_attention_heads * c.head_dim;
   const int64_t kv = c.num_key_value_heads * c.head_dim;
-  LM_ASSIGN_OR_RETURN(w->input_layernorm, l.Get(p + "input_layernorm.weight", {d}));
+  LM_ASSIGN_OR_RETURN(w->input_layernorm, l.GetNorm(p + "input_layernorm.weight", d));
   LM_ASSIGN_OR_RETURN(w->q_proj, l.Get(p + "self_attn.q_proj.weight", {q, d}));
   LM_ASSIGN_OR_RETURN(w->k_proj, l.Get(p + "self_attn.k_proj.weight", {kv, d}));
   LM_ASSIGN_OR_RETURN(w->v_proj, l.Get(p + "self_attn.v_proj.weight", {kv, d}));
   LM_ASSIGN_OR_RETURN(w->o_proj, l.Get(p + "self_attn.o_proj.weight", {d, q}));
   LM_ASSIGN_OR_RETURN(w->post_attention_layernorm,
-                      l.Get(p + "post_attention_layernorm.weight", {d}));
+                      l.GetNorm(p + "post_attention_layernorm.weight", d));
   LM_ASSIGN_OR_RETURN(w->gate_proj, l.Get(p + "mlp.gate_proj.weight", {f, d}));
   LM_ASSIGN_OR_RETURN(w->up_proj, l.Get(p + "mlp.up_proj.weight", {f, d}));
   LM_ASSIGN_OR_RETURN(w->down_proj, l.Get(p + "mlp.down_proj.weight", {d, f}));
@@ -115,7 +122,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LoadCheckpoint(const std::string& di
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
     LM_RETURN_IF_ERROR(LoadLayer(l, config, i, &w.layers[i]));
   }
-  LM_ASSIGN_OR_RETURN(w.norm, l.Get("model.norm.weight", {d}));
+  LM_ASSIGN_OR_RETURN(w.norm, l.GetNorm("model.norm.weight", d));
   if (config.tie_word_embeddings) {
     w.lm_head = w.embed_tokens;
   } else {
@@ -126,6 +133,10 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LoadCheckpoint(const std::string& di
 }
 
 }  // namespace
+
+at::ScalarType NormDtype(at::ScalarType model_dtype) {
+  return at::promote_types(model_dtype, at::kFloat);
+}
 
 absl::StatusOr<LlamaConfig> SyntheticConfig(const std::string& name) {
   if (name == "llama-3.1-8b") return ParseLlamaConfig(kLlama31_8B, "synthetic:llama-3.1-8b");
@@ -156,7 +167,7 @@ std::unique_ptr<LlamaModel> MakeRandomLlama(const LlamaConfig& c, const ModelOpt
     }
     return at::empty(shape, to).normal_(0.0, 0.02, gen);
   };
-  auto ones = [&](int64_t n) { return at::ones({n}, to); };
+  auto ones = [&](int64_t n) { return at::ones({n}, to.dtype(NormDtype(options.dtype))); };
   const int64_t d = c.hidden_size, f = c.intermediate_size;
   const int64_t q = c.num_attention_heads * c.head_dim;
   const int64_t kv = c.num_key_value_heads * c.head_dim;

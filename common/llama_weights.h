@@ -16,6 +16,7 @@
 
 namespace llava {
 
+// The RMSNorm weights are held in NormDtype(dtype), the matrices in the model dtype.
 struct LlamaLayerWeights {
   at::Tensor input_layernorm;           // model.layers.N.input_layernorm.weight [D]
   at::Tensor q_proj;                    // model.layers.N.self_attn.q_proj.weight [H*hd, D]
@@ -42,9 +43,18 @@ struct LlamaModel {
   at::Device device = at::kCPU;
   at::ScalarType dtype = at::kFloat;
   std::string source;  // checkpoint directory or synthetic:NAME
-  // bf16/fp16 models: carry the residual stream in float32 (each block's output added
-  // without rounding the running sum), else in the model dtype as transformers does.
+  // bf16/fp16 models: carry the residual stream in float32 (each block's output, as its
+  // o_proj/down_proj matmul sums it in float32, added without rounding), else in the
+  // model dtype as transformers does.
   bool fp32_residual = true;
+  // bf16 models: the q/k/v projections write float32, and RoPE, attention and the KV
+  // cache work on those values, rounded nowhere (else q, k and v are rounded to bf16 as
+  // in transformers). bf16's 8-bit significand lost 2.08e-2 of the tied fixture's logits
+  // without it (1.73e-2 with it; transformers' own bf16: 3.31e-2); it costs 5% of a
+  // training step and 20% of eval (float32 attention kernels, a cache twice the size) at
+  // 8B on an H100. float16 (3 more bits) is left alone: 3.1e-3 either way, and its speed
+  // kept. bench/RESULTS.md "bf16 within 2e-2".
+  bool float32_attention = true;
   // Speed levers that change results only by float rounding; each can be turned off to
   // measure what it buys (`llava-mnist bench`).
   // Grouped-query attention after a cache or prefix (decode steps, the prompt after its
@@ -60,6 +70,15 @@ struct LlamaModel {
   // fused_ops.h; CUDA builds and devices only) instead of ATen's three.
   bool fused_swiglu = true;
 };
+
+// The dtype of the [D] RMSNorm weights of a model computing in `model_dtype`: at least
+// float32. They are 0.01% of Llama's weights, and rounding them to bf16 rescales every
+// channel of every normed activation by up to 2^-8, the same error at every position:
+// on the tied fixture that alone is 1.29e-2 of the logits' relative error, most of what
+// bf16 weights cost there (1.62e-2). llama.cpp's GGUF files keep 1-D tensors in F32 for
+// the same reason. A published bf16 checkpoint's norms convert exactly, so it computes
+// what it did; a float32 checkpoint (a user's own fine-tune, the fixtures) keeps them.
+at::ScalarType NormDtype(at::ScalarType model_dtype);
 
 struct ModelOptions {
   at::Device device = at::kCPU;

@@ -1,7 +1,8 @@
 // The fused SwiGLU against the plain formula silu(gate) * up in float64, forward and
 // backward, for every dtype it takes, on shapes that do and do not allow its vectorized
 // path (odd sizes, offset views). Where the fused kernel cannot run (a CPU build or
-// device) SwiGlu must be the plain formula itself.
+// device) SwiGlu must be the plain formula itself. LinearFloat32Out against float64
+// products of the same half values, forward and backward.
 #include "common/fused_ops.h"
 
 #include <gtest/gtest.h>
@@ -75,6 +76,36 @@ TEST(FusedOpsTest, SwiGluMatchesThePlainFormula) {
     }
   }
   EXPECT_EQ(fused_runs, at::hasCUDA() ? 9 : 0);
+}
+
+// The sums of exact products of half values: float32 output within float32's rounding of
+// them (a half output would be ~1e-3 off), for [B, T, K] inputs; x's gradient is a half
+// matmul of the incoming gradient rounded to x's dtype.
+TEST(FusedOpsTest, LinearFloat32OutKeepsTheSumsUnrounded) {
+  std::vector<at::Device> devices = {at::kCPU};
+  if (at::hasCUDA()) devices.push_back(at::Device(at::kCUDA, 0));
+  for (const at::Device& device : devices) {
+    for (at::ScalarType dtype : {at::kHalf, at::kBFloat16}) {
+      if (device.is_cpu() && dtype == at::kHalf) continue;  // no CPU half ops in libtorch 1.x
+      SCOPED_TRACE(::testing::Message() << device << " " << dtype);
+      at::manual_seed(1);
+      const auto opts = at::TensorOptions().dtype(at::kDouble);
+      at::Tensor x = at::randn({2, 3, 96}, opts).to(device, dtype).requires_grad_(true);
+      at::Tensor w = at::randn({40, 96}, opts).to(device, dtype);
+      at::Tensor g = at::randn({2, 3, 40}, opts).to(device, at::kFloat);
+      at::Tensor out = LinearFloat32Out(x, w);  // [2, 3, 40]
+      ASSERT_EQ(out.sizes(), (std::vector<int64_t>{2, 3, 40}));
+      EXPECT_EQ(out.scalar_type(), at::kFloat);
+      out.backward(g);
+      const at::Tensor x64 = x.detach().to(at::kCPU, at::kDouble);
+      const at::Tensor w64 = w.to(at::kCPU, at::kDouble);
+      EXPECT_LE(testing::RelError(out.detach(), at::matmul(x64, w64.t())), 1e-6);
+      const at::Tensor gx = at::matmul(g.to(dtype).to(at::kCPU, at::kDouble), w64);
+      ASSERT_TRUE(x.grad().defined());
+      EXPECT_EQ(x.grad().scalar_type(), dtype);
+      EXPECT_LE(testing::RelError(x.grad(), gx), dtype == at::kHalf ? 2e-3 : 8e-3);
+    }
+  }
 }
 
 }  // namespace
