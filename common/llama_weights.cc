@@ -113,6 +113,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LoadCheckpoint(const std::string& di
   model->config = config;
   model->device = options.device;
   model->dtype = options.dtype;
+  model->float32_attention = options.float32_attention;
   model->source = dir;
   Loader l{*ckpt, LoadOptions{options.dtype, options.device}};
   LlamaWeights& w = model->weights;
@@ -150,6 +151,7 @@ std::unique_ptr<LlamaModel> MakeRandomLlama(const LlamaConfig& c, const ModelOpt
   model->config = c;
   model->device = options.device;
   model->dtype = options.dtype;
+  model->float32_attention = options.float32_attention;
   at::Generator gen = options.device.is_cuda()
                           ? at::globalContext().defaultGenerator(options.device)
                           : at::detail::createCPUGenerator(options.synthetic_seed);

@@ -84,6 +84,7 @@ struct ModelOptions {
   at::Device device = at::kCPU;
   at::ScalarType dtype = at::kFloat;  // compute and storage dtype of the frozen weights
   uint64_t synthetic_seed = 0;        // for synthetic:NAME weights
+  bool float32_attention = true;      // LlamaModel::float32_attention
 };
 
 // `spec` is a Hugging Face checkpoint directory (config.json + safetensors, single or

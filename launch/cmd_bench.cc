@@ -49,9 +49,6 @@ ABSL_FLAG(bool, fused_swiglu, true,
           "bench: the MLP's silu(gate) * up as one CUDA kernel each way (false: ATen's ops)");
 ABSL_FLAG(bool, lean_elementwise, true,
           "bench: fused RMSNorm and fewer RoPE passes (false: transformers' op-by-op formulas)");
-ABSL_FLAG(bool, float32_attention, true,
-          "bench: a bf16 model's q/k/v in float32 through RoPE, attention and the KV cache "
-          "(false: rounded to bf16, as transformers)");
 ABSL_FLAG(int64_t, answer_tokens, 7,
           "bench: also time eval with this budget, what early stop at the answer's end runs "
           "(0: skip)");
@@ -397,7 +394,6 @@ absl::Status RunBench(const std::vector<char*>& args) {
   rt.model->fold_gqa = absl::GetFlag(FLAGS_fold_gqa);
   rt.model->lean_elementwise = absl::GetFlag(FLAGS_lean_elementwise);
   rt.model->fused_swiglu = absl::GetFlag(FLAGS_fused_swiglu);
-  rt.model->float32_attention = absl::GetFlag(FLAGS_float32_attention);
   const double load_s = Since(load_start);
   LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*rt.tokenizer, prompt_config));
   LM_ASSIGN_OR_RETURN(MnistSet train, LoadMnistFromFlags("train", "", "", -1));

@@ -222,6 +222,7 @@ absl::Status Launch() {
         absl::StrCat("--tokenizer=", absl::GetFlag(FLAGS_tokenizer)),
         absl::StrCat("--data_dir=", absl::GetFlag(FLAGS_data_dir)),
         absl::StrCat("--dtype=", absl::GetFlag(FLAGS_dtype)),
+        absl::StrCat("--float32_attention=", absl::GetFlag(FLAGS_float32_attention) ? "true" : "false"),
         absl::StrCat("--seed=", absl::GetFlag(FLAGS_seed)), "--collective_host=127.0.0.1",
         absl::StrCat("--device=", cuda ? absl::StrCat("cuda:", i) : std::string("cpu"))};
     // CPU workers share the cores instead of each taking all of them.

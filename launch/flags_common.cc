@@ -14,6 +14,10 @@ ABSL_FLAG(std::string, device, llava::GetEnvOr("LLAVA_DEVICE", "auto"),
 ABSL_FLAG(std::string, dtype, llava::GetEnvOr("LLAVA_DTYPE", "auto"),
           "frozen model dtype: float32, bfloat16, float16, or auto (bfloat16 on GPU, "
           "float32 on CPU)");
+ABSL_FLAG(bool, float32_attention,
+          llava::GetEnvOr("LLAVA_FLOAT32_ATTENTION", "true") != "false",
+          "bfloat16 models: q/k/v in float32 through RoPE, attention and the KV cache (false: "
+          "rounded to bf16 as transformers; 6% faster training, 22% faster eval at 8B)");
 ABSL_FLAG(std::string, data_dir, llava::GetEnvOr("LLAVA_DATA_DIR", "data/mnist"),
           "directory of MNIST IDX files ({train,test}-{images-idx3,labels-idx1}-ubyte[.gz])");
 ABSL_FLAG(int64_t, max_new_tokens, 20, "generate/eval/ask: token budget of an answer");
@@ -31,6 +35,7 @@ absl::StatusOr<ModelOptions> ModelOptionsFromFlags() {
     LM_ASSIGN_OR_RETURN(options.dtype, ParseDtype(dtype));
   }
   options.synthetic_seed = absl::GetFlag(FLAGS_seed);
+  options.float32_attention = absl::GetFlag(FLAGS_float32_attention);
   return options;
 }
 

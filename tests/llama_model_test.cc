@@ -431,5 +431,25 @@ TEST(LlamaLoadTest, SyntheticTinyRunsForwardAndBackward) {
   EXPECT_GT(embeds.grad().abs().sum().item<double>(), 0.0);
 }
 
+// A bf16 model keeps its [D] norm weights in float32, its matrices in bf16, and takes
+// float32_attention from the options; the KV cache follows it.
+TEST(LlamaLoadTest, Bf16ModelHoldsNormsInFloat32) {
+  for (bool f32_attention : {true, false}) {
+    ModelOptions options;
+    options.dtype = at::kBFloat16;
+    options.float32_attention = f32_attention;
+    auto model = LoadLlama(testing::FixturesDir() + "/tiny-llama3", options);
+    ASSERT_TRUE(model.ok()) << model.status();
+    const LlamaModel& m = **model;
+    EXPECT_EQ(m.float32_attention, f32_attention);
+    EXPECT_EQ(m.weights.norm.scalar_type(), at::kFloat);
+    EXPECT_EQ(m.weights.layers[0].input_layernorm.scalar_type(), at::kFloat);
+    EXPECT_EQ(m.weights.layers[1].post_attention_layernorm.scalar_type(), at::kFloat);
+    EXPECT_EQ(m.weights.layers[0].q_proj.scalar_type(), at::kBFloat16);
+    EXPECT_EQ(m.weights.embed_tokens.scalar_type(), at::kBFloat16);
+    EXPECT_EQ(MakeKvCache(m, 1, 4).k[0].scalar_type(), f32_attention ? at::kFloat : at::kBFloat16);
+  }
+}
+
 }  // namespace
 }  // namespace llava
