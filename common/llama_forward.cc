@@ -124,15 +124,25 @@ AttentionMask MakeAttentionMask(int64_t past, int64_t t, int64_t groups,
   return m;
 }
 
+// float32 attention with at most this many scores per head and row (T * S) runs as two
+// matmuls and a softmax instead of the fused kernel: see Attention.
+constexpr int64_t kMaxMaterializedScores = 1 << 16;
+
 // q [B, H, T, hd], k/v [B, H, S, hd]; mask [T, S] bool (true = attend) unless causal.
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      bool causal, const c10::optional<at::Tensor>& mask) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
-#if TORCH_VERSION_MAJOR >= 2
-  // Fused kernels (flash / memory-efficient) where the shapes allow.
-  return at::scaled_dot_product_attention(q, k, v, mask, 0.0, causal, scale);
-#else
   const int64_t t = q.size(2), s = k.size(2);
+#if TORCH_VERSION_MAJOR >= 2
+  // Fused kernels (flash / memory-efficient) where the shapes allow, except for short
+  // float32 attention (bf16 models' float32_attention): there the fused float32 kernel
+  // took a fifth of an 8B eval batch (2,000 rows, ~40 keys; 850 vs 1,071 images/s on an
+  // H100) where the matmuls below take a few percent, and the scores they materialize
+  // are small.
+  if (q.scalar_type() != at::kFloat || t * s > kMaxMaterializedScores) {
+    return at::scaled_dot_product_attention(q, k, v, mask, 0.0, causal, scale);
+  }
+#endif
   at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) * scale;  // [B, H, T, S]
   if (causal) {
     at::Tensor keep = at::ones({t, s}, q.options().dtype(at::kBool)).tril();
@@ -143,7 +153,6 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   // Softmax in float32 as transformers' eager attention, then back to the model dtype.
   at::Tensor probs = at::softmax(scores, -1, AtLeastFloat(q.scalar_type())).to(q.scalar_type());
   return at::matmul(probs, v);  // [B, H, T, hd]
-#endif
 }
 
 // q [B, H, T, hd], k/v [B, Hkv, S, hd] with H = Hkv * groups: query head h reads KV head
