@@ -3,6 +3,8 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/version.h>
 
+#include "common/log.h"
+
 #ifdef LLAVA_HAVE_CUDA
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -21,9 +23,23 @@ namespace {
 
 // a [M, K] times b [K, N] in a's half dtype -> [M, N] float32.
 at::Tensor MmFloat32Out(const at::Tensor& a, const at::Tensor& b) {
+  if (a.is_cuda()) {
 #ifdef LLAVA_HAVE_MM_OUT_DTYPE
-  if (a.is_cuda()) return at::mm(a, b, at::kFloat);
+    return at::mm(a, b, at::kFloat);
+#else
+    // No half matmul with a float32 output before torch 2.9: the sums are rounded to
+    // the half dtype first (as transformers computes), rather than a matmul of float32
+    // copies that would run without tensor cores.
+    static const bool warned = [] {
+      LM_LOG(WARNING) << "torch " << TORCH_VERSION << " has no float32-output half matmul "
+                      << "(torch >= 2.9): bf16 q/k/v and block outputs are rounded to bf16, "
+                      << "about as far from float32 as transformers' bf16";
+      return true;
+    }();
+    (void)warned;
+    return at::mm(a, b).to(at::kFloat);
 #endif
+  }
   // Each product of two half values is exact in float32, so this differs from the
   // cuBLAS call only in the order of the float32 sums.
   return at::mm(a.to(at::kFloat), b.to(at::kFloat));
