@@ -260,4 +260,11 @@ absl::Status CheckProjectorFitsModel(const ProjectorConfig& config, int64_t hidd
   return absl::OkStatus();
 }
 
+absl::StatusOr<Projector> RestoreProjectorForModel(const TrainCheckpoint& checkpoint,
+                                                   int64_t hidden_size, at::Device device) {
+  LM_RETURN_IF_ERROR(
+      CheckProjectorFitsModel(checkpoint.projector_config, hidden_size, checkpoint.source));
+  return RestoreProjector(checkpoint, device);
+}
+
 }  // namespace llava

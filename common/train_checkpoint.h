@@ -66,4 +66,9 @@ absl::Status RestoreOptimizer(const TrainCheckpoint& checkpoint, Optimizer& opti
 absl::Status CheckProjectorFitsModel(const ProjectorConfig& config, int64_t hidden_size,
                                      const std::string& source);
 
+// CheckProjectorFitsModel (the error naming checkpoint.source), then RestoreProjector:
+// the projector that feeds a model of `hidden_size`, for eval and inference.
+absl::StatusOr<Projector> RestoreProjectorForModel(const TrainCheckpoint& checkpoint,
+                                                   int64_t hidden_size, at::Device device);
+
 }  // namespace llava

@@ -437,13 +437,12 @@ absl::Status RunBench(const std::vector<char*>& args) {
   Projector projector(pc, absl::GetFlag(FLAGS_seed));
   if (const std::string path = absl::GetFlag(FLAGS_bench_projector); !path.empty()) {
     LM_ASSIGN_OR_RETURN(TrainCheckpoint ckpt, LoadTrainCheckpoint(path));
-    LM_RETURN_IF_ERROR(CheckProjectorFitsModel(ckpt.projector_config, pc.output_dim, path));
     if (ckpt.projector_config.image_tokens != pc.image_tokens) {
       return absl::InvalidArgumentError(absl::StrCat(
           path, ": its projector makes ", ckpt.projector_config.image_tokens,
           " image tokens, the prompt has ", pc.image_tokens));
     }
-    LM_ASSIGN_OR_RETURN(projector, RestoreProjector(ckpt, rt.model->device));
+    LM_ASSIGN_OR_RETURN(projector, RestoreProjectorForModel(ckpt, pc.output_dim, rt.model->device));
   }
   projector->to(rt.model->device);
   if (mode != "train") {

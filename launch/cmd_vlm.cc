@@ -192,9 +192,8 @@ absl::Status RunEval(const std::vector<char*>&) {
   const std::string ckpt_path = absl::GetFlag(FLAGS_checkpoint);
   LM_ASSIGN_OR_RETURN(TrainCheckpoint ckpt, LoadTrainCheckpoint(ckpt_path));
   LM_ASSIGN_OR_RETURN(VlmRuntime rt, LoadRuntimeFromFlags());
-  LM_RETURN_IF_ERROR(CheckProjectorFitsModel(ckpt.projector_config, rt.model->config.hidden_size,
-                                             ckpt_path));
-  LM_ASSIGN_OR_RETURN(Projector projector, RestoreProjector(ckpt, rt.model->device));
+  LM_ASSIGN_OR_RETURN(Projector projector, RestoreProjectorForModel(
+                                               ckpt, rt.model->config.hidden_size, rt.model->device));
   return EvaluateAndReport(rt, projector, ckpt.projector_config,
                            SplitPhrasings(absl::GetFlag(FLAGS_questions)), ckpt_path);
 }
@@ -222,14 +221,13 @@ absl::Status RunAsk(const std::vector<char*>&) {
     return absl::InvalidArgumentError("give --image FILE.png or --index N");
   }
   LM_ASSIGN_OR_RETURN(VlmRuntime rt, LoadRuntimeFromFlags());
-  LM_RETURN_IF_ERROR(CheckProjectorFitsModel(ckpt.projector_config, rt.model->config.hidden_size,
-                                             ckpt_path));
+  LM_ASSIGN_OR_RETURN(Projector projector, RestoreProjectorForModel(
+                                               ckpt, rt.model->config.hidden_size, rt.model->device));
   PromptConfig prompt_config;
   LM_ASSIGN_OR_RETURN(prompt_config.style, ParsePromptStyle(absl::GetFlag(FLAGS_prompt_style)));
   prompt_config.questions = {absl::GetFlag(FLAGS_question)};
   prompt_config.image_tokens = ckpt.projector_config.image_tokens;
   LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*rt.tokenizer, prompt_config));
-  LM_ASSIGN_OR_RETURN(Projector projector, RestoreProjector(ckpt, rt.model->device));
   EvalConfig config;
   config.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   EvalInputs inputs{rt.model.get(), &projector, &prompts, rt.tokenizer.get(), nullptr};

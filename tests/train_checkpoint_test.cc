@@ -418,6 +418,17 @@ TEST(TrainCheckpointTest, ProjectorMustFitTheModel) {
   EXPECT_THAT(std::string(st.message()),
               HasSubstr("a.safetensors: projector output_dim 8 does not match the model's "
                         "hidden_size 4096"));
+  // RestoreProjectorForModel checks the same, naming the checkpoint's source.
+  TrainCheckpoint ckpt;
+  ckpt.projector_config = LinearConfig();
+  ckpt.source = "b.safetensors";
+  ckpt.projector_tensors = {{"fc1.weight", at::ones({16, 784})}, {"fc1.bias", at::zeros({16})}};
+  auto wrong = RestoreProjectorForModel(ckpt, 4096, at::kCPU);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_THAT(std::string(wrong.status().message()),
+              HasSubstr("b.safetensors: projector output_dim 8 does not match"));
+  auto right = RestoreProjectorForModel(ckpt, 8, at::kCPU);
+  ASSERT_TRUE(right.ok()) << right.status();
 }
 
 // ---------------------------------------------------------------------------- failed saves

@@ -229,9 +229,8 @@ absl::StatusOr<CachedProjector> EvalProjector(const v1::EvalTask& t, const TaskE
   LM_ASSIGN_OR_RETURN(TrainCheckpoint ckpt,
                       ParseTrainCheckpoint(std::move(download.bytes), t.checkpoint_id()));
   const LlamaModel& model = *env.resources.model;
-  LM_RETURN_IF_ERROR(CheckProjectorFitsModel(ckpt.projector_config, model.config.hidden_size,
-                                             t.checkpoint_id()));
-  LM_ASSIGN_OR_RETURN(Projector projector, RestoreProjector(ckpt, model.device));
+  LM_ASSIGN_OR_RETURN(Projector projector,
+                      RestoreProjectorForModel(ckpt, model.config.hidden_size, model.device));
   if (cache != nullptr) {
     *cache = EvalCheckpointCache{env.session_id, t.checkpoint_id(), t.checkpoint_sha256(),
                                  ckpt.projector_config, projector};
