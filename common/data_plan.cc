@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <numeric>
 
+#include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 
 namespace llava {
 namespace {
@@ -23,11 +25,34 @@ uint64_t Hash(uint64_t seed, uint64_t a, uint64_t b, uint64_t salt) {
 
 }  // namespace
 
+absl::Status DataPlanConfig::Validate() const {
+  auto positive = [](const char* name, int64_t v) -> absl::Status {
+    if (v > 0) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat("data plan: ", name, " must be > 0, got ", v));
+  };
+  LM_RETURN_IF_ERROR(positive("the number of samples", num_samples));
+  LM_RETURN_IF_ERROR(positive("the global batch", global_batch));
+  LM_RETURN_IF_ERROR(positive("epochs", epochs));
+  LM_RETURN_IF_ERROR(positive("the number of questions", num_questions));
+  LM_RETURN_IF_ERROR(positive("the number of answer templates", num_answer_templates));
+  if (max_steps < -1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data plan: max_steps must be >= 0 or -1, got ", max_steps));
+  }
+  const int64_t steps_per_epoch = num_samples / global_batch + (num_samples % global_batch != 0);
+  int64_t total = 0;
+  if (__builtin_mul_overflow(steps_per_epoch, epochs, &total)) {
+    return absl::InvalidArgumentError(absl::StrCat("data plan: ", steps_per_epoch,
+                                                   " steps per epoch x ", epochs,
+                                                   " epochs overflows"));
+  }
+  return absl::OkStatus();
+}
+
 DataPlan::DataPlan(const DataPlanConfig& config) : config_(config) {
-  LM_CHECK_GT(config.num_samples, 0);
-  LM_CHECK_GT(config.global_batch, 0);
-  LM_CHECK_GT(config.epochs, 0);
-  steps_per_epoch_ = (config.num_samples + config.global_batch - 1) / config.global_batch;
+  const absl::Status valid = config.Validate();
+  LM_CHECK(valid.ok()) << valid;
+  steps_per_epoch_ = config.num_samples / config.global_batch + (config.num_samples % config.global_batch != 0);
   total_steps_ = steps_per_epoch_ * config.epochs;
   if (config.max_steps >= 0) total_steps_ = std::min(total_steps_, config.max_steps);
 }

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/status/status.h"
+
 #include "common/prompt.h"
 
 namespace llava {
@@ -20,6 +22,10 @@ struct DataPlanConfig {
   bool shuffle = true;
   int64_t num_questions = 1;
   int64_t num_answer_templates = 1;
+
+  // Every count positive and the step count representable: what DataPlan assumes (its
+  // constructor CHECKs it), so that a plan built from client input is validated first.
+  absl::Status Validate() const;
 };
 
 struct PlannedSample {
@@ -30,6 +36,7 @@ struct PlannedSample {
 
 class DataPlan {
  public:
+  // `config` must validate (a CHECK otherwise).
   explicit DataPlan(const DataPlanConfig& config);
 
   int64_t steps_per_epoch() const { return steps_per_epoch_; }

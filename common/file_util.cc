@@ -23,6 +23,8 @@ absl::Status ErrnoStatus(const std::string& what, const std::string& path, int e
   std::string msg = absl::StrCat(what, " ", path, ": ", strerror(err));
   if (err == ENOENT) return absl::NotFoundError(msg);
   if (err == EACCES || err == EPERM) return absl::PermissionDeniedError(msg);
+  // A full disk is not transient: callers must not retry it as if it were.
+  if (err == ENOSPC || err == EDQUOT || err == EFBIG) return absl::ResourceExhaustedError(msg);
   return absl::InternalError(msg);
 }
 

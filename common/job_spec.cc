@@ -2,14 +2,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/validation.h"
 
 namespace llava {
 namespace {
-
-absl::Status Positive(const char* field, int64_t v) {
-  if (v <= 0) return absl::InvalidArgumentError(absl::StrCat(field, " must be > 0, got ", v));
-  return absl::OkStatus();
-}
 
 absl::Status Prefixed(const char* prefix, const absl::Status& s) {
   if (s.ok()) return s;
@@ -30,7 +26,45 @@ std::vector<std::string> DefaultEvalQuestions() {
   return {"What digit is this?", "What is this number?"};
 }
 
-absl::Status ResolveTrainSpec(v1::TrainSpec* s) {
+absl::StatusOr<int64_t> GlobalBatch(const v1::TrainSpec& s, int64_t world_size) {
+  int64_t per_rank = 0, global = 0;
+  if (!CheckedMul(s.batch_size(), s.grad_accum(), &per_rank) ||
+      !CheckedMul(per_rank, world_size, &global) || global <= 0 ||
+      global > JobLimits::kMaxGlobalBatch) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "train: the global batch batch_size x grad_accum x world_size (", s.batch_size(), " x ",
+        s.grad_accum(), " x ", world_size, ") must be in [1, ", JobLimits::kMaxGlobalBatch, "]"));
+  }
+  return global;
+}
+
+namespace {
+
+absl::Status CheckPhrasings(const std::string& field,
+                            const google::protobuf::RepeatedPtrField<std::string>& values) {
+  if (values.size() > JobLimits::kMaxPhrasings) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " has ", values.size(),
+                                                   " entries, over the limit of ",
+                                                   JobLimits::kMaxPhrasings));
+  }
+  for (int i = 0; i < values.size(); ++i) {
+    LM_RETURN_IF_ERROR(CheckText(absl::StrCat(field, "[", i, "]"), values[i],
+                                 JobLimits::kMaxPhrasingBytes, /*allow_empty=*/false));
+  }
+  return absl::OkStatus();
+}
+
+// -1 (all) or 1..max.
+absl::Status AllOrRange(const char* field, int64_t v, int64_t max) {
+  if (v == -1) return absl::OkStatus();
+  if (v < 1 || v > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " must be -1 (all) or in [1, ", max, "], got ", v));
+  }
+  return absl::OkStatus();
+}
+
+void FillTrainDefaults(v1::TrainSpec* s) {
   const OptimizerConfig opt_defaults;
   if (s->projector().empty()) s->set_projector("linear");
   if (!s->has_projector_hidden()) s->set_projector_hidden(0);
@@ -50,27 +84,42 @@ absl::Status ResolveTrainSpec(v1::TrainSpec* s) {
   if (!s->has_world_size()) s->set_world_size(1);
   if (!s->has_checkpoint_every_steps()) s->set_checkpoint_every_steps(0);
   if (!s->has_max_restarts()) s->set_max_restarts(3);
+}
 
-  LM_RETURN_IF_ERROR(Positive("train.batch_size", s->batch_size()));
-  LM_RETURN_IF_ERROR(Positive("train.grad_accum", s->grad_accum()));
-  LM_RETURN_IF_ERROR(Positive("train.epochs", s->epochs()));
-  LM_RETURN_IF_ERROR(Positive("train.world_size", s->world_size()));
-  LM_RETURN_IF_ERROR(Positive("train.image_tokens", s->image_tokens()));
-  if (s->train_digits() == 0 || s->train_digits() < -1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("train.train_digits must be > 0 or -1 (all), got ", s->train_digits()));
+absl::Status CheckTrainBounds(const v1::TrainSpec& s) {
+  using L = JobLimits;
+  LM_RETURN_IF_ERROR(CheckText("train.model", s.model(), L::kMaxModelBytes));
+  for (const auto& [field, value] : {std::pair<const char*, const std::string*>{"train.projector", &s.projector()},
+                                     {"train.optimizer", &s.optimizer()},
+                                     {"train.schedule", &s.schedule()},
+                                     {"train.prompt_style", &s.prompt_style()}}) {
+    LM_RETURN_IF_ERROR(CheckText(field, *value, 32));
   }
-  if (s->max_steps() < -1 || s->max_steps() == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("train.max_steps must be > 0 or -1, got ", s->max_steps()));
-  }
-  if (s->projector_hidden() < 0) {
-    return absl::InvalidArgumentError("train.projector_hidden must be >= 0");
-  }
-  if (s->checkpoint_every_steps() < 0) {
-    return absl::InvalidArgumentError("train.checkpoint_every_steps must be >= 0");
-  }
-  if (s->max_restarts() < 0) return absl::InvalidArgumentError("train.max_restarts must be >= 0");
+  LM_RETURN_IF_ERROR(CheckRange("train.batch_size", s.batch_size(), 1, L::kMaxBatch));
+  LM_RETURN_IF_ERROR(CheckRange("train.grad_accum", s.grad_accum(), 1, L::kMaxGradAccum));
+  LM_RETURN_IF_ERROR(CheckRange("train.world_size", s.world_size(), 1, L::kMaxWorldSize));
+  LM_RETURN_IF_ERROR(CheckRange("train.epochs", s.epochs(), 1, L::kMaxEpochs));
+  LM_RETURN_IF_ERROR(CheckRange("train.image_tokens", s.image_tokens(), 1, L::kMaxImageTokens));
+  LM_RETURN_IF_ERROR(
+      CheckRange("train.projector_hidden", s.projector_hidden(), 0, L::kMaxProjectorHidden));
+  LM_RETURN_IF_ERROR(AllOrRange("train.train_digits", s.train_digits(), L::kMaxDigits));
+  LM_RETURN_IF_ERROR(AllOrRange("train.max_steps", s.max_steps(), L::kMaxSteps));
+  LM_RETURN_IF_ERROR(
+      CheckRange("train.checkpoint_every_steps", s.checkpoint_every_steps(), 0, L::kMaxSteps));
+  LM_RETURN_IF_ERROR(CheckRange("train.max_restarts", s.max_restarts(), 0, L::kMaxRestarts));
+  LM_RETURN_IF_ERROR(CheckRange("train.lr", s.lr(), 0.0, L::kMaxLr));
+  LM_RETURN_IF_ERROR(CheckRange("train.weight_decay", s.weight_decay(), 0.0, L::kMaxWeightDecay));
+  LM_RETURN_IF_ERROR(CheckRange("train.warmup_ratio", s.warmup_ratio(), 0.0, 1.0));
+  LM_RETURN_IF_ERROR(CheckPhrasings("train.questions", s.questions()));
+  LM_RETURN_IF_ERROR(CheckPhrasings("train.answer_templates", s.answer_templates()));
+  return GlobalBatch(s, s.world_size()).status();
+}
+
+}  // namespace
+
+absl::Status ResolveTrainSpec(v1::TrainSpec* s) {
+  FillTrainDefaults(s);
+  LM_RETURN_IF_ERROR(CheckTrainBounds(*s));
   auto type = ParseProjectorType(s->projector());
   if (!type.ok()) return Prefixed("train.projector: ", type.status());
   if (*type == ProjectorType::kLinear && s->projector_hidden() != 0) {
@@ -84,6 +133,7 @@ absl::Status ResolveTrainSpec(v1::TrainSpec* s) {
 }
 
 absl::Status ResolveEvalSpec(v1::EvalSpec* s) {
+  using L = JobLimits;
   if (s->checkpoint().empty()) {
     return absl::InvalidArgumentError("eval.checkpoint is empty (a checkpoint id or a training job id)");
   }
@@ -96,17 +146,26 @@ absl::Status ResolveEvalSpec(v1::EvalSpec* s) {
   if (!s->has_workers()) s->set_workers(0);
   if (s->prompt_style().empty()) s->set_prompt_style("experiment");
   if (!s->has_max_restarts()) s->set_max_restarts(3);
-  if (s->eval_digits() == 0 || s->eval_digits() < -1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("eval.eval_digits must be > 0 or -1 (all), got ", s->eval_digits()));
-  }
-  LM_RETURN_IF_ERROR(Positive("eval.batch_size", s->batch_size()));
-  LM_RETURN_IF_ERROR(Positive("eval.max_new_tokens", s->max_new_tokens()));
-  if (s->workers() < 0) return absl::InvalidArgumentError("eval.workers must be >= 0");
-  if (s->max_restarts() < 0) return absl::InvalidArgumentError("eval.max_restarts must be >= 0");
+  LM_RETURN_IF_ERROR(CheckCheckpointRef("eval.checkpoint", s->checkpoint()));
+  LM_RETURN_IF_ERROR(CheckText("eval.model", s->model(), L::kMaxModelBytes));
+  LM_RETURN_IF_ERROR(CheckText("eval.prompt_style", s->prompt_style(), 32));
+  LM_RETURN_IF_ERROR(AllOrRange("eval.eval_digits", s->eval_digits(), L::kMaxDigits));
+  LM_RETURN_IF_ERROR(CheckRange("eval.batch_size", s->batch_size(), 1, L::kMaxEvalBatch));
+  LM_RETURN_IF_ERROR(CheckRange("eval.max_new_tokens", s->max_new_tokens(), 1, L::kMaxNewTokens));
+  LM_RETURN_IF_ERROR(CheckRange("eval.workers", s->workers(), 0, L::kMaxWorldSize));
+  LM_RETURN_IF_ERROR(CheckRange("eval.max_restarts", s->max_restarts(), 0, L::kMaxRestarts));
+  LM_RETURN_IF_ERROR(CheckPhrasings("eval.questions", s->questions()));
   auto prompt = PromptFromSpec(*s, 1);
   if (!prompt.ok()) return prompt.status();
   return absl::OkStatus();
+}
+
+absl::Status CheckCheckpointRef(absl::string_view field, absl::string_view ref) {
+  // "<job id>" or "<job id>/step-<N>": ids joined by one '/'.
+  const size_t slash = ref.find('/');
+  if (slash == absl::string_view::npos) return CheckId(field, ref);
+  LM_RETURN_IF_ERROR(CheckId(field, ref.substr(0, slash)));
+  return CheckId(field, ref.substr(slash + 1));
 }
 
 ProjectorConfig ProjectorFromSpec(const v1::TrainSpec& s) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -13,18 +14,24 @@
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "common/train_checkpoint.h"
+#include "common/validation.h"
 
 namespace llava {
 namespace {
 
-bool ValidJobId(const std::string& id) {
-  if (id.empty() || id.size() > 128) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
-  });
+constexpr char kQuarantineSuffix[] = ".quarantined";
+
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
+
+absl::Status CheckpointStoreOptions::Validate() const {
+  if (keep_last < 1) return absl::InvalidArgumentError("--keep_checkpoints must be >= 1");
+  if (max_job_bytes < 1) return absl::InvalidArgumentError("--max_job_checkpoint_bytes must be >= 1");
+  return absl::OkStatus();
+}
 
 std::string CheckpointStore::MakeId(const std::string& job_id, int64_t step) {
   return absl::StrFormat("%s/step-%06d", job_id, step);
@@ -34,17 +41,25 @@ std::string CheckpointStore::PathOf(const std::string& id) const {
   return dir_ + "/" + id + ".safetensors";
 }
 
-absl::StatusOr<std::unique_ptr<CheckpointStore>> CheckpointStore::Open(const std::string& dir) {
+absl::StatusOr<std::unique_ptr<CheckpointStore>> CheckpointStore::Open(
+    const std::string& dir, CheckpointStoreOptions options) {
+  LM_RETURN_IF_ERROR(options.Validate());
   LM_RETURN_IF_ERROR(MakeDirs(dir));
-  std::unique_ptr<CheckpointStore> store(new CheckpointStore(dir));
+  std::unique_ptr<CheckpointStore> store(new CheckpointStore(dir, options));
   for (const std::string& job : ListDir(dir)) {
     if (!IsDirectory(dir + "/" + job)) continue;
     for (const std::string& name : ListDir(dir + "/" + job)) {
+      if (EndsWith(name, kQuarantineSuffix) && !EndsWith(name, std::string(".safetensors") + kQuarantineSuffix)) {
+        auto note = ReadFile(dir + "/" + job + "/" + name);
+        if (note.ok()) store->quarantined_[job].push_back(std::string(absl::StripTrailingAsciiWhitespace(*note)));
+        continue;
+      }
       if (name.size() < 5 || name.substr(name.size() - 5) != ".json") continue;
       const std::string path = dir + "/" + job + "/" + name;
       LM_ASSIGN_OR_RETURN(std::string json, ReadFile(path));
       v1::CheckpointInfo info;
-      if (!google::protobuf::util::JsonStringToMessage(json, &info).ok() ||
+      if (!google::protobuf::util::JsonStringToMessage(json, &info).ok() || info.job_id() != job ||
+          info.checkpoint_id() != MakeId(job, info.step()) ||
           !FileExists(store->PathOf(info.checkpoint_id()))) {
         // A sidecar without its file (or a damaged one) is a crash leftover: skip it.
         LM_LOG(WARNING) << "checkpoint store: ignoring " << path;
@@ -60,10 +75,10 @@ absl::StatusOr<std::unique_ptr<CheckpointStore>> CheckpointStore::Open(const std
 absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Put(const std::string& job_id, int64_t step,
                                                         bool final, const std::string& bytes,
                                                         const std::string& sha256_hex) {
-  if (!ValidJobId(job_id)) {
-    return absl::InvalidArgumentError(absl::StrCat("checkpoint: bad job id '", job_id, "'"));
+  LM_RETURN_IF_ERROR(CheckId("checkpoint: job id", job_id));
+  if (step < 0 || step > 999999999) {
+    return absl::InvalidArgumentError("checkpoint: step must be in [0, 999999999]");
   }
-  if (step < 0) return absl::InvalidArgumentError("checkpoint: step must be >= 0");
   const std::string actual = Sha256Hex(bytes);
   if (actual != sha256_hex) {
     return absl::DataLossError(absl::StrCat("checkpoint of ", job_id, " step ", step,
@@ -78,6 +93,24 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Put(const std::string& job_i
   info.set_size_bytes(static_cast<int64_t>(bytes.size()));
   info.set_sha256(actual);
   info.set_created_unix_ms(absl::ToUnixMillis(absl::Now()));
+  {
+    // The newest keep_last - 1 others stay beside this one: together within the quota.
+    std::vector<int64_t> sizes;
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, other] : by_id_) {
+      if (other.job_id() == job_id && other.step() != step) sizes.push_back(other.step());
+    }
+    std::sort(sizes.rbegin(), sizes.rend());
+    int64_t total = info.size_bytes();
+    for (size_t i = 0; i < sizes.size() && static_cast<int64_t>(i) + 1 < options_.keep_last; ++i) {
+      total += by_id_[MakeId(job_id, sizes[i])].size_bytes();
+    }
+    if (total > options_.max_job_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "checkpoint of ", job_id, " step ", step, ": the job's kept checkpoints would take ",
+          total, " bytes, over its quota of ", options_.max_job_bytes, "; nothing stored"));
+    }
+  }
   LM_RETURN_IF_ERROR(MakeDirs(dir_ + "/" + job_id));
   // The file first, then its sidecar: a crash between them leaves a file that Open
   // ignores rather than a record without its file.
@@ -88,10 +121,71 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Put(const std::string& job_i
   if (!google::protobuf::util::MessageToJsonString(info, &json, options).ok()) {
     return absl::InternalError("checkpoint: cannot encode its record");
   }
-  LM_RETURN_IF_ERROR(WriteFileAtomic(dir_ + "/" + info.checkpoint_id() + ".json", json));
-  std::lock_guard<std::mutex> lock(mu_);
-  by_id_[info.checkpoint_id()] = info;
+  if (absl::Status s = WriteFileAtomic(dir_ + "/" + info.checkpoint_id() + ".json", json); !s.ok()) {
+    // No sidecar, no checkpoint: the file alone would be ignored at Open; remove it now.
+    std::remove(PathOf(info.checkpoint_id()).c_str());
+    return s;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    by_id_[info.checkpoint_id()] = info;
+  }
+  Prune(job_id);
   return info;
+}
+
+void CheckpointStore::Prune(const std::string& job_id) {
+  std::vector<std::string> doomed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<std::pair<int64_t, std::string>> steps;
+    for (const auto& [id, info] : by_id_) {
+      if (info.job_id() == job_id) steps.emplace_back(info.step(), id);
+    }
+    std::sort(steps.rbegin(), steps.rend());
+    for (size_t i = static_cast<size_t>(options_.keep_last); i < steps.size(); ++i) {
+      doomed.push_back(steps[i].second);
+      by_id_.erase(steps[i].second);
+    }
+  }
+  for (const std::string& id : doomed) {
+    // The sidecar first: a crash between the two leaves a file that Open ignores.
+    std::remove((dir_ + "/" + id + ".json").c_str());
+    std::remove(PathOf(id).c_str());
+    LM_LOG(INFO) << "checkpoint " << id << " pruned (keeping the newest " << options_.keep_last << ")";
+  }
+}
+
+void CheckpointStore::Quarantine(const v1::CheckpointInfo& info, const std::string& why) {
+  const std::string id = info.checkpoint_id();
+  const std::string note = absl::StrCat(id, ": ", why);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (by_id_.erase(id) == 0) return;  // another reader got there first
+  std::remove((dir_ + "/" + id + ".json").c_str());
+  std::rename(PathOf(id).c_str(), (PathOf(id) + kQuarantineSuffix).c_str());
+  absl::Status s = WriteFileAtomic(dir_ + "/" + id + kQuarantineSuffix, note + "\n");
+  quarantined_[info.job_id()].push_back(note);
+  LM_LOG(ERROR) << "checkpoint " << id << " quarantined: " << why
+                << (s.ok() ? std::string() : absl::StrCat(" (note not written: ", s.message(), ")"));
+}
+
+std::vector<std::string> CheckpointStore::Quarantined(const std::string& job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = quarantined_.find(job_id);
+  return it == quarantined_.end() ? std::vector<std::string>() : it->second;
+}
+
+absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Verify(const v1::CheckpointInfo& info) {
+  LM_RETURN_IF_ERROR(Read(info).status());
+  return info;
+}
+
+absl::StatusOr<v1::CheckpointInfo> CheckpointStore::FindVerified(const std::string& job_id) {
+  while (true) {
+    LM_ASSIGN_OR_RETURN(v1::CheckpointInfo newest, Find(job_id));
+    auto verified = Verify(newest);
+    if (verified.ok() || !absl::IsDataLoss(verified.status())) return verified;
+  }
 }
 
 absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Find(const std::string& id_or_job) const {
@@ -111,17 +205,25 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Find(const std::string& id_o
   return *latest;
 }
 
-absl::StatusOr<std::string> CheckpointStore::Read(const v1::CheckpointInfo& info) const {
+absl::StatusOr<std::string> CheckpointStore::Read(const v1::CheckpointInfo& info) {
   const std::string path = PathOf(info.checkpoint_id());
-  LM_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
-  if (Sha256Hex(bytes) != info.sha256()) {
-    return absl::DataLossError(absl::StrCat(path, ": SHA-256 differs from the one recorded"));
+  auto bytes = ReadFile(path);
+  std::string why;
+  if (!bytes.ok()) {
+    if (!absl::IsNotFound(bytes.status())) return bytes.status();  // I/O: maybe transient
+    why = "its file is missing";
+  } else if (static_cast<int64_t>(bytes->size()) != info.size_bytes() || Sha256Hex(*bytes) != info.sha256()) {
+    why = "its bytes differ from the SHA-256 recorded when it was stored";
+  } else {
+    return bytes;
   }
-  return bytes;
+  Quarantine(info, why);
+  return absl::DataLossError(absl::StrCat("checkpoint ", info.checkpoint_id(), " (", path, "): ", why,
+                                          "; quarantined"));
 }
 
 absl::StatusOr<std::shared_ptr<const CheckpointStore::Derived>> CheckpointStore::ReadProjectorOnly(
-    const v1::CheckpointInfo& info) const {
+    const v1::CheckpointInfo& info) {
   constexpr size_t kKept = 4;  // eval jobs read the newest checkpoints; a few suffice
   const std::string key = info.checkpoint_id() + "@" + info.sha256();
   {

@@ -31,7 +31,16 @@ absl::Status CoordinatorOptions::Validate() const {
   if (checkpoint_chunk_bytes <= 0 || checkpoint_chunk_bytes + 4096 > max_message_bytes) {
     return absl::InvalidArgumentError("checkpoint_chunk_bytes must be > 0 and fit in max_message_bytes");
   }
-  return absl::OkStatus();
+  if (max_checkpoint_bytes <= 0) return absl::InvalidArgumentError("--max_checkpoint_bytes must be > 0");
+  if (max_jobs <= 0) return absl::InvalidArgumentError("--max_jobs must be > 0");
+  if (max_workers <= 0) return absl::InvalidArgumentError("--max_workers must be > 0");
+  if (max_long_polls <= 0) return absl::InvalidArgumentError("--max_long_polls must be > 0");
+  if (finished_job_ttl.count() < 0) return absl::InvalidArgumentError("--finished_job_ttl_ms must be >= 0");
+  LM_RETURN_IF_ERROR(positive("max_connection_idle", max_connection_idle));
+  CheckpointStoreOptions store;
+  store.keep_last = keep_checkpoints;
+  store.max_job_bytes = max_job_checkpoint_bytes;
+  return store.Validate();
 }
 
 CoordinatorServer::CoordinatorServer(CoordinatorOptions options) : options_(std::move(options)) {}
@@ -41,13 +50,18 @@ CoordinatorServer::~CoordinatorServer() { Shutdown(); }
 absl::Status CoordinatorServer::Start() {
   LM_RETURN_IF_ERROR(options_.Validate());
   LM_RETURN_IF_ERROR(MakeDirs(options_.state_dir));
-  registry_ = std::make_unique<WorkerRegistry>(options_.worker_timeout);
+  registry_ = std::make_unique<WorkerRegistry>(options_.worker_timeout, options_.max_workers);
   rendezvous_ = std::make_unique<RendezvousStore>();
-  LM_ASSIGN_OR_RETURN(checkpoints_, CheckpointStore::Open(options_.state_dir + "/checkpoints"));
+  CheckpointStoreOptions store;
+  store.keep_last = options_.keep_checkpoints;
+  store.max_job_bytes = options_.max_job_checkpoint_bytes;
+  LM_ASSIGN_OR_RETURN(checkpoints_, CheckpointStore::Open(options_.state_dir + "/checkpoints", store));
   SchedulerOptions so;
   so.restart_wait = options_.restart_wait;
   so.collective_timeout = options_.collective_timeout;
   so.state_dir = options_.state_dir;
+  so.finished_job_ttl = options_.finished_job_ttl;
+  so.max_jobs = options_.max_jobs;
   scheduler_ = std::make_unique<JobScheduler>(so, registry_.get(), checkpoints_.get(), rendezvous_.get());
   LM_RETURN_IF_ERROR(scheduler_->LoadState());
 
@@ -63,10 +77,14 @@ absl::Status CoordinatorServer::Start() {
     LM_ASSIGN_OR_RETURN(health_, HealthServer::Start(options_.health_listen, "coordinator", options_.listen));
   }
 
-  Components c{registry_.get(), scheduler_.get(), rendezvous_.get(), checkpoints_.get(), metrics_.get()};
+  long_polls_ = std::make_unique<LongPollGate>(options_.max_long_polls);
+  Components c{registry_.get(), scheduler_.get(), rendezvous_.get(), checkpoints_.get(),
+               metrics_.get(), long_polls_.get(), &stopping_};
   ServiceOptions o;
+  o.tokens_required = options_.security->has_token();
   o.heartbeat_interval = options_.heartbeat_interval;
   o.checkpoint_chunk_bytes = options_.checkpoint_chunk_bytes;
+  o.max_checkpoint_bytes = options_.max_checkpoint_bytes;
   job_service_ = std::make_unique<JobServiceImpl>(c, o);
   worker_service_ = std::make_unique<WorkerServiceImpl>(c, o);
   rendezvous_service_ = std::make_unique<RendezvousServiceImpl>(c, o);
@@ -81,6 +99,8 @@ absl::Status CoordinatorServer::Start() {
   // Checkpoint uploads (common/net/transfer_window.h).
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
                              TransferWindowBytes(options_.max_message_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             static_cast<int>(options_.max_connection_idle.count()));
   builder.RegisterService(job_service_.get());
   builder.RegisterService(worker_service_.get());
   builder.RegisterService(rendezvous_service_.get());
@@ -116,6 +136,11 @@ void CoordinatorServer::Wait() {
 void CoordinatorServer::Shutdown() {
   if (stop_.exchange(true)) return;
   if (health_) health_->Shutdown();
+  // Every wait ends now, so that the grace below is spent on calls that are working.
+  stopping_ = true;
+  if (scheduler_) scheduler_->Shutdown();
+  if (rendezvous_) rendezvous_->Shutdown();
+  if (registry_) registry_->Shutdown();
   if (server_) {
     server_->GetHealthCheckService()->Shutdown();
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

@@ -40,6 +40,18 @@ struct CoordinatorOptions {
   std::chrono::milliseconds tick{100};
   int64_t max_message_bytes = 8 << 20;  // one gRPC message, either way
   int64_t checkpoint_chunk_bytes = 1 << 20;
+  int64_t max_checkpoint_bytes = int64_t{4} << 30;  // one checkpoint file
+  // Per job: the newest checkpoints kept, and their bytes together.
+  int64_t keep_checkpoints = 3;
+  int64_t max_job_checkpoint_bytes = int64_t{16} << 30;
+  // Job records: at most this many, finished ones forgotten after the TTL (0: never).
+  int64_t max_jobs = 10000;
+  std::chrono::milliseconds finished_job_ttl{std::chrono::hours(24 * 7)};
+  int64_t max_workers = 4096;
+  // Calls that may wait at once (watches, rendezvous waits, heartbeat long polls).
+  int64_t max_long_polls = 256;
+  // A client connection idle this long is closed.
+  std::chrono::milliseconds max_connection_idle{std::chrono::minutes(5)};
   // TLS and the bearer token of the gRPC port (plaintext, no token when unset).
   std::shared_ptr<const RpcSecurity> security = RpcSecurity::Insecure();
   // A plaintext port with only grpc.health.v1, for probes ("" : none).
@@ -79,6 +91,8 @@ class CoordinatorServer {
   std::unique_ptr<CoordinatorMetrics> metrics_;
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<HealthServer> health_;
+  std::unique_ptr<LongPollGate> long_polls_;
+  std::atomic<bool> stopping_{false};
   std::unique_ptr<grpc::Server> server_;
   std::thread ticker_;
   std::atomic<bool> stop_{false};

@@ -1,10 +1,14 @@
 // The coordinator's gRPC handlers (JobService, WorkerService, RendezvousService,
-// CheckpointService). Each handler validates its request, returns early with a status
-// that names the bad field, and hands off to the registry, the scheduler, the rendezvous
-// store or the checkpoint store: no job logic and no tensor math here. Thread-safe: gRPC
-// calls handlers from its own threads; the components lock for themselves.
+// CheckpointService). Each handler checks the caller's role (common/net/caller.h),
+// validates its request, returns early with a status that names the bad field, and hands
+// off to the registry, the scheduler, the rendezvous store or the checkpoint store: no
+// job logic and no tensor math here. Calls that wait (watches, rendezvous waits,
+// heartbeat long polls) hold a ticket of the LongPollGate, wait in short slices so that a
+// client gone away or a shutdown ends them, and never outlast their bound. Thread-safe:
+// gRPC calls handlers from its own threads; the components lock for themselves.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <string>
 
@@ -17,7 +21,35 @@
 
 namespace llava {
 
+// Caps the calls that may wait at once: past it, a watch or a rendezvous wait is
+// RESOURCE_EXHAUSTED and a heartbeat answers without waiting. Thread-safe.
+class LongPollGate {
+ public:
+  explicit LongPollGate(int64_t max) : max_(max) {}
+  // Holds one place while alive; ok() false when none was free.
+  class Ticket {
+   public:
+    explicit Ticket(LongPollGate* gate);
+    ~Ticket();
+    Ticket(const Ticket&) = delete;
+    Ticket& operator=(const Ticket&) = delete;
+    bool ok() const { return gate_ != nullptr; }
+
+   private:
+    LongPollGate* gate_;
+  };
+  int64_t in_flight() const { return in_flight_.load(); }
+  int64_t max() const { return max_; }
+
+ private:
+  const int64_t max_;
+  std::atomic<int64_t> in_flight_{0};
+};
+
 struct ServiceOptions {
+  // With tokens every call has a caller (name, roles) to check; without (plaintext on
+  // loopback) every caller may do everything.
+  bool tokens_required = false;
   std::chrono::milliseconds heartbeat_interval{1000};
   // Longest a rendezvous Get may wait server-side, whatever the client asks.
   std::chrono::milliseconds max_store_wait{120000};
@@ -33,6 +65,8 @@ struct Components {
   RendezvousStore* rendezvous;
   CheckpointStore* checkpoints;
   CoordinatorMetrics* metrics;
+  LongPollGate* long_polls;
+  const std::atomic<bool>* stopping;  // true once the server is shutting down
 };
 
 class JobServiceImpl final : public v1::JobService::Service {
@@ -44,6 +78,8 @@ class JobServiceImpl final : public v1::JobService::Service {
                         grpc::ServerWriter<v1::JobStatus>*) override;
   grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*, v1::ListJobsResponse*) override;
   grpc::Status CancelJob(grpc::ServerContext*, const v1::CancelJobRequest*, v1::JobStatus*) override;
+  grpc::Status DeleteJob(grpc::ServerContext*, const v1::DeleteJobRequest*,
+                         v1::DeleteJobResponse*) override;
 
  private:
   Components c_;

@@ -12,6 +12,7 @@
 #include "common/job_spec.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "common/validation.h"
 
 namespace llava {
 namespace {
@@ -23,6 +24,41 @@ bool ModelMatches(const std::string& wanted, const v1::WorkerInfo& info) {
 }
 
 std::string JobsDir(const std::string& state_dir) { return state_dir + "/jobs"; }
+std::string CounterPath(const std::string& state_dir) { return state_dir + "/next_job_id"; }
+
+constexpr int64_t kDefaultPageSize = 100;
+constexpr int64_t kMaxPageSize = 1000;
+
+// "train-000042" -> 42; -1 when the id is not of the scheduler's form.
+int64_t SeqOf(const std::string& id) {
+  const size_t dash = id.rfind('-');
+  if (dash == std::string::npos || dash + 1 >= id.size()) return -1;
+  int64_t n = 0;
+  for (size_t i = dash + 1; i < id.size(); ++i) {
+    if (id[i] < '0' || id[i] > '9' || n > (int64_t{1} << 50)) return -1;
+    n = n * 10 + (id[i] - '0');
+  }
+  return n;
+}
+
+// Why a record read back from disk cannot be used, or OK. It is checked as strictly as a
+// submission (the bounds may have tightened since it was written).
+absl::Status ValidateRecord(const v1::JobStatus& s, const std::string& file_stem) {
+  LM_RETURN_IF_ERROR(CheckId("job_id", s.job_id()));
+  if (s.job_id() != file_stem) {
+    return absl::InvalidArgumentError(absl::StrCat("job_id '", s.job_id(), "' differs from the file name"));
+  }
+  if (SeqOf(s.job_id()) <= 0) return absl::InvalidArgumentError("job_id has no sequence number");
+  if (s.kind() == v1::JOB_KIND_TRAIN && s.has_train()) {
+    v1::TrainSpec spec = s.train();
+    return ResolveTrainSpec(&spec);
+  }
+  if (s.kind() == v1::JOB_KIND_EVAL && s.has_eval()) {
+    v1::EvalSpec spec = s.eval();
+    return ResolveEvalSpec(&spec);
+  }
+  return absl::InvalidArgumentError("its kind and spec do not match");
+}
 
 }  // namespace
 
@@ -52,51 +88,79 @@ std::string JobScheduler::RendezvousPrefix(const Job& job) const {
 void JobScheduler::Changed(Job& job, bool persist) {
   ++job.version;
   job.status.set_updated_unix_ms(absl::ToUnixMillis(absl::Now()));
-  if (persist) Persist(job);
+  if (Terminal(job) && job.finished_at == Clock::time_point()) job.finished_at = Clock::now();
+  if (persist) {
+    // The job lives on in memory either way; a lost update is rewritten at the next
+    // change and at shutdown.
+    absl::Status s = Persist(job);
+    if (!s.ok()) LM_LOG(ERROR) << "job " << job.status.job_id() << ": record not written: " << s;
+  }
   changed_.notify_all();
 }
 
-void JobScheduler::Persist(const Job& job) const {
-  if (options_.state_dir.empty()) return;
+absl::Status JobScheduler::Persist(const Job& job) const {
+  if (options_.state_dir.empty()) return absl::OkStatus();
   std::string json;
   google::protobuf::util::JsonPrintOptions options;
   options.always_print_primitive_fields = true;
   if (!google::protobuf::util::MessageToJsonString(job.status, &json, options).ok()) {
-    LM_LOG(ERROR) << "job " << job.status.job_id() << ": cannot encode its record";
-    return;
+    return absl::InternalError(absl::StrCat("job ", job.status.job_id(), ": cannot encode its record"));
   }
-  absl::Status s = MakeDirs(JobsDir(options_.state_dir));
-  if (s.ok()) s = WriteFileAtomic(JobsDir(options_.state_dir) + "/" + job.status.job_id() + ".json", json);
-  if (!s.ok()) LM_LOG(ERROR) << "job " << job.status.job_id() << ": not persisted: " << s;
+  LM_RETURN_IF_ERROR(MakeDirs(JobsDir(options_.state_dir)));
+  return WriteFileAtomic(JobsDir(options_.state_dir) + "/" + job.status.job_id() + ".json", json);
+}
+
+absl::Status JobScheduler::PersistNextId(int64_t next) const {
+  if (options_.state_dir.empty()) return absl::OkStatus();
+  return WriteFileAtomic(CounterPath(options_.state_dir), absl::StrCat(next, "\n"));
+}
+
+void JobScheduler::SetAside(const std::string& name, const std::string& reason) const {
+  const std::string dir = JobsDir(options_.state_dir);
+  const std::string aside = dir + "/rejected";
+  absl::Status s = MakeDirs(aside);
+  if (s.ok() && std::rename((dir + "/" + name).c_str(), (aside + "/" + name).c_str()) != 0) {
+    s = absl::InternalError(absl::StrCat("cannot move ", dir, "/", name, " to ", aside));
+  }
+  if (s.ok()) s = WriteFileAtomic(aside + "/" + name + ".reason", reason + "\n");
+  LM_LOG(WARNING) << "jobs: record " << dir << "/" << name << " set aside (" << reason << ")"
+                  << (s.ok() ? std::string() : absl::StrCat("; ", s.message()));
 }
 
 absl::Status JobScheduler::LoadState() {
   if (options_.state_dir.empty()) return absl::OkStatus();
   const std::string dir = JobsDir(options_.state_dir);
+  int64_t next = 1;
+  if (auto counter = ReadFile(CounterPath(options_.state_dir)); counter.ok()) {
+    next = std::max<int64_t>(1, std::atoll(counter->c_str()));
+  }
   std::vector<std::unique_ptr<Job>> loaded;
   for (const std::string& name : ListDir(dir)) {
     if (name.size() <= 5 || name.substr(name.size() - 5) != ".json") continue;
-    LM_ASSIGN_OR_RETURN(std::string json, ReadFile(dir + "/" + name));
+    // Even a record set aside spent its id.
+    next = std::max(next, SeqOf(name.substr(0, name.size() - 5)) + 1);
+    auto json = ReadFile(dir + "/" + name);
     auto job = std::make_unique<Job>();
     google::protobuf::util::JsonParseOptions parse;
     parse.ignore_unknown_fields = true;
-    if (!google::protobuf::util::JsonStringToMessage(json, &job->status, parse).ok()) {
-      LM_LOG(WARNING) << "jobs: ignoring unreadable record " << dir << "/" << name;
+    absl::Status valid = json.status();
+    if (valid.ok() && !google::protobuf::util::JsonStringToMessage(*json, &job->status, parse).ok()) {
+      valid = absl::InvalidArgumentError("not a job record (JSON of JobStatus)");
+    }
+    if (valid.ok()) valid = ValidateRecord(job->status, name.substr(0, name.size() - 5));
+    if (!valid.ok()) {
+      SetAside(name, std::string(valid.message()));
       continue;
     }
+    job->seq = SeqOf(job->status.job_id());
+    next = std::max(next, job->seq + 1);
     loaded.push_back(std::move(job));
   }
-  std::sort(loaded.begin(), loaded.end(), [](const auto& a, const auto& b) {
-    return a->status.created_unix_ms() < b->status.created_unix_ms();
-  });
   std::lock_guard<std::mutex> lock(mu_);
   const auto now = Clock::now();
+  next_id_ = std::max(next_id_, next);
   for (auto& job : loaded) {
     const std::string id = job->status.job_id();
-    const size_t dash = id.rfind('-');
-    if (dash != std::string::npos) {
-      next_id_ = std::max<int64_t>(next_id_, std::atoll(id.c_str() + dash + 1) + 1);
-    }
     if (!Terminal(*job) && job->status.state() != v1::JOB_STATE_QUEUED) {
       // Its workers were told nothing by this coordinator: start the job again from its
       // last checkpoint.
@@ -105,10 +169,12 @@ absl::Status JobScheduler::LoadState() {
       job->status.clear_worker_ids();
     }
     job->waiting_since = now;
-    order_.push_back(id);
+    if (Terminal(*job)) job->finished_at = now;
+    order_[job->seq] = id;
     jobs_[id] = std::move(job);
   }
-  LM_LOG(INFO) << "jobs: loaded " << loaded.size() << " records from " << dir;
+  LM_LOG(INFO) << "jobs: loaded " << loaded.size() << " records from " << dir << "; next id "
+               << next_id_;
   return absl::OkStatus();
 }
 
@@ -136,7 +202,7 @@ absl::Status JobScheduler::ValidateAgainstWorkers(const v1::SubmitJobRequest& re
 }
 
 absl::StatusOr<v1::JobStatus> JobScheduler::Submit(const v1::SubmitJobRequest& original,
-                                                   Clock::time_point now) {
+                                                   const Caller& caller, Clock::time_point now) {
   v1::SubmitJobRequest request = original;
   if (request.has_train()) {
     LM_RETURN_IF_ERROR(ResolveTrainSpec(request.mutable_train()));
@@ -153,48 +219,106 @@ absl::StatusOr<v1::JobStatus> JobScheduler::Submit(const v1::SubmitJobRequest& o
   LM_RETURN_IF_ERROR(ValidateAgainstWorkers(request, now));
 
   std::lock_guard<std::mutex> lock(mu_);
+  if (static_cast<int64_t>(jobs_.size()) >= options_.max_jobs) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the coordinator holds ", jobs_.size(), " jobs (its limit); delete finished jobs first"));
+  }
   auto job = std::make_unique<Job>();
   const bool train = request.has_train();
-  const std::string id = absl::StrFormat("%s-%06d", train ? "train" : "eval", next_id_++);
+  job->seq = next_id_;
+  const std::string id = absl::StrFormat("%s-%06d", train ? "train" : "eval", job->seq);
+  // The id is spent before the record is written: a failure below never lets a later
+  // job take it.
+  if (absl::Status s = PersistNextId(job->seq + 1); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("SubmitJob: nothing queued: cannot record the next job id: ",
+                                               s.message()));
+  }
+  ++next_id_;
   v1::JobStatus& s = job->status;
   s.set_job_id(id);
   s.set_kind(train ? v1::JOB_KIND_TRAIN : v1::JOB_KIND_EVAL);
   s.set_state(v1::JOB_STATE_QUEUED);
+  s.set_submitter(caller.name);
   s.set_created_unix_ms(absl::ToUnixMillis(absl::Now()));
+  s.set_updated_unix_ms(s.created_unix_ms());
   if (train) {
     *s.mutable_train() = request.train();
   } else {
     *s.mutable_eval() = request.eval();
   }
+  if (absl::Status written = Persist(*job); !written.ok()) {
+    return absl::Status(written.code(),
+                        absl::StrCat("SubmitJob: nothing queued: cannot write the job record: ",
+                                     written.message()));
+  }
   job->waiting_since = now;
   Job& ref = *job;
-  order_.push_back(id);
+  order_[ref.seq] = id;
   jobs_[id] = std::move(job);
-  LM_LOG(INFO) << "job " << id << " submitted";
-  Changed(ref, /*persist=*/true);
+  LM_LOG(INFO) << "job " << id << " submitted by " << caller.name;
+  Changed(ref, /*persist=*/false);
   TryStart(ref, now);
-  return ref.status;
+  return Snapshot(ref);
+}
+
+v1::JobStatus JobScheduler::Snapshot(const Job& job) const {
+  v1::JobStatus s = job.status;
+  for (std::string& note : checkpoints_->Quarantined(s.job_id())) {
+    s.add_quarantined_checkpoints(std::move(note));
+  }
+  return s;
 }
 
 absl::StatusOr<v1::JobStatus> JobScheduler::Get(const std::string& job_id,
                                                 bool include_history) const {
+  LM_RETURN_IF_ERROR(CheckId("job_id", job_id));
   std::lock_guard<std::mutex> lock(mu_);
   const Job* job = Find(job_id);
   if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
-  v1::JobStatus s = job->status;
+  v1::JobStatus s = Snapshot(*job);
   if (!include_history) s.clear_history();
   return s;
 }
 
 void JobScheduler::PersistAll() const {
   std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& [id, job] : jobs_) Persist(*job);
+  for (const auto& [id, job] : jobs_) {
+    absl::Status s = Persist(*job);
+    if (!s.ok()) LM_LOG(ERROR) << "job " << id << ": record not written: " << s;
+  }
+}
+
+absl::StatusOr<std::vector<v1::JobStatus>> JobScheduler::List(int64_t page_size,
+                                                              const std::string& page_token,
+                                                              std::string* next_page_token) const {
+  if (page_size == 0) page_size = kDefaultPageSize;
+  LM_RETURN_IF_ERROR(CheckRange("page_size", page_size, 1, kMaxPageSize));
+  int64_t after = 0;
+  if (!page_token.empty()) {
+    LM_RETURN_IF_ERROR(CheckId("page_token", page_token));
+    after = SeqOf(page_token);
+    if (after <= 0) return absl::InvalidArgumentError("page_token is not one this coordinator gave");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<v1::JobStatus> out;
+  next_page_token->clear();
+  for (auto it = order_.upper_bound(after); it != order_.end(); ++it) {
+    if (static_cast<int64_t>(out.size()) == page_size) {
+      *next_page_token = out.back().job_id();
+      break;
+    }
+    v1::JobStatus s = Snapshot(*Find(it->second));
+    s.clear_history();
+    s.clear_eval_report_json();
+    out.push_back(std::move(s));
+  }
+  return out;
 }
 
 std::vector<v1::JobStatus> JobScheduler::List() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<v1::JobStatus> out;
-  for (const std::string& id : order_) {
+  for (const auto& [seq, id] : order_) {
     v1::JobStatus s = Find(id)->status;
     s.clear_history();
     s.clear_eval_report_json();
@@ -203,32 +327,73 @@ std::vector<v1::JobStatus> JobScheduler::List() const {
   return out;
 }
 
-absl::StatusOr<v1::JobStatus> JobScheduler::Cancel(const std::string& job_id) {
+absl::StatusOr<v1::JobStatus> JobScheduler::Cancel(const std::string& job_id, const Caller& caller) {
+  LM_RETURN_IF_ERROR(CheckId("job_id", job_id));
   std::lock_guard<std::mutex> lock(mu_);
   Job* job = Find(job_id);
   if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
+  if (!caller.MayManage(job->status.submitter())) {
+    return absl::PermissionDeniedError(absl::StrCat("job '", job_id, "' was submitted by '",
+                                                    job->status.submitter(), "', not by '",
+                                                    caller.name, "' (an admin may cancel it)"));
+  }
   if (Terminal(*job)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "job '", job_id, "' already ended (", StateName(job->status.state()), ")"));
   }
   ReleaseMembers(*job, /*abort=*/true);
   job->status.set_state(v1::JOB_STATE_CANCELLED);
-  job->status.set_reason("cancelled by a client");
-  LM_LOG(INFO) << "job " << job_id << " cancelled";
+  job->status.set_reason(absl::StrCat("cancelled by ", caller.name));
+  LM_LOG(INFO) << "job " << job_id << " cancelled by " << caller.name;
   Changed(*job, true);
-  return job->status;
+  return Snapshot(*job);
+}
+
+absl::Status JobScheduler::Delete(const std::string& job_id, const Caller& caller) {
+  LM_RETURN_IF_ERROR(CheckId("job_id", job_id));
+  std::lock_guard<std::mutex> lock(mu_);
+  Job* job = Find(job_id);
+  if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
+  if (!caller.MayManage(job->status.submitter())) {
+    return absl::PermissionDeniedError(absl::StrCat("job '", job_id, "' was submitted by '",
+                                                    job->status.submitter(), "', not by '",
+                                                    caller.name, "' (an admin may delete it)"));
+  }
+  if (!Terminal(*job)) {
+    return absl::FailedPreconditionError(absl::StrCat("job '", job_id, "' is ",
+                                                      StateName(job->status.state()),
+                                                      ": cancel it first"));
+  }
+  Forget(job_id);
+  LM_LOG(INFO) << "job " << job_id << " deleted by " << caller.name;
+  return absl::OkStatus();
+}
+
+void JobScheduler::Forget(const std::string& job_id) {
+  Job* job = Find(job_id);
+  if (job == nullptr) return;
+  rendezvous_->ErasePrefix(job_id + "/");
+  if (!options_.state_dir.empty()) {
+    std::remove((JobsDir(options_.state_dir) + "/" + job_id + ".json").c_str());
+  }
+  ++job->version;
+  order_.erase(job->seq);
+  jobs_.erase(job_id);
+  changed_.notify_all();  // watchers of it get NOT_FOUND
 }
 
 absl::StatusOr<v1::JobStatus> JobScheduler::WaitForChange(const std::string& job_id,
                                                           int64_t* version,
                                                           Clock::time_point deadline) {
+  LM_RETURN_IF_ERROR(CheckId("job_id", job_id));
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
+    if (shutting_down_) return absl::UnavailableError("the coordinator is shutting down");
     const Job* job = Find(job_id);
     if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
     if (job->version != *version) {
       *version = job->version;
-      v1::JobStatus s = job->status;
+      v1::JobStatus s = Snapshot(*job);
       s.clear_history();
       return s;
     }
@@ -238,16 +403,18 @@ absl::StatusOr<v1::JobStatus> JobScheduler::WaitForChange(const std::string& job
   }
 }
 
+void JobScheduler::Shutdown() {
+  std::lock_guard<std::mutex> lock(mu_);
+  shutting_down_ = true;
+  changed_.notify_all();
+}
+
 void JobScheduler::OnHeartbeat(const v1::HeartbeatRequest& request) {
   const v1::TaskRef& ref = request.running();
   if (ref.job_id().empty()) return;
   std::lock_guard<std::mutex> lock(mu_);
   Job* job = Find(ref.job_id());
-  if (job == nullptr || job->status.state() != v1::JOB_STATE_RUNNING ||
-      ref.attempt() != job->status.attempt() || ref.rank() < 0 ||
-      ref.rank() >= static_cast<int64_t>(job->members.size())) {
-    return;
-  }
+  if (!CheckMember(job, ref, request.worker_id(), request.session_id()).ok()) return;
   bool changed = false;
   if (job->status.kind() == v1::JOB_KIND_TRAIN && ref.rank() == 0) {
     for (const v1::StepMetrics& m : request.steps()) {
@@ -261,7 +428,7 @@ void JobScheduler::OnHeartbeat(const v1::HeartbeatRequest& request) {
     }
   } else if (job->status.kind() == v1::JOB_KIND_EVAL) {
     Member& member = job->members[ref.rank()];
-    if (member.eval_images_done != request.eval_images_done()) {
+    if (request.eval_images_done() >= 0 && member.eval_images_done != request.eval_images_done()) {
       member.eval_images_done = request.eval_images_done();
       int64_t done = 0;
       for (const Member& m : job->members) done += m.eval_images_done;
@@ -277,18 +444,14 @@ absl::Status JobScheduler::OnTaskResult(const v1::TaskResultRequest& request) {
   std::lock_guard<std::mutex> lock(mu_);
   Job* job = Find(ref.job_id());
   if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", ref.job_id(), "'"));
-  if (job->status.state() != v1::JOB_STATE_RUNNING || ref.attempt() != job->status.attempt() ||
-      ref.rank() < 0 || ref.rank() >= static_cast<int64_t>(job->members.size()) ||
-      job->members[ref.rank()].worker_id != request.worker_id()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "task ", ref.job_id(), " attempt ", ref.attempt(), " rank ", ref.rank(),
-        " is not a running task of worker '", request.worker_id(), "'"));
+  if (absl::Status s = CheckMember(job, ref, request.worker_id(), request.session_id()); !s.ok()) {
+    return absl::FailedPreconditionError(s.message());
   }
   Member& member = job->members[ref.rank()];
   if (!request.ok()) {
     EndAttempt(*job,
                absl::StrCat("rank ", ref.rank(), " (", request.worker_id(), ") failed at step ",
-                            request.step(), ": ", request.error()),
+                            request.step(), ": ", ForLog(request.error(), 4096)),
                request.retryable(), Clock::now());
     return absl::OkStatus();
   }
@@ -361,11 +524,12 @@ absl::StatusOr<v1::Shard> JobScheduler::GetShard(const v1::GetShardRequest& requ
   if (ref.rank() < 0 || ref.rank() >= world) {
     return absl::InvalidArgumentError(absl::StrCat("rank ", ref.rank(), " is outside the group of ", world));
   }
+  LM_RETURN_IF_ERROR(CheckMember(job, ref, request.worker_id(), request.session_id()));
   const DataPlan& plan = *job->plan;
-  const int64_t first = request.epoch() * plan.steps_per_epoch();
-  if (request.epoch() < 0 || first >= plan.total_steps()) {
+  if (request.epoch() < 0 || request.epoch() > plan.EpochOfStep(plan.total_steps() - 1)) {
     return absl::InvalidArgumentError(absl::StrCat("epoch ", request.epoch(), " is outside the plan"));
   }
+  const int64_t first = request.epoch() * plan.steps_per_epoch();
   const int64_t last = std::min(plan.total_steps(), first + plan.steps_per_epoch());
   v1::Shard shard;
   shard.set_epoch(request.epoch());
@@ -381,7 +545,26 @@ absl::StatusOr<v1::Shard> JobScheduler::GetShard(const v1::GetShardRequest& requ
   return shard;
 }
 
-absl::Status JobScheduler::CheckUploader(const v1::TaskRef& ref) const {
+absl::Status JobScheduler::CheckMember(const Job* job, const v1::TaskRef& ref,
+                                       const std::string& worker_id,
+                                       const std::string& session_id) const {
+  if (job == nullptr || job->status.state() != v1::JOB_STATE_RUNNING ||
+      ref.attempt() != job->status.attempt() || ref.rank() < 0 ||
+      ref.rank() >= static_cast<int64_t>(job->members.size())) {
+    return absl::PermissionDeniedError(absl::StrCat("job '", ref.job_id(), "' attempt ", ref.attempt(),
+                                                    " rank ", ref.rank(), " is not running"));
+  }
+  const Member& m = job->members[ref.rank()];
+  if (m.worker_id != worker_id || m.session_id != session_id) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "job '", ref.job_id(), "' attempt ", ref.attempt(), " rank ", ref.rank(),
+        " is not held by worker '", ForLog(worker_id, 128), "' in this session"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobScheduler::CheckUploader(const v1::TaskRef& ref, const std::string& worker_id,
+                                         const std::string& session_id, int64_t step) const {
   std::lock_guard<std::mutex> lock(mu_);
   const Job* job = Find(ref.job_id());
   if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", ref.job_id(), "'"));
@@ -391,7 +574,45 @@ absl::Status JobScheduler::CheckUploader(const v1::TaskRef& ref) const {
         "only rank 0 of the running attempt of '", ref.job_id(), "' uploads checkpoints (got attempt ",
         ref.attempt(), " rank ", ref.rank(), ")"));
   }
+  if (absl::Status s = CheckMember(job, ref, worker_id, session_id); !s.ok()) {
+    return absl::FailedPreconditionError(s.message());
+  }
+  if (step < 1 || step > job->status.total_steps()) {
+    return absl::FailedPreconditionError(absl::StrCat("step ", step, " is outside job '", ref.job_id(),
+                                                      "''s plan of ", job->status.total_steps(),
+                                                      " steps"));
+  }
   return absl::OkStatus();
+}
+
+absl::Status JobScheduler::CheckRendezvousAccess(const std::string& key, const std::string& worker_id,
+                                                 const std::string& session_id) const {
+  const size_t slash = key.find('/');
+  if (slash == std::string::npos) {
+    return absl::PermissionDeniedError("rendezvous: a key must start with its attempt's prefix");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  const Job* job = Find(key.substr(0, slash));
+  if (job != nullptr && job->status.state() == v1::JOB_STATE_RUNNING &&
+      key.compare(0, RendezvousPrefix(*job).size(), RendezvousPrefix(*job)) == 0) {
+    for (const Member& m : job->members) {
+      if (m.worker_id == worker_id && m.session_id == session_id) return absl::OkStatus();
+    }
+  }
+  return absl::PermissionDeniedError(absl::StrCat(
+      "rendezvous: '", ForLog(key, 128), "' is not a key of a running attempt of worker '",
+      ForLog(worker_id, 128), "' in this session"));
+}
+
+void JobScheduler::OnCheckpointStoreFailed(const v1::TaskRef& ref, const absl::Status& error) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Job* job = Find(ref.job_id());
+  if (job == nullptr || job->status.state() != v1::JOB_STATE_RUNNING ||
+      ref.attempt() != job->status.attempt()) {
+    return;
+  }
+  EndAttempt(*job, absl::StrCat("the coordinator could not store its checkpoint: ", error.message()),
+             /*retryable=*/false, Clock::now());
 }
 
 void JobScheduler::OnCheckpointStored(const v1::CheckpointInfo& info) {
@@ -408,9 +629,15 @@ void JobScheduler::OnCheckpointStored(const v1::CheckpointInfo& info) {
 
 void JobScheduler::Tick(Clock::time_point now) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (const std::string& id : order_) {
+  std::vector<std::string> expired;
+  for (const auto& [seq, id] : order_) {
     Job& job = *Find(id);
-    if (Terminal(job)) continue;
+    if (Terminal(job)) {
+      if (options_.finished_job_ttl.count() > 0 && now - job.finished_at > options_.finished_job_ttl) {
+        expired.push_back(id);
+      }
+      continue;
+    }
     if (job.status.state() == v1::JOB_STATE_RUNNING) {
       for (size_t rank = 0; rank < job.members.size(); ++rank) {
         const Member& m = job.members[rank];
@@ -435,6 +662,18 @@ void JobScheduler::Tick(Clock::time_point now) {
       Changed(job, true);
     }
   }
+  for (const std::string& id : expired) {
+    LM_LOG(INFO) << "job " << id << " expired (finished over "
+                 << options_.finished_job_ttl.count() << " ms ago)";
+    Forget(id);
+  }
+}
+
+void JobScheduler::Fail(Job& job, const std::string& reason) {
+  job.status.set_state(v1::JOB_STATE_FAILED);
+  job.status.set_reason(reason);
+  LM_LOG(WARNING) << "job " << job.status.job_id() << " failed: " << reason;
+  Changed(job, true);
 }
 
 void JobScheduler::TryStart(Job& job, Clock::time_point now) {
@@ -463,9 +702,7 @@ void JobScheduler::StartTrain(Job& job, std::vector<WorkerRegistry::Candidate> g
   int64_t images = group[0].info.train_images();
   for (const auto& c : group) images = std::min(images, c.info.train_images());
   if (images <= 0) {
-    s.set_state(v1::JOB_STATE_FAILED);
-    s.set_reason("the workers hold no training digits");
-    Changed(job, true);
+    Fail(job, "the workers hold no training digits");
     return;
   }
   const int64_t digits = spec.train_digits() < 0 ? images : std::min(spec.train_digits(), images);
@@ -473,18 +710,24 @@ void JobScheduler::StartTrain(Job& job, std::vector<WorkerRegistry::Candidate> g
   const int64_t world = static_cast<int64_t>(group.size());
   DataPlanConfig plan;
   plan.num_samples = digits;
-  plan.global_batch = spec.batch_size() * spec.grad_accum() * world;
+  auto global_batch = GlobalBatch(spec, world);
+  plan.global_batch = global_batch.ok() ? *global_batch : 0;
   plan.epochs = spec.epochs();
   plan.max_steps = spec.max_steps();
   plan.seed = spec.seed();
   plan.num_questions = std::max(1, spec.questions_size());
   plan.num_answer_templates = std::max(1, spec.answer_templates_size());
+  if (absl::Status valid = global_batch.ok() ? plan.Validate() : global_batch.status(); !valid.ok()) {
+    Fail(job, absl::StrCat("cannot plan the job's data: ", valid.message()));
+    return;
+  }
   job.plan = std::make_unique<DataPlan>(plan);
   s.set_total_steps(job.plan->total_steps());
   s.set_attempt(s.attempt() + 1);
   s.set_state(v1::JOB_STATE_RUNNING);
   s.clear_worker_ids();
-  auto resume = checkpoints_->Find(s.job_id());
+  // The newest checkpoint that verifies: a damaged one is set aside, never resumed from.
+  auto resume = checkpoints_->FindVerified(s.job_id());
   s.set_resumed_from_step(resume.ok() ? resume->step() : 0);
   s.set_step(resume.ok() ? resume->step() : 0);
   job.members.clear();
@@ -515,9 +758,13 @@ void JobScheduler::StartEval(Job& job, std::vector<WorkerRegistry::Candidate> gr
   for (const auto& c : group) images = std::min(images, c.info.test_images());
   const int64_t n = s.eval().eval_digits() < 0 ? images : std::min(s.eval().eval_digits(), images);
   if (n <= 0) {
-    s.set_state(v1::JOB_STATE_FAILED);
-    s.set_reason("the workers hold no test digits");
-    Changed(job, true);
+    Fail(job, "the workers hold no test digits");
+    return;
+  }
+  auto ckpt = checkpoints_->Find(s.eval().checkpoint());
+  if (ckpt.ok()) ckpt = checkpoints_->Verify(*ckpt);
+  if (!ckpt.ok()) {
+    Fail(job, absl::StrCat("checkpoint ", s.eval().checkpoint(), ": ", ckpt.status().message()));
     return;
   }
   if (static_cast<int64_t>(group.size()) > n) group.resize(n);
@@ -530,8 +777,7 @@ void JobScheduler::StartEval(Job& job, std::vector<WorkerRegistry::Candidate> gr
   s.set_eval_images_total(n * s.eval().questions_size());
   s.set_eval_images_done(0);
   job.members.clear();
-  auto ckpt = checkpoints_->Find(s.eval().checkpoint());
-  const std::string checkpoint_sha256 = ckpt.ok() ? ckpt->sha256() : std::string();
+  const std::string checkpoint_sha256 = ckpt->sha256();
   for (int64_t rank = 0; rank < k; ++rank) {
     // Contiguous ranges whose sizes differ by at most one, in rank order: merging the
     // shards' reports gives the single-process report.

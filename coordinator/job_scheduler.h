@@ -1,10 +1,20 @@
 // The coordinator's jobs: validation at submission, forming a group of idle workers for
 // each attempt (ranks, rendezvous prefix, shards of the data plan), progress from rank
-// 0's heartbeats, eval shards gathered into one report, restarts from the last
-// checkpoint after a lost worker or failed rank, cancellation, and job records persisted
+// 0's heartbeats, eval shards gathered into one report, restarts from the newest
+// checkpoint that verifies after a lost worker or failed rank, cancellation and deletion
+// by the submitter (or an admin), expiry of finished jobs, and job records persisted
 // under <state_dir>/jobs so that a restarted coordinator resumes its jobs.
-// Thread-safe: one mutex (taken before the registry's, never after); Tick() runs on the
-// server's scheduler thread; watchers wait on a condition variable.
+//
+// Durability: Submit answers OK only once the job's record and the id counter
+// (<state_dir>/next_job_id) are on disk, so an acknowledged job survives a restart and
+// an id is never handed out twice. A record that no longer parses or validates at load is
+// moved to <state_dir>/jobs/rejected/ with a .reason file beside it.
+//
+// Trust: every method that takes a TaskRef, a key or a session checks it against the
+// job's current attempt and the caller's session; nothing a caller sends reaches a CHECK.
+//
+// Thread-safe: one mutex (taken before the registry's and the stores', never after);
+// Tick() runs on the server's scheduler thread; watchers wait on a condition variable.
 #pragma once
 
 #include <chrono>
@@ -17,6 +27,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/data_plan.h"
+#include "common/net/caller.h"
 #include "coordinator/checkpoint_store.h"
 #include "coordinator/rendezvous_store.h"
 #include "coordinator/worker_registry.h"
@@ -31,6 +42,12 @@ struct SchedulerOptions {
   std::chrono::milliseconds collective_timeout{60000};
   // Where job records live; empty: kept in memory only.
   std::string state_dir;
+  // Finished jobs' records are forgotten this long after their last change (0: kept
+  // until deleted).
+  std::chrono::milliseconds finished_job_ttl{std::chrono::hours(24 * 7)};
+  // Job records held at once (queued, running and finished); a submission beyond is
+  // RESOURCE_EXHAUSTED until finished jobs are deleted or expire.
+  int64_t max_jobs = 10000;
 };
 
 class JobScheduler {
@@ -39,27 +56,48 @@ class JobScheduler {
                RendezvousStore* rendezvous);
 
   // Reads the job records of an earlier run: unfinished jobs restart from their last
-  // checkpoint once workers are available.
+  // checkpoint once workers are available. Records that do not validate are set aside.
   absl::Status LoadState();
 
-  absl::StatusOr<v1::JobStatus> Submit(const v1::SubmitJobRequest& request, Clock::time_point now);
+  absl::StatusOr<v1::JobStatus> Submit(const v1::SubmitJobRequest& request, const Caller& caller,
+                                       Clock::time_point now);
   absl::StatusOr<v1::JobStatus> Get(const std::string& job_id, bool include_history) const;
+  // Oldest first, `page_size` at most, after the page token (the last job of the
+  // previous page); `*next_page_token` empty on the last page.
+  absl::StatusOr<std::vector<v1::JobStatus>> List(int64_t page_size, const std::string& page_token,
+                                                  std::string* next_page_token) const;
+  // Every job, oldest first (metrics).
   std::vector<v1::JobStatus> List() const;
-  absl::StatusOr<v1::JobStatus> Cancel(const std::string& job_id);
-  // Waits until the job changes after `*version` (or `deadline`); returns its status and
-  // updates `*version`. NOT_FOUND for an unknown job; DEADLINE_EXCEEDED on timeout.
+  absl::StatusOr<v1::JobStatus> Cancel(const std::string& job_id, const Caller& caller);
+  absl::Status Delete(const std::string& job_id, const Caller& caller);
+  // Waits until the job changes after `*version` (or `deadline`, or Shutdown()); returns
+  // its status and updates `*version`. NOT_FOUND for an unknown job; DEADLINE_EXCEEDED on
+  // timeout; UNAVAILABLE once shutting down.
   absl::StatusOr<v1::JobStatus> WaitForChange(const std::string& job_id, int64_t* version,
                                               Clock::time_point deadline);
+  // Ends every wait (the coordinator is stopping).
+  void Shutdown();
 
   // Metrics and eval progress carried by a heartbeat (after the registry accepted it).
   void OnHeartbeat(const v1::HeartbeatRequest& request);
   absl::Status OnTaskResult(const v1::TaskResultRequest& request);
+  // PERMISSION_DENIED unless (worker_id, session_id) holds `request.ref()`.
   absl::StatusOr<v1::Shard> GetShard(const v1::GetShardRequest& request) const;
-  // OK only for rank 0 of the job's current attempt.
-  absl::Status CheckUploader(const v1::TaskRef& ref) const;
+  // OK only for the session holding rank 0 of the job's running attempt, at a step of
+  // the job's plan.
+  absl::Status CheckUploader(const v1::TaskRef& ref, const std::string& worker_id,
+                             const std::string& session_id, int64_t step) const;
+  // OK only for a key of a running attempt in which the session holds a rank.
+  absl::Status CheckRendezvousAccess(const std::string& key, const std::string& worker_id,
+                                     const std::string& session_id) const;
   void OnCheckpointStored(const v1::CheckpointInfo& info);
+  // The coordinator could not store the attempt's checkpoint (disk full, I/O error): the
+  // attempt ends and the job fails, since a restart would redo the same steps into the
+  // same failure.
+  void OnCheckpointStoreFailed(const v1::TaskRef& ref, const absl::Status& error);
 
-  // Starts attempts that can start, notices lost workers, fails jobs that waited too long.
+  // Starts attempts that can start, notices lost workers, fails jobs that waited too
+  // long, forgets expired finished jobs.
   void Tick(Clock::time_point now);
   // Writes every job record (steps and metrics are otherwise written only at state
   // changes and checkpoints): the coordinator's last act before it exits.
@@ -75,29 +113,40 @@ class JobScheduler {
   };
   struct Job {
     v1::JobStatus status;
+    int64_t seq = 0;  // the id's number: submission order
     std::vector<Member> members;  // by rank, for the current attempt
     std::unique_ptr<DataPlan> plan;
     int64_t eval_begin_end[2] = {0, 0};
     Clock::time_point waiting_since;
+    Clock::time_point finished_at;
     int64_t version = 0;
   };
 
   bool Terminal(const Job& job) const;
   void Changed(Job& job, bool persist);
-  void Persist(const Job& job) const;
+  absl::Status Persist(const Job& job) const;
+  absl::Status PersistNextId(int64_t next) const;
+  v1::JobStatus Snapshot(const Job& job) const;
   absl::Status ValidateAgainstWorkers(const v1::SubmitJobRequest& request,
                                       Clock::time_point now) const;
   void TryStart(Job& job, Clock::time_point now);
   void StartTrain(Job& job, std::vector<WorkerRegistry::Candidate> group);
   void StartEval(Job& job, std::vector<WorkerRegistry::Candidate> group);
+  void Fail(Job& job, const std::string& reason);
   // Ends the current attempt: aborts the other members, clears the rendezvous, then
   // restarts (RESTARTING) or fails the job.
   void EndAttempt(Job& job, const std::string& reason, bool retryable, Clock::time_point now);
   void ReleaseMembers(Job& job, bool abort);
   void FinishEval(Job& job);
+  void Forget(const std::string& job_id);
+  // The running attempt's member (worker_id, session_id) holding `ref`, or an error that
+  // names what does not match.
+  absl::Status CheckMember(const Job* job, const v1::TaskRef& ref, const std::string& worker_id,
+                           const std::string& session_id) const;
   Job* Find(const std::string& job_id);
   const Job* Find(const std::string& job_id) const;
   std::string RendezvousPrefix(const Job& job) const;
+  void SetAside(const std::string& name, const std::string& reason) const;
 
   const SchedulerOptions options_;
   WorkerRegistry* const registry_;
@@ -107,8 +156,9 @@ class JobScheduler {
   mutable std::mutex mu_;
   std::condition_variable changed_;
   std::map<std::string, std::unique_ptr<Job>> jobs_;  // guarded by mu_
-  std::vector<std::string> order_;                    // submission order; guarded by mu_
+  std::map<int64_t, std::string> order_;              // seq -> id; guarded by mu_
   int64_t next_id_ = 1;                               // guarded by mu_
+  bool shutting_down_ = false;                        // guarded by mu_
 };
 
 }  // namespace llava

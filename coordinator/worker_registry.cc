@@ -1,33 +1,78 @@
 #include "coordinator/worker_registry.h"
 
+#include <openssl/rand.h>
+
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/job_spec.h"
+#include "common/status_macros.h"
+#include "common/validation.h"
 
 namespace llava {
+namespace {
+
+absl::Status CheckInfo(const v1::WorkerInfo& info) {
+  LM_RETURN_IF_ERROR(CheckId("RegisterWorker: worker_id", info.worker_id()));
+  LM_RETURN_IF_ERROR(CheckText("RegisterWorker: device", info.device(), 64, /*allow_empty=*/false));
+  LM_RETURN_IF_ERROR(CheckText("RegisterWorker: model", info.model(), JobLimits::kMaxModelBytes));
+  LM_RETURN_IF_ERROR(CheckText("RegisterWorker: collective_host", info.collective_host(), 253));
+  if (info.collective() != "gloo" && info.collective() != "nccl") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RegisterWorker: collective must be gloo or nccl, got '", ForLog(info.collective(), 32), "'"));
+  }
+  LM_RETURN_IF_ERROR(CheckRange("RegisterWorker: hidden_size", info.hidden_size(), 1, 1 << 20));
+  LM_RETURN_IF_ERROR(CheckRange("RegisterWorker: train_images", info.train_images(), 0, 100000000));
+  LM_RETURN_IF_ERROR(CheckRange("RegisterWorker: test_images", info.test_images(), 0, 100000000));
+  return absl::OkStatus();
+}
+
+// 128 bits from the system's CSPRNG, as hex: a session is a capability.
+absl::StatusOr<std::string> NewSessionId() {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) {
+    return absl::UnavailableError("RegisterWorker: no randomness for a session id");
+  }
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
+}
+
+}  // namespace
 
 absl::StatusOr<std::string> WorkerRegistry::Register(const v1::WorkerInfo& info,
                                                      Clock::time_point now) {
-  if (info.worker_id().empty() || info.worker_id().size() > 128) {
-    return absl::InvalidArgumentError("RegisterWorker: worker_id must be 1-128 characters");
-  }
-  if (info.device().empty()) return absl::InvalidArgumentError("RegisterWorker: device is empty");
-  if (info.collective() != "gloo" && info.collective() != "nccl") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "RegisterWorker: collective must be gloo or nccl, got '", info.collective(), "'"));
-  }
-  if (info.hidden_size() <= 0) {
-    return absl::InvalidArgumentError("RegisterWorker: hidden_size must be > 0");
-  }
+  LM_RETURN_IF_ERROR(CheckInfo(info));
+  LM_ASSIGN_OR_RETURN(std::string session, NewSessionId());
   std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(info.worker_id());
+  if (it != workers_.end() && Live(it->second, now)) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "RegisterWorker: worker '", info.worker_id(),
+        "' has a live session; a restarted worker is taken once the old session leaves or is "
+        "silent for ", worker_timeout_.count(), " ms"));
+  }
+  if (it == workers_.end() && static_cast<int64_t>(workers_.size()) >= max_workers_) {
+    for (auto w = workers_.begin(); w != workers_.end();) {
+      w = Live(w->second, now) ? std::next(w) : workers_.erase(w);
+    }
+    if (static_cast<int64_t>(workers_.size()) >= max_workers_) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("RegisterWorker: ", max_workers_, " workers are registered (the limit)"));
+    }
+  }
   mail_.notify_all();  // a long poll of the replaced session ends (NOT_FOUND)
   Record& r = workers_[info.worker_id()];
   r = Record();  // a new session starts with an empty mailbox and no reservation
   r.info = info;
-  r.session_id = absl::StrCat(info.worker_id(), "#", next_session_++);
+  r.session_id = std::move(session);
   r.last_seen = now;
   r.last_seen_unix_ms = absl::ToUnixMillis(absl::Now());
   return r.session_id;
+}
+
+void WorkerRegistry::Shutdown() {
+  std::lock_guard<std::mutex> lock(mu_);
+  shut_down_ = true;
+  mail_.notify_all();
 }
 
 absl::StatusOr<v1::HeartbeatResponse> WorkerRegistry::Heartbeat(
@@ -67,7 +112,7 @@ absl::StatusOr<v1::HeartbeatResponse> WorkerRegistry::WaitForMail(const std::str
                                               "' is not registered"));
     }
     Record& r = it->second;
-    if (r.to_start || !r.to_abort.empty() || Clock::now() >= deadline) {
+    if (r.to_start || !r.to_abort.empty() || Clock::now() >= deadline || shut_down_) {
       // A worker held in a long poll is alive: it is waiting on us.
       r.last_seen = Clock::now();
       r.last_seen_unix_ms = absl::ToUnixMillis(absl::Now());
@@ -152,7 +197,7 @@ absl::Status WorkerRegistry::Leave(const std::string& worker_id, const std::stri
   }
   workers_.erase(it);
   constexpr size_t kLeftKept = 256;
-  left_.emplace_back(session_id, reason.empty() ? "no reason given" : reason);
+  left_.emplace_back(session_id, reason.empty() ? "no reason given" : ForLog(reason, 512));
   if (left_.size() > kLeftKept) left_.pop_front();
   mail_.notify_all();  // a long poll of this session ends (NOT_FOUND)
   return absl::OkStatus();
@@ -175,10 +220,13 @@ std::string WorkerRegistry::GoneReason(const std::string& worker_id, const std::
   return "it is live";
 }
 
-std::vector<v1::WorkerStatus> WorkerRegistry::List(Clock::time_point now) const {
+std::vector<v1::WorkerStatus> WorkerRegistry::List(Clock::time_point now, const std::string& after,
+                                                   int64_t limit) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<v1::WorkerStatus> out;
-  for (const auto& [id, r] : workers_) {
+  for (auto it = after.empty() ? workers_.begin() : workers_.upper_bound(after);
+       it != workers_.end() && static_cast<int64_t>(out.size()) < limit; ++it) {
+    const auto& [id, r] = *it;
     v1::WorkerStatus s;
     *s.mutable_info() = r.info;
     s.set_alive(Live(r, now));

@@ -1,12 +1,15 @@
-// The coordinator's view of its workers: registrations (one live session per worker id),
-// liveness from heartbeats, and the per-worker mailbox of tasks to start and tasks to
-// abandon that the next heartbeat response carries. Knows nothing of jobs. Thread-safe:
-// one mutex; callers pass `now` so that timing is testable.
+// The coordinator's view of its workers: registrations (one live session per worker id;
+// a session id is 128 random bits, so that no caller can guess another's), liveness from
+// heartbeats, and the per-worker mailbox of tasks to start and tasks to abandon that the
+// next heartbeat response carries. Knows nothing of jobs. Bounded: at most max_workers
+// records (silent ones make room for new ones). Thread-safe: one mutex; callers pass
+// `now` so that timing is testable.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <climits>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -23,11 +26,14 @@ using Clock = std::chrono::steady_clock;
 
 class WorkerRegistry {
  public:
-  explicit WorkerRegistry(std::chrono::milliseconds worker_timeout)
-      : worker_timeout_(worker_timeout) {}
+  explicit WorkerRegistry(std::chrono::milliseconds worker_timeout, int64_t max_workers = 4096)
+      : worker_timeout_(worker_timeout), max_workers_(max_workers) {}
 
-  // A new session for info.worker_id, replacing an earlier one (whose tasks are then
-  // lost: IsLive() on the old session turns false).
+  // A new session for info.worker_id, replacing an earlier one that is no longer live
+  // (whose tasks are then lost: IsLive() on the old session turns false). INVALID_ARGUMENT
+  // for a malformed field; ALREADY_EXISTS while the id has a live session (a second
+  // process with the same id, or a caller posing as a worker); RESOURCE_EXHAUSTED when
+  // max_workers live workers are registered.
   absl::StatusOr<std::string> Register(const v1::WorkerInfo& info, Clock::time_point now);
 
   // Records the heartbeat and hands out the mailbox. NOT_FOUND for an unknown or replaced
@@ -62,7 +68,11 @@ class WorkerRegistry {
   void Release(const std::string& worker_id, const std::string& session_id,
                const v1::TaskRef& task, bool abort);
 
-  std::vector<v1::WorkerStatus> List(Clock::time_point now) const;
+  // By worker id, after `after` (empty: from the first), at most `limit`.
+  std::vector<v1::WorkerStatus> List(Clock::time_point now, const std::string& after = "",
+                                     int64_t limit = INT64_MAX) const;
+  // Ends every long poll now (the coordinator is stopping).
+  void Shutdown();
 
   // Ends the session (a worker shutting down): it is no longer live, and its record goes.
   // NOT_FOUND unless (worker_id, session_id) is the current session.
@@ -89,6 +99,7 @@ class WorkerRegistry {
   }
 
   const std::chrono::milliseconds worker_timeout_;
+  const int64_t max_workers_;
   // Takes the record's mailbox into `response`.
   static void TakeMail(Record& r, v1::HeartbeatResponse* response);
 
@@ -97,7 +108,7 @@ class WorkerRegistry {
   std::map<std::string, Record> workers_;  // guarded by mu_
   // Sessions that left, with their reason; the newest few, for GoneReason. Guarded by mu_.
   std::deque<std::pair<std::string, std::string>> left_;
-  int64_t next_session_ = 1;               // guarded by mu_
+  bool shut_down_ = false;                 // guarded by mu_
 };
 
 }  // namespace llava

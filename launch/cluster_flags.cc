@@ -34,6 +34,9 @@ ABSL_FLAG(std::string, tls_server_name, llava::GetEnvOr("LLAVA_TLS_SERVER_NAME",
 ABSL_FLAG(std::string, auth_token_file, llava::GetEnvOr("LLAVA_AUTH_TOKEN_FILE", ""),
           "file holding the bearer token: the coordinator requires it on every RPC but health, "
           "clients and workers send it (needs TLS)");
+ABSL_FLAG(std::string, auth_tokens_file, llava::GetEnvOr("LLAVA_AUTH_TOKENS_FILE", ""),
+          "coordinator: the credentials by role, one per line '<role> <name> <token>' (role: "
+          "client, worker or admin); takes the place of --auth_token_file");
 
 ABSL_DECLARE_FLAG(std::string, projector);
 ABSL_DECLARE_FLAG(int64_t, projector_hidden);
@@ -104,6 +107,7 @@ RpcSecurityOptions SecurityOptionsFromFlags() {
   o.tls_client_auth = absl::GetFlag(FLAGS_tls_client_auth);
   o.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
   o.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  o.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
   return o;
 }
 

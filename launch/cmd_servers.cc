@@ -36,6 +36,17 @@ ABSL_FLAG(int64_t, restart_wait_ms, 60000,
 ABSL_FLAG(int64_t, collective_timeout_ms, 60000,
           "coordinator: a collective that takes longer fails its attempt (no rank hangs)");
 ABSL_FLAG(int64_t, tick_ms, 100, "coordinator: scheduling period");
+ABSL_FLAG(int64_t, keep_checkpoints, 3,
+          "coordinator: the newest checkpoints kept per job (older ones are deleted)");
+ABSL_FLAG(int64_t, max_job_checkpoint_bytes, int64_t{16} << 30,
+          "coordinator: the kept checkpoints of one job together");
+ABSL_FLAG(int64_t, max_checkpoint_bytes, int64_t{4} << 30, "coordinator: one checkpoint file");
+ABSL_FLAG(int64_t, max_jobs, 10000, "coordinator: job records held at once");
+ABSL_FLAG(int64_t, finished_job_ttl_ms, int64_t{7} * 24 * 3600 * 1000,
+          "coordinator: finished jobs' records are forgotten this long after they end (0: never)");
+ABSL_FLAG(int64_t, max_workers, 4096, "coordinator: worker registrations held at once");
+ABSL_FLAG(int64_t, max_long_polls, 256,
+          "coordinator: calls that may wait at once (watches, rendezvous waits, heartbeat polls)");
 ABSL_FLAG(std::string, health_listen, llava::GetEnvOr("LLAVA_HEALTH_LISTEN", ""),
           "coordinator, worker: plaintext grpc.health.v1 port for probes (empty: none)");
 ABSL_FLAG(std::string, metrics_listen, llava::GetEnvOr("LLAVA_METRICS_LISTEN", ""),
@@ -65,7 +76,19 @@ absl::Status RunCoordinator(const std::vector<char*>&) {
   o.tick = std::chrono::milliseconds(absl::GetFlag(FLAGS_tick_ms));
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   o.checkpoint_chunk_bytes = std::min<int64_t>(1 << 20, o.max_message_bytes / 2);
-  LM_ASSIGN_OR_RETURN(o.security, RpcSecurity::LoadServer(SecurityOptionsFromFlags()));
+  o.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
+  o.max_job_checkpoint_bytes = absl::GetFlag(FLAGS_max_job_checkpoint_bytes);
+  o.max_checkpoint_bytes = absl::GetFlag(FLAGS_max_checkpoint_bytes);
+  o.max_jobs = absl::GetFlag(FLAGS_max_jobs);
+  o.finished_job_ttl = std::chrono::milliseconds(absl::GetFlag(FLAGS_finished_job_ttl_ms));
+  o.max_workers = absl::GetFlag(FLAGS_max_workers);
+  o.max_long_polls = absl::GetFlag(FLAGS_max_long_polls);
+  const RpcSecurityOptions security = SecurityOptionsFromFlags();
+  LM_ASSIGN_OR_RETURN(o.security, RpcSecurity::LoadServer(security));
+  if (!security.auth_token_file.empty()) {
+    LM_LOG(WARNING) << "coordinator: one token for clients and workers (--auth_token_file): "
+                       "workers and clients are not told apart; give each its own with --auth_tokens_file";
+  }
   o.health_listen = absl::GetFlag(FLAGS_health_listen);
   o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   CoordinatorServer server(o);

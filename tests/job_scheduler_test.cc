@@ -6,8 +6,13 @@
 
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <fstream>
 #include <thread>
 
+#include "common/file_util.h"
 #include "common/sha256.h"
 #include "test_util.h"
 
@@ -71,7 +76,7 @@ v1::SubmitJobRequest TrainRequest(int64_t world) {
 
 TEST_F(JobSchedulerTest, ShardsAreTheRanksSharesOfTheDataPlan) {
   const std::string s0 = Register("a"), s1 = Register("b");
-  auto job = scheduler_->Submit(TrainRequest(2), now_);
+  auto job = scheduler_->Submit(TrainRequest(2), Caller(), now_);
   ASSERT_TRUE(job.ok()) << job.status();
   ASSERT_EQ(job->state(), v1::JOB_STATE_RUNNING);
   EXPECT_EQ(job->total_steps(), 9);  // ceil(50 / 6)
@@ -88,6 +93,8 @@ TEST_F(JobSchedulerTest, ShardsAreTheRanksSharesOfTheDataPlan) {
   std::vector<v1::Shard> shards;
   for (int rank = 0; rank < 2; ++rank) {
     *req.mutable_ref() = rank == 0 ? t0.task().ref() : t1.task().ref();
+    req.set_worker_id(rank == 0 ? "a" : "b");
+    req.set_session_id(rank == 0 ? s0 : s1);
     req.set_epoch(0);
     auto shard = scheduler_->GetShard(req);
     ASSERT_TRUE(shard.ok()) << shard.status();
@@ -105,14 +112,22 @@ TEST_F(JobSchedulerTest, ShardsAreTheRanksSharesOfTheDataPlan) {
   }
   req.set_epoch(1);
   EXPECT_TRUE(absl::IsInvalidArgument(scheduler_->GetShard(req).status()));
-  // Only rank 0 of the running attempt may upload.
-  EXPECT_TRUE(scheduler_->CheckUploader(t0.task().ref()).ok());
-  EXPECT_TRUE(absl::IsFailedPrecondition(scheduler_->CheckUploader(t1.task().ref())));
+  // Only rank 0 of the running attempt may upload, from its own session, a step of the plan.
+  EXPECT_TRUE(scheduler_->CheckUploader(t0.task().ref(), "a", s0, 3).ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(scheduler_->CheckUploader(t1.task().ref(), "b", s1, 3)));
+  EXPECT_TRUE(absl::IsFailedPrecondition(scheduler_->CheckUploader(t0.task().ref(), "b", s1, 3)));
+  EXPECT_TRUE(absl::IsFailedPrecondition(scheduler_->CheckUploader(t0.task().ref(), "a", s0, 999)));
+  // Another session may not read a rank's shard.
+  req.set_worker_id("b");
+  req.set_session_id(s1);
+  *req.mutable_ref() = t0.task().ref();
+  req.set_epoch(0);
+  EXPECT_TRUE(absl::IsPermissionDenied(scheduler_->GetShard(req).status()));
 }
 
 TEST_F(JobSchedulerTest, LostWorkerRestartsFromTheCheckpointThenFailsWhenNoneIsLeft) {
   const std::string s0 = Register("a"), s1 = Register("b");
-  auto job = scheduler_->Submit(TrainRequest(2), now_);
+  auto job = scheduler_->Submit(TrainRequest(2), Caller(), now_);
   ASSERT_TRUE(job.ok());
   const std::string id = job->job_id();
   Beat("a", s0);
@@ -168,21 +183,22 @@ TEST_F(JobSchedulerTest, LongPollHandsOutATaskAsSoonAsItIsQueued) {
   std::thread submitter([&] {
     std::this_thread::sleep_for(milliseconds(100));
     v1::SubmitJobRequest r = TrainRequest(1);
-    EXPECT_TRUE(scheduler_->Submit(r, Clock::now()).ok());
+    EXPECT_TRUE(scheduler_->Submit(r, Caller(), Clock::now()).ok());
   });
   auto mail = registry_->WaitForMail("a", s0, Clock::now() + std::chrono::seconds(20));
   submitter.join();
   ASSERT_TRUE(mail.ok()) << mail.status();
   EXPECT_TRUE(mail->has_task());
   EXPECT_LT(Clock::now() - start, std::chrono::seconds(10));
-  // A replaced session's poll ends with NOT_FOUND.
+  // A replaced session's poll ends with NOT_FOUND (the old one silent past the timeout).
+  now_ = Clock::now() + milliseconds(1500);
   Register("a");
   EXPECT_TRUE(absl::IsNotFound(registry_->WaitForMail("a", s0, Clock::now() + milliseconds(10)).status()));
 }
 
 TEST_F(JobSchedulerTest, AWorkerThatLeavesEndsTheAttemptAtOnceAndTheReasonSaysSo) {
   const std::string s0 = Register("a"), s1 = Register("b");
-  auto job = scheduler_->Submit(TrainRequest(2), now_);
+  auto job = scheduler_->Submit(TrainRequest(2), Caller(), now_);
   ASSERT_TRUE(job.ok());
   Beat("a", s0);
   Beat("b", s1);
@@ -200,7 +216,7 @@ TEST_F(JobSchedulerTest, AWorkerThatLeavesEndsTheAttemptAtOnceAndTheReasonSaysSo
 
 TEST_F(JobSchedulerTest, RestartingJobFailsAfterTheRestartWait) {
   const std::string s0 = Register("a"), s1 = Register("b");
-  auto job = scheduler_->Submit(TrainRequest(2), now_);
+  auto job = scheduler_->Submit(TrainRequest(2), Caller(), now_);
   ASSERT_TRUE(job.ok());
   now_ += milliseconds(1500);
   Beat("a", s0);
@@ -227,27 +243,278 @@ TEST_F(JobSchedulerTest, SubmissionIsValidatedAndRecordsSurviveARestart) {
   Register("a");
   v1::SubmitJobRequest bad = TrainRequest(1);
   bad.mutable_train()->set_grad_accum(0);
-  EXPECT_TRUE(absl::IsInvalidArgument(scheduler_->Submit(bad, now_).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(scheduler_->Submit(bad, Caller(), now_).status()));
   bad = TrainRequest(1);
   bad.mutable_train()->set_projector("conv");
-  EXPECT_TRUE(absl::IsInvalidArgument(scheduler_->Submit(bad, now_).status()));
-  EXPECT_TRUE(absl::IsFailedPrecondition(scheduler_->Submit(TrainRequest(2), now_).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(scheduler_->Submit(bad, Caller(), now_).status()));
+  EXPECT_TRUE(absl::IsFailedPrecondition(scheduler_->Submit(TrainRequest(2), Caller(), now_).status()));
   v1::SubmitJobRequest queued = TrainRequest(2);
   queued.set_wait_for_workers(true);
-  auto job = scheduler_->Submit(queued, now_);
+  auto job = scheduler_->Submit(queued, Caller(), now_);
   ASSERT_TRUE(job.ok());
   EXPECT_EQ(job->state(), v1::JOB_STATE_QUEUED);
-  EXPECT_TRUE(absl::IsNotFound(scheduler_->Cancel("nope").status()));
+  EXPECT_TRUE(absl::IsNotFound(scheduler_->Cancel("nope", Caller()).status()));
 
   Make();  // a new coordinator over the same state directory
   ASSERT_TRUE(scheduler_->LoadState().ok());
   auto again = scheduler_->Get(job->job_id(), false);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->train().world_size(), 2);
-  auto cancelled = scheduler_->Cancel(job->job_id());
+  auto cancelled = scheduler_->Cancel(job->job_id(), Caller());
   ASSERT_TRUE(cancelled.ok());
   EXPECT_EQ(cancelled->state(), v1::JOB_STATE_CANCELLED);
-  EXPECT_TRUE(absl::IsFailedPrecondition(scheduler_->Cancel(job->job_id()).status()));
+  EXPECT_TRUE(absl::IsFailedPrecondition(scheduler_->Cancel(job->job_id(), Caller()).status()));
+}
+
+// Issue 15, finding 1: the poison job (its global batch overflowed to 0 and a CHECK took
+// the coordinator down) and other absurd values are refused at the door, naming the field.
+TEST_F(JobSchedulerTest, AbsurdValuesAreRefusedAtTheDoorNamingTheField) {
+  Register("a");
+  struct Case {
+    const char* field;
+    std::function<void(v1::TrainSpec*)> set;
+  };
+  const std::vector<Case> cases = {
+      {"train.batch_size", [](v1::TrainSpec* t) { t->set_batch_size(4611686018427387904LL); t->set_grad_accum(4); }},
+      {"global batch", [](v1::TrainSpec* t) { t->set_batch_size(65536); t->set_grad_accum(4096); }},
+      {"train.batch_size", [](v1::TrainSpec* t) { t->set_batch_size(int64_t{1} << 62); }},
+      {"train.epochs", [](v1::TrainSpec* t) { t->set_epochs(int64_t{1} << 62); }},
+      {"train.world_size", [](v1::TrainSpec* t) { t->set_world_size(INT64_MAX); }},
+      {"train.projector_hidden", [](v1::TrainSpec* t) { t->set_projector("mlp2x_gelu"); t->set_projector_hidden(INT64_MAX); }},
+      {"train.image_tokens", [](v1::TrainSpec* t) { t->set_image_tokens(1000000); }},
+      {"train.lr", [](v1::TrainSpec* t) { t->set_lr(1e308); }},
+      {"train.lr", [](v1::TrainSpec* t) { t->set_lr(std::nan("")); }},
+      {"train.weight_decay", [](v1::TrainSpec* t) { t->set_weight_decay(-1); }},
+      {"train.warmup_ratio", [](v1::TrainSpec* t) { t->set_warmup_ratio(5); }},
+      {"train.max_restarts", [](v1::TrainSpec* t) { t->set_max_restarts(1000000000); }},
+      {"train.checkpoint_every_steps", [](v1::TrainSpec* t) { t->set_checkpoint_every_steps(-5); }},
+      {"train.train_digits", [](v1::TrainSpec* t) { t->set_train_digits(-7); }},
+      {"train.max_steps", [](v1::TrainSpec* t) { t->set_max_steps(int64_t{1} << 40); }},
+      {"train.questions", [](v1::TrainSpec* t) { for (int i = 0; i < 65; ++i) t->add_questions("Which?"); }},
+      {"train.questions[0]", [](v1::TrainSpec* t) { t->add_questions("What digit?\ninjected log line"); }},
+      {"train.questions[0]", [](v1::TrainSpec* t) { t->add_questions(std::string(10000, 'q')); }},
+      {"train.answer_templates[0]", [](v1::TrainSpec* t) { t->add_answer_templates(""); }},
+      {"train.model", [](v1::TrainSpec* t) { t->set_model(std::string(7 << 20, 'm')); }},
+  };
+  for (const Case& c : cases) {
+    v1::SubmitJobRequest r = TrainRequest(1);
+    r.set_wait_for_workers(true);
+    c.set(r.mutable_train());
+    auto job = scheduler_->Submit(r, Caller(), now_);
+    ASSERT_FALSE(job.ok()) << c.field;
+    EXPECT_TRUE(absl::IsInvalidArgument(job.status())) << job.status();
+    EXPECT_NE(job.status().message().find(c.field), std::string::npos) << job.status();
+  }
+  EXPECT_TRUE(scheduler_->List().empty());  // nothing was queued
+  v1::SubmitJobRequest eval;
+  eval.mutable_eval()->set_checkpoint("../../etc/passwd");
+  EXPECT_TRUE(absl::IsInvalidArgument(scheduler_->Submit(eval, Caller(), now_).status()));
+  eval.mutable_eval()->set_checkpoint("train-000001");
+  eval.mutable_eval()->set_max_new_tokens(int64_t{1} << 40);
+  EXPECT_TRUE(absl::IsInvalidArgument(scheduler_->Submit(eval, Caller(), now_).status()));
+}
+
+// Issue 15, finding 1: a persisted record that no longer validates (written before the
+// bounds, or tampered with) is set aside at load, never crashes the coordinator.
+TEST_F(JobSchedulerTest, ARecordThatNoLongerValidatesIsSetAsideAtLoad) {
+  ASSERT_TRUE(MakeDirs(dir_ + "/jobs").ok());
+  const std::string poison =
+      R"({"jobId":"train-000007","kind":"JOB_KIND_TRAIN","state":"JOB_STATE_QUEUED",)"
+      R"("train":{"batchSize":"4611686018427387904","gradAccum":"4","worldSize":"1"}})";
+  ASSERT_TRUE(WriteFileAtomic(dir_ + "/jobs/train-000007.json", poison).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir_ + "/jobs/garbage.json", "{not json").ok());
+  Make();
+  ASSERT_TRUE(scheduler_->LoadState().ok());
+  EXPECT_TRUE(scheduler_->List().empty());
+  EXPECT_TRUE(FileExists(dir_ + "/jobs/rejected/train-000007.json"));
+  auto reason = ReadFile(dir_ + "/jobs/rejected/train-000007.json.reason");
+  ASSERT_TRUE(reason.ok());
+  EXPECT_NE(reason->find("train.batch_size"), std::string::npos) << *reason;
+  EXPECT_TRUE(FileExists(dir_ + "/jobs/rejected/garbage.json.reason"));
+  // A worker registering no longer meets a job that would abort the coordinator, and the
+  // set-aside id is never handed out again.
+  const std::string s0 = Register("a");
+  scheduler_->Tick(now_);
+  auto job = scheduler_->Submit(TrainRequest(1), Caller(), now_);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->job_id(), "train-000008");
+}
+
+// Issue 15, finding 3: OK means on disk; a record that cannot be written queues nothing,
+// and an id once handed out (or spent) is never handed out again.
+TEST_F(JobSchedulerTest, SubmitIsDurableOrRefusedAndIdsAreNeverReused) {
+  Register("a");
+  auto first = scheduler_->Submit(TrainRequest(1), Caller(), now_);
+  ASSERT_TRUE(first.ok());
+  EXPECT_TRUE(FileExists(dir_ + "/jobs/" + first->job_id() + ".json"));
+
+  // Files past 64 bytes cannot be written (as with a full disk): the counter fits, the
+  // record does not.
+  signal(SIGXFSZ, SIG_IGN);
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  rlimit tiny = old;
+  tiny.rlim_cur = 64;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &tiny), 0);
+  auto refused = scheduler_->Submit(TrainRequest(1), Caller(), now_);
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::IsResourceExhausted(refused.status())) << refused.status();
+  EXPECT_NE(refused.status().message().find("nothing queued"), std::string::npos) << refused.status();
+  EXPECT_EQ(scheduler_->List().size(), 1u);
+
+  // The finished first job is deleted; a new coordinator still never reuses either id.
+  ASSERT_TRUE(scheduler_->Cancel(first->job_id(), Caller()).ok());
+  ASSERT_TRUE(scheduler_->Delete(first->job_id(), Caller()).ok());
+  EXPECT_FALSE(FileExists(dir_ + "/jobs/" + first->job_id() + ".json"));
+  Make();
+  ASSERT_TRUE(scheduler_->LoadState().ok());
+  EXPECT_TRUE(scheduler_->List().empty());
+  Register("b");
+  auto next = scheduler_->Submit(TrainRequest(1), Caller(), now_);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->job_id(), "train-000003");
+}
+
+// Issue 15, finding 4: a checkpoint that no longer verifies is quarantined and the job
+// resumes from the newest one that does; only the newest three are kept.
+TEST_F(JobSchedulerTest, ACorruptCheckpointIsQuarantinedAndTheJobFallsBack) {
+  const std::string s0 = Register("a");
+  auto job = scheduler_->Submit(TrainRequest(1), Caller(), now_);
+  ASSERT_TRUE(job.ok());
+  const std::string id = job->job_id();
+  Beat("a", s0);
+  for (int step : {2, 4, 6, 8}) {
+    const std::string bytes = "checkpoint at step " + std::to_string(step);
+    auto info = checkpoints_->Put(id, step, false, bytes, Sha256Hex(bytes));
+    ASSERT_TRUE(info.ok()) << info.status();
+    scheduler_->OnCheckpointStored(*info);
+  }
+  EXPECT_EQ(checkpoints_->List(id).size(), 3u);  // step 2 pruned
+  EXPECT_FALSE(checkpoints_->Find(CheckpointStore::MakeId(id, 2)).ok());
+  // The newest one is damaged on disk.
+  const std::string newest = dir_ + "/checkpoints/" + CheckpointStore::MakeId(id, 8) + ".safetensors";
+  ASSERT_TRUE(WriteFileAtomic(newest, "checkpoint at step 9").ok());
+  // The attempt ends (its worker is lost); the next one resumes from step 6.
+  now_ += milliseconds(1500);
+  scheduler_->Tick(now_);
+  ASSERT_EQ(scheduler_->Get(id, false)->state(), v1::JOB_STATE_RESTARTING);
+  const std::string s1 = Register("a");
+  scheduler_->Tick(now_);
+  auto status = scheduler_->Get(id, false);
+  ASSERT_EQ(status->state(), v1::JOB_STATE_RUNNING) << status->ShortDebugString();
+  EXPECT_EQ(status->resumed_from_step(), 6);
+  auto task = Beat("a", s1);
+  ASSERT_TRUE(task.has_task());
+  EXPECT_EQ(task.task().train().resume_checkpoint_id(), CheckpointStore::MakeId(id, 6));
+  ASSERT_EQ(status->quarantined_checkpoints_size(), 1);
+  EXPECT_NE(status->quarantined_checkpoints(0).find("step-000008"), std::string::npos);
+  EXPECT_TRUE(FileExists(newest + ".quarantined"));
+  EXPECT_FALSE(FileExists(newest));
+  // A new coordinator remembers why.
+  Make();
+  ASSERT_TRUE(scheduler_->LoadState().ok());
+  EXPECT_EQ(scheduler_->Get(id, false)->quarantined_checkpoints_size(), 1);
+  EXPECT_EQ(checkpoints_->Find(id)->step(), 6);
+}
+
+// Issue 15, finding 2: uploads, shards and rendezvous keys belong to the session holding
+// the rank now; cancel and delete to the submitter or an admin.
+TEST_F(JobSchedulerTest, OnlyTheHoldersOfAnAttemptTouchItAndOnlyTheSubmitterManagesTheJob) {
+  const std::string s0 = Register("a"), s1 = Register("b");
+  EXPECT_EQ(s0.size(), 32u);  // 128 random bits
+  EXPECT_NE(s0, s1);
+  Caller alice{"alice", kRoleClient}, bob{"bob", kRoleClient}, root{"root", kRoleAdmin | kRoleClient};
+  auto job = scheduler_->Submit(TrainRequest(2), alice, now_);
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->submitter(), "alice");
+  const std::string prefix = job->job_id() + "/attempt-1/";
+  EXPECT_TRUE(scheduler_->CheckRendezvousAccess(prefix + "rank0", "a", s0).ok());
+  EXPECT_TRUE(absl::IsPermissionDenied(scheduler_->CheckRendezvousAccess(prefix + "rank0", "a", "w0#1")));
+  EXPECT_TRUE(absl::IsPermissionDenied(scheduler_->CheckRendezvousAccess(prefix + "rank0", "c", s0)));
+  // Keys of a later attempt cannot be set in advance.
+  EXPECT_TRUE(absl::IsPermissionDenied(
+      scheduler_->CheckRendezvousAccess(job->job_id() + "/attempt-2/nccl_unique_id", "a", s0)));
+  EXPECT_TRUE(absl::IsPermissionDenied(scheduler_->CheckRendezvousAccess("no-slash", "a", s0)));
+  v1::TaskRef rank0;
+  rank0.set_job_id(job->job_id());
+  rank0.set_attempt(1);
+  EXPECT_TRUE(absl::IsFailedPrecondition(scheduler_->CheckUploader(rank0, "b", s1, 1)));
+
+  EXPECT_TRUE(absl::IsPermissionDenied(scheduler_->Cancel(job->job_id(), bob).status()));
+  EXPECT_EQ(scheduler_->Get(job->job_id(), false)->state(), v1::JOB_STATE_RUNNING);
+  EXPECT_TRUE(absl::IsFailedPrecondition(scheduler_->Delete(job->job_id(), alice)));  // running
+  ASSERT_TRUE(scheduler_->Cancel(job->job_id(), alice).ok());
+  EXPECT_TRUE(absl::IsPermissionDenied(scheduler_->CheckRendezvousAccess(prefix + "rank0", "a", s0)));
+  EXPECT_TRUE(absl::IsPermissionDenied(scheduler_->Delete(job->job_id(), bob)));
+  EXPECT_TRUE(scheduler_->Delete(job->job_id(), root).ok());
+  EXPECT_TRUE(absl::IsNotFound(scheduler_->Get(job->job_id(), false).status()));
+}
+
+// Issue 15, finding 5: lists come in pages; finished jobs expire.
+TEST_F(JobSchedulerTest, ListsArePagedAndFinishedJobsExpire) {
+  SchedulerOptions o;
+  o.state_dir = dir_;
+  o.finished_job_ttl = milliseconds(10000);
+  scheduler_ = std::make_unique<JobScheduler>(o, registry_.get(), checkpoints_.get(), &rendezvous_);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    v1::SubmitJobRequest r = TrainRequest(1);
+    r.set_wait_for_workers(true);
+    ids.push_back(scheduler_->Submit(r, Caller(), now_)->job_id());
+  }
+  std::vector<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    std::string next;
+    auto page = scheduler_->List(2, token, &next);
+    ASSERT_TRUE(page.ok()) << page.status();
+    EXPECT_LE(page->size(), 2u);
+    for (const auto& s : *page) seen.push_back(s.job_id());
+    token = next;
+    ++pages;
+  } while (!token.empty());
+  EXPECT_EQ(seen, ids);
+  EXPECT_EQ(pages, 3);
+  std::string next;
+  EXPECT_TRUE(scheduler_->List(0, "", &next).ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(scheduler_->List(5000, "", &next).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(scheduler_->List(2, "bogus\ntoken", &next).status()));
+
+  ASSERT_TRUE(scheduler_->Cancel(ids[0], Caller()).ok());
+  scheduler_->Tick(Clock::now() + milliseconds(5000));
+  EXPECT_TRUE(scheduler_->Get(ids[0], false).ok());
+  scheduler_->Tick(Clock::now() + milliseconds(20000));
+  EXPECT_TRUE(absl::IsNotFound(scheduler_->Get(ids[0], false).status()));
+  EXPECT_EQ(scheduler_->List().size(), 4u);
+}
+
+// Issue 15, finding 5: the rendezvous store frees what an attempt wrote and bounds what
+// one attempt may write; waits end at shutdown.
+TEST(RendezvousStoreTest, QuotasPerAttemptAndEverythingFreedAtTheEnd) {
+  RendezvousStore::Limits limits;
+  limits.max_scope_bytes = 4096;
+  limits.max_scope_keys = 3;
+  RendezvousStore store(limits);
+  ASSERT_TRUE(store.Set("train-000001/attempt-1/a", std::string(1000, 'x')).ok());
+  ASSERT_TRUE(store.Set("train-000001/attempt-1/b", std::string(1000, 'x')).ok());
+  EXPECT_TRUE(absl::IsResourceExhausted(store.Set("train-000001/attempt-1/c", std::string(3000, 'x'))));
+  ASSERT_TRUE(store.Set("train-000001/attempt-1/c", "small").ok());
+  EXPECT_TRUE(absl::IsResourceExhausted(store.Set("train-000001/attempt-1/d", "one too many")));
+  EXPECT_TRUE(store.Set("train-000002/attempt-1/a", "another attempt has its own quota").ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(store.Set(std::string(600, 'k'), "")));
+  store.ErasePrefix("train-000001/attempt-1/");
+  store.ErasePrefix("train-000002/");
+  EXPECT_EQ(store.size(), 0u);
+  EXPECT_EQ(store.bytes(), 0);
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(milliseconds(100));
+    store.Shutdown();
+  });
+  auto got = store.Get("train-000003/attempt-1/x", std::chrono::hours(1));
+  stopper.join();
+  EXPECT_TRUE(absl::IsUnavailable(got.status())) << got.status();
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "common/net/transfer_window.h"
@@ -54,6 +55,17 @@ absl::StatusOr<v1::RegisterWorkerResponse> CoordinatorClient::Register(const v1:
   LLAVA_UNARY(workers_, RegisterWorker, request, v1::RegisterWorkerResponse, "RegisterWorker");
 }
 
+void CoordinatorClient::SetSession(const std::string& worker_id, const std::string& session_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  worker_id_ = worker_id;
+  session_id_ = session_id;
+}
+
+std::pair<std::string, std::string> CoordinatorClient::Session() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {worker_id_, session_id_};
+}
+
 absl::StatusOr<v1::HeartbeatResponse> CoordinatorClient::Heartbeat(const v1::HeartbeatRequest& request) {
   grpc::ClientContext context;
   SetDeadline(&context, std::chrono::milliseconds(request.wait_ms()));  // a long poll waits
@@ -74,6 +86,7 @@ absl::StatusOr<v1::Shard> CoordinatorClient::GetShard(const v1::TaskRef& ref, in
   v1::GetShardRequest request;
   *request.mutable_ref() = ref;
   request.set_epoch(epoch);
+  std::tie(*request.mutable_worker_id(), *request.mutable_session_id()) = Session();
   LLAVA_UNARY(workers_, GetShard, request, v1::Shard, "GetShard");
 }
 
@@ -90,14 +103,26 @@ absl::Status CoordinatorClient::Leave(const std::string& worker_id, const std::s
 }
 
 absl::StatusOr<v1::ListWorkersResponse> CoordinatorClient::ListWorkers() {
+  v1::ListWorkersResponse all;
   v1::ListWorkersRequest request;
-  LLAVA_UNARY(workers_, ListWorkers, request, v1::ListWorkersResponse, "ListWorkers");
+  request.set_page_size(1000);
+  do {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::ListWorkersResponse page;
+    grpc::Status s = workers_->ListWorkers(&context, request, &page);
+    if (!s.ok()) return FromGrpc(s, "ListWorkers");
+    for (auto& w : *page.mutable_workers()) *all.add_workers() = std::move(w);
+    request.set_page_token(page.next_page_token());
+  } while (!request.page_token().empty());
+  return all;
 }
 
 absl::Status CoordinatorClient::Set(const std::string& key, const std::string& value) {
   v1::StoreSetRequest request;
   request.set_key(key);
   request.set_value(value);
+  std::tie(*request.mutable_worker_id(), *request.mutable_session_id()) = Session();
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::StoreSetResponse response;
@@ -109,6 +134,7 @@ absl::StatusOr<std::string> CoordinatorClient::Get(const std::string& key,
   v1::StoreGetRequest request;
   request.set_key(key);
   request.set_wait_ms(wait.count());
+  std::tie(*request.mutable_worker_id(), *request.mutable_session_id()) = Session();
   grpc::ClientContext context;
   SetDeadline(&context, wait);
   v1::StoreGetResponse response;
@@ -121,6 +147,7 @@ absl::StatusOr<v1::CheckpointInfo> CoordinatorClient::UploadCheckpoint(v1::Check
                                                                        const std::string& bytes) {
   header.set_total_bytes(static_cast<int64_t>(bytes.size()));
   header.set_sha256(Sha256Hex(bytes));
+  std::tie(*header.mutable_worker_id(), *header.mutable_session_id()) = Session();
   grpc::ClientContext context;
   // Large checkpoints get time in proportion (at least 10 MB/s).
   SetDeadline(&context, std::chrono::milliseconds(static_cast<int64_t>(bytes.size() / 10000)));
@@ -197,8 +224,28 @@ absl::StatusOr<v1::JobStatus> CoordinatorClient::GetJob(const std::string& job_i
 }
 
 absl::StatusOr<v1::ListJobsResponse> CoordinatorClient::ListJobs() {
+  v1::ListJobsResponse all;
   v1::ListJobsRequest request;
-  LLAVA_UNARY(jobs_, ListJobs, request, v1::ListJobsResponse, "ListJobs");
+  request.set_page_size(1000);
+  do {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::ListJobsResponse page;
+    grpc::Status s = jobs_->ListJobs(&context, request, &page);
+    if (!s.ok()) return FromGrpc(s, "ListJobs");
+    for (auto& j : *page.mutable_jobs()) *all.add_jobs() = std::move(j);
+    request.set_page_token(page.next_page_token());
+  } while (!request.page_token().empty());
+  return all;
+}
+
+absl::Status CoordinatorClient::DeleteJob(const std::string& job_id) {
+  v1::DeleteJobRequest request;
+  request.set_job_id(job_id);
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::DeleteJobResponse response;
+  return FromGrpc(jobs_->DeleteJob(&context, request, &response), "DeleteJob");
 }
 
 absl::StatusOr<v1::JobStatus> CoordinatorClient::CancelJob(const std::string& job_id) {

@@ -1,12 +1,17 @@
 // The gRPC client of the coordinator's services, used by workers (registration,
 // heartbeats, shards, rendezvous, checkpoint upload) and by the command-line client
 // (jobs, checkpoint download). Every call carries a deadline (rpc_timeout, plus the
-// requested wait for long polls) and bounded message sizes. Thread-safe (gRPC stubs are).
+// requested wait for long polls) and bounded message sizes. A worker's calls after
+// registration carry its session (SetSession), which the coordinator checks against the
+// task or the rendezvous key they touch. Thread-safe (gRPC stubs are; the session is
+// under a mutex).
 #pragma once
 
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <utility>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -32,6 +37,8 @@ class CoordinatorClient : public RendezvousClient {
 
   // Workers.
   absl::StatusOr<v1::RegisterWorkerResponse> Register(const v1::WorkerInfo& info);
+  // The session that GetShard, the rendezvous and uploads speak for.
+  void SetSession(const std::string& worker_id, const std::string& session_id);
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request);
   absl::Status ReportTaskResult(const v1::TaskResultRequest& request);
   absl::StatusOr<v1::Shard> GetShard(const v1::TaskRef& ref, int64_t epoch);
@@ -57,8 +64,10 @@ class CoordinatorClient : public RendezvousClient {
   // Jobs.
   absl::StatusOr<v1::JobStatus> Submit(const v1::SubmitJobRequest& request);
   absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id, bool include_history);
+  // Every page, oldest first.
   absl::StatusOr<v1::ListJobsResponse> ListJobs();
   absl::StatusOr<v1::JobStatus> CancelJob(const std::string& job_id);
+  absl::Status DeleteJob(const std::string& job_id);
   // Streams the job's status to `on_status` until the job ends (returns its last status)
   // or `timeout` passes (DEADLINE_EXCEEDED); reopens the stream when the server closes it
   // early.
@@ -69,6 +78,7 @@ class CoordinatorClient : public RendezvousClient {
 
  private:
   void SetDeadline(grpc::ClientContext* context, std::chrono::milliseconds extra = {}) const;
+  std::pair<std::string, std::string> Session() const;
 
   ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -76,6 +86,9 @@ class CoordinatorClient : public RendezvousClient {
   std::unique_ptr<v1::WorkerService::Stub> workers_;
   std::unique_ptr<v1::RendezvousService::Stub> rendezvous_;
   std::unique_ptr<v1::CheckpointService::Stub> checkpoints_;
+  mutable std::mutex mu_;
+  std::string worker_id_;   // guarded by mu_
+  std::string session_id_;  // guarded by mu_
 };
 
 // grpc::Status -> absl::Status with the same code and message.

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "common/validation.h"
 #include "common/train_checkpoint.h"
 #include "common/vlm.h"
 
@@ -44,6 +45,11 @@ absl::Status TrainConfig::Validate() const {
         absl::StrCat("train_digits must be > 0 or -1 (all), got ", train_digits));
   }
   if (max_steps < -1) return absl::InvalidArgumentError("max_steps must be >= -1");
+  int64_t per_rank = 0, global = 0;
+  if (!CheckedMul(batch_size, grad_accum, &per_rank) || !CheckedMul(per_rank, world_size, &global)) {
+    return absl::InvalidArgumentError(absl::StrCat("batch_size x grad_accum x world_size (", batch_size,
+                                                   " x ", grad_accum, " x ", world_size, ") overflows"));
+  }
   LM_RETURN_IF_ERROR(projector.Validate());
   LM_RETURN_IF_ERROR(optimizer.Validate());
   LM_RETURN_IF_ERROR(schedule.Validate());

@@ -43,6 +43,7 @@ WorkerAgent::~WorkerAgent() {
 absl::Status WorkerAgent::RegisterOnce() {
   auto reply = client_.Register(info_);
   if (!reply.ok()) return reply.status();
+  client_.SetSession(options_.worker_id, reply->session_id());
   std::lock_guard<std::mutex> lock(mu_);
   session_id_ = reply->session_id();
   interval_ = std::chrono::milliseconds(std::max<int64_t>(1, reply->heartbeat_interval_ms()));
@@ -274,9 +275,14 @@ void WorkerAgent::RunTask(const v1::Task& task) {
   result.set_step(outcome.step);
   // Flush rank 0's last metrics with one heartbeat before the result, so that the job's
   // curve is complete when it ends.
+  v1::HeartbeatRequest flush;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (client_.Heartbeat(MakeHeartbeatLocked(task.ref())).ok()) steps_.clear();
+    flush = MakeHeartbeatLocked(task.ref());
+  }
+  if (client_.Heartbeat(flush).ok()) {  // never under mu_: the heartbeat thread needs it
+    std::lock_guard<std::mutex> lock(mu_);
+    steps_.erase(steps_.begin(), steps_.begin() + std::min<size_t>(steps_.size(), flush.steps_size()));
   }
   absl::Status s = client_.ReportTaskResult(result);
   if (!s.ok()) LM_LOG(WARNING) << "worker " << options_.worker_id << ": result not taken: " << s;

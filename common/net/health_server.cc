@@ -55,6 +55,9 @@ absl::StatusOr<std::unique_ptr<HealthServer>> HealthServer::Start(const std::str
   grpc::ServerBuilder builder;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &h->port_);
   builder.RegisterService(h->info_service_.get());
+  // Probes connect, ask and go: a connection idle this long is closed, so that idle
+  // clients cannot pile up on a port that anyone may reach.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, 60000);
   h->server_ = builder.BuildAndStart();
   if (h->server_ == nullptr || h->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("--health_listen: cannot listen on ", listen));

@@ -98,30 +98,60 @@ std::string MetricsEndpoint::Render() const {
 }
 
 void MetricsEndpoint::Serve() {
+  // Connections are read side by side, each until its request is whole or its deadline:
+  // an idle or slow client never delays another's scrape.
+  struct Conn {
+    int fd;
+    std::string request;
+    std::chrono::steady_clock::time_point deadline;
+  };
+  constexpr size_t kMaxConns = 64;
+  std::vector<Conn> conns;
   while (!stop_.load()) {
-    // Poll with a short period so that the destructor's stop is seen promptly.
-    pollfd p{listen_fd_, POLLIN, 0};
-    if (poll(&p, 1, 100) <= 0) continue;
-    const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
-    timeval tv{};
-    tv.tv_sec = io_timeout_.count() / 1000;
-    tv.tv_usec = (io_timeout_.count() % 1000) * 1000;
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    Answer(fd);
-    close(fd);
+    std::vector<pollfd> fds{{listen_fd_, POLLIN, 0}};
+    for (const Conn& c : conns) fds.push_back({c.fd, POLLIN, 0});
+    // A short period so that the destructor's stop and the deadlines are seen promptly.
+    if (poll(fds.data(), fds.size(), 100) < 0 && errno != EINTR) continue;
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<Conn> next;
+    for (size_t i = 0; i < conns.size(); ++i) {
+      Conn& c = conns[i];
+      bool done = false;
+      if (fds[i + 1].revents != 0) {
+        char buf[1024];
+        const ssize_t n = recv(c.fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n > 0) c.request.append(buf, static_cast<size_t>(n));
+        const bool whole = c.request.find("\r\n\r\n") != std::string::npos ||
+                           c.request.size() >= kMaxRequestBytes;
+        if (whole) Answer(c.fd, c.request);
+        done = whole || n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
+      }
+      if (done || now >= c.deadline) {
+        close(c.fd);
+      } else {
+        next.push_back(std::move(c));
+      }
+    }
+    conns = std::move(next);
+    if (fds[0].revents & POLLIN) {
+      const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd >= 0) {
+        timeval tv{};
+        tv.tv_sec = io_timeout_.count() / 1000;
+        tv.tv_usec = (io_timeout_.count() % 1000) * 1000;
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        if (conns.size() >= kMaxConns) {  // the oldest makes room
+          close(conns.front().fd);
+          conns.erase(conns.begin());
+        }
+        conns.push_back({fd, std::string(), now + io_timeout_});
+      }
+    }
   }
+  for (const Conn& c : conns) close(c.fd);
 }
 
-void MetricsEndpoint::Answer(int fd) const {
-  std::string request;
-  char buf[1024];
-  while (request.find("\r\n\r\n") == std::string::npos && request.size() < kMaxRequestBytes) {
-    ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) return;  // closed or timed out before a whole request
-    request.append(buf, static_cast<size_t>(n));
-  }
+void MetricsEndpoint::Answer(int fd, const std::string& request) const {
   const std::string line = request.substr(0, request.find("\r\n"));
   if (!absl::StartsWith(line, "GET ")) {
     SendAll(fd, Response("405 Method Not Allowed", "text/plain", "only GET /metrics\n"));

@@ -1,7 +1,9 @@
 // One process's Prometheus endpoint: a small HTTP/1.1 server on its own thread that
 // answers GET /metrics with the text exposition of the collectables added (registries,
-// scrape-time collectors; read from the server thread: they must be thread-safe). One connection at a time, each bounded by a timeout; anything but
-// GET /metrics gets 404 or 405. (prometheus-cpp's own civetweb exposer cannot start its
+// scrape-time collectors; read from the server thread: they must be thread-safe).
+// Connections are read side by side (at most 64; the oldest makes room), each closed at
+// its timeout, so that idle connections never delay a scrape; anything but GET /metrics
+// gets 404 or 405. (prometheus-cpp's own civetweb exposer cannot start its
 // threads in a process that has loaded Debian's libtorch, hence this one.)
 #pragma once
 
@@ -35,7 +37,7 @@ class MetricsEndpoint {
  private:
   MetricsEndpoint() = default;
   void Serve();
-  void Answer(int fd) const;
+  void Answer(int fd, const std::string& request) const;
 
   mutable std::mutex mu_;
   std::vector<std::weak_ptr<prometheus::Collectable>> collectables_;  // guarded by mu_
