@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Makes a test CA, a server certificate for the coordinator, a client certificate (for
-# workers and clients, checked when the coordinator runs with --tls_client_auth) and a
-# bearer token, in the layout of the Kubernetes Secrets k8s/base expects. For development
+# workers and clients, checked when the coordinator runs with --tls_client_auth) and
+# bearer tokens by role, in the layout of the Kubernetes Secrets k8s/base expects. For development
 # and tests only: real deployments use their own CA (e.g. cert-manager) and token.
 #   scripts/dev_certs.sh DIR [--owner UID:GID] [--names "extra SAN names"]
 # Writes DIR/ca.crt, DIR/ca.key, DIR/server-tls/{ca.crt,tls.crt,tls.key},
-# DIR/client-tls/{ca.crt,tls.crt,tls.key}, DIR/auth/token, and prints the kubectl
+# DIR/client-tls/{ca.crt,tls.crt,tls.key}, DIR/auth/{token,worker-token,admin-token,tokens}
+# (a client's, the workers' and an admin's token, and the coordinator's list of them by
+# role), and prints the kubectl
 # commands that turn them into Secrets. The server certificate names llava-coordinator,
 # its in-cluster names (llava-coordinator.NAMESPACE.svc[.cluster.local] for the namespace
 # default and $LLAVA_NAMESPACE), localhost and 127.0.0.1. --owner chowns the files
@@ -57,14 +59,23 @@ issue() {  # name CN extendedKeyUsage SANs
 issue server-tls llava-coordinator serverAuth "$sans"
 issue client-tls llava-mnist-client clientAuth "DNS:llava-mnist-client"
 rm -f ca.srl
-# 32 random bytes, hex: the bearer token.
+# 32 random bytes, hex, per credential: a client's token, the workers' token, an admin's
+# token, and the coordinator's list of them by role (--auth_tokens_file).
 openssl rand -hex 32 > auth/token
+openssl rand -hex 32 > auth/worker-token
+openssl rand -hex 32 > auth/admin-token
+{
+  echo "# role name token"
+  echo "client client $(cat auth/token)"
+  echo "worker workers $(cat auth/worker-token)"
+  echo "admin admin $(cat auth/admin-token)"
+} > auth/tokens
 chmod 0600 ca.key
-chmod 0640 server-tls/tls.key client-tls/tls.key auth/token
+chmod 0640 server-tls/tls.key client-tls/tls.key auth/token auth/worker-token auth/admin-token auth/tokens
 [[ -z $owner ]] || chown -R "$owner" server-tls client-tls auth
 cat <<MSG
 dev CA, certificates and token in $PWD. As Kubernetes Secrets:
   kubectl create secret generic llava-mnist-server-tls --from-file=$PWD/server-tls
   kubectl create secret generic llava-mnist-client-tls --from-file=$PWD/client-tls
-  kubectl create secret generic llava-mnist-auth --from-file=token=$PWD/auth/token
+  kubectl create secret generic llava-mnist-auth --from-file=$PWD/auth
 MSG

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <thread>
 
 #include "coordinator/rendezvous_store.h"
@@ -100,6 +101,37 @@ TEST(CollectiveTest, PeerThatDiesMidRunFailsTheOtherRank) {
   EXPECT_LT(secs, 10.0);
   // Once failed, the group refuses further work.
   EXPECT_FALSE((*group)->AllReduceSum(t).ok());
+}
+
+// Issue 15, finding 6: a rank whose peer hangs (SIGSTOP: its sockets stay open) leaves a
+// pending all-reduce as soon as it is aborted, not at the group's timeout.
+TEST(CollectiveTest, AbortEndsAPendingAllReduceWhosePeerHangs) {
+  InMemoryStore store;
+  std::atomic<bool> release{false};
+  std::unique_ptr<Collective> hung;
+  std::thread peer([&] {
+    auto group = CreateCollective(Options(1, 2, std::chrono::seconds(60)), &store);
+    ASSERT_TRUE(group.ok()) << group.status();
+    hung = std::move(*group);  // connected, then never joins the all-reduce
+    while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  });
+  auto group = CreateCollective(Options(0, 2, std::chrono::seconds(60)), &store);
+  ASSERT_TRUE(group.ok()) << group.status();
+  Collective* rank0 = group->get();
+  std::thread aborter([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    rank0->Abort();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  at::Tensor t = at::ones({1024});
+  absl::Status s = rank0->AllReduceSum(t);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  aborter.join();
+  release = true;
+  peer.join();
+  EXPECT_FALSE(s.ok());
+  EXPECT_LT(secs, 10.0) << "the all-reduce waited for its 60 s timeout: " << s;
+  EXPECT_FALSE(rank0->AllReduceSum(t).ok());  // an aborted group refuses further work
 }
 
 TEST(CollectiveTest, BadOptionsAndMissingEnginesAreRefused) {

@@ -7,6 +7,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <functional>
+#include <thread>
+#include <tuple>
+
 #include "common/file_util.h"
 #include "common/net/health_server.h"
 #include "test_util.h"
@@ -20,8 +25,9 @@ using std::chrono::milliseconds;
 class CoordinatorServerTest : public ::testing::Test {
  protected:
   // Starts a coordinator with `security` on an ephemeral port, plus probe and metrics ports.
-  void Start(const RpcSecurityOptions& security) {
-    dir_ = testing::MakeTempDir("coordinator-server");
+  void Start(const RpcSecurityOptions& security,
+             const std::function<void(CoordinatorOptions*)>& adjust = nullptr) {
+    if (dir_.empty()) dir_ = testing::MakeTempDir("coordinator-server");
     CoordinatorOptions o;
     o.listen = "127.0.0.1:0";
     o.state_dir = dir_ + "/state";
@@ -33,6 +39,7 @@ class CoordinatorServerTest : public ::testing::Test {
     auto loaded = RpcSecurity::LoadServer(security);
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     o.security = *loaded;
+    if (adjust) adjust(&o);
     server_ = std::make_unique<CoordinatorServer>(o);
     ASSERT_TRUE(server_->Start().ok());
     address_ = "127.0.0.1:" + std::to_string(server_->port());
@@ -71,6 +78,42 @@ class CoordinatorServerTest : public ::testing::Test {
       s.tls_key = pki.client_key;
     }
     return s;
+  }
+
+  // A tokens file with one credential per role (and a second client), and a token file
+  // per credential for the clients.
+  struct Tokens {
+    std::string server_file, alice, bob, worker, root;
+  };
+  Tokens MakeTokens() {
+    if (dir_.empty()) dir_ = testing::MakeTempDir("coordinator-server");
+    Tokens t;
+    t.server_file = dir_ + "/tokens";
+    EXPECT_TRUE(WriteFileAtomic(t.server_file,
+                                "# role name token\n"
+                                "client alice alice-token-1\n"
+                                "client bob bob-token-2\n"
+                                "worker pool worker-token-3\n"
+                                "admin root root-token-4\n").ok());
+    for (auto [name, token, out] : {std::tuple{"alice", "alice-token-1", &t.alice},
+                                    std::tuple{"bob", "bob-token-2", &t.bob},
+                                    std::tuple{"worker", "worker-token-3", &t.worker},
+                                    std::tuple{"root", "root-token-4", &t.root}}) {
+      *out = dir_ + "/" + name + ".token";
+      EXPECT_TRUE(WriteFileAtomic(*out, std::string(token) + "\n").ok());
+    }
+    return t;
+  }
+  static v1::WorkerInfo Worker(const std::string& id) {
+    v1::WorkerInfo info;
+    info.set_worker_id(id);
+    info.set_device("cpu");
+    info.set_collective("gloo");
+    info.set_model("demo");
+    info.set_hidden_size(128);
+    info.set_train_images(100);
+    info.set_test_images(10);
+    return info;
   }
 
   static v1::SubmitJobRequest QueuedJob() {
@@ -206,6 +249,154 @@ TEST_F(CoordinatorServerTest, ShutdownFailsTheProbesAndWritesTheJobRecords) {
   EXPECT_TRUE(FileExists(record));
   absl::Status probe = ProbeHealth({probe_port, kReadinessService, milliseconds(500)}, nullptr);
   EXPECT_FALSE(probe.ok());
+}
+
+// Issue 15, finding 2: workers and clients hold different credentials; a client cannot
+// act as a worker, a worker cannot submit, a client cannot cancel another's job, an admin
+// can; worker calls are bound to their session.
+TEST_F(CoordinatorServerTest, RolesDecideWhatEachCredentialMayDo) {
+  const Tokens t = MakeTokens();
+  RpcSecurityOptions server = ServerTls(/*token=*/false);
+  server.auth_tokens_file = t.server_file;
+  ASSERT_NO_FATAL_FAILURE(Start(server));
+  auto alice = Client(ClientTls(t.alice));
+  auto bob = Client(ClientTls(t.bob));
+  auto worker = Client(ClientTls(t.worker));
+  auto intruder = Client(ClientTls(t.worker));
+  auto root = Client(ClientTls(t.root));
+
+  EXPECT_EQ(worker->Submit(QueuedJob()).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(worker->ListJobs().status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(alice->Register(Worker("w0")).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(alice->Set("train-000001/attempt-1/x", "v").code(), absl::StatusCode::kPermissionDenied);
+
+  auto registered = worker->Register(Worker("w0"));
+  ASSERT_TRUE(registered.ok()) << registered.status();
+  EXPECT_EQ(registered->session_id().size(), 32u);
+  worker->SetSession("w0", registered->session_id());
+  // Nobody takes over a live worker's id.
+  EXPECT_EQ(intruder->Register(Worker("w0")).status().code(), absl::StatusCode::kAlreadyExists);
+  auto other = intruder->Register(Worker("w1"));
+  ASSERT_TRUE(other.ok());
+  intruder->SetSession("w1", other->session_id());
+
+  v1::SubmitJobRequest running = QueuedJob();
+  running.set_wait_for_workers(false);
+  running.mutable_train()->set_model("demo");
+  auto job = alice->Submit(running);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->submitter(), "alice");
+  ASSERT_EQ(job->state(), v1::JOB_STATE_RUNNING);
+  ASSERT_EQ(job->worker_ids(0), "w0") << job->ShortDebugString();
+
+  // The other worker-role session may neither upload for rank 0 nor use its rendezvous,
+  // nor leave or heartbeat for w0 with a guessed session.
+  v1::CheckpointHeader forged;
+  forged.mutable_ref()->set_job_id(job->job_id());
+  forged.mutable_ref()->set_attempt(1);
+  forged.set_step(999);
+  forged.set_final(true);
+  EXPECT_EQ(intruder->UploadCheckpoint(forged, "forged bytes").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(worker->UploadCheckpoint(forged, "step 999 of a 1-step plan").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  const std::string key = job->job_id() + "/attempt-1/nccl_unique_id";
+  EXPECT_EQ(intruder->Set(key, "poison").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(worker->Set(key, "real").ok());
+  EXPECT_EQ(intruder->Set(job->job_id() + "/attempt-2/nccl_unique_id", "pre-set").code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(intruder->Leave("w0", "w0#1", "guessed").code(), absl::StatusCode::kNotFound);
+  v1::HeartbeatRequest beat;
+  beat.set_worker_id("w0");
+  beat.set_session_id("w0#1");
+  EXPECT_EQ(intruder->Heartbeat(beat).status().code(), absl::StatusCode::kNotFound);
+
+  // Only alice (or an admin) manages alice's job.
+  EXPECT_EQ(bob->CancelJob(job->job_id()).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(alice->GetJob(job->job_id(), false)->state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(bob->DeleteJob(job->job_id()).code(), absl::StatusCode::kPermissionDenied);
+  ASSERT_TRUE(root->CancelJob(job->job_id()).ok());
+  EXPECT_TRUE(alice->DeleteJob(job->job_id()).ok());
+  EXPECT_EQ(alice->GetJob(job->job_id(), false).status().code(), absl::StatusCode::kNotFound);
+}
+
+// Issue 15, findings 1 and 5: hostile fields are refused with the field named, and the
+// server keeps serving; lists come in pages whatever their size.
+TEST_F(CoordinatorServerTest, HostileFieldsAreRefusedAndTheServerKeepsServing) {
+  ASSERT_NO_FATAL_FAILURE(Start(RpcSecurityOptions()));
+  auto client = Client(RpcSecurityOptions());
+  v1::WorkerInfo huge = Worker("w0");
+  huge.set_model(std::string(7 << 20, 'm'));
+  auto r = client->Register(huge);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("model"), std::string::npos) << r.status();
+  r = client->Register(Worker("w0\nI20261202 forged log line"));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  v1::WorkerInfo negative = Worker("w0");
+  negative.set_train_images(-5);
+  r = client->Register(negative);
+  EXPECT_NE(r.status().message().find("train_images"), std::string::npos) << r.status();
+  v1::SubmitJobRequest poison = QueuedJob();
+  poison.mutable_train()->set_batch_size(4611686018427387904LL);
+  poison.mutable_train()->set_grad_accum(4);
+  EXPECT_EQ(client->Submit(poison).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::SubmitJobRequest long_question = QueuedJob();
+  long_question.mutable_train()->add_questions(std::string(7 << 20, 'q'));
+  EXPECT_EQ(client->Submit(long_question).status().code(), absl::StatusCode::kInvalidArgument);
+
+  for (int i = 0; i < 150; ++i) ASSERT_TRUE(client->Register(Worker("w" + std::to_string(i))).ok());
+  for (int i = 0; i < 120; ++i) ASSERT_TRUE(client->Submit(QueuedJob()).ok());
+  auto workers = client->ListWorkers();  // three pages of 100, 50 and none
+  ASSERT_TRUE(workers.ok()) << workers.status();
+  EXPECT_EQ(workers->workers_size(), 150);
+  auto jobs = client->ListJobs();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  EXPECT_EQ(jobs->jobs_size(), 120);
+  EXPECT_EQ(jobs->jobs(0).job_id(), "train-000001");
+}
+
+// Issue 15, finding 5: waiting calls are capped, and every wait ends at shutdown instead
+// of holding the process for its whole wait.
+TEST_F(CoordinatorServerTest, WaitingCallsAreCappedAndShutdownEndsThem) {
+  ASSERT_NO_FATAL_FAILURE(Start(RpcSecurityOptions(), [](CoordinatorOptions* o) { o->max_long_polls = 2; }));
+  auto client = Client(RpcSecurityOptions());
+  auto queued = client->Submit(QueuedJob());
+  ASSERT_TRUE(queued.ok());
+  auto registered = client->Register(Worker("w0"));
+  ASSERT_TRUE(registered.ok());
+  client->SetSession("w0", registered->session_id());
+  v1::SubmitJobRequest running = QueuedJob();
+  running.set_wait_for_workers(false);
+  auto job = client->Submit(running);
+  ASSERT_TRUE(job.ok());
+  ASSERT_EQ(job->state(), v1::JOB_STATE_RUNNING);
+
+  absl::Status watch_status, get_status;
+  std::thread watcher([&] {
+    watch_status =
+        client->WatchJob(queued->job_id(), std::chrono::seconds(20), [](const v1::JobStatus&) {}).status();
+  });
+  std::thread getter([&] {
+    get_status = client->Get(job->job_id() + "/attempt-1/never-set", std::chrono::minutes(10)).status();
+  });
+  // Both hold their places; a third waiting call is refused.
+  absl::Status third;
+  auto other = Client(RpcSecurityOptions());
+  other->SetSession("w0", registered->session_id());
+  for (int i = 0; i < 100 && !absl::IsResourceExhausted(third); ++i) {
+    std::this_thread::sleep_for(milliseconds(50));
+    third = other->Get(job->job_id() + "/attempt-1/other", milliseconds(200)).status();
+  }
+  EXPECT_TRUE(absl::IsResourceExhausted(third)) << third;
+  // Shutdown ends both waits at once: the rendezvous wait would otherwise hold the server
+  // for its whole bound (120 s).
+  const auto start = std::chrono::steady_clock::now();
+  server_->Shutdown();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  getter.join();
+  watcher.join();
+  EXPECT_FALSE(get_status.ok());
+  EXPECT_FALSE(watch_status.ok());
 }
 
 TEST(RpcSecurityOptionsTest, RefusesUnsafeOrIncompleteSettingsNamingTheFlag) {

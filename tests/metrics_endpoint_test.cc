@@ -12,6 +12,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <vector>
+
 #include "test_util.h"
 
 namespace llava {
@@ -79,6 +81,29 @@ TEST(MetricsEndpointTest, AStalledClientDoesNotBlockTheNextScrapeForLong) {
   // request helper would wait.
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
   close(fd);
+}
+
+// Issue 15, finding 5: six idle connections delayed a scrape by 30 s (one connection at a
+// time, each waiting for its timeout). Connections are now read side by side.
+TEST(MetricsEndpointTest, IdleConnectionsDoNotDelayAScrape) {
+  auto endpoint = MetricsEndpoint::Start("127.0.0.1:0", milliseconds(30000));
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  std::vector<int> idle;
+  for (int i = 0; i < 6; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>((*endpoint)->port()));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    idle.push_back(fd);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  testing::HttpReply r = testing::HttpRequest((*endpoint)->port(), "GET", "/metrics");
+  EXPECT_EQ(r.code, 200);
+  // Served while all six stay open, long before any of their 30 s timeouts.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  for (int fd : idle) close(fd);
 }
 
 TEST(MetricsEndpointTest, BadAddressesAreRefusedNamingTheFlag) {

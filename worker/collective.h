@@ -39,8 +39,9 @@ class Collective {
   // Sums `buffer` (contiguous float32, on the CPU for Gloo and on the rank's GPU for
   // NCCL) over the ranks, in place. On error the group is unusable: make a new one.
   virtual absl::Status AllReduceSum(at::Tensor& buffer) = 0;
-  // Makes a pending and any later collective fail promptly (NCCL: ncclCommAbort). Gloo
-  // cannot interrupt a pending operation; it fails at its timeout.
+  // Makes a pending and any later collective fail promptly, from any thread (NCCL:
+  // ncclCommAbort; Gloo: the group's sockets are shut down), so that the survivors of a
+  // hung rank leave the collective when the coordinator says so, not at the timeout.
   virtual void Abort() = 0;
 };
 

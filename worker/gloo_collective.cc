@@ -1,11 +1,19 @@
 // Gloo over TCP for CPU workers: the full mesh is met through the coordinator's store,
-// and every transport wait is bounded by the group's timeout.
+// and every transport wait is bounded by the group's timeout. Abort() makes a pending
+// all-reduce fail at once: Gloo has no call for that, so it shuts down the group's own
+// sockets (those the mesh opened), which its transport then reports as peers gone.
 #include <gloo/allreduce.h>
 #include <gloo/math.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
 
+#include <dirent.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <set>
 #include <stdexcept>
 
 #include "absl/strings/str_cat.h"
@@ -44,10 +52,27 @@ class GlooStore : public gloo::rendezvous::Store {
   std::chrono::milliseconds timeout_;
 };
 
+// The process's socket descriptors now.
+std::set<int> SocketFds() {
+  std::set<int> out;
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return out;
+  while (dirent* e = readdir(dir)) {
+    const int fd = std::atoi(e->d_name);
+    struct stat st;
+    if (e->d_name[0] != '.' && fd != dirfd(dir) && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) {
+      out.insert(fd);
+    }
+  }
+  closedir(dir);
+  return out;
+}
+
 class GlooCollective : public Collective {
  public:
-  GlooCollective(std::shared_ptr<gloo::rendezvous::Context> context, std::chrono::milliseconds timeout)
-      : context_(std::move(context)), timeout_(timeout) {}
+  GlooCollective(std::shared_ptr<gloo::rendezvous::Context> context, std::chrono::milliseconds timeout,
+                 std::vector<int> sockets)
+      : context_(std::move(context)), timeout_(timeout), sockets_(std::move(sockets)) {}
 
   absl::Status AllReduceSum(at::Tensor& buffer) override {
     if (aborted_) return absl::AbortedError("gloo: the group was aborted");
@@ -71,11 +96,17 @@ class GlooCollective : public Collective {
     return absl::OkStatus();
   }
 
-  void Abort() override { aborted_ = true; }
+  // The descriptors stay open (the context closes them when it goes): no other file can
+  // take their numbers while the group lives.
+  void Abort() override {
+    if (aborted_.exchange(true)) return;
+    for (int fd : sockets_) ::shutdown(fd, SHUT_RDWR);
+  }
 
  private:
   std::shared_ptr<gloo::rendezvous::Context> context_;
   std::chrono::milliseconds timeout_;
+  const std::vector<int> sockets_;  // the mesh's connections
   uint32_t tag_ = 0;
   std::atomic<bool> aborted_{false};
 };
@@ -91,10 +122,16 @@ absl::StatusOr<std::unique_ptr<Collective>> CreateGlooCollective(const Collectiv
                                                                static_cast<int>(options.world_size));
     context->setTimeout(options.timeout);
     GlooStore gloo_store(store, options.prefix + "gloo/", options.timeout);
+    const std::set<int> before = SocketFds();
     context->connectFullMesh(gloo_store, device);
+    std::vector<int> sockets;
+    for (int fd : SocketFds()) {
+      if (before.count(fd) == 0) sockets.push_back(fd);
+    }
     LM_LOG(INFO) << "gloo group " << options.prefix << ": rank " << options.rank << " of "
                  << options.world_size << " connected";
-    return std::unique_ptr<Collective>(new GlooCollective(std::move(context), options.timeout));
+    return std::unique_ptr<Collective>(
+        new GlooCollective(std::move(context), options.timeout, std::move(sockets)));
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("gloo: meeting the group ", options.prefix,
                                                " as rank ", options.rank, " failed: ", e.what()));

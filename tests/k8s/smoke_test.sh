@@ -194,6 +194,9 @@ if part auth; then
   expect_status OK "TLS + client certificate + token" "${tls[@]}" --token-file "$SECRETS/auth/token"
   expect_status UNAUTHENTICATED "wrong token" "${tls[@]}" --token wrong-token
   expect_status UNAUTHENTICATED "no token" "${tls[@]}"
+  # Roles: the workers' token is no client's (issue 15).
+  expect_status PERMISSION_DENIED "the workers' token on a client call" "${tls[@]}" \
+    --token-file "$SECRETS/auth/worker-token"
   expect_status UNAVAILABLE "plaintext" --token-file "$SECRETS/auth/token"
   expect_status UNAVAILABLE "TLS without a client certificate" --ca "$SECRETS/client-tls/ca.crt" \
     --server-name llava-coordinator --token-file "$SECRETS/auth/token"
