@@ -22,8 +22,8 @@ absl::Status CheckInfo(const v1::WorkerInfo& info) {
         "RegisterWorker: collective must be gloo or nccl, got '", ForLog(info.collective(), 32), "'"));
   }
   LM_RETURN_IF_ERROR(CheckRange("RegisterWorker: hidden_size", info.hidden_size(), 1, 1 << 20));
-  LM_RETURN_IF_ERROR(CheckRange("RegisterWorker: train_images", info.train_images(), 0, 100000000));
-  LM_RETURN_IF_ERROR(CheckRange("RegisterWorker: test_images", info.test_images(), 0, 100000000));
+  LM_RETURN_IF_ERROR(CheckRange("RegisterWorker: train_images", info.train_images(), 0, 10000000));
+  LM_RETURN_IF_ERROR(CheckRange("RegisterWorker: test_images", info.test_images(), 0, 10000000));
   return absl::OkStatus();
 }
 

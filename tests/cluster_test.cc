@@ -7,9 +7,13 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/eval_report.h"
 #include "common/file_util.h"
 #include "common/sha256.h"
@@ -41,12 +45,17 @@ class ClusterTest : public ::testing::Test {
     int64_t collective_timeout_ms = 15000;
   };
 
-  void StartCoordinator(const Timing& t) {
-    dir_ = testing::MakeTempDir("cluster");
+  // `state_dir` empty: under the test's directory. `listen` empty: any free port.
+  void StartCoordinator(const Timing& t, std::string state_dir = "", const std::string& listen = "") {
+    if (dir_.empty()) dir_ = testing::MakeTempDir("cluster");
+    if (state_dir.empty()) state_dir = dir_ + "/state";
+    timing_ = t;
+    state_dir_ = state_dir;
+    std::remove((dir_ + "/port").c_str());
     auto c = ChildProcess::Spawn(
-        {testing::BinaryPath(), "coordinator", "--listen=127.0.0.1:0", "--state_dir=" + dir_ + "/state",
-         "--port_file=" + dir_ + "/port", "--heartbeat_interval_ms=100", "--tick_ms=20",
-         absl::StrCat("--worker_timeout_ms=", t.worker_timeout_ms),
+        {testing::BinaryPath(), "coordinator", "--listen=" + (listen.empty() ? "127.0.0.1:0" : listen),
+         "--state_dir=" + state_dir, "--port_file=" + dir_ + "/port", "--heartbeat_interval_ms=100",
+         "--tick_ms=20", absl::StrCat("--worker_timeout_ms=", t.worker_timeout_ms),
          absl::StrCat("--restart_wait_ms=", t.restart_wait_ms),
          absl::StrCat("--collective_timeout_ms=", t.collective_timeout_ms)},
         dir_ + "/coordinator.log");
@@ -143,7 +152,15 @@ class ClusterTest : public ::testing::Test {
     return spec;
   }
 
-  std::string dir_, address_;
+  // The final projector of a finished training job, as eval jobs download it.
+  std::string ProjectorSha256(const std::string& job_id) {
+    auto slim = client_->DownloadCheckpoint(job_id, /*projector_only=*/true);
+    EXPECT_TRUE(slim.ok()) << slim.status();
+    return slim.ok() ? Sha256Hex(slim->bytes) : std::string();
+  }
+
+  std::string dir_, address_, state_dir_;
+  Timing timing_;
   ChildProcess coordinator_;
   std::map<std::string, ChildProcess> workers_;
   std::unique_ptr<CoordinatorClient> client_;
@@ -375,6 +392,116 @@ TEST_F(ClusterTest, AStoppedRanksPeerLeavesTheCollectiveWhenTheRankIsDeclaredLos
   EXPECT_EQ(done.latest_checkpoint_step(), 120);
   std::cout << "SIGSTOP: rank declared lost after " << lost_s << " s, survivor idle after "
             << survivor_s << " s (worker timeout 3 s, collective timeout 60 s)\n";
+}
+
+// Issue 15, finding 4 and the chaos suite: the coordinator is killed (-9) mid-job and,
+// while it is down, the newest checkpoint is damaged on disk. The restarted coordinator
+// quarantines it, the job resumes from the one before, and the final projector is
+// byte-identical to a fault-free run of the same job.
+TEST_F(ClusterTest, KilledCoordinatorAndACorruptCheckpointEndWithTheSameProjector) {
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(Timing()));
+  StartWorker("worker-0");
+  StartWorker("worker-1");
+  ASSERT_NO_FATAL_FAILURE(WaitIdleWorkers(2));
+  v1::SubmitJobRequest request;
+  *request.mutable_train() = LongJob();
+  request.mutable_train()->set_max_steps(40);
+  auto reference = client_->Submit(request);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  ASSERT_EQ(WaitJob(reference->job_id(), Ended, 300).state(), v1::JOB_STATE_SUCCEEDED);
+  const std::string want = ProjectorSha256(reference->job_id());
+
+  auto faulted = client_->Submit(request);
+  ASSERT_TRUE(faulted.ok()) << faulted.status();
+  const std::string id = faulted->job_id();
+  v1::JobStatus mid = WaitJob(id, [](const v1::JobStatus& s) { return s.latest_checkpoint_step() >= 15 || Ended(s); }, 240);
+  ASSERT_EQ(mid.state(), v1::JOB_STATE_RUNNING) << mid.ShortDebugString();
+  coordinator_.Signal(SIGKILL);
+  coordinator_.Stop(milliseconds(100));
+  const auto killed = Steady::now();
+  // The newest checkpoint on disk is damaged while nobody is looking.
+  std::vector<v1::CheckpointInfo> before;
+  int64_t newest = 0;
+  for (const std::string& name : ListDir(state_dir_ + "/checkpoints/" + id)) {
+    if (name.size() > 12 && name.substr(name.size() - 12) == ".safetensors") {
+      newest = std::max<int64_t>(newest, std::atoll(name.c_str() + 5));
+    }
+  }
+  ASSERT_GE(newest, 15);
+  const std::string damaged = absl::StrCat(state_dir_, "/checkpoints/", id, "/step-", absl::Dec(newest, absl::kZeroPad6), ".safetensors");
+  auto bytes = ReadFile(damaged);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  (*bytes)[bytes->size() / 2] ^= 0x5a;
+  ASSERT_TRUE(WriteFileAtomic(damaged, *bytes).ok());
+
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(timing_, state_dir_, address_));
+  v1::JobStatus resumed = WaitSecondAttempt(id);
+  ASSERT_EQ(resumed.state(), v1::JOB_STATE_RUNNING) << resumed.ShortDebugString();
+  EXPECT_EQ(resumed.resumed_from_step(), newest - 5);
+  ASSERT_EQ(resumed.quarantined_checkpoints_size(), 1) << resumed.ShortDebugString();
+  EXPECT_NE(resumed.quarantined_checkpoints(0).find("differ from the SHA-256"), std::string::npos);
+  const double resume_s = SecondsSince(killed);
+  v1::JobStatus done = WaitJob(id, Ended, 300);
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.ShortDebugString();
+  EXPECT_EQ(ProjectorSha256(id), want);
+  EXPECT_TRUE(FileExists(damaged + ".quarantined"));
+  std::cout << "coordinator kill -9 + corrupt step " << newest << ": resumed from step "
+            << resumed.resumed_from_step() << " " << resume_s << " s after the kill; projector "
+            << (ProjectorSha256(id) == want ? "identical" : "DIFFERENT") << "\n";
+}
+
+// Issue 15, finding 3 and the chaos suite, on a real full disk (a small tmpfs; root):
+// the checkpoint that does not fit fails the job at once, saying why, instead of
+// retraining the same steps; a submission that cannot be recorded queues nothing; the
+// coordinator keeps serving.
+TEST_F(ClusterTest, FullDiskFailsTheJobOnceAndASubmissionThatCannotBeRecordedQueuesNothing) {
+  dir_ = testing::MakeTempDir("cluster-full");
+  const std::string state = dir_ + "/small";
+  ASSERT_TRUE(MakeDirs(state).ok());
+  if (geteuid() != 0 || std::system(("mount -t tmpfs -o size=3m tmpfs " + state).c_str()) != 0) {
+    GTEST_SKIP() << "needs root and tmpfs (mount) to make a full disk: not run";
+  }
+  struct Unmount {
+    std::string path;
+    ~Unmount() { std::system(("umount -l " + path).c_str()); }
+  } unmount{state};
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(Timing(), state));
+  StartWorker("worker-0");
+  StartWorker("worker-1");
+  ASSERT_NO_FATAL_FAILURE(WaitIdleWorkers(2));
+  v1::SubmitJobRequest request;
+  *request.mutable_train() = LongJob();
+  request.mutable_train()->set_max_steps(40);
+  auto job = client_->Submit(request);
+  ASSERT_TRUE(job.ok()) << job.status();
+  // A linear projector's checkpoint with its AdamW state is ~1.2 MB: the third does not fit.
+  v1::JobStatus failed = WaitJob(job->job_id(), Ended, 300);
+  ASSERT_EQ(failed.state(), v1::JOB_STATE_FAILED) << failed.ShortDebugString();
+  EXPECT_EQ(failed.restarts(), 0) << failed.reason();
+  EXPECT_NE(failed.reason().find("could not store its checkpoint"), std::string::npos) << failed.reason();
+  EXPECT_NE(failed.reason().find("not retryable"), std::string::npos) << failed.reason();
+  for (const std::string& name : ListDir(state + "/checkpoints/" + job->job_id())) {
+    EXPECT_EQ(name.find(".tmp."), std::string::npos) << "half-written: " << name;
+  }
+
+  // Fill what is left: a submission now cannot be recorded and is refused.
+  std::system(("dd if=/dev/zero of=" + state + "/filler bs=64k 2>/dev/null").c_str());
+  auto refused = client_->Submit(request);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::IsResourceExhausted(refused.status())) << refused.status();
+  auto jobs = client_->ListJobs();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  EXPECT_EQ(jobs->jobs_size(), 1);
+  EXPECT_TRUE(coordinator_.Running());
+  // Room again: the next job is taken, and its id was never handed out before.
+  std::remove((state + "/filler").c_str());
+  auto next = client_->Submit(request);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_NE(next->job_id(), job->job_id());
+  EXPECT_TRUE(client_->CancelJob(next->job_id()).ok());
+  std::cout << "full disk: the job failed after " << failed.step() << " steps: " << failed.reason()
+            << "; a submission on the full disk: " << refused.status() << "\n";
+  TearDown();  // the processes go before the unmount
 }
 
 TEST_F(ClusterTest, WithNoWorkerComingBackTheJobFailsClearlyInTime) {
