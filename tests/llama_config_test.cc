@@ -118,7 +118,15 @@ INSTANTIATE_TEST_SUITE_P(
                 "attention_bias"},
         BadCase{"zero",
                 R"({"model_type":"llama","vocab_size":0,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2})",
-                "vocab_size must be > 0"}),
+                "vocab_size must be > 0"},
+        // Found by fuzz_llama_config: the parameter count overflowed int64 (UB) when
+        // DescribeConfig printed it.
+        BadCase{"params_overflow",
+                R"({"model_type":"llama","vocab_size":1,"hidden_size":4611686018427387904,"intermediate_size":1,"num_hidden_layers":1,"num_attention_heads":2})",
+                "hidden_size 4611686018427387904"},
+        BadCase{"params_overflow_layers",
+                R"({"model_type":"llama","vocab_size":32,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":9223372036854775807,"num_attention_heads":2})",
+                "give more parameters than int64 holds"}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return std::string(info.param.name); });
 
 TEST(LlamaConfigTest, MissingFileNamesPath) {
