@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
+#include "common/json_depth.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 
@@ -186,6 +187,10 @@ int64_t LlamaConfig::NumParameters() const {
 
 absl::StatusOr<LlamaConfig> ParseLlamaConfig(std::string_view json_text,
                                              const std::string& source) {
+  if (auto at = JsonNestingExceeds(json_text)) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": JSON nested deeper than ",
+                                                   kMaxJsonDepth, " levels at byte ", *at));
+  }
   json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON"));
   if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
@@ -261,6 +266,10 @@ absl::StatusOr<LlamaConfig> LoadLlamaConfig(const std::string& checkpoint_dir) {
   const std::string gen_path = checkpoint_dir + "/generation_config.json";
   if (FileExists(gen_path)) {
     LM_ASSIGN_OR_RETURN(std::string gen_text, ReadFile(gen_path));
+    if (auto at = JsonNestingExceeds(gen_text)) {
+      return absl::InvalidArgumentError(absl::StrCat(gen_path, ": JSON nested deeper than ",
+                                                     kMaxJsonDepth, " levels at byte ", *at));
+    }
     json g = json::parse(gen_text, nullptr, false);
     if (g.is_discarded() || !g.is_object()) {
       return absl::InvalidArgumentError(absl::StrCat(gen_path, ": not a JSON object"));

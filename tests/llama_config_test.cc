@@ -129,6 +129,19 @@ INSTANTIATE_TEST_SUITE_P(
                 "give more parameters than int64 holds"}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return std::string(info.param.name); });
 
+// Found by fuzz_llama_config: an architectures entry nested a million levels deep
+// overflowed the stack while its error message was built. Now refused by depth.
+TEST(LlamaConfigTest, DeeplyNestedJsonIsRefused) {
+  const std::string json = R"({"model_type":"llama","architectures":[)" +
+                           std::string(1000000, '[') + std::string(1000000, ']') + "]}";
+  auto c = ParseLlamaConfig(json, "dir/config.json");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("dir/config.json: JSON nested deeper than 64 levels"),
+            std::string::npos)
+      << c.status();
+}
+
 TEST(LlamaConfigTest, MissingFileNamesPath) {
   auto c = LoadLlamaConfig("/no/such/checkpoint");
   ASSERT_FALSE(c.ok());

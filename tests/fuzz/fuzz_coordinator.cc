@@ -70,12 +70,33 @@ struct Coordinator {
   }
 };
 
+// Known crashes, reported to the lead and being fixed in coordinator/ and common/: the
+// requests that reach them are skipped unless LLAVA_FUZZ_KNOWN_CRASHES is defined.
+// (1) A worker registering train_images = 2^40 makes the plan of a training job hold
+// 2^40 digits: GetShard allocates an 8 TB vector (bad_alloc, the coordinator dies), and
+// any count far above MNIST's makes GetShard O(steps x digits) (a timeout). (2) GetShard
+// with epoch = 2^62 overflows epoch * steps_per_epoch (UB) before the range check.
+template <typename Request>
+bool KnownCrash(const Request&) {
+  return false;
+}
+#ifndef LLAVA_FUZZ_KNOWN_CRASHES
+template <>
+bool KnownCrash(const v1::RegisterWorkerRequest& r) {
+  return r.info().train_images() > 10000;
+}
+template <>
+bool KnownCrash(const v1::GetShardRequest& r) {
+  return r.epoch() > (int64_t{1} << 20);
+}
+#endif
+
 template <typename Request, typename Response, typename Service>
 void Call(Service* service,
           grpc::Status (Service::*handler)(grpc::ServerContext*, const Request*, Response*),
           const std::string& bytes, void (*adjust)(Request*) = nullptr) {
   Request request;
-  if (!request.ParseFromString(bytes)) return;
+  if (!request.ParseFromString(bytes) || KnownCrash(request)) return;
   if (adjust != nullptr) adjust(&request);
   grpc::ServerContext context;
   Response response;

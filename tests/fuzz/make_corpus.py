@@ -243,6 +243,10 @@ def config_seeds(fixtures):
             ("tiny_llama3.json", "tiny-llama3/config.json"),
             ("tiny_llama3_tied.json", "tiny-llama3-tied/config.json")]:
         put("fuzz_llama_config", name, open(os.path.join(fixtures, path), "rb").read())
+    # Found by the fuzzer (now refused by Validate): the parameter count overflows int64.
+    put("fuzz_llama_config", "params_overflow.json",
+        '{"model_type":"llama","vocab_size":1,"hidden_size":4611686018427387904,'
+        '"intermediate_size":1,"num_hidden_layers":1,"num_attention_heads":2}')
 
 
 # ---------------------------------------------------------------- job specs, RPCs
@@ -352,20 +356,39 @@ def coordinator_seeds():
         ("CancelJobRequest", 'job_id: "train-000001"'),
     ]
     put("fuzz_coordinator", "failed_rank", records(failing))
-    report = json.dumps({"accuracy": 1.0})
+    def report(index):
+        """An eval shard's report as EvalReport::ToJson writes it (the fields it reads)."""
+        samples = [{"index": index, "question": q, "label": 7, "answer": "The digit is 7.",
+                    "predicted": 7} for q in range(2)]
+        return json.dumps({"format": "llava-mnist eval report", "version": 1,
+                           "metadata": {}, "num_classes": 10,
+                           "questions": ["What digit is this?", "What is this number?"],
+                           "totals": {"samples": 2, "correct": 2}, "samples": samples})
     evaluation = register + [
         ("SubmitJobRequest", 'eval { checkpoint: "train-000900" eval_digits: 20 workers: 2 }'),
         ("HeartbeatRequest", 'worker_id: "w0" session_id: "w0#1"'),
         ("HeartbeatRequest", 'worker_id: "w1" session_id: "w1#2" running { job_id: '
                              '"eval-000001" attempt: 1 rank: 1 } eval_images_done: 5'),
         ("TaskResultRequest", 'worker_id: "w0" session_id: "w0#1" ' + ref % ("eval-000001", 0)
-         + ' ok: true eval_report_json: %s' % json.dumps(report)),
+         + ' ok: true eval_report_json: %s' % json.dumps(report(0))),
         ("TaskResultRequest", 'worker_id: "w1" session_id: "w1#2" ' + ref % ("eval-000001", 1)
-         + ' ok: true eval_report_json: %s' % json.dumps(report)),
+         + ' ok: true eval_report_json: %s' % json.dumps(report(10))),
         ("GetJobRequest", 'job_id: "eval-000001"'),
         ("ListCheckpointsRequest", ""),
     ]
     put("fuzz_coordinator", "eval_job", records(evaluation))
+    # Known crashes (reported; skipped unless LLAVA_FUZZ_KNOWN_CRASHES): a worker's
+    # train_images of 2^40 (GetShard allocates 8 TB), GetShard's epoch * steps overflow.
+    worker = 'device: "cpu" collective: "gloo" hidden_size: 128'
+    put("fuzz_coordinator", "known_train_images_2e40", records([
+        ("RegisterWorkerRequest", 'info { worker_id: "w0" train_images: 1099511627776 %s }'
+         % worker),
+        ("SubmitJobRequest", 'train { train_digits: -1 }'),
+        ("GetShardRequest", ref % ("train-000001", 0) + " epoch: 0")]))
+    put("fuzz_coordinator", "known_shard_epoch_overflow", records([
+        ("RegisterWorkerRequest", 'info { worker_id: "w0" train_images: 9000 %s }' % worker),
+        ("SubmitJobRequest", 'train { train_digits: 100 }'),
+        ("GetShardRequest", ref % ("train-000001", 0) + " epoch: 4611686018427387904")]))
 
 
 def main():
