@@ -3,10 +3,14 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <initializer_list>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
+#include "common/json_depth.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 
 namespace llava {
@@ -101,6 +105,30 @@ absl::Status ReadRope(const json& j, const std::string& source, RopeConfig* rope
   return absl::OkStatus();
 }
 
+// *acc += the product of `factors`; false on int64 overflow.
+bool AddProduct(int64_t* acc, std::initializer_list<int64_t> factors) {
+  int64_t product = 1;
+  for (int64_t f : factors) {
+    if (__builtin_mul_overflow(product, f, &product)) return false;
+  }
+  return !__builtin_add_overflow(*acc, product, acc);
+}
+
+// The parameter count, or nullopt when the sizes (as a corrupt or hostile config.json can
+// give them) make it overflow int64.
+std::optional<int64_t> CountParameters(const LlamaConfig& c) {
+  const int64_t d = c.hidden_size;
+  int64_t per_layer = 0, total = 0;
+  if (!AddProduct(&per_layer, {d, c.num_attention_heads, c.head_dim, 2}) ||
+      !AddProduct(&per_layer, {d, c.num_key_value_heads, c.head_dim, 2}) ||
+      !AddProduct(&per_layer, {3, d, c.intermediate_size}) || !AddProduct(&per_layer, {2, d}) ||
+      !AddProduct(&total, {c.vocab_size, d, c.tie_word_embeddings ? 1 : 2}) ||
+      !AddProduct(&total, {c.num_hidden_layers, per_layer}) || !AddProduct(&total, {d})) {
+    return std::nullopt;
+  }
+  return total;
+}
+
 }  // namespace
 
 absl::Status LlamaConfig::Validate() const {
@@ -124,6 +152,13 @@ absl::Status LlamaConfig::Validate() const {
   if (head_dim % 2 != 0) {
     return absl::InvalidArgumentError(absl::StrCat("head_dim must be even, got ", head_dim));
   }
+  if (!CountParameters(*this)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the sizes (vocab_size ", vocab_size, ", hidden_size ", hidden_size,
+        ", intermediate_size ", intermediate_size, ", num_hidden_layers ", num_hidden_layers,
+        ", num_attention_heads ", num_attention_heads, ", num_key_value_heads ",
+        num_key_value_heads, ", head_dim ", head_dim, ") give more parameters than int64 holds"));
+  }
   if (!(rms_norm_eps > 0)) return absl::InvalidArgumentError("rms_norm_eps must be > 0");
   if (!(rope.theta > 0)) return absl::InvalidArgumentError("rope_theta must be > 0");
   if (rope.type == RopeType::kLlama3) {
@@ -145,16 +180,17 @@ absl::Status LlamaConfig::Validate() const {
 }
 
 int64_t LlamaConfig::NumParameters() const {
-  const int64_t d = hidden_size;
-  const int64_t attn = d * num_attention_heads * head_dim * 2 +
-                       d * num_key_value_heads * head_dim * 2;
-  const int64_t mlp = 3 * d * intermediate_size;
-  const int64_t per_layer = attn + mlp + 2 * d;
-  return vocab_size * d * (tie_word_embeddings ? 1 : 2) + num_hidden_layers * per_layer + d;
+  const std::optional<int64_t> n = CountParameters(*this);
+  LM_CHECK(n.has_value()) << "NumParameters() of a config that Validate() refuses";
+  return *n;
 }
 
 absl::StatusOr<LlamaConfig> ParseLlamaConfig(std::string_view json_text,
                                              const std::string& source) {
+  if (auto at = JsonNestingExceeds(json_text)) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": JSON nested deeper than ",
+                                                   kMaxJsonDepth, " levels at byte ", *at));
+  }
   json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON"));
   if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
@@ -230,6 +266,10 @@ absl::StatusOr<LlamaConfig> LoadLlamaConfig(const std::string& checkpoint_dir) {
   const std::string gen_path = checkpoint_dir + "/generation_config.json";
   if (FileExists(gen_path)) {
     LM_ASSIGN_OR_RETURN(std::string gen_text, ReadFile(gen_path));
+    if (auto at = JsonNestingExceeds(gen_text)) {
+      return absl::InvalidArgumentError(absl::StrCat(gen_path, ": JSON nested deeper than ",
+                                                     kMaxJsonDepth, " levels at byte ", *at));
+    }
     json g = json::parse(gen_text, nullptr, false);
     if (g.is_discarded() || !g.is_object()) {
       return absl::InvalidArgumentError(absl::StrCat(gen_path, ": not a JSON object"));

@@ -45,7 +45,8 @@ struct LlamaConfig {
 
   absl::Status Validate() const;
   int64_t num_kv_groups() const { return num_attention_heads / num_key_value_heads; }
-  // Parameters of the whole model (embeddings counted once when tied).
+  // Parameters of the whole model (embeddings counted once when tied). Only for a config
+  // that Validate() accepts (which refuses sizes whose count overflows int64).
   int64_t NumParameters() const;
 };
 

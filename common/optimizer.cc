@@ -90,8 +90,10 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(
   std::set<std::string> seen;
   std::vector<Slot> slots;
   for (auto& [name, param] : named_params) {
-    auto bad = [&](const std::string& what) {
-      return absl::InvalidArgumentError(absl::StrCat("optimizer parameter '", name, "': ", what));
+    // A plain reference: clang before 16 cannot capture a structured binding.
+    const std::string& param_name = name;
+    auto bad = [&param_name](const std::string& what) {
+      return absl::InvalidArgumentError(absl::StrCat("optimizer parameter '", param_name, "': ", what));
     };
     if (name.empty() || name == kStepName) return bad("reserved or empty name");
     if (!seen.insert(name).second) return bad("duplicate name");

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
+#include "common/json_depth.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 
@@ -93,6 +94,10 @@ absl::StatusOr<json> ParseJsonNoDuplicates(const char* begin, const char* end,
     std::set<std::string> keys;
     std::string last_key;
   };
+  if (auto at = JsonNestingExceeds(std::string_view(begin, end - begin))) {
+    return absl::DataLossError(absl::StrCat(source, ": JSON nested deeper than ", kMaxJsonDepth,
+                                            " levels at byte ", *at));
+  }
   std::vector<Frame> stack;
   std::string duplicate, duplicate_owner;
   json::parser_callback_t callback = [&](int, json::parse_event_t event, json& parsed) {

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
+#include "common/json_depth.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 
@@ -876,6 +877,10 @@ absl::Status BuildIdTable(Tokenizer::Impl* impl) {
 
 absl::StatusOr<std::shared_ptr<Tokenizer::Impl>> BuildImpl(std::string_view json_text,
                                                            const std::string& source) {
+  if (auto at = JsonNestingExceeds(json_text)) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": JSON nested deeper than ",
+                                                   kMaxJsonDepth, " levels at byte ", *at));
+  }
   Json root;
   try {
     root = Json::parse(json_text.begin(), json_text.end());

@@ -118,8 +118,29 @@ INSTANTIATE_TEST_SUITE_P(
                 "attention_bias"},
         BadCase{"zero",
                 R"({"model_type":"llama","vocab_size":0,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2})",
-                "vocab_size must be > 0"}),
+                "vocab_size must be > 0"},
+        // Found by fuzz_llama_config: the parameter count overflowed int64 (UB) when
+        // DescribeConfig printed it.
+        BadCase{"params_overflow",
+                R"({"model_type":"llama","vocab_size":1,"hidden_size":4611686018427387904,"intermediate_size":1,"num_hidden_layers":1,"num_attention_heads":2})",
+                "hidden_size 4611686018427387904"},
+        BadCase{"params_overflow_layers",
+                R"({"model_type":"llama","vocab_size":32,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":9223372036854775807,"num_attention_heads":2})",
+                "give more parameters than int64 holds"}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return std::string(info.param.name); });
+
+// Found by fuzz_llama_config: an architectures entry nested a million levels deep
+// overflowed the stack while its error message was built. Now refused by depth.
+TEST(LlamaConfigTest, DeeplyNestedJsonIsRefused) {
+  const std::string json = R"({"model_type":"llama","architectures":[)" +
+                           std::string(1000000, '[') + std::string(1000000, ']') + "]}";
+  auto c = ParseLlamaConfig(json, "dir/config.json");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("dir/config.json: JSON nested deeper than 64 levels"),
+            std::string::npos)
+      << c.status();
+}
 
 TEST(LlamaConfigTest, MissingFileNamesPath) {
   auto c = LoadLlamaConfig("/no/such/checkpoint");

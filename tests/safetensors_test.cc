@@ -507,6 +507,28 @@ TEST(SafetensorsTest, MalformedFilesGetClearErrors) {
   }
 }
 
+// Found by fuzz_safetensors: a shape nested a million levels deep overflowed the stack
+// while its error message was built (nlohmann's dump() recurses). Now refused by depth.
+TEST(SafetensorsTest, DeeplyNestedHeaderIsRefused) {
+  const auto header = [](int extra_levels) {
+    return R"({"a":{"dtype":"F32","shape":[)" + std::string(extra_levels, '[') +
+           std::string(extra_levels, ']') + R"(],"data_offsets":[0,0]}})";
+  };
+  auto deep = SafetensorsFile::FromBytes(RawFile(header(1000000)), "rpc:deep");
+  ASSERT_FALSE(deep.ok());
+  EXPECT_EQ(deep.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(deep.status().message()),
+              HasSubstr("safetensors file rpc:deep: header: JSON nested deeper than 64 levels"));
+  // 64 levels (the object, the entry, the shape and 61 more) are parsed, and refused for
+  // what they hold.
+  auto at_limit = SafetensorsFile::FromBytes(RawFile(header(61)), "rpc:64");
+  ASSERT_FALSE(at_limit.ok());
+  EXPECT_THAT(std::string(at_limit.status().message()), HasSubstr("is not an integer"));
+  auto over = SafetensorsFile::FromBytes(RawFile(header(62)), "rpc:65");
+  ASSERT_FALSE(over.ok());
+  EXPECT_THAT(std::string(over.status().message()), HasSubstr("nested deeper than 64"));
+}
+
 TEST(SafetensorsTest, LoadErrorsNameFileAndTensor) {
   const std::string dir = testing::MakeTempDir("st-bad");
   const std::string path = dir + "/bool.safetensors";

@@ -529,6 +529,21 @@ TEST(SmallTokenizerTest, MalformedFilesGiveClearErrors) {
   EXPECT_THAT(missing.status().message(), HasSubstr("does_not_exist.json"));
 }
 
+// Found by fuzz_tokenizer: a normalizer (which must be null) nested a million levels deep
+// overflowed the stack while its error message was built. Now refused by depth.
+TEST(SmallTokenizerTest, DeeplyNestedJsonIsRefused) {
+  std::string text = SmallTokenizerJson().dump();
+  const std::string null_normalizer = "\"normalizer\":null";
+  const size_t at = text.find(null_normalizer);
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, null_normalizer.size(),
+               "\"normalizer\":" + std::string(1000000, '[') + std::string(1000000, ']'));
+  auto tok = Tokenizer::FromJson(text, "deep.json");
+  ASSERT_FALSE(tok.ok());
+  EXPECT_EQ(tok.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(tok.status().message(), HasSubstr("deep.json: JSON nested deeper than 64 levels"));
+}
+
 TEST(SmallTokenizerTest, MovedTokenizerKeepsWorking) {
   Tokenizer a = MakeTokenizer(SmallTokenizerJson());
   Tokenizer b = std::move(a);
