@@ -33,11 +33,16 @@ def main():
             print(f"worker {w.info.worker_id}: {'alive' if w.alive else 'lost'} on {w.info.device}")
         job = client.submit_train(world_size=a.world_size, projector=a.projector, train_digits=a.train_digits,
                                   batch_size=a.batch_size, lr=2e-3,
-                                  questions=["What digit is this?", "Which digit is shown?"])
+                                  questions=["What digit is this?", "Which digit is shown?"],
+                                  wait_for_workers=True)  # workers may still be loading the model
         print(f"training job {job.job_id}")
+        shown = None
         for s in client.watch(job.job_id):
             loss = f" loss {s.last_step.loss:.4f}" if s.HasField("last_step") else ""
-            print(f"  {pb.JobState.Name(s.state)} step {s.step}/{s.total_steps}{loss}")
+            line = f"  {pb.JobState.Name(s.state)} step {s.step}/{s.total_steps}{loss}"
+            if line != shown:  # a status also changes for what this line leaves out
+                print(line)
+            shown = line
         if s.state != pb.JOB_STATE_SUCCEEDED:
             print(f"training ended {pb.JobState.Name(s.state)}: {s.reason}", file=sys.stderr)
             return 1
