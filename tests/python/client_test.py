@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import signal
 import struct
@@ -308,7 +307,7 @@ class ClusterTest(unittest.TestCase):
 
         # An eval job from Python, watched by the CLI at the same time.
         eval_job = self.client.submit_eval(job.job_id, eval_digits=40, batch_size=20, questions=questions[:1])
-        self.assertEqual(eval_job.eval.checkpoint, job.job_id)
+        self.assertEqual(eval_job.eval.checkpoint, final.latest_checkpoint_id)  # resolved
         cli_watch = subprocess.Popen([BINARY, "watch", eval_job.job_id, "--json", f"--coordinator={self.address}",
                                       "--watch_timeout_ms=300000"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
