@@ -66,7 +66,12 @@ class Processes:
     def check_alive(self):
         for name, p in self.procs.items():
             if p.poll() is not None:
-                raise AssertionError(f"{name} exited with status {p.returncode}; see {self.log_dir}/{name}.log")
+                raise AssertionError(f"{name} exited with status {p.returncode}; its log ends:\n{self.log_tail(name)}")
+
+    def log_tail(self, name, size=3000):
+        # The directory goes at the end of the test class: the message carries the log.
+        with open(os.path.join(self.log_dir, name + ".log"), "rb") as f:
+            return f.read()[-size:].decode("utf-8", "replace")
 
     def stop_all(self):
         for p in self.procs.values():
@@ -94,7 +99,7 @@ def start_coordinator(procs, state_dir, extra=()):
             with open(port_file) as f:
                 return "127.0.0.1:" + f.read().strip()
         time.sleep(0.05)
-    raise AssertionError(f"the coordinator wrote no port file in 30 s; see {procs.log_dir}")
+    raise AssertionError("the coordinator wrote no port file in 30 s; its log ends:\n" + procs.log_tail("coordinator"))
 
 
 def run_cli(*args, timeout=300):
@@ -148,7 +153,8 @@ class ClusterTest(unittest.TestCase):
             if len(idle) == 2:
                 break
             if time.monotonic() > deadline:
-                raise AssertionError(f"fewer than 2 idle workers after 120 s; logs in {cls.dir}")
+                raise AssertionError("fewer than 2 idle workers after 120 s; the coordinator's log ends:\n"
+                                     + cls.procs.log_tail("coordinator"))
             time.sleep(0.1)
 
     def cli(self, *args):
