@@ -27,6 +27,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -211,10 +212,28 @@ class ClusterTest(unittest.TestCase):
         queued = self.client.submit_train(world_size=3, train_digits=16, wait_for_workers=True)
         self.assertEqual(queued.state, pb.JOB_STATE_QUEUED)
         self.assertEqual(queued.train.world_size, 3)
-        cancelled = self.client.cancel(queued.job_id)
-        self.assertEqual(cancelled.state, pb.JOB_STATE_CANCELLED)
-        seen = list(self.client.watch(queued.job_id, timeout=30))
-        self.assertEqual([s.state for s in seen], [pb.JOB_STATE_CANCELLED])
+        # Streams that end every 0.3 s are reopened; the status they repeat is yielded once.
+        watcher = Client(self.address, timeout=10)
+        self.addCleanup(watcher.close)
+        watcher.watch_stream_timeout = 0.3
+        seen = []
+        start = time.monotonic()
+        with self.assertRaises(RpcError) as e:
+            for s in watcher.watch(queued.job_id, timeout=2):
+                seen.append(s)
+        self.assertEqual(e.exception.code, CODE.DEADLINE_EXCEEDED)
+        self.assertIn("still JOB_STATE_QUEUED after 2 s", e.exception.details)
+        self.assertGreaterEqual(time.monotonic() - start, 2)
+        self.assertEqual(seen, [self.client.status(queued.job_id)])
+        # Cancelled while watched through reopened streams: the watch ends with it.
+        canceller = threading.Timer(1.0, self.client.cancel, [queued.job_id])
+        canceller.start()
+        try:
+            seen = list(watcher.watch(queued.job_id, timeout=30))
+        finally:
+            canceller.join()
+        self.assertEqual([s.state for s in seen], [pb.JOB_STATE_QUEUED, pb.JOB_STATE_CANCELLED])
+        self.assertEqual(list(self.client.watch(queued.job_id, timeout=30)), seen[-1:])
         with self.assertRaises(RpcError) as e:
             self.client.cancel(queued.job_id)
         self.assertEqual(e.exception.code, CODE.FAILED_PRECONDITION)
