@@ -19,13 +19,13 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 rc=0
 for dt in bfloat16 float16; do
   "$BIN" bench --model synthetic:llama-3.1-8b --device cuda --dtype "$dt" --mode train \
-    --train_batches 512 --steps 10 --check --json "$OUT/train_$dt.json" 2>&1 |
+    --train_batches 512 --steps 10 --check --json_out "$OUT/train_$dt.json" 2>&1 |
     grep -vE "^[IW][0-9]{8} " | tee "$OUT/train_$dt.txt" || rc=1
 done
 for dt in float32 bfloat16 float16; do
   "$BIN" bench --model "$DEMO" --tokenizer "$DEMO/tokenizer.json" --device cuda --dtype "$dt" \
     --mode eval --eval_batches 1000 --steps 1 --warmup 0 --answer_tokens 0 --check \
-    --bench_projector "$PROJ" --json "$OUT/demo_eval_$dt.json" 2>&1 | grep "check eval" |
+    --bench_projector "$PROJ" --json_out "$OUT/demo_eval_$dt.json" 2>&1 | grep "check eval" |
     sed "s/^/$dt: /" | tee -a "$OUT/demo_eval.txt" || rc=1
 done
 exit $rc

@@ -26,5 +26,5 @@ for setting in "none --fold_gqa=false --lean_elementwise=false --fused_swiglu=fa
   "$BIN" bench --model "$SPEC" --device cuda --dtype "${DTYPE:-bf16}" ${setting#* } \
     --train_batches "${TRAIN_BATCHES:-512}" --eval_batches "${EVAL_BATCHES:-2000}" \
     --steps "${STEPS:-4}" --warmup "${WARMUP:-2}" --answer_tokens 0 \
-    --json "$OUT/levers_$name.json" 2>&1 | grep -av "^I20" | sed "s/^/$name: /"
+    --json_out "$OUT/levers_$name.json" 2>&1 | grep -av "^I20" | sed "s/^/$name: /"
 done

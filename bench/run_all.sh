@@ -25,7 +25,7 @@ python3 bench/hf_reference.py --config "$CONFIG" --train_batches 16,64,256 \
 # the ratios are still printed, and this script exits with bench's status.
 rc=0
 "$BIN" bench --model "$SPEC" --device cuda --dtype bf16 --train_batches 16,64,256,512 \
-  --eval_batches 100,500,1000,2000 --json "$OUT/ours.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/ours.txt" || rc=$?
+  --eval_batches 100,500,1000,2000 --json_out "$OUT/ours.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/ours.txt" || rc=$?
 
 python3 - "$OUT/hf.json" "$OUT/ours.json" <<'EOF' | tee "$OUT/ratios.txt"
 import json, sys

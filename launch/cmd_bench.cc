@@ -56,7 +56,7 @@ ABSL_FLAG(bool, check, false,
           "bench: also compare the fast path with the plain path: training loss and gradient "
           "against the plain float32 path on one batch, eval answers on the test digits");
 ABSL_FLAG(int64_t, check_batch, 16, "bench: training batch of the --check comparison");
-ABSL_FLAG(std::string, json, "", "bench: write the results here as JSON");
+ABSL_FLAG(std::string, json_out, "", "bench: write the results here as JSON");
 ABSL_FLAG(std::string, bench_projector, "",
           "bench: a trained projector checkpoint for the eval rows and the eval --check (default: "
           "a random projector; a trained one gives decided answers to compare)");
@@ -489,7 +489,7 @@ absl::Status RunBench(const std::vector<char*>& args) {
               {"rows", rows},
               {"checks", checks}};
   std::cout << "model made/loaded in " << absl::StrFormat("%.2f", load_s) << " s\n";
-  const std::string path = absl::GetFlag(FLAGS_json);
+  const std::string path = absl::GetFlag(FLAGS_json_out);
   if (!path.empty()) LM_RETURN_IF_ERROR(WriteFileAtomic(path, out.dump(1) + "\n"));
   for (const json& c : checks) {
     if (!c["pass"].get<bool>()) {

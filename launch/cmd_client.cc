@@ -1,5 +1,8 @@
 // The gRPC client commands: submit train|eval, status, watch, list, cancel,
 // fetch-checkpoint, workers. Each talks to --coordinator with --rpc_timeout_ms deadlines.
+// With --json they print protobuf's JSON of the messages (for scripts), one per line.
+#include <google/protobuf/util/json_util.h>
+
 #include <iostream>
 
 #include "absl/flags/flag.h"
@@ -25,6 +28,10 @@ ABSL_FLAG(std::string, report_out, "", "status: write an eval job's report (JSON
 ABSL_FLAG(std::string, target, "", "health: the port to probe (default: --coordinator)");
 ABSL_FLAG(std::string, service, "", "health: \"\" (liveness) or \"readiness\"");
 ABSL_FLAG(bool, plaintext, false, "health: probe without TLS even when --tls_* flags are set");
+ABSL_FLAG(bool, json, false,
+          "status, watch, list, cancel, workers, submit: print each JobStatus/WorkerStatus as protobuf "
+          "JSON (lowerCamelCase names, every field), one object per line");
+ABSL_FLAG(bool, quiet, false, "submit: print only the job id, also with --wait (the exit status tells the end)");
 
 namespace llava {
 namespace {
@@ -37,6 +44,34 @@ absl::StatusOr<std::string> OnlyArg(const std::vector<char*>& args, const char* 
   return std::string(args[1]);
 }
 
+enum class Output { kText, kJson, kQuiet };
+
+absl::StatusOr<Output> OutputFromFlags() {
+  const bool json = absl::GetFlag(FLAGS_json), quiet = absl::GetFlag(FLAGS_quiet);
+  if (json && quiet) return absl::InvalidArgumentError("give --json or --quiet, not both");
+  return json ? Output::kJson : quiet ? Output::kQuiet : Output::kText;
+}
+
+// Every field, zeros included, so that a script need not know proto3's defaults; int64
+// fields are strings and enums their names, as protobuf's JSON mapping has them.
+absl::StatusOr<std::string> JsonLine(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  std::string json;
+  auto s = google::protobuf::util::MessageToJsonString(message, &json, options);
+  if (!s.ok()) {
+    return absl::InternalError(absl::StrCat("cannot print a ", message.GetDescriptor()->name(), " as JSON: ",
+                                            s.message().as_string()));
+  }
+  return json;
+}
+
+absl::Status PrintJson(const google::protobuf::Message& message) {
+  LM_ASSIGN_OR_RETURN(std::string json, JsonLine(message));
+  std::cout << json << "\n" << std::flush;
+  return absl::OkStatus();
+}
+
 void PrintFinal(const v1::JobStatus& s) {
   std::cout << StatusLine(s) << "\n";
   if (s.kind() == v1::JOB_KIND_EVAL && !s.eval_report_json().empty()) {
@@ -45,17 +80,27 @@ void PrintFinal(const v1::JobStatus& s) {
   }
 }
 
-absl::Status Watch(CoordinatorClient& client, const std::string& job_id) {
+// Text: a line per change and the final report; JSON: every status that differs from the
+// one before, the last one terminal; quiet: nothing.
+absl::Status Watch(CoordinatorClient& client, const std::string& job_id, Output output) {
   std::string last;
+  absl::Status printed;
   LM_ASSIGN_OR_RETURN(
       v1::JobStatus final_status,
       client.WatchJob(job_id, std::chrono::milliseconds(absl::GetFlag(FLAGS_watch_timeout_ms)),
                       [&](const v1::JobStatus& s) {
-                        std::string line = StatusLine(s);
-                        if (line != last) std::cout << line << "\n" << std::flush;
-                        last = line;
+                        if (output == Output::kQuiet) return;
+                        absl::StatusOr<std::string> line =
+                            output == Output::kJson ? JsonLine(s) : StatusLine(s);
+                        if (!line.ok()) {
+                          printed.Update(line.status());
+                          return;
+                        }
+                        if (*line != last) std::cout << *line << "\n" << std::flush;
+                        last = *line;
                       }));
-  PrintFinal(final_status);
+  LM_RETURN_IF_ERROR(printed);
+  if (output == Output::kText) PrintFinal(final_status);
   if (final_status.state() != v1::JOB_STATE_SUCCEEDED) {
     return absl::AbortedError(absl::StrCat("job ", job_id, " ended ",
                                            v1::JobState_Name(final_status.state()), ": ",
@@ -77,12 +122,17 @@ absl::Status RunSubmit(const std::vector<char*>& args) {
     return absl::InvalidArgumentError(absl::StrCat("submit train|eval, not '", kind, "'"));
   }
   request.set_wait_for_workers(absl::GetFlag(FLAGS_wait_for_workers));
+  LM_ASSIGN_OR_RETURN(Output output, OutputFromFlags());
   LM_ASSIGN_OR_RETURN(ClientOptions options, ClientOptionsFromFlags());
   CoordinatorClient client(options);
   LM_ASSIGN_OR_RETURN(v1::JobStatus status, client.Submit(request));
-  std::cout << status.job_id() << "\n" << std::flush;
+  if (output == Output::kJson) {
+    LM_RETURN_IF_ERROR(PrintJson(status));
+  } else {
+    std::cout << status.job_id() << "\n" << std::flush;
+  }
   if (!absl::GetFlag(FLAGS_wait)) return absl::OkStatus();
-  return Watch(client, status.job_id());
+  return Watch(client, status.job_id(), output);
 }
 
 absl::Status RunStatus(const std::vector<char*>& args) {
@@ -90,9 +140,10 @@ absl::Status RunStatus(const std::vector<char*>& args) {
   LM_ASSIGN_OR_RETURN(ClientOptions options, ClientOptionsFromFlags());
   CoordinatorClient client(options);
   LM_ASSIGN_OR_RETURN(v1::JobStatus s, client.GetJob(job_id, absl::GetFlag(FLAGS_history)));
-  PrintFinal(s);
   const std::string report_out = absl::GetFlag(FLAGS_report_out);
   if (!report_out.empty()) LM_RETURN_IF_ERROR(WriteFileAtomic(report_out, s.eval_report_json()));
+  if (absl::GetFlag(FLAGS_json)) return PrintJson(s);  // the history is in it
+  PrintFinal(s);
   for (const v1::StepMetrics& m : s.history()) {
     std::cout << absl::StrFormat("step %d epoch %d loss %.5f lr %.3e samples/s %.1f step_ms %.1f allreduce_ms %.2f",
                                  m.step(), m.epoch(), m.loss(), m.lr(), m.samples_per_s(), m.step_ms(),
@@ -109,14 +160,20 @@ absl::Status RunWatch(const std::vector<char*>& args) {
   LM_ASSIGN_OR_RETURN(std::string job_id, OnlyArg(args, "job id"));
   LM_ASSIGN_OR_RETURN(ClientOptions options, ClientOptionsFromFlags());
   CoordinatorClient client(options);
-  return Watch(client, job_id);
+  return Watch(client, job_id, absl::GetFlag(FLAGS_json) ? Output::kJson : Output::kText);
 }
 
 absl::Status RunList(const std::vector<char*>&) {
   LM_ASSIGN_OR_RETURN(ClientOptions options, ClientOptionsFromFlags());
   CoordinatorClient client(options);
   LM_ASSIGN_OR_RETURN(v1::ListJobsResponse jobs, client.ListJobs());
-  for (const v1::JobStatus& s : jobs.jobs()) std::cout << StatusLine(s) << "\n";
+  for (const v1::JobStatus& s : jobs.jobs()) {
+    if (absl::GetFlag(FLAGS_json)) {
+      LM_RETURN_IF_ERROR(PrintJson(s));
+    } else {
+      std::cout << StatusLine(s) << "\n";
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -125,6 +182,7 @@ absl::Status RunCancel(const std::vector<char*>& args) {
   LM_ASSIGN_OR_RETURN(ClientOptions options, ClientOptionsFromFlags());
   CoordinatorClient client(options);
   LM_ASSIGN_OR_RETURN(v1::JobStatus s, client.CancelJob(job_id));
+  if (absl::GetFlag(FLAGS_json)) return PrintJson(s);
   std::cout << StatusLine(s) << "\n";
   return absl::OkStatus();
 }
@@ -154,6 +212,10 @@ absl::Status RunWorkers(const std::vector<char*>&) {
   CoordinatorClient client(options);
   LM_ASSIGN_OR_RETURN(v1::ListWorkersResponse workers, client.ListWorkers());
   for (const v1::WorkerStatus& w : workers.workers()) {
+    if (absl::GetFlag(FLAGS_json)) {
+      LM_RETURN_IF_ERROR(PrintJson(w));
+      continue;
+    }
     std::cout << absl::StrFormat("%s %s %s %s %s%s\n", w.info().worker_id(), w.alive() ? "alive" : "lost",
                                  w.info().device(), w.info().collective(), w.info().model(),
                                  w.running().job_id().empty()
