@@ -336,6 +336,9 @@ TEST_F(CoordinatorServerTest, HostileFieldsAreRefusedAndTheServerKeepsServing) {
   negative.set_train_images(-5);
   r = client->Register(negative);
   EXPECT_NE(r.status().message().find("train_images"), std::string::npos) << r.status();
+  v1::WorkerInfo huge_count = Worker("w0");  // found by fuzz_coordinator: an 8 TB data plan
+  huge_count.set_train_images(int64_t{1} << 40);
+  EXPECT_EQ(client->Register(huge_count).status().code(), absl::StatusCode::kInvalidArgument);
   v1::SubmitJobRequest poison = QueuedJob();
   poison.mutable_train()->set_batch_size(4611686018427387904LL);
   poison.mutable_train()->set_grad_accum(4);

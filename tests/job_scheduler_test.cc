@@ -112,6 +112,8 @@ TEST_F(JobSchedulerTest, ShardsAreTheRanksSharesOfTheDataPlan) {
   }
   req.set_epoch(1);
   EXPECT_TRUE(absl::IsInvalidArgument(scheduler_->GetShard(req).status()));
+  req.set_epoch(int64_t{1} << 62);  // found by fuzz_coordinator: overflowed before the check
+  EXPECT_TRUE(absl::IsInvalidArgument(scheduler_->GetShard(req).status()));
   // Only rank 0 of the running attempt may upload, from its own session, a step of the plan.
   EXPECT_TRUE(scheduler_->CheckUploader(t0.task().ref(), "a", s0, 3).ok());
   EXPECT_TRUE(absl::IsFailedPrecondition(scheduler_->CheckUploader(t1.task().ref(), "b", s1, 3)));

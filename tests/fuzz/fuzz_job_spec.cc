@@ -35,30 +35,17 @@ void PlanTraining(const llava::v1::TrainSpec& spec) {
   const int64_t world = spec.world_size();
   const int64_t digits = spec.train_digits() < 0 ? kWorkerTrainImages
                                                  : std::min(spec.train_digits(), kWorkerTrainImages);
-#ifndef LLAVA_FUZZ_KNOWN_CRASHES
-  // Known, reported to the lead, being fixed in common/job_spec.cc: specs that
-  // ResolveTrainSpec accepts but whose plan overflows int64 (UB), so DataPlan's CHECKs
-  // fire or its step count is garbage. (1) batch_size * grad_accum * world_size, the
-  // global batch StartTrain computes; in DataPlan itself (2) num_samples + global_batch
-  // - 1 and (3) steps per epoch * epochs; (4) RankShare's samples * (rank + 1) for a
-  // world_size near 2^63 / 9000.
-  int64_t global = 0, rounded = 0, steps = 0, share = 0;
-  if (__builtin_mul_overflow(spec.batch_size(), spec.grad_accum(), &global) ||
-      __builtin_mul_overflow(global, world, &global) ||
-      __builtin_add_overflow(digits, global - 1, &rounded) ||
-      __builtin_mul_overflow(rounded / global, spec.epochs(), &steps) ||
-      __builtin_mul_overflow(std::min(digits, global), world, &share)) {
-    return;
-  }
-#endif
+  auto global = llava::GlobalBatch(spec, world);
+  if (!global.ok()) return;  // StartTrain fails the job with this reason
   llava::DataPlanConfig config;
   config.num_samples = digits;
-  config.global_batch = spec.batch_size() * spec.grad_accum() * world;
+  config.global_batch = *global;
   config.epochs = spec.epochs();
   config.max_steps = spec.max_steps();
   config.seed = spec.seed();
   config.num_questions = std::max(1, spec.questions_size());
   config.num_answer_templates = std::max(1, spec.answer_templates_size());
+  if (!config.Validate().ok()) return;  // likewise
   const llava::DataPlan plan(config);
   if (plan.total_steps() <= 0) return;
   for (int64_t step : {int64_t{0}, plan.total_steps() - 1}) {

@@ -283,7 +283,7 @@ def job_spec_seeds():
                                "questions": ["What digit is this?", "What is this number?"],
                                "evalDigits": -1, "batchSize": 200, "maxNewTokens": 8,
                                "workers": 2, "maxRestarts": 1}).encode())
-    # Known crashes (reported; skipped unless LLAVA_FUZZ_KNOWN_CRASHES): the global batch
+    # Former crashes, fixed (issue 15): the global batch
     # overflows, the step count overflows.
     put("fuzz_job_spec", "known_global_batch_overflow.json",
         b"\x03" + b'{"batchSize": "4611686018427387904", "gradAccum": 4}')
@@ -377,7 +377,7 @@ def coordinator_seeds():
         ("ListCheckpointsRequest", ""),
     ]
     put("fuzz_coordinator", "eval_job", records(evaluation))
-    # Known crashes (reported; skipped unless LLAVA_FUZZ_KNOWN_CRASHES): a worker's
+    # Former crashes, fixed (issue 15): a worker's
     # train_images of 2^40 (GetShard allocates 8 TB), GetShard's epoch * steps overflow.
     worker = 'device: "cpu" collective: "gloo" hidden_size: 128'
     put("fuzz_coordinator", "known_train_images_2e40", records([
