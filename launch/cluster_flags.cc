@@ -193,7 +193,9 @@ std::string StatusLine(const v1::JobStatus& s) {
   if (s.resumed_from_step() > 0) {
     absl::StrAppend(&line, " attempt ", s.attempt(), " from step ", s.resumed_from_step());
   }
+  if (!s.submitter().empty() && s.submitter() != "local") absl::StrAppend(&line, " by ", s.submitter());
   if (!s.reason().empty()) absl::StrAppend(&line, " (", s.reason(), ")");
+  for (const std::string& q : s.quarantined_checkpoints()) absl::StrAppend(&line, " [quarantined ", q, "]");
   return line;
 }
 

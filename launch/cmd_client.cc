@@ -187,6 +187,15 @@ absl::Status RunCancel(const std::vector<char*>& args) {
   return absl::OkStatus();
 }
 
+absl::Status RunDelete(const std::vector<char*>& args) {
+  LM_ASSIGN_OR_RETURN(std::string job_id, OnlyArg(args, "job id"));
+  LM_ASSIGN_OR_RETURN(ClientOptions options, ClientOptionsFromFlags());
+  CoordinatorClient client(options);
+  LM_RETURN_IF_ERROR(client.DeleteJob(job_id));
+  std::cout << job_id << " deleted\n";
+  return absl::OkStatus();
+}
+
 absl::Status RunFetchCheckpoint(const std::vector<char*>& args) {
   LM_ASSIGN_OR_RETURN(std::string id, OnlyArg(args, "checkpoint id or training job id"));
   LM_ASSIGN_OR_RETURN(ClientOptions options, ClientOptionsFromFlags());

@@ -17,6 +17,7 @@ absl::Status RunStatus(const std::vector<char*>& args);
 absl::Status RunWatch(const std::vector<char*>& args);
 absl::Status RunList(const std::vector<char*>& args);
 absl::Status RunCancel(const std::vector<char*>& args);
+absl::Status RunDelete(const std::vector<char*>& args);
 absl::Status RunFetchCheckpoint(const std::vector<char*>& args);
 absl::Status RunWorkers(const std::vector<char*>& args);
 absl::Status RunHealth(const std::vector<char*>& args);

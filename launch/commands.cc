@@ -53,6 +53,8 @@ const std::vector<Command>& AllCommands() {
        {"launch/cmd_client.cc", "launch/cluster_flags.cc"}, &RunList},
       {"cancel", "cancel a job (cancel JOB_ID [--json])", {"launch/cmd_client.cc", "launch/cluster_flags.cc"},
        &RunCancel},
+      {"delete", "forget a finished job's record (delete JOB_ID); its checkpoints stay",
+       {"launch/cmd_client.cc", "launch/cluster_flags.cc"}, &RunDelete},
       {"fetch-checkpoint", "download a checkpoint (id or training job id), checksum verified",
        {"launch/cmd_client.cc", "launch/cluster_flags.cc"}, &RunFetchCheckpoint},
       {"workers", "list the coordinator's workers (workers [--json])",
