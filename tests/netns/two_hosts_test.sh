@@ -68,9 +68,13 @@ rm -f /tmp/llava-netns-$$.err
 WORK=$(mktemp -d /tmp/llava-netns.XXXXXX)
 PIDS=()
 WATCHDOG_PID=""
+# A signal may land while a wait_for redirects the output: the traps write to the
+# script's own stdout and stderr (fds 3 and 4).
+exec 3>&1 4>&2
 teardown() {
   local rc=$?
   set +e
+  exec 1>&3 2>&4
   if [[ -n $WATCHDOG_PID ]]; then
     pkill -P "$WATCHDOG_PID" sleep 2>/dev/null
     kill "$WATCHDOG_PID" 2>/dev/null
@@ -106,7 +110,7 @@ teardown() {
   exit $rc
 }
 trap teardown EXIT
-trap 'echo "[netns] FAIL: interrupted or over the time limit" >&2; exit 130' INT TERM
+trap 'echo "[netns] FAIL: interrupted or over the time limit" >&4; exit 130' INT TERM
 LIMIT=${LLAVA_NETNS_LIMIT:-330}
 (sleep "$LIMIT" && kill -TERM $$) > /dev/null 2>&1 &
 WATCHDOG_PID=$!
