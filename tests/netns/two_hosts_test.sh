@@ -55,15 +55,9 @@ seconds_after() {
 # --- prerequisites: what the machine cannot do is a skip, what setup installs a failure --
 [[ $(id -u) == 0 ]] || skip "needs root (network namespaces, veth, tc); running as uid $(id -u)"
 command -v ip >/dev/null && command -v tc >/dev/null || fail "ip and tc missing: install iproute2 (scripts/setup.sh)"
-[[ -x $BIN ]] || fail "no binary $BIN (build the llava-mnist target)"
-[[ -f $MODEL/model.safetensors ]] || fail "no demo LM in $MODEL (scripts/setup.sh builds it)"
-[[ -f data/mnist/train-images-idx3-ubyte.gz ]] || fail "no MNIST in data/mnist (scripts/setup.sh)"
-[[ -n $PY ]] || fail "no python3"
-if ! ip netns add "$NS_A" 2> /tmp/llava-netns-$$.err; then
-  why=$(cat /tmp/llava-netns-$$.err); rm -f /tmp/llava-netns-$$.err
+if ! why=$(ip netns add "$NS_A" 2>&1); then
   skip "cannot create a network namespace here (no CAP_SYS_ADMIN/CAP_NET_ADMIN or no netns support): $why"
 fi
-rm -f /tmp/llava-netns-$$.err
 
 WORK=$(mktemp -d /tmp/llava-netns.XXXXXX)
 PIDS=()
@@ -114,6 +108,11 @@ trap 'echo "[netns] FAIL: interrupted or over the time limit" >&4; exit 130' INT
 LIMIT=${LLAVA_NETNS_LIMIT:-330}
 (sleep "$LIMIT" && kill -TERM $$) > /dev/null 2>&1 &
 WATCHDOG_PID=$!
+
+[[ -x $BIN ]] || fail "no binary $BIN (build the llava-mnist target)"
+[[ -f $MODEL/model.safetensors ]] || fail "no demo LM in $MODEL (scripts/setup.sh builds it)"
+[[ -f data/mnist/train-images-idx3-ubyte.gz ]] || fail "no MNIST in data/mnist (scripts/setup.sh)"
+[[ -n $PY ]] || fail "no python3 (scripts/setup.sh)"
 
 # wait_for SECONDS WHAT COMMAND...: polls COMMAND every 0.1 s until it succeeds.
 wait_for() {
