@@ -10,16 +10,17 @@
 #     sch_netem, tests/netns/delay_line.py delays and tbf caps, said plainly): the same
 #     job, the same SHA-256;
 #  3. the same job again on the shaped link; once it has a checkpoint the link goes down
-#     (`ip link set ... down`): the job must go RESTARTING and worker-0 leave its
-#     collective within --collective_timeout_ms; the link comes back, the job resumes from
-#     its checkpoint (attempt 2) and succeeds with the same SHA-256 as the fault-free run.
-# Prints the step times with and without shaping, the time to detect the cut (link down
-# -> RESTARTING) and to resume (link up -> attempt 2 RUNNING). Host A is the usual
-# placement of a coordinator (beside a worker), and one cut then partitions worker-1 from
-# both its peer and the coordinator: it must come back by registering again.
+#     (`ip link set ... down`): the job must go RESTARTING and both ranks' all-reduce fail
+#     within --collective_timeout_ms; the link comes back, the job resumes from its
+#     checkpoint (attempt 2) and succeeds with the same SHA-256 as the fault-free runs.
+# Prints the step and all-reduce times with and without shaping, the time to detect the
+# cut (link down -> RESTARTING) and to resume (link up -> attempt 2 started). Host A is
+# the usual place of a coordinator (beside a worker), and one cut then partitions worker-1
+# from both its peer and the coordinator: it must come back by registering again.
 # Cleans up its namespaces and processes on any exit, bounded by LLAVA_NETNS_LIMIT.
 # Needs root, network namespaces, iproute2 (`ip`, `tc`; scripts/setup.sh), python3, the
-# binary and the demo LM. Not root, or no namespaces: exit 77 (ctest reports it skipped), saying why.
+# binary and the demo LM. Not root, or no namespaces: exit 77 (ctest reports it skipped),
+# saying why; anything else missing is a failure.
 #   LLAVA_BINARY        the llava-mnist binary (default build/bin/llava-mnist)
 #   LLAVA_NETNS_LIMIT   seconds before the whole test gives up and cleans up (default 330,
 #                       under ctest's 360)
@@ -29,7 +30,7 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BIN=$(realpath -m "${LLAVA_BINARY:-build/bin/llava-mnist}")
 MODEL=$ROOT/data/models/demo-lm
-PY=$(command -v /usr/bin/python3 python3 | head -1)
+PY=$(command -v /usr/bin/python3 || command -v python3 || true)
 NS_A=llava-host-a-$$
 NS_B=llava-host-b-$$
 IP_A=10.77.0.1
