@@ -3,7 +3,8 @@
 # pair, the coordinator and worker-0 on host A (10.77.0.1), worker-1 on host B
 # (10.77.0.2). Every process binds and advertises its own host's address: the
 # coordinator listens on 10.77.0.1, each worker's Gloo transport takes its address from
-# the environment as on Kubernetes (POD_IP), and nothing reaches 127.0.0.1.
+# the environment as on Kubernetes (LLAVA_COLLECTIVE_HOST, POD_IP), and nothing listens
+# on a wildcard or loopback address.
 #  1. a training job on the plain link (fault-free): its step times and its checkpoint's
 #     SHA-256 (`fetch-checkpoint`) are the reference;
 #  2. the link shaped, 2 ms each way and 1gbit (`tc netem`; where the kernel has no
@@ -147,14 +148,16 @@ on_a "$BIN" coordinator --listen "$COORD" --state_dir "$WORK/state" --heartbeat_
   --tick_ms 50 --worker_timeout_ms $WORKER_TIMEOUT_MS --restart_wait_ms 60000 \
   --collective_timeout_ms $COLLECTIVE_TIMEOUT_MS > "$WORK/coordinator.log" 2>&1 &
 PIDS+=($!)
-start_worker() {  # NS IP ID
-  ip netns exec "$1" env POD_IP="$2" "$BIN" worker --coordinator "$COORD" --worker_id "$3" \
-    --model "$MODEL" --tokenizer "$MODEL/tokenizer.json" --data_dir "$ROOT/data/mnist" \
-    --device cpu --threads 1 --rpc_timeout_ms 2000 > "$WORK/$3.log" 2>&1 &
+# A worker's Gloo address comes from the environment, as a pod's does: worker-0 is given
+# LLAVA_COLLECTIVE_HOST, worker-1 only POD_IP (the fallback).
+start_worker() {  # NS VAR=IP ID
+  ip netns exec "$1" env -u LLAVA_COLLECTIVE_HOST -u POD_IP "$2" "$BIN" worker --coordinator "$COORD" \
+    --worker_id "$3" --model "$MODEL" --tokenizer "$MODEL/tokenizer.json" \
+    --data_dir "$ROOT/data/mnist" --device cpu --threads 1 --rpc_timeout_ms 2000 > "$WORK/$3.log" 2>&1 &
   PIDS+=($!)
 }
-start_worker "$NS_A" "$IP_A" worker-0
-start_worker "$NS_B" "$IP_B" worker-1
+start_worker "$NS_A" LLAVA_COLLECTIVE_HOST=$IP_A worker-0
+start_worker "$NS_B" POD_IP=$IP_B worker-1
 idle_workers() { [[ $(cli workers | grep -c ' alive .* idle$') == "$1" ]]; }
 wait_for 90 "2 idle workers registered" idle_workers 2
 cli workers
