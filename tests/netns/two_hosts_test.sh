@@ -310,6 +310,8 @@ log "$line"
 # The times, from the processes' own log lines (polling adds a client's start-up).
 DETECT_S=$(seconds_after "$DOWN" "$WORK/coordinator.log" "job $J3 restarting")
 RESUME_S=$(seconds_after "$UP" "$WORK/coordinator.log" "job $J3 attempt 2 started")
+awk -v s="$DETECT_S" -v ms=$COLLECTIVE_TIMEOUT_MS 'BEGIN {exit !(s < ms / 1000 + 3)}' \
+  || fail "$J3 went RESTARTING only $DETECT_S s after the cut"
 # Both ranks' all-reduce failed within the collective timeout (counted from the cut, so
 # plus at most the step in progress, and slack for a loaded machine): neither hangs,
 # worker-1 on the cut-off host included.
