@@ -17,7 +17,7 @@
 # Prints the step and all-reduce times with and without shaping, the time to detect the
 # cut (link down -> RESTARTING) and to resume (link up -> attempt 2 started). Host A is
 # the usual place of a coordinator (beside a worker), and one cut then partitions worker-1
-# from both its peer and the coordinator: it must come back by registering again.
+# from both its peer and the coordinator: the coordinator must see it alive again.
 # Cleans up its namespaces and processes on any exit, bounded by LLAVA_NETNS_LIMIT.
 # Needs root, network namespaces, iproute2 (`ip`, `tc`; scripts/setup.sh), python3, the
 # binary and the demo LM. Not root, or no namespaces: exit 77 (ctest reports it skipped),
