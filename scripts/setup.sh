@@ -30,6 +30,9 @@ APT_PACKAGES=(
 # and catatonit (its pods' pause process) runs the images, debootstrap makes their base,
 # prometheus scrapes the smoke test's pods, python3-grpcio makes its health checks.
 K8S_APT_PACKAGES=(podman runc catatonit debootstrap prometheus python3-grpcio openssl curl)
+# Two hosts in network namespaces (tests/netns): ip and tc make the hosts and shape their
+# link, python3 runs the delay line where the kernel has no netem.
+NETNS_APT_PACKAGES=(iproute2 python3)
 
 log() { echo "[setup] $*" >&2; }
 
@@ -42,7 +45,7 @@ if [[ "${LLAVA_SKIP_APT:-0}" != 1 ]]; then
   # kubectl (kustomize v5 inside) comes with our machines' image (the kubectl package);
   # Debian's own kubernetes-client is 1.20, whose kustomize is too old for k8s/.
   command -v kubectl >/dev/null || missing+=(kubectl)
-  for p in "${APT_PACKAGES[@]}" "${K8S_APT_PACKAGES[@]}"; do
+  for p in "${APT_PACKAGES[@]}" "${K8S_APT_PACKAGES[@]}" "${NETNS_APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if ((${#missing[@]})); then
