@@ -230,7 +230,7 @@ absl::StatusOr<v1::JobStatus> JobScheduler::Submit(const v1::SubmitJobRequest& o
   // The id is spent before the record is written: a failure below never lets a later
   // job take it.
   if (absl::Status s = PersistNextId(job->seq + 1); !s.ok()) {
-    return absl::Status(s.code(), absl::StrCat("SubmitJob: nothing queued: cannot record the next job id: ",
+    return absl::Status(s.code(), absl::StrCat("nothing queued: cannot record the next job id: ",
                                                s.message()));
   }
   ++next_id_;
@@ -248,7 +248,7 @@ absl::StatusOr<v1::JobStatus> JobScheduler::Submit(const v1::SubmitJobRequest& o
   }
   if (absl::Status written = Persist(*job); !written.ok()) {
     return absl::Status(written.code(),
-                        absl::StrCat("SubmitJob: nothing queued: cannot write the job record: ",
+                        absl::StrCat("nothing queued: cannot write the job record: ",
                                      written.message()));
   }
   job->waiting_since = now;
