@@ -327,16 +327,23 @@ std::vector<v1::JobStatus> JobScheduler::List() const {
   return out;
 }
 
-absl::StatusOr<v1::JobStatus> JobScheduler::Cancel(const std::string& job_id, const Caller& caller) {
+absl::StatusOr<JobScheduler::Job*> JobScheduler::FindManaged(const std::string& job_id,
+                                                              const Caller& caller,
+                                                              const char* verb) {
   LM_RETURN_IF_ERROR(CheckId("job_id", job_id));
-  std::lock_guard<std::mutex> lock(mu_);
   Job* job = Find(job_id);
   if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
   if (!caller.MayManage(job->status.submitter())) {
     return absl::PermissionDeniedError(absl::StrCat("job '", job_id, "' was submitted by '",
                                                     job->status.submitter(), "', not by '",
-                                                    caller.name, "' (an admin may cancel it)"));
+                                                    caller.name, "' (an admin may ", verb, " it)"));
   }
+  return job;
+}
+
+absl::StatusOr<v1::JobStatus> JobScheduler::Cancel(const std::string& job_id, const Caller& caller) {
+  std::lock_guard<std::mutex> lock(mu_);
+  LM_ASSIGN_OR_RETURN(Job* job, FindManaged(job_id, caller, "cancel"));
   if (Terminal(*job)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "job '", job_id, "' already ended (", StateName(job->status.state()), ")"));
@@ -350,15 +357,8 @@ absl::StatusOr<v1::JobStatus> JobScheduler::Cancel(const std::string& job_id, co
 }
 
 absl::Status JobScheduler::Delete(const std::string& job_id, const Caller& caller) {
-  LM_RETURN_IF_ERROR(CheckId("job_id", job_id));
   std::lock_guard<std::mutex> lock(mu_);
-  Job* job = Find(job_id);
-  if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
-  if (!caller.MayManage(job->status.submitter())) {
-    return absl::PermissionDeniedError(absl::StrCat("job '", job_id, "' was submitted by '",
-                                                    job->status.submitter(), "', not by '",
-                                                    caller.name, "' (an admin may delete it)"));
-  }
+  LM_ASSIGN_OR_RETURN(Job* job, FindManaged(job_id, caller, "delete"));
   if (!Terminal(*job)) {
     return absl::FailedPreconditionError(absl::StrCat("job '", job_id, "' is ",
                                                       StateName(job->status.state()),

@@ -145,6 +145,9 @@ class JobScheduler {
                            const std::string& session_id) const;
   Job* Find(const std::string& job_id);
   const Job* Find(const std::string& job_id) const;
+  // Under mu_: the job `caller` may `verb` (cancel, delete); NOT_FOUND or
+  // PERMISSION_DENIED naming its submitter.
+  absl::StatusOr<Job*> FindManaged(const std::string& job_id, const Caller& caller, const char* verb);
   std::string RendezvousPrefix(const Job& job) const;
   void SetAside(const std::string& name, const std::string& reason) const;
 

@@ -35,6 +35,20 @@ class Answer : public prometheus::Collectable {
   }
 };
 
+// A TCP connection to 127.0.0.1:port that sends nothing (-1 if it fails).
+int ConnectLoopback(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 TEST(MetricsEndpointTest, ServesTheRegistryAndCollectablesAtScrapeTime) {
   auto endpoint = MetricsEndpoint::Start("127.0.0.1:0");
   ASSERT_TRUE(endpoint.ok()) << endpoint.status();
@@ -67,12 +81,8 @@ TEST(MetricsEndpointTest, AStalledClientDoesNotBlockTheNextScrapeForLong) {
   auto endpoint = MetricsEndpoint::Start("127.0.0.1:0", milliseconds(300));
   ASSERT_TRUE(endpoint.ok()) << endpoint.status();
   // Connects and sends half a request, then says nothing more.
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>((*endpoint)->port()));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const int fd = ConnectLoopback((*endpoint)->port());
+  ASSERT_GE(fd, 0);
   ASSERT_GT(send(fd, "GET /met", 8, MSG_NOSIGNAL), 0);
   const auto start = std::chrono::steady_clock::now();
   testing::HttpReply r = testing::HttpRequest((*endpoint)->port(), "GET", "/metrics");
@@ -90,13 +100,8 @@ TEST(MetricsEndpointTest, IdleConnectionsDoNotDelayAScrape) {
   ASSERT_TRUE(endpoint.ok()) << endpoint.status();
   std::vector<int> idle;
   for (int i = 0; i < 6; ++i) {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>((*endpoint)->port()));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    idle.push_back(fd);
+    idle.push_back(ConnectLoopback((*endpoint)->port()));
+    ASSERT_GE(idle.back(), 0);
   }
   const auto start = std::chrono::steady_clock::now();
   testing::HttpReply r = testing::HttpRequest((*endpoint)->port(), "GET", "/metrics");
