@@ -1,5 +1,6 @@
 #include "coordinator/coordinator_server.h"
 
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <prometheus/registry.h>
@@ -90,8 +91,11 @@ absl::Status CoordinatorServer::Start() {
   rendezvous_service_ = std::make_unique<RendezvousServiceImpl>(c, o);
   checkpoint_service_ = std::make_unique<CheckpointServiceImpl>(c, o);
 
-  // The standard grpc.health.v1 service, for probes.
+  // The standard grpc.health.v1 service, for probes; server reflection, so that grpcurl
+  // and other generic tools find the services without the .proto (behind the same
+  // credentials as every other call).
   grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, options_.security->ServerCredentials(), &port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));

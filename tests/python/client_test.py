@@ -161,6 +161,46 @@ class ClusterTest(unittest.TestCase):
     def cli(self, *args):
         return run_cli(*args, f"--coordinator={self.address}")
 
+    def test_reflection_lists_the_services(self):
+        # grpc.reflection.v1alpha, encoded by hand (Debian ships no reflection stubs):
+        # ServerReflectionRequest{list_services: ""} (field 7), and in the answer
+        # ServerReflectionResponse.list_services_response (6) -> service (1) -> name (1).
+        def fields(data):
+            i = 0
+            while i < len(data):
+                key, i = varint(data, i)
+                if key & 7 == 2:
+                    n, i = varint(data, i)
+                    yield key >> 3, data[i:i + n]
+                    i += n
+                elif key & 7 == 0:
+                    _, i = varint(data, i)
+                else:
+                    raise AssertionError(f"unexpected wire type {key & 7}")
+
+        def varint(data, i):
+            v, shift = 0, 0
+            while True:
+                b = data[i]
+                i += 1
+                v |= (b & 0x7F) << shift
+                shift += 7
+                if b < 0x80:
+                    return v, i
+
+        channel = grpc.insecure_channel(self.address)
+        call = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                     request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        answers = list(call(iter([b"\x3a\x00"]), timeout=10))
+        channel.close()
+        self.assertEqual(len(answers), 1)
+        names = {name.decode() for f, listing in fields(answers[0]) if f == 6
+                 for g, service in fields(listing) if g == 1
+                 for h, name in fields(service) if h == 1}
+        for service in ("llava.v1.JobService", "llava.v1.WorkerService", "llava.v1.RendezvousService",
+                        "llava.v1.CheckpointService", "grpc.health.v1.Health"):
+            self.assertIn(service, names)
+
     def test_errors_carry_the_grpc_code(self):
         with self.assertRaises(RpcError) as e:
             self.client.status("train-999999")
