@@ -72,8 +72,9 @@ def main():
             if len(live) >= 2:
                 break
             time.sleep(0.2)
-        spec = llava_pb2.TrainSpec(world_size=2, batch_size=2, train_digits=2000, max_steps=100000,
-                                   checkpoint_every_steps=20)
+        # Long enough to outlast the measurement; cancelled at the end.
+        spec = llava_pb2.TrainSpec(world_size=2, batch_size=2, train_digits=2000, epochs=1000,
+                                   max_steps=1000000, checkpoint_every_steps=20)
         job = jobs.SubmitJob(llava_pb2.SubmitJobRequest(train=spec), timeout=10).job_id
 
         def step_rate(seconds):
@@ -153,8 +154,10 @@ def main():
             "train_steps_per_s_before": round(base_rate, 2),
             "train_steps_per_s_during": round(rate_during[0], 2),
         }
-        jobs.CancelJob(llava_pb2.CancelJobRequest(job_id=job), timeout=10)
+        state = jobs.GetJob(llava_pb2.GetJobRequest(job_id=job), timeout=10).state
+        summary["train_job_state_after"] = llava_pb2.JobState.Name(state)
         print(json.dumps(summary, indent=1))
+        jobs.CancelJob(llava_pb2.CancelJobRequest(job_id=job), timeout=10)
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(summary, f, indent=1)
