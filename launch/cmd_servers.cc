@@ -2,6 +2,7 @@
 // flags or the environment (LLAVA_LISTEN, LLAVA_STATE_DIR, LLAVA_COORDINATOR,
 // LLAVA_WORKER_ID or HOSTNAME, LLAVA_COLLECTIVE_HOST or POD_IP), stopped by SIGTERM/SIGINT.
 #include <ATen/Parallel.h>
+#include <torch/cuda.h>
 #include <prometheus/registry.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/log.h"
@@ -17,6 +19,9 @@
 #include "common/net/metrics_endpoint.h"
 #include "coordinator/coordinator_server.h"
 #include "launch/cluster_flags.h"
+#include "launch/commands.h"
+#include "launch/process.h"
+#include "launch/worker_supervisor.h"
 #include "launch/cmd_cluster.h"
 #include "launch/flags_common.h"
 #include "launch/signals.h"
@@ -59,6 +64,10 @@ ABSL_FLAG(std::string, collective_host,
           llava::GetEnvOr("LLAVA_COLLECTIVE_HOST", llava::GetEnvOr("POD_IP", "127.0.0.1")),
           "worker: address peers reach this worker's Gloo transport on");
 ABSL_FLAG(int64_t, threads, 0, "worker: CPU threads for libtorch (0: its default)");
+ABSL_FLAG(std::string, gpus, llava::GetEnvOr("LLAVA_GPUS", ""),
+          "worker: ranks of this pod, one worker process per GPU, registered as "
+          "<worker_id>-gpu<i>: all, or N (empty: this process is one worker); with --device cpu "
+          "every rank runs on the CPU");
 ABSL_FLAG(int64_t, coordinator_lost_ms, 0,
           "worker: exit when the coordinator is unreachable this long (0: keep trying)");
 
@@ -102,8 +111,30 @@ absl::Status RunCoordinator(const std::vector<char*>&) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// `worker --gpus`: one worker process per GPU under this one (launch/worker_supervisor.h).
+absl::Status RunWorkerGroup(const std::string& gpus) {
+  SupervisorOptions s;
+  if (gpus == "all") {
+    s.gpus = static_cast<int64_t>(torch::cuda::device_count());
+    if (s.gpus == 0) return absl::FailedPreconditionError("--gpus all: no CUDA device is visible");
+  } else if (!absl::SimpleAtoi(gpus, &s.gpus)) {
+    return absl::InvalidArgumentError(absl::StrCat("--gpus must be all or a number, got '", gpus, "'"));
+  }
+  s.worker_id = absl::GetFlag(FLAGS_worker_id);
+  if (s.worker_id.empty()) s.worker_id = absl::StrCat("worker-", getpid());
+  s.device = absl::GetFlag(FLAGS_device) == "cpu" ? "cpu" : "cuda";
+  s.health_listen = absl::GetFlag(FLAGS_health_listen);
+  s.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  return RunWorkerSupervisor(s, SelfExecutable(), CommandLine(), StopRequested());
+}
+
+}  // namespace
+
 absl::Status RunWorker(const std::vector<char*>&) {
   InstallStopHandlers();
+  if (const std::string gpus = absl::GetFlag(FLAGS_gpus); !gpus.empty()) return RunWorkerGroup(gpus);
   if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(static_cast<int>(absl::GetFlag(FLAGS_threads)));
   WorkerOptions o;
   LM_ASSIGN_OR_RETURN(o.client, ClientOptionsFromFlags());

@@ -67,9 +67,19 @@ const std::vector<Command>& AllCommands() {
   return commands;
 }
 
+namespace {
+std::vector<std::string>& MutableCommandLine() {
+  static std::vector<std::string> line;
+  return line;
+}
+}  // namespace
+
+const std::vector<std::string>& CommandLine() { return MutableCommandLine(); }
+
 int RunCommand(const Command& command, int argc, char** argv) {
   static const Command* current = nullptr;
   current = &command;
+  MutableCommandLine().assign(argv, argv + argc);
   absl::FlagsUsageConfig config;
   config.contains_help_flags = [](absl::string_view file) {
     if (absl::StrContains(file, "launch/flags_common")) return true;

@@ -22,6 +22,10 @@ struct Command {
 
 const std::vector<Command>& AllCommands();
 
+// The command line of the command running now, as given (argv[0] is the command name):
+// what a process that starts copies of itself (a multi-GPU worker) passes on.
+const std::vector<std::string>& CommandLine();
+
 // Parses flags for `command` from argv (argv[0] is the command name) and runs it.
 // Returns the process exit code: 0 on success, 1 on failure, 2 on bad usage.
 int RunCommand(const Command& command, int argc, char** argv);

@@ -17,8 +17,8 @@ namespace llava {
 absl::StatusOr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv,
                                                  const std::string& log_path) {
   if (argv.empty()) return absl::InvalidArgumentError("spawn: empty argv");
-  const int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (log < 0) {
+  const int log = log_path.empty() ? -2 : open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (log == -1) {
     return absl::UnavailableError(absl::StrCat(log_path, ": cannot open: ", std::strerror(errno)));
   }
   std::vector<char*> args;
@@ -27,19 +27,21 @@ absl::StatusOr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>&
   const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) {
-    close(log);
+    if (log >= 0) close(log);
     return absl::UnavailableError(absl::StrCat("fork: ", std::strerror(errno)));
   }
   if (pid == 0) {
     // The child dies with its parent: no orphaned workers if launch is killed.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127);
-    dup2(log, STDOUT_FILENO);
-    dup2(log, STDERR_FILENO);
+    if (log >= 0) {
+      dup2(log, STDOUT_FILENO);
+      dup2(log, STDERR_FILENO);
+    }
     execv(args[0], args.data());
     _exit(127);
   }
-  close(log);
+  if (log >= 0) close(log);
   ChildProcess child;
   child.pid_ = pid;
   child.log_path_ = log_path;

@@ -1,6 +1,7 @@
-// Child processes of `launch` (and of integration tests): spawned with their output in a
-// log file, killed if the parent dies (PR_SET_PDEATHSIG), stopped with SIGTERM then
-// SIGKILL after a grace period. One owner thread per ChildProcess.
+// Child processes of `launch`, of a multi-GPU worker's supervisor and of integration
+// tests: spawned with their output in a log file (or the parent's own stdout and stderr),
+// killed if the parent dies (PR_SET_PDEATHSIG), stopped with SIGTERM then SIGKILL after a
+// grace period. One owner thread per ChildProcess.
 #pragma once
 
 #include <sys/types.h>
@@ -15,7 +16,8 @@ namespace llava {
 
 class ChildProcess {
  public:
-  // argv[0] is the executable's path.
+  // argv[0] is the executable's path. `log_path` empty: the child writes where the parent
+  // does.
   static absl::StatusOr<ChildProcess> Spawn(const std::vector<std::string>& argv,
                                             const std::string& log_path);
   ChildProcess() = default;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs setup (installs, fetches data, builds; each step only if needed), then the whole
-# test suite with ctest, then every fuzz target for LLAVA_FUZZ_SECONDS each (default 20;
-# 0 skips them; scripts/fuzz.sh). Extra arguments go to ctest (e.g. -R tokenizer), and
+# Runs setup (installs, fetches data, builds; each step only if needed), every fuzz target
+# for LLAVA_FUZZ_SECONDS each (default 20; 0 skips them; scripts/fuzz.sh), then the whole
+# test suite with ctest. Extra arguments go to ctest (e.g. -R tokenizer), and
 # then the fuzz targets do not run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,8 @@ scripts/setup.sh
 BUILD_DIR=${LLAVA_BUILD_DIR:-build}
 export LLAVA_FIXTURES=${LLAVA_FIXTURES:-$PWD/../shared/fixtures}
 export LLAVA_TOKENIZER=${LLAVA_TOKENIZER:-$PWD/data/tokenizer/tokenizer.json}
-(cd "$BUILD_DIR" && ctest --output-on-failure -j "${LLAVA_TEST_JOBS:-2}" "$@")
+# The fuzz targets first, so that ctest's summary closes the output.
 if [[ $# == 0 && ${LLAVA_FUZZ_SECONDS:-20} != 0 ]]; then
   scripts/fuzz.sh "${LLAVA_FUZZ_SECONDS:-20}"
 fi
+(cd "$BUILD_DIR" && ctest --output-on-failure -j "${LLAVA_TEST_JOBS:-2}" "$@")

@@ -529,6 +529,44 @@ TEST_F(ClusterTest, FullDiskFailsTheJobOnceAndASubmissionThatCannotBeRecordedQue
   TearDown();  // the processes go before the unmount
 }
 
+// Issue 16, item 1: a pod with several GPUs runs one worker process per GPU under one
+// supervisor (`worker --gpus N`; here on the CPU), each registered as <pod>-gpu<i>, and
+// they train together; SIGTERM to the supervisor makes all of them leave and exit 0.
+TEST_F(ClusterTest, AMultiGpuWorkerRunsOneRankPerGpuAndTheyLeaveTogether) {
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(Timing()));
+  auto pod = ChildProcess::Spawn(
+      {testing::BinaryPath(), "worker", "--gpus=2", "--coordinator=" + address_, "--worker_id=pod-a",
+       "--model=" + DemoLm(), "--tokenizer=" + DemoLm() + "/tokenizer.json",
+       "--data_dir=" + testing::SourceDir() + "/data/mnist", "--device=cpu", "--threads=1",
+       "--rpc_timeout_ms=5000", "--health_listen=127.0.0.1:0"},
+      dir_ + "/pod-a.log");
+  ASSERT_TRUE(pod.ok()) << pod.status();
+  workers_["pod-a"] = std::move(*pod);
+  ASSERT_NO_FATAL_FAILURE(WaitIdleWorkers(2));
+  auto list = client_->ListWorkers();
+  ASSERT_TRUE(list.ok());
+  std::vector<std::string> ids;
+  for (const auto& w : list->workers()) ids.push_back(w.info().worker_id());
+  EXPECT_EQ(ids, (std::vector<std::string>{"pod-a-gpu0", "pod-a-gpu1"}));
+
+  v1::SubmitJobRequest request;
+  *request.mutable_train() = SmallJob();
+  auto job = client_->Submit(request);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(WaitJob(job->job_id(), Ended, 180).state(), v1::JOB_STATE_SUCCEEDED);
+
+  workers_["pod-a"].Signal(SIGTERM);
+  const auto terminated = Steady::now();
+  while (workers_["pod-a"].Running() && SecondsSince(terminated) < 60) {
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  ASSERT_FALSE(workers_["pod-a"].Running()) << "the supervisor ignored SIGTERM; see " << dir_;
+  EXPECT_EQ(workers_["pod-a"].exit_status(), 0) << "see " << dir_ << "/pod-a.log";
+  list = client_->ListWorkers();
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->workers_size(), 0) << "both ranks left the coordinator";
+}
+
 TEST_F(ClusterTest, WithNoWorkerComingBackTheJobFailsClearlyInTime) {
   Timing t;
   t.restart_wait_ms = 2000;
