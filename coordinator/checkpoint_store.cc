@@ -95,15 +95,15 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Put(const std::string& job_i
   info.set_created_unix_ms(absl::ToUnixMillis(absl::Now()));
   {
     // The newest keep_last - 1 others stay beside this one: together within the quota.
-    std::vector<int64_t> sizes;
+    std::vector<int64_t> others;  // the job's other steps, newest first
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& [id, other] : by_id_) {
-      if (other.job_id() == job_id && other.step() != step) sizes.push_back(other.step());
+      if (other.job_id() == job_id && other.step() != step) others.push_back(other.step());
     }
-    std::sort(sizes.rbegin(), sizes.rend());
+    std::sort(others.rbegin(), others.rend());
     int64_t total = info.size_bytes();
-    for (size_t i = 0; i < sizes.size() && static_cast<int64_t>(i) + 1 < options_.keep_last; ++i) {
-      total += by_id_[MakeId(job_id, sizes[i])].size_bytes();
+    for (size_t i = 0; i < others.size() && static_cast<int64_t>(i) + 1 < options_.keep_last; ++i) {
+      total += by_id_[MakeId(job_id, others[i])].size_bytes();
     }
     if (total > options_.max_job_bytes) {
       return absl::ResourceExhaustedError(absl::StrCat(

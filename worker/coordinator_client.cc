@@ -49,6 +49,24 @@ void CoordinatorClient::SetDeadline(grpc::ClientContext* context,
     return response;                                            \
   } while (0)
 
+template <typename Request, typename Response, typename Call, typename Append>
+absl::StatusOr<Response> CoordinatorClient::AllPages(const Call& call, const Append& append,
+                                                     const char* what) const {
+  Response all;
+  Request request;
+  request.set_page_size(1000);
+  do {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    Response page;
+    grpc::Status s = call(&context, request, &page);
+    if (!s.ok()) return FromGrpc(s, what);
+    append(&page, &all);
+    request.set_page_token(page.next_page_token());
+  } while (!request.page_token().empty());
+  return all;
+}
+
 absl::StatusOr<v1::RegisterWorkerResponse> CoordinatorClient::Register(const v1::WorkerInfo& info) {
   v1::RegisterWorkerRequest request;
   *request.mutable_info() = info;
@@ -103,19 +121,14 @@ absl::Status CoordinatorClient::Leave(const std::string& worker_id, const std::s
 }
 
 absl::StatusOr<v1::ListWorkersResponse> CoordinatorClient::ListWorkers() {
-  v1::ListWorkersResponse all;
-  v1::ListWorkersRequest request;
-  request.set_page_size(1000);
-  do {
-    grpc::ClientContext context;
-    SetDeadline(&context);
-    v1::ListWorkersResponse page;
-    grpc::Status s = workers_->ListWorkers(&context, request, &page);
-    if (!s.ok()) return FromGrpc(s, "ListWorkers");
-    for (auto& w : *page.mutable_workers()) *all.add_workers() = std::move(w);
-    request.set_page_token(page.next_page_token());
-  } while (!request.page_token().empty());
-  return all;
+  return AllPages<v1::ListWorkersRequest, v1::ListWorkersResponse>(
+      [this](grpc::ClientContext* c, const v1::ListWorkersRequest& r, v1::ListWorkersResponse* p) {
+        return workers_->ListWorkers(c, r, p);
+      },
+      [](v1::ListWorkersResponse* page, v1::ListWorkersResponse* all) {
+        for (auto& w : *page->mutable_workers()) *all->add_workers() = std::move(w);
+      },
+      "ListWorkers");
 }
 
 absl::Status CoordinatorClient::Set(const std::string& key, const std::string& value) {
@@ -224,19 +237,14 @@ absl::StatusOr<v1::JobStatus> CoordinatorClient::GetJob(const std::string& job_i
 }
 
 absl::StatusOr<v1::ListJobsResponse> CoordinatorClient::ListJobs() {
-  v1::ListJobsResponse all;
-  v1::ListJobsRequest request;
-  request.set_page_size(1000);
-  do {
-    grpc::ClientContext context;
-    SetDeadline(&context);
-    v1::ListJobsResponse page;
-    grpc::Status s = jobs_->ListJobs(&context, request, &page);
-    if (!s.ok()) return FromGrpc(s, "ListJobs");
-    for (auto& j : *page.mutable_jobs()) *all.add_jobs() = std::move(j);
-    request.set_page_token(page.next_page_token());
-  } while (!request.page_token().empty());
-  return all;
+  return AllPages<v1::ListJobsRequest, v1::ListJobsResponse>(
+      [this](grpc::ClientContext* c, const v1::ListJobsRequest& r, v1::ListJobsResponse* p) {
+        return jobs_->ListJobs(c, r, p);
+      },
+      [](v1::ListJobsResponse* page, v1::ListJobsResponse* all) {
+        for (auto& j : *page->mutable_jobs()) *all->add_jobs() = std::move(j);
+      },
+      "ListJobs");
 }
 
 absl::Status CoordinatorClient::DeleteJob(const std::string& job_id) {

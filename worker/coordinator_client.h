@@ -79,6 +79,9 @@ class CoordinatorClient : public RendezvousClient {
  private:
   void SetDeadline(grpc::ClientContext* context, std::chrono::milliseconds extra = {}) const;
   std::pair<std::string, std::string> Session() const;
+  // Every page of a paged list call, appended into one response.
+  template <typename Request, typename Response, typename Call, typename Append>
+  absl::StatusOr<Response> AllPages(const Call& call, const Append& append, const char* what) const;
 
   ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
