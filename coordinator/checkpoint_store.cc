@@ -46,6 +46,7 @@ absl::StatusOr<std::unique_ptr<CheckpointStore>> CheckpointStore::Open(
   LM_RETURN_IF_ERROR(options.Validate());
   LM_RETURN_IF_ERROR(MakeDirs(dir));
   std::unique_ptr<CheckpointStore> store(new CheckpointStore(dir, options));
+  absl::MutexLock lock(&store->mu_);  // no other thread has it yet; the analysis wants it
   for (const std::string& job : ListDir(dir)) {
     if (!IsDirectory(dir + "/" + job)) continue;
     for (const std::string& name : ListDir(dir + "/" + job)) {
@@ -96,7 +97,7 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Put(const std::string& job_i
   {
     // The newest keep_last - 1 others stay beside this one: together within the quota.
     std::vector<int64_t> others;  // the job's other steps, newest first
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     for (const auto& [id, other] : by_id_) {
       if (other.job_id() == job_id && other.step() != step) others.push_back(other.step());
     }
@@ -127,7 +128,7 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Put(const std::string& job_i
     return s;
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     by_id_[info.checkpoint_id()] = info;
   }
   Prune(job_id);
@@ -137,7 +138,7 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Put(const std::string& job_i
 void CheckpointStore::Prune(const std::string& job_id) {
   std::vector<std::string> doomed;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     std::vector<std::pair<int64_t, std::string>> steps;
     for (const auto& [id, info] : by_id_) {
       if (info.job_id() == job_id) steps.emplace_back(info.step(), id);
@@ -159,7 +160,7 @@ void CheckpointStore::Prune(const std::string& job_id) {
 void CheckpointStore::Quarantine(const v1::CheckpointInfo& info, const std::string& why) {
   const std::string id = info.checkpoint_id();
   const std::string note = absl::StrCat(id, ": ", why);
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (by_id_.erase(id) == 0) return;  // another reader got there first
   std::remove((dir_ + "/" + id + ".json").c_str());
   std::rename(PathOf(id).c_str(), (PathOf(id) + kQuarantineSuffix).c_str());
@@ -170,7 +171,7 @@ void CheckpointStore::Quarantine(const v1::CheckpointInfo& info, const std::stri
 }
 
 std::vector<std::string> CheckpointStore::Quarantined(const std::string& job_id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = quarantined_.find(job_id);
   return it == quarantined_.end() ? std::vector<std::string>() : it->second;
 }
@@ -189,7 +190,7 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::FindVerified(const std::stri
 }
 
 absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Find(const std::string& id_or_job) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = by_id_.find(id_or_job);
   if (it != by_id_.end()) return it->second;
   const v1::CheckpointInfo* latest = nullptr;
@@ -227,7 +228,7 @@ absl::StatusOr<std::shared_ptr<const CheckpointStore::Derived>> CheckpointStore:
   constexpr size_t kKept = 4;  // eval jobs read the newest checkpoints; a few suffice
   const std::string key = info.checkpoint_id() + "@" + info.sha256();
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     for (const auto& [k, d] : derived_) {
       if (k == key) return d;
     }
@@ -236,14 +237,14 @@ absl::StatusOr<std::shared_ptr<const CheckpointStore::Derived>> CheckpointStore:
   auto derived = std::make_shared<Derived>();
   LM_ASSIGN_OR_RETURN(derived->bytes, ProjectorOnlyCheckpoint(std::move(bytes), PathOf(info.checkpoint_id())));
   derived->sha256 = Sha256Hex(derived->bytes);
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   derived_.emplace_back(key, derived);
   if (derived_.size() > kKept) derived_.pop_front();
   return std::shared_ptr<const Derived>(derived);
 }
 
 std::vector<v1::CheckpointInfo> CheckpointStore::List(const std::string& job_id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   std::vector<v1::CheckpointInfo> out;
   for (const auto& [id, info] : by_id_) {
     if (job_id.empty() || info.job_id() == job_id) out.push_back(info);

@@ -17,10 +17,11 @@
 #include <deque>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/status/statusor.h"
 #include "protos/llava.pb.h"
 
@@ -79,12 +80,12 @@ class CheckpointStore {
 
   const std::string dir_;
   const CheckpointStoreOptions options_;
-  mutable std::mutex mu_;
-  std::map<std::string, v1::CheckpointInfo> by_id_;  // guarded by mu_
-  std::map<std::string, std::vector<std::string>> quarantined_;  // by job; guarded by mu_
+  mutable absl::Mutex mu_;
+  std::map<std::string, v1::CheckpointInfo> by_id_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::vector<std::string>> quarantined_ ABSL_GUARDED_BY(mu_);  // by job
   // Projector-only files by checkpoint id (with the full file's SHA-256, so that a
-  // replaced checkpoint is derived again), newest last; guarded by mu_.
-  std::deque<std::pair<std::string, std::shared_ptr<const Derived>>> derived_;
+  // replaced checkpoint is derived again), newest last.
+  std::deque<std::pair<std::string, std::shared_ptr<const Derived>>> derived_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace llava

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/eval_report.h"
 #include "common/file_util.h"
 #include "common/job_spec.h"
@@ -95,7 +96,7 @@ void JobScheduler::Changed(Job& job, bool persist) {
     absl::Status s = Persist(job);
     if (!s.ok()) LM_LOG(ERROR) << "job " << job.status.job_id() << ": record not written: " << s;
   }
-  changed_.notify_all();
+  changed_.SignalAll();
 }
 
 absl::Status JobScheduler::Persist(const Job& job) const {
@@ -156,7 +157,7 @@ absl::Status JobScheduler::LoadState() {
     next = std::max(next, job->seq + 1);
     loaded.push_back(std::move(job));
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   const auto now = Clock::now();
   next_id_ = std::max(next_id_, next);
   for (auto& job : loaded) {
@@ -218,7 +219,7 @@ absl::StatusOr<v1::JobStatus> JobScheduler::Submit(const v1::SubmitJobRequest& o
   }
   LM_RETURN_IF_ERROR(ValidateAgainstWorkers(request, now));
 
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (static_cast<int64_t>(jobs_.size()) >= options_.max_jobs) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the coordinator holds ", jobs_.size(), " jobs (its limit); delete finished jobs first"));
@@ -272,7 +273,7 @@ v1::JobStatus JobScheduler::Snapshot(const Job& job) const {
 absl::StatusOr<v1::JobStatus> JobScheduler::Get(const std::string& job_id,
                                                 bool include_history) const {
   LM_RETURN_IF_ERROR(CheckId("job_id", job_id));
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   const Job* job = Find(job_id);
   if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
   v1::JobStatus s = Snapshot(*job);
@@ -281,7 +282,7 @@ absl::StatusOr<v1::JobStatus> JobScheduler::Get(const std::string& job_id,
 }
 
 void JobScheduler::PersistAll() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   for (const auto& [id, job] : jobs_) {
     absl::Status s = Persist(*job);
     if (!s.ok()) LM_LOG(ERROR) << "job " << id << ": record not written: " << s;
@@ -299,7 +300,7 @@ absl::StatusOr<std::vector<v1::JobStatus>> JobScheduler::List(int64_t page_size,
     after = SeqOf(page_token);
     if (after <= 0) return absl::InvalidArgumentError("page_token is not one this coordinator gave");
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   std::vector<v1::JobStatus> out;
   next_page_token->clear();
   for (auto it = order_.upper_bound(after); it != order_.end(); ++it) {
@@ -316,7 +317,7 @@ absl::StatusOr<std::vector<v1::JobStatus>> JobScheduler::List(int64_t page_size,
 }
 
 std::vector<v1::JobStatus> JobScheduler::List() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   std::vector<v1::JobStatus> out;
   for (const auto& [seq, id] : order_) {
     v1::JobStatus s = Find(id)->status;
@@ -342,7 +343,7 @@ absl::StatusOr<JobScheduler::Job*> JobScheduler::FindManaged(const std::string& 
 }
 
 absl::StatusOr<v1::JobStatus> JobScheduler::Cancel(const std::string& job_id, const Caller& caller) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   LM_ASSIGN_OR_RETURN(Job* job, FindManaged(job_id, caller, "cancel"));
   if (Terminal(*job)) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -357,7 +358,7 @@ absl::StatusOr<v1::JobStatus> JobScheduler::Cancel(const std::string& job_id, co
 }
 
 absl::Status JobScheduler::Delete(const std::string& job_id, const Caller& caller) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   LM_ASSIGN_OR_RETURN(Job* job, FindManaged(job_id, caller, "delete"));
   if (!Terminal(*job)) {
     return absl::FailedPreconditionError(absl::StrCat("job '", job_id, "' is ",
@@ -379,14 +380,14 @@ void JobScheduler::Forget(const std::string& job_id) {
   ++job->version;
   order_.erase(job->seq);
   jobs_.erase(job_id);
-  changed_.notify_all();  // watchers of it get NOT_FOUND
+  changed_.SignalAll();  // watchers of it get NOT_FOUND
 }
 
 absl::StatusOr<v1::JobStatus> JobScheduler::WaitForChange(const std::string& job_id,
                                                           int64_t* version,
                                                           Clock::time_point deadline) {
   LM_RETURN_IF_ERROR(CheckId("job_id", job_id));
-  std::unique_lock<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   while (true) {
     if (shutting_down_) return absl::UnavailableError("the coordinator is shutting down");
     const Job* job = Find(job_id);
@@ -397,22 +398,22 @@ absl::StatusOr<v1::JobStatus> JobScheduler::WaitForChange(const std::string& job
       s.clear_history();
       return s;
     }
-    if (changed_.wait_until(lock, deadline) == std::cv_status::timeout) {
+    if (changed_.WaitWithTimeout(&mu_, absl::FromChrono(deadline - Clock::now()))) {
       return absl::DeadlineExceededError("no change");
     }
   }
 }
 
 void JobScheduler::Shutdown() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   shutting_down_ = true;
-  changed_.notify_all();
+  changed_.SignalAll();
 }
 
 void JobScheduler::OnHeartbeat(const v1::HeartbeatRequest& request) {
   const v1::TaskRef& ref = request.running();
   if (ref.job_id().empty()) return;
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   Job* job = Find(ref.job_id());
   if (!CheckMember(job, ref, request.worker_id(), request.session_id()).ok()) return;
   bool changed = false;
@@ -441,7 +442,7 @@ void JobScheduler::OnHeartbeat(const v1::HeartbeatRequest& request) {
 
 absl::Status JobScheduler::OnTaskResult(const v1::TaskResultRequest& request) {
   const v1::TaskRef& ref = request.ref();
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   Job* job = Find(ref.job_id());
   if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", ref.job_id(), "'"));
   if (absl::Status s = CheckMember(job, ref, request.worker_id(), request.session_id()); !s.ok()) {
@@ -512,7 +513,7 @@ void JobScheduler::FinishEval(Job& job) {
 
 absl::StatusOr<v1::Shard> JobScheduler::GetShard(const v1::GetShardRequest& request) const {
   const v1::TaskRef& ref = request.ref();
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   const Job* job = Find(ref.job_id());
   if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", ref.job_id(), "'"));
   if (job->status.kind() != v1::JOB_KIND_TRAIN || job->status.state() != v1::JOB_STATE_RUNNING ||
@@ -565,7 +566,7 @@ absl::Status JobScheduler::CheckMember(const Job* job, const v1::TaskRef& ref,
 
 absl::Status JobScheduler::CheckUploader(const v1::TaskRef& ref, const std::string& worker_id,
                                          const std::string& session_id, int64_t step) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   const Job* job = Find(ref.job_id());
   if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", ref.job_id(), "'"));
   if (job->status.kind() != v1::JOB_KIND_TRAIN || job->status.state() != v1::JOB_STATE_RUNNING ||
@@ -591,7 +592,7 @@ absl::Status JobScheduler::CheckRendezvousAccess(const std::string& key, const s
   if (slash == std::string::npos) {
     return absl::PermissionDeniedError("rendezvous: a key must start with its attempt's prefix");
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   const Job* job = Find(key.substr(0, slash));
   if (job != nullptr && job->status.state() == v1::JOB_STATE_RUNNING &&
       key.compare(0, RendezvousPrefix(*job).size(), RendezvousPrefix(*job)) == 0) {
@@ -605,7 +606,7 @@ absl::Status JobScheduler::CheckRendezvousAccess(const std::string& key, const s
 }
 
 void JobScheduler::OnCheckpointStoreFailed(const v1::TaskRef& ref, const absl::Status& error) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   Job* job = Find(ref.job_id());
   if (job == nullptr || job->status.state() != v1::JOB_STATE_RUNNING ||
       ref.attempt() != job->status.attempt()) {
@@ -616,7 +617,7 @@ void JobScheduler::OnCheckpointStoreFailed(const v1::TaskRef& ref, const absl::S
 }
 
 void JobScheduler::OnCheckpointStored(const v1::CheckpointInfo& info) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   Job* job = Find(info.job_id());
   if (job == nullptr) return;
   if (info.step() >= job->status.latest_checkpoint_step() ||
@@ -628,7 +629,7 @@ void JobScheduler::OnCheckpointStored(const v1::CheckpointInfo& info) {
 }
 
 void JobScheduler::Tick(Clock::time_point now) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   std::vector<std::string> expired;
   for (const auto& [seq, id] : order_) {
     Job& job = *Find(id);

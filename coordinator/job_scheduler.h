@@ -18,13 +18,13 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/status/statusor.h"
 #include "common/data_plan.h"
 #include "common/net/caller.h"
@@ -138,16 +138,17 @@ class JobScheduler {
   void EndAttempt(Job& job, const std::string& reason, bool retryable, Clock::time_point now);
   void ReleaseMembers(Job& job, bool abort);
   void FinishEval(Job& job);
-  void Forget(const std::string& job_id);
+  void Forget(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The running attempt's member (worker_id, session_id) holding `ref`, or an error that
   // names what does not match.
   absl::Status CheckMember(const Job* job, const v1::TaskRef& ref, const std::string& worker_id,
                            const std::string& session_id) const;
-  Job* Find(const std::string& job_id);
-  const Job* Find(const std::string& job_id) const;
+  Job* Find(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  const Job* Find(const std::string& job_id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Under mu_: the job `caller` may `verb` (cancel, delete); NOT_FOUND or
   // PERMISSION_DENIED naming its submitter.
-  absl::StatusOr<Job*> FindManaged(const std::string& job_id, const Caller& caller, const char* verb);
+  absl::StatusOr<Job*> FindManaged(const std::string& job_id, const Caller& caller, const char* verb)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string RendezvousPrefix(const Job& job) const;
   void SetAside(const std::string& name, const std::string& reason) const;
 
@@ -156,12 +157,12 @@ class JobScheduler {
   CheckpointStore* const checkpoints_;
   RendezvousStore* const rendezvous_;
 
-  mutable std::mutex mu_;
-  std::condition_variable changed_;
-  std::map<std::string, std::unique_ptr<Job>> jobs_;  // guarded by mu_
-  std::map<int64_t, std::string> order_;              // seq -> id; guarded by mu_
-  int64_t next_id_ = 1;                               // guarded by mu_
-  bool shutting_down_ = false;                        // guarded by mu_
+  mutable absl::Mutex mu_;
+  absl::CondVar changed_;
+  std::map<std::string, std::unique_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
+  std::map<int64_t, std::string> order_ ABSL_GUARDED_BY(mu_);  // seq -> id
+  int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace llava

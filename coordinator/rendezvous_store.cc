@@ -1,6 +1,7 @@
 #include "coordinator/rendezvous_store.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 
 namespace llava {
 
@@ -33,7 +34,7 @@ absl::Status RendezvousStore::Set(const std::string& key, std::string value) {
                                                    limits_.max_value_bytes));
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (values_.count(key) != 0) {
       return absl::AlreadyExistsError(absl::StrCat("rendezvous: '", key, "' is already set"));
     }
@@ -53,19 +54,19 @@ absl::Status RendezvousStore::Set(const std::string& key, std::string value) {
     Account(key, static_cast<int64_t>(value.size()), +1);
     values_.emplace(key, std::move(value));
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> RendezvousStore::Get(const std::string& key,
                                                  std::chrono::milliseconds wait) {
-  std::unique_lock<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   const auto deadline = std::chrono::steady_clock::now() + wait;
   while (true) {
     if (shut_down_) return absl::UnavailableError("rendezvous: the coordinator is shutting down");
     auto it = values_.find(key);
     if (it != values_.end()) return it->second;
-    if (cv_.wait_until(lock, deadline) == std::cv_status::timeout &&
+    if (cv_.WaitWithTimeout(&mu_, absl::FromChrono(deadline - std::chrono::steady_clock::now())) &&
         values_.count(key) == 0) {
       return absl::DeadlineExceededError(absl::StrCat("rendezvous: '", key, "' not set within ",
                                                       wait.count(), " ms"));
@@ -75,31 +76,31 @@ absl::StatusOr<std::string> RendezvousStore::Get(const std::string& key,
 
 void RendezvousStore::ErasePrefix(const std::string& prefix) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     auto it = values_.lower_bound(prefix);
     while (it != values_.end() && it->first.compare(0, prefix.size(), prefix) == 0) {
       Account(it->first, static_cast<int64_t>(it->second.size()), -1);
       it = values_.erase(it);
     }
   }
-  cv_.notify_all();  // waiters re-check whether their attempt still runs
+  cv_.SignalAll();  // waiters re-check whether their attempt still runs
 }
 
 void RendezvousStore::Shutdown() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     shut_down_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 size_t RendezvousStore::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return values_.size();
 }
 
 int64_t RendezvousStore::bytes() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return total_bytes_;
 }
 

@@ -7,11 +7,11 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <map>
-#include <mutex>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/status/statusor.h"
 
 namespace llava {
@@ -49,15 +49,16 @@ class RendezvousStore {
     int64_t keys = 0;
     int64_t bytes = 0;
   };
-  void Account(const std::string& key, int64_t value_bytes, int sign);  // under mu_
+  void Account(const std::string& key, int64_t value_bytes, int sign)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Limits limits_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<std::string, std::string> values_;  // guarded by mu_
-  std::map<std::string, Usage> scopes_;        // guarded by mu_
-  int64_t total_bytes_ = 0;                    // guarded by mu_
-  bool shut_down_ = false;                     // guarded by mu_
+  mutable absl::Mutex mu_;
+  absl::CondVar cv_;
+  std::map<std::string, std::string> values_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Usage> scopes_ ABSL_GUARDED_BY(mu_);
+  int64_t total_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace llava

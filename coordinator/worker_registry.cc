@@ -5,6 +5,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/job_spec.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
@@ -42,7 +43,7 @@ absl::StatusOr<std::string> WorkerRegistry::Register(const v1::WorkerInfo& info,
                                                      Clock::time_point now) {
   LM_RETURN_IF_ERROR(CheckInfo(info));
   LM_ASSIGN_OR_RETURN(std::string session, NewSessionId());
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = workers_.find(info.worker_id());
   if (it != workers_.end() && Live(it->second, now)) {
     return absl::AlreadyExistsError(absl::StrCat(
@@ -59,7 +60,7 @@ absl::StatusOr<std::string> WorkerRegistry::Register(const v1::WorkerInfo& info,
           absl::StrCat("RegisterWorker: ", max_workers_, " workers are registered (the limit)"));
     }
   }
-  mail_.notify_all();  // a long poll of the replaced session ends (NOT_FOUND)
+  mail_.SignalAll();  // a long poll of the replaced session ends (NOT_FOUND)
   Record& r = workers_[info.worker_id()];
   r = Record();  // a new session starts with an empty mailbox and no reservation
   r.info = info;
@@ -70,14 +71,14 @@ absl::StatusOr<std::string> WorkerRegistry::Register(const v1::WorkerInfo& info,
 }
 
 void WorkerRegistry::Shutdown() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   shut_down_ = true;
-  mail_.notify_all();
+  mail_.SignalAll();
 }
 
 absl::StatusOr<v1::HeartbeatResponse> WorkerRegistry::Heartbeat(
     const v1::HeartbeatRequest& request, Clock::time_point now) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = workers_.find(request.worker_id());
   if (it == workers_.end() || it->second.session_id != request.session_id()) {
     return absl::NotFoundError(absl::StrCat("worker '", request.worker_id(), "' session '",
@@ -104,7 +105,7 @@ void WorkerRegistry::TakeMail(Record& r, v1::HeartbeatResponse* response) {
 absl::StatusOr<v1::HeartbeatResponse> WorkerRegistry::WaitForMail(const std::string& worker_id,
                                                                   const std::string& session_id,
                                                                   Clock::time_point deadline) {
-  std::unique_lock<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   while (true) {
     auto it = workers_.find(worker_id);
     if (it == workers_.end() || it->second.session_id != session_id) {
@@ -120,13 +121,13 @@ absl::StatusOr<v1::HeartbeatResponse> WorkerRegistry::WaitForMail(const std::str
       TakeMail(r, &response);
       return response;
     }
-    mail_.wait_until(lock, deadline);
+    mail_.WaitWithTimeout(&mu_, absl::FromChrono(deadline - Clock::now()));
   }
 }
 
 absl::Status WorkerRegistry::CheckSession(const std::string& worker_id,
                                           const std::string& session_id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = workers_.find(worker_id);
   if (it == workers_.end() || it->second.session_id != session_id) {
     return absl::NotFoundError(absl::StrCat("worker '", worker_id, "' session '", session_id,
@@ -136,7 +137,7 @@ absl::Status WorkerRegistry::CheckSession(const std::string& worker_id,
 }
 
 std::vector<WorkerRegistry::Candidate> WorkerRegistry::Idle(Clock::time_point now) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   std::vector<Candidate> out;
   for (const auto& [id, r] : workers_) {
     if (Live(r, now) && !r.reserved && r.running.job_id().empty() && !r.to_start) {
@@ -148,13 +149,13 @@ std::vector<WorkerRegistry::Candidate> WorkerRegistry::Idle(Clock::time_point no
 
 bool WorkerRegistry::IsLive(const std::string& worker_id, const std::string& session_id,
                             Clock::time_point now) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = workers_.find(worker_id);
   return it != workers_.end() && it->second.session_id == session_id && Live(it->second, now);
 }
 
 int64_t WorkerRegistry::CountLive(const std::string& model, Clock::time_point now) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   int64_t n = 0;
   for (const auto& [id, r] : workers_) {
     if (Live(r, now) && (model.empty() || r.info.model() == model)) ++n;
@@ -164,17 +165,17 @@ int64_t WorkerRegistry::CountLive(const std::string& model, Clock::time_point no
 
 void WorkerRegistry::Assign(const std::string& worker_id, const std::string& session_id,
                             const v1::Task& task) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = workers_.find(worker_id);
   if (it == workers_.end() || it->second.session_id != session_id) return;
   it->second.reserved = true;
   it->second.to_start = task;
-  mail_.notify_all();
+  mail_.SignalAll();
 }
 
 void WorkerRegistry::Release(const std::string& worker_id, const std::string& session_id,
                              const v1::TaskRef& task, bool abort) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = workers_.find(worker_id);
   if (it == workers_.end() || it->second.session_id != session_id) return;
   Record& r = it->second;
@@ -183,14 +184,14 @@ void WorkerRegistry::Release(const std::string& worker_id, const std::string& se
     r.to_start.reset();  // never delivered: nothing to abort
   } else if (abort) {
     r.to_abort.push_back(task);
-    mail_.notify_all();
+    mail_.SignalAll();
   }
   if (SameTask(r.running, task) && !abort) r.running.Clear();
 }
 
 absl::Status WorkerRegistry::Leave(const std::string& worker_id, const std::string& session_id,
                                    const std::string& reason) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = workers_.find(worker_id);
   if (it == workers_.end() || it->second.session_id != session_id) {
     return absl::NotFoundError(absl::StrCat("no session '", session_id, "' of worker '", worker_id, "'"));
@@ -199,13 +200,13 @@ absl::Status WorkerRegistry::Leave(const std::string& worker_id, const std::stri
   constexpr size_t kLeftKept = 256;
   left_.emplace_back(session_id, reason.empty() ? "no reason given" : ForLog(reason, 512));
   if (left_.size() > kLeftKept) left_.pop_front();
-  mail_.notify_all();  // a long poll of this session ends (NOT_FOUND)
+  mail_.SignalAll();  // a long poll of this session ends (NOT_FOUND)
   return absl::OkStatus();
 }
 
 std::string WorkerRegistry::GoneReason(const std::string& worker_id, const std::string& session_id,
                                        Clock::time_point now) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   for (const auto& [session, reason] : left_) {
     if (session == session_id) return absl::StrCat("it left (", reason, ")");
   }
@@ -222,7 +223,7 @@ std::string WorkerRegistry::GoneReason(const std::string& worker_id, const std::
 
 std::vector<v1::WorkerStatus> WorkerRegistry::List(Clock::time_point now, const std::string& after,
                                                    int64_t limit) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   std::vector<v1::WorkerStatus> out;
   for (auto it = after.empty() ? workers_.begin() : workers_.upper_bound(after);
        it != workers_.end() && static_cast<int64_t>(out.size()) < limit; ++it) {

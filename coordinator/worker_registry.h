@@ -7,16 +7,16 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <climits>
 #include <deque>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/status/statusor.h"
 #include "protos/llava.pb.h"
 
@@ -103,12 +103,12 @@ class WorkerRegistry {
   // Takes the record's mailbox into `response`.
   static void TakeMail(Record& r, v1::HeartbeatResponse* response);
 
-  mutable std::mutex mu_;
-  std::condition_variable mail_;           // a mailbox got something
-  std::map<std::string, Record> workers_;  // guarded by mu_
-  // Sessions that left, with their reason; the newest few, for GoneReason. Guarded by mu_.
-  std::deque<std::pair<std::string, std::string>> left_;
-  bool shut_down_ = false;                 // guarded by mu_
+  mutable absl::Mutex mu_;
+  absl::CondVar mail_;           // a mailbox got something
+  std::map<std::string, Record> workers_ ABSL_GUARDED_BY(mu_);
+  // Sessions that left, with their reason; the newest few, for GoneReason.
+  std::deque<std::pair<std::string, std::string>> left_ ABSL_GUARDED_BY(mu_);
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace llava

@@ -74,13 +74,13 @@ absl::StatusOr<v1::RegisterWorkerResponse> CoordinatorClient::Register(const v1:
 }
 
 void CoordinatorClient::SetSession(const std::string& worker_id, const std::string& session_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   worker_id_ = worker_id;
   session_id_ = session_id;
 }
 
 std::pair<std::string, std::string> CoordinatorClient::Session() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return {worker_id_, session_id_};
 }
 

@@ -10,10 +10,11 @@
 #include <chrono>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <utility>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/status/statusor.h"
 #include "common/job_spec.h"
 #include "common/net/security.h"
@@ -89,9 +90,9 @@ class CoordinatorClient : public RendezvousClient {
   std::unique_ptr<v1::WorkerService::Stub> workers_;
   std::unique_ptr<v1::RendezvousService::Stub> rendezvous_;
   std::unique_ptr<v1::CheckpointService::Stub> checkpoints_;
-  mutable std::mutex mu_;
-  std::string worker_id_;   // guarded by mu_
-  std::string session_id_;  // guarded by mu_
+  mutable absl::Mutex mu_;
+  std::string worker_id_ ABSL_GUARDED_BY(mu_);
+  std::string session_id_ ABSL_GUARDED_BY(mu_);
 };
 
 // grpc::Status -> absl::Status with the same code and message.

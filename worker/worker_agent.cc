@@ -6,6 +6,8 @@
 #include <exception>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/job_spec.h"
 #include "common/log.h"
 
@@ -44,7 +46,7 @@ absl::Status WorkerAgent::RegisterOnce() {
   auto reply = client_.Register(info_);
   if (!reply.ok()) return reply.status();
   client_.SetSession(options_.worker_id, reply->session_id());
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   session_id_ = reply->session_id();
   interval_ = std::chrono::milliseconds(std::max<int64_t>(1, reply->heartbeat_interval_ms()));
   // A new session owns no task: whatever ran under the old one is abandoned (the
@@ -69,7 +71,7 @@ void WorkerAgent::StopAndLeave() {
   if (options_.health != nullptr) options_.health->SetReady(false);
   std::string session;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     session = session_id_;
   }
   // Leave before abandoning the task: the coordinator then ends the attempt (aborting the
@@ -81,13 +83,13 @@ void WorkerAgent::StopAndLeave() {
   } else {
     LM_LOG(WARNING) << "worker " << options_.worker_id << ": could not leave: " << s;
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (!running_.job_id().empty()) {
     LM_LOG(INFO) << "job " << running_.job_id() << " attempt " << running_.attempt() << " rank "
                  << running_.rank() << ": abandoning at the next step boundary (worker stopping)";
     AbortLocked();
   }
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 v1::HeartbeatRequest WorkerAgent::MakeHeartbeatLocked(const v1::TaskRef& running) const {
@@ -106,7 +108,7 @@ void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
     std::chrono::milliseconds interval;
     v1::HeartbeatRequest request;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       interval = interval_;
       request = MakeHeartbeatLocked(running_);
       // Long poll: a task or abort arrives as soon as it is queued; the call itself
@@ -116,12 +118,12 @@ void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
     auto reply = client_.Heartbeat(request);
     if (reply.ok()) {
       last_contact = std::chrono::steady_clock::now();
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       // Only what was sent is dropped; steps added meanwhile go with the next beat.
       steps_.erase(steps_.begin(), steps_.begin() + std::min<size_t>(steps_.size(), request.steps_size()));
       if (reply->has_task()) {
         queue_.push_back(reply->task());
-        cv_.notify_all();
+        cv_.SignalAll();
       }
       for (const v1::TaskRef& ref : reply->abort()) {
         if (SameTask(ref, running_)) {
@@ -141,16 +143,17 @@ void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
                       << options_.coordinator_lost_after.count() << " ms; stopping";
         lost_ = true;
         if (options_.health != nullptr) options_.health->SetReady(false);
-        std::lock_guard<std::mutex> lock(mu_);
+        absl::MutexLock lock(&mu_);
         AbortLocked();
-        cv_.notify_all();
+        cv_.SignalAll();
         return;
       }
     }
     if (reply.ok() && !reply->has_task() && reply->abort_size() == 0) continue;  // it waited
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, reply.ok() ? std::chrono::milliseconds(0) : interval,
-                 [&] { return stop->load(); });
+    absl::MutexLock lock(&mu_);
+    const absl::Time until = absl::Now() + absl::FromChrono(reply.ok() ? std::chrono::milliseconds(0) : interval);
+    while (!stop->load() && !cv_.WaitWithDeadline(&mu_, until)) {
+    }
   }
   StopAndLeave();
 }
@@ -191,9 +194,10 @@ absl::Status WorkerAgent::Run(const std::atomic<bool>* stop) {
   while (!stop->load() && !lost_.load()) {
     v1::Task task;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, std::chrono::milliseconds(200),
-                   [&] { return !queue_.empty() || stop->load() || lost_.load(); });
+      absl::MutexLock lock(&mu_);
+      const absl::Time until = absl::Now() + absl::Milliseconds(200);
+      while (queue_.empty() && !stop->load() && !lost_.load() && !cv_.WaitWithDeadline(&mu_, until)) {
+      }
       if (queue_.empty()) continue;
       task = queue_.front();
       queue_.pop_front();
@@ -204,8 +208,8 @@ absl::Status WorkerAgent::Run(const std::atomic<bool>* stop) {
     RunTask(task);
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    cv_.notify_all();
+    absl::MutexLock lock(&mu_);
+    cv_.SignalAll();
   }
   if (heartbeat_.joinable()) heartbeat_.join();
   if (lost_) return absl::UnavailableError("the coordinator was lost");
@@ -221,11 +225,11 @@ void WorkerAgent::RunTask(const v1::Task& task) {
   env.abort = &abort_;
   env.eval_cache = &eval_cache_;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     env.session_id = session_id_;
   }
   env.on_collective = [this](Collective* c) {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     collective_ = c;
     if (c != nullptr && abort_) c->Abort();
   };
@@ -233,11 +237,11 @@ void WorkerAgent::RunTask(const v1::Task& task) {
   env.on_step = [this, rank0](const v1::StepMetrics& m) {
     metrics_.RecordStep(m);
     if (!rank0) return;  // the job's curve is rank 0's
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     steps_.push_back(m);
   };
   env.on_eval_progress = [this](int64_t done) {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     metrics_.AddEvalAnswers(done - eval_done_);
     eval_done_ = done;
   };
@@ -257,13 +261,13 @@ void WorkerAgent::RunTask(const v1::Task& task) {
                     << " task ended: " << outcome.status;
   }
   if (leaving_.load()) {  // the session is gone: nobody takes a result
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     running_.Clear();
     return;
   }
   v1::TaskResultRequest result;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     result.set_session_id(session_id_);
   }
   result.set_worker_id(options_.worker_id);
@@ -277,16 +281,16 @@ void WorkerAgent::RunTask(const v1::Task& task) {
   // curve is complete when it ends.
   v1::HeartbeatRequest flush;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     flush = MakeHeartbeatLocked(task.ref());
   }
   if (client_.Heartbeat(flush).ok()) {  // never under mu_: the heartbeat thread needs it
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     steps_.erase(steps_.begin(), steps_.begin() + std::min<size_t>(steps_.size(), flush.steps_size()));
   }
   absl::Status s = client_.ReportTaskResult(result);
   if (!s.ok()) LM_LOG(WARNING) << "worker " << options_.worker_id << ": result not taken: " << s;
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   running_.Clear();
   abort_ = false;
 }

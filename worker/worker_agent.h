@@ -8,13 +8,13 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <deque>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/status/status.h"
 #include "common/net/health_server.h"
 #include "protos/llava.pb.h"
@@ -56,11 +56,12 @@ class WorkerAgent {
   void HeartbeatLoop(const std::atomic<bool>* stop);
   // Leaves the coordinator, then has the running task abandon at its next step boundary.
   void StopAndLeave();
-  void AbortLocked();
+  void AbortLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RegisterOnce();
   void RunTask(const v1::Task& task);
   // A heartbeat carrying what is pending (under mu_); `running` the task to report.
-  v1::HeartbeatRequest MakeHeartbeatLocked(const v1::TaskRef& running) const;
+  v1::HeartbeatRequest MakeHeartbeatLocked(const v1::TaskRef& running) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   WorkerOptions options_;
   WorkerResources resources_;
@@ -69,15 +70,15 @@ class WorkerAgent {
   std::shared_ptr<prometheus::Registry> metrics_registry_;
   WorkerMetrics metrics_;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::string session_id_;                  // guarded by mu_
-  std::chrono::milliseconds interval_{1000};  // guarded by mu_
-  std::deque<v1::Task> queue_;              // guarded by mu_
-  v1::TaskRef running_;                     // guarded by mu_
-  std::vector<v1::StepMetrics> steps_;      // guarded by mu_: not yet sent
-  int64_t eval_done_ = 0;                   // guarded by mu_
-  Collective* collective_ = nullptr;        // guarded by mu_
+  absl::Mutex mu_;
+  absl::CondVar cv_;
+  std::string session_id_ ABSL_GUARDED_BY(mu_);
+  std::chrono::milliseconds interval_ ABSL_GUARDED_BY(mu_){1000};
+  std::deque<v1::Task> queue_ ABSL_GUARDED_BY(mu_);
+  v1::TaskRef running_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::StepMetrics> steps_ ABSL_GUARDED_BY(mu_);  // not yet sent
+  int64_t eval_done_ ABSL_GUARDED_BY(mu_) = 0;
+  Collective* collective_ ABSL_GUARDED_BY(mu_) = nullptr;
   EvalCheckpointCache eval_cache_;          // the task thread's only
   std::atomic<bool> abort_{false};
   std::atomic<bool> lost_{false};

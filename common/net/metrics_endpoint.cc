@@ -80,14 +80,14 @@ MetricsEndpoint::~MetricsEndpoint() {
 }
 
 void MetricsEndpoint::Add(const std::shared_ptr<prometheus::Collectable>& collectable) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   collectables_.push_back(collectable);
 }
 
 std::string MetricsEndpoint::Render() const {
   std::vector<prometheus::MetricFamily> families;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     for (const auto& weak : collectables_) {
       if (auto c = weak.lock()) {
         for (auto& f : c->Collect()) families.push_back(std::move(f));

@@ -10,11 +10,12 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/status/statusor.h"
 
 #include "common/net/metric_family.h"
@@ -39,8 +40,8 @@ class MetricsEndpoint {
   void Serve();
   void Answer(int fd, const std::string& request) const;
 
-  mutable std::mutex mu_;
-  std::vector<std::weak_ptr<prometheus::Collectable>> collectables_;  // guarded by mu_
+  mutable absl::Mutex mu_;
+  std::vector<std::weak_ptr<prometheus::Collectable>> collectables_ ABSL_GUARDED_BY(mu_);
   std::chrono::milliseconds io_timeout_{5000};
   int listen_fd_ = -1;
   int port_ = 0;
