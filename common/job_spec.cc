@@ -82,6 +82,7 @@ void FillTrainDefaults(v1::TrainSpec* s) {
   if (!s->has_seed()) s->set_seed(0);
   if (s->prompt_style().empty()) s->set_prompt_style("experiment");
   if (!s->has_world_size()) s->set_world_size(1);
+  if (!s->has_min_world_size()) s->set_min_world_size(s->world_size());
   if (!s->has_checkpoint_every_steps()) s->set_checkpoint_every_steps(0);
   if (!s->has_max_restarts()) s->set_max_restarts(3);
 }
@@ -98,6 +99,7 @@ absl::Status CheckTrainBounds(const v1::TrainSpec& s) {
   LM_RETURN_IF_ERROR(CheckRange("train.batch_size", s.batch_size(), 1, L::kMaxBatch));
   LM_RETURN_IF_ERROR(CheckRange("train.grad_accum", s.grad_accum(), 1, L::kMaxGradAccum));
   LM_RETURN_IF_ERROR(CheckRange("train.world_size", s.world_size(), 1, L::kMaxWorldSize));
+  LM_RETURN_IF_ERROR(CheckRange("train.min_world_size", s.min_world_size(), 1, s.world_size()));
   LM_RETURN_IF_ERROR(CheckRange("train.epochs", s.epochs(), 1, L::kMaxEpochs));
   LM_RETURN_IF_ERROR(CheckRange("train.image_tokens", s.image_tokens(), 1, L::kMaxImageTokens));
   LM_RETURN_IF_ERROR(

@@ -376,7 +376,7 @@ grpc::Status CheckpointServiceImpl::UploadCheckpoint(grpc::ServerContext* contex
     }
     return ToGrpc(info.status());
   }
-  c_.scheduler->OnCheckpointStored(*info);
+  c_.scheduler->OnCheckpointStored(*info, Clock::now());
   c_.metrics->RecordCheckpoint("upload", static_cast<int64_t>(bytes.size()), SecondsSince(start));
   LM_LOG(INFO) << "checkpoint " << info->checkpoint_id() << " stored (" << bytes.size() << " bytes)";
   *response = *info;

@@ -29,6 +29,14 @@ std::string CounterPath(const std::string& state_dir) { return state_dir + "/nex
 
 constexpr int64_t kDefaultPageSize = 100;
 constexpr int64_t kMaxPageSize = 1000;
+// Attempts listed in a job's status: enough for any history worth reading, bounded for a
+// job that keeps regrouping.
+constexpr int kMaxAttemptsShown = 64;
+
+// A record written before min_world_size existed: not elastic.
+int64_t MinWorldSize(const v1::TrainSpec& spec) {
+  return spec.has_min_world_size() ? spec.min_world_size() : spec.world_size();
+}
 
 // "train-000042" -> 42; -1 when the id is not of the scheduler's form.
 int64_t SeqOf(const std::string& id) {
@@ -167,6 +175,10 @@ absl::Status JobScheduler::LoadState() {
       // last checkpoint.
       job->status.set_state(v1::JOB_STATE_RESTARTING);
       job->status.set_reason("the coordinator restarted");
+      if (job->status.attempts_size() > 0) {
+        v1::Attempt* last = job->status.mutable_attempts(job->status.attempts_size() - 1);
+        if (last->ended().empty()) last->set_ended("the coordinator restarted");
+      }
       job->status.clear_worker_ids();
     }
     job->waiting_since = now;
@@ -616,7 +628,7 @@ void JobScheduler::OnCheckpointStoreFailed(const v1::TaskRef& ref, const absl::S
              /*retryable=*/false, Clock::now());
 }
 
-void JobScheduler::OnCheckpointStored(const v1::CheckpointInfo& info) {
+void JobScheduler::OnCheckpointStored(const v1::CheckpointInfo& info, Clock::time_point now) {
   absl::MutexLock lock(&mu_);
   Job* job = Find(info.job_id());
   if (job == nullptr) return;
@@ -626,6 +638,32 @@ void JobScheduler::OnCheckpointStored(const v1::CheckpointInfo& info) {
     job->status.set_latest_checkpoint_step(info.step());
   }
   Changed(*job, true);
+  if (!info.final()) MaybeGrow(*job, info.step(), now);
+}
+
+void JobScheduler::MaybeGrow(Job& job, int64_t checkpoint_step, Clock::time_point now) {
+  v1::JobStatus& s = job.status;
+  if (s.kind() != v1::JOB_KIND_TRAIN || s.state() != v1::JOB_STATE_RUNNING ||
+      checkpoint_step >= s.total_steps()) {
+    return;
+  }
+  const int64_t ranks = static_cast<int64_t>(job.members.size());
+  const int64_t idle = static_cast<int64_t>(IdleFor(job, now).size());
+  if (ranks >= s.train().world_size() || idle == 0) return;
+  // The attempt ends here, at a step every rank can resume from, without counting as a
+  // restart: nothing failed.
+  const std::string reason = absl::StrCat("regrouped at the checkpoint of step ", checkpoint_step,
+                                          " to grow: ", idle, " more worker(s) idle");
+  ReleaseMembers(job, /*abort=*/true);
+  if (s.attempts_size() > 0) s.mutable_attempts(s.attempts_size() - 1)->set_ended(reason);
+  s.set_state(v1::JOB_STATE_RESTARTING);
+  s.set_reason(absl::StrCat("attempt ", s.attempt(), " ", reason));
+  job.grow_from = ranks;
+  job.grow_to = std::min(s.train().world_size(), ranks + idle);
+  job.waiting_since = now;
+  LM_LOG(INFO) << "job " << s.job_id() << ": " << s.reason();
+  Changed(job, true);
+  TryStart(job, now);
 }
 
 void JobScheduler::Tick(Clock::time_point now) {
@@ -656,9 +694,13 @@ void JobScheduler::Tick(Clock::time_point now) {
     if (job.status.state() == v1::JOB_STATE_RESTARTING &&
         now - job.waiting_since > options_.restart_wait) {
       job.status.set_state(v1::JOB_STATE_FAILED);
+      const bool elastic = job.status.kind() == v1::JOB_KIND_TRAIN &&
+                           MinWorldSize(job.status.train()) < job.status.train().world_size();
       job.status.set_reason(absl::StrCat(
           job.status.reason(), "; not enough workers came back within ",
-          options_.restart_wait.count(), " ms"));
+          options_.restart_wait.count(), " ms",
+          elastic ? absl::StrCat(" (min_world_size ", MinWorldSize(job.status.train()), ")")
+                  : std::string()));
       LM_LOG(WARNING) << "job " << id << " failed: " << job.status.reason();
       Changed(job, true);
     }
@@ -677,18 +719,53 @@ void JobScheduler::Fail(Job& job, const std::string& reason) {
   Changed(job, true);
 }
 
-void JobScheduler::TryStart(Job& job, Clock::time_point now) {
+std::vector<WorkerRegistry::Candidate> JobScheduler::IdleFor(const Job& job,
+                                                             Clock::time_point now) const {
   const bool train = job.status.kind() == v1::JOB_KIND_TRAIN;
   const std::string& model = train ? job.status.train().model() : job.status.eval().model();
   std::vector<WorkerRegistry::Candidate> idle;
   for (auto& c : registry_->Idle(now)) {
     if (ModelMatches(model, c.info)) idle.push_back(std::move(c));
   }
+  return idle;
+}
+
+std::vector<WorkerRegistry::Candidate> JobScheduler::TrainGroup(
+    const Job& job, std::vector<WorkerRegistry::Candidate> idle, Clock::time_point now,
+    std::string* why) const {
+  const v1::JobStatus& s = job.status;
+  const int64_t world = s.train().world_size();
+  const int64_t n = std::min<int64_t>(world, static_cast<int64_t>(idle.size()));
+  const bool waited = s.state() == v1::JOB_STATE_RESTARTING && now - job.waiting_since >= options_.restart_wait;
+  if (n < world && !(job.grow_to > 0 && n >= job.grow_to) &&
+      !(waited && n >= MinWorldSize(s.train()))) {
+    return {};
+  }
+  idle.resize(n);
+  if (s.attempt() == 0) {
+    *why = "submitted";
+  } else if (job.grow_from > 0 && n > job.grow_from) {
+    *why = absl::StrCat("grew from ", job.grow_from, " to ", n, " ranks at the checkpoint of step ",
+                        s.latest_checkpoint_step(),
+                        n < world ? absl::StrCat(" (world_size ", world, ")") : std::string());
+  } else if (n < world) {
+    *why = absl::StrCat("shrunk to ", n, " of ", world, " ranks (min_world_size ",
+                        MinWorldSize(s.train()), "), none other idle within restart_wait; restart: ",
+                        s.reason());
+  } else {
+    *why = absl::StrCat("restart: ", s.reason());
+  }
+  return idle;
+}
+
+void JobScheduler::TryStart(Job& job, Clock::time_point now) {
+  const bool train = job.status.kind() == v1::JOB_KIND_TRAIN;
+  std::vector<WorkerRegistry::Candidate> idle = IdleFor(job, now);
   if (train) {
-    const int64_t world = job.status.train().world_size();
-    if (static_cast<int64_t>(idle.size()) < world) return;
-    idle.resize(world);
-    StartTrain(job, std::move(idle));
+    std::string why;
+    std::vector<WorkerRegistry::Candidate> group = TrainGroup(job, std::move(idle), now, &why);
+    if (group.empty()) return;
+    StartTrain(job, std::move(group), why);
   } else {
     const int64_t wanted = job.status.eval().workers();
     if (idle.empty() || static_cast<int64_t>(idle.size()) < wanted) return;
@@ -697,7 +774,21 @@ void JobScheduler::TryStart(Job& job, Clock::time_point now) {
   }
 }
 
-void JobScheduler::StartTrain(Job& job, std::vector<WorkerRegistry::Candidate> group) {
+void JobScheduler::RecordAttempt(Job& job, int64_t world, const std::string& why) {
+  v1::JobStatus& s = job.status;
+  v1::Attempt* a = s.add_attempts();
+  a->set_attempt(s.attempt());
+  a->set_world_size(world);
+  a->set_from_step(s.resumed_from_step());
+  a->set_why(ForLog(why, 2048));
+  a->set_started_unix_ms(absl::ToUnixMillis(absl::Now()));
+  if (s.attempts_size() > kMaxAttemptsShown) {
+    s.mutable_attempts()->DeleteSubrange(0, s.attempts_size() - kMaxAttemptsShown);
+  }
+}
+
+void JobScheduler::StartTrain(Job& job, std::vector<WorkerRegistry::Candidate> group,
+                              const std::string& why) {
   v1::JobStatus& s = job.status;
   v1::TrainSpec spec = s.train();
   int64_t images = group[0].info.train_images();
@@ -711,7 +802,9 @@ void JobScheduler::StartTrain(Job& job, std::vector<WorkerRegistry::Candidate> g
   const int64_t world = static_cast<int64_t>(group.size());
   DataPlanConfig plan;
   plan.num_samples = digits;
-  auto global_batch = GlobalBatch(spec, world);
+  // From the spec's world_size, not the group's: an elastic job's smaller group keeps the
+  // global batch and so the data order.
+  auto global_batch = GlobalBatch(spec, spec.world_size());
   plan.global_batch = global_batch.ok() ? *global_batch : 0;
   plan.epochs = spec.epochs();
   plan.max_steps = spec.max_steps();
@@ -748,8 +841,11 @@ void JobScheduler::StartTrain(Job& job, std::vector<WorkerRegistry::Candidate> g
     job.members.push_back({c.worker_id, c.session_id});
     s.add_worker_ids(c.worker_id);
   }
+  RecordAttempt(job, world, why);
+  job.grow_from = job.grow_to = 0;
   LM_LOG(INFO) << "job " << s.job_id() << " attempt " << s.attempt() << " started on " << world
-               << " workers, " << s.total_steps() << " steps, from step " << s.step();
+               << " of " << spec.world_size() << " workers, " << s.total_steps()
+               << " steps, from step " << s.step() << " (" << why << ")";
   Changed(job, true);
 }
 
@@ -797,6 +893,7 @@ void JobScheduler::StartEval(Job& job, std::vector<WorkerRegistry::Candidate> gr
     job.members.push_back({group[rank].worker_id, group[rank].session_id});
     s.add_worker_ids(group[rank].worker_id);
   }
+  RecordAttempt(job, k, s.attempt() == 1 ? std::string("submitted") : absl::StrCat("restart: ", s.reason()));
   LM_LOG(INFO) << "job " << s.job_id() << " attempt " << s.attempt() << ": " << n
                << " test digits over " << k << " workers";
   Changed(job, true);
@@ -821,6 +918,7 @@ void JobScheduler::EndAttempt(Job& job, const std::string& reason, bool retryabl
                               Clock::time_point now) {
   ReleaseMembers(job, /*abort=*/true);
   v1::JobStatus& s = job.status;
+  if (s.attempts_size() > 0) s.mutable_attempts(s.attempts_size() - 1)->set_ended(ForLog(reason, 2048));
   const int64_t max_restarts =
       s.kind() == v1::JOB_KIND_TRAIN ? s.train().max_restarts() : s.eval().max_restarts();
   if (retryable && s.restarts() < max_restarts) {

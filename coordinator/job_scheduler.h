@@ -90,7 +90,9 @@ class JobScheduler {
   // OK only for a key of a running attempt in which the session holds a rank.
   absl::Status CheckRendezvousAccess(const std::string& key, const std::string& worker_id,
                                      const std::string& session_id) const;
-  void OnCheckpointStored(const v1::CheckpointInfo& info);
+  // Records the job's newest checkpoint; an elastic job below its world_size regroups
+  // there when workers are idle.
+  void OnCheckpointStored(const v1::CheckpointInfo& info, Clock::time_point now);
   // The coordinator could not store the attempt's checkpoint (disk full, I/O error): the
   // attempt ends and the job fails, since a restart would redo the same steps into the
   // same failure.
@@ -120,6 +122,10 @@ class JobScheduler {
     Clock::time_point waiting_since;
     Clock::time_point finished_at;
     int64_t version = 0;
+    // An elastic job regrouping at a checkpoint to grow: the ranks it had, and the ranks
+    // the idle workers then allowed (0: not growing).
+    int64_t grow_from = 0;
+    int64_t grow_to = 0;
   };
 
   bool Terminal(const Job& job) const;
@@ -130,8 +136,19 @@ class JobScheduler {
   absl::Status ValidateAgainstWorkers(const v1::SubmitJobRequest& request,
                                       Clock::time_point now) const;
   void TryStart(Job& job, Clock::time_point now);
-  void StartTrain(Job& job, std::vector<WorkerRegistry::Candidate> group);
+  // The group a training job starts its next attempt on now (at most its world_size;
+  // fewer for an elastic job that waited restart_wait), and why; an empty group: not yet.
+  std::vector<WorkerRegistry::Candidate> TrainGroup(const Job& job,
+                                                    std::vector<WorkerRegistry::Candidate> idle,
+                                                    Clock::time_point now, std::string* why) const;
+  void StartTrain(Job& job, std::vector<WorkerRegistry::Candidate> group, const std::string& why);
   void StartEval(Job& job, std::vector<WorkerRegistry::Candidate> group);
+  // Appends the attempt just started to status.attempts (the newest kMaxAttemptsShown).
+  void RecordAttempt(Job& job, int64_t world, const std::string& why);
+  // An elastic job below its world_size regroups at a checkpoint when workers are idle.
+  void MaybeGrow(Job& job, int64_t checkpoint_step, Clock::time_point now);
+  // Idle live workers that have the job's model.
+  std::vector<WorkerRegistry::Candidate> IdleFor(const Job& job, Clock::time_point now) const;
   void Fail(Job& job, const std::string& reason);
   // Ends the current attempt: aborts the other members, clears the rendezvous, then
   // restarts (RESTARTING) or fails the job.

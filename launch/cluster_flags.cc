@@ -18,6 +18,9 @@ ABSL_FLAG(int64_t, rpc_timeout_ms, 10000, "deadline of each gRPC call (long poll
 ABSL_FLAG(int64_t, max_message_bytes, 8 << 20, "largest gRPC message sent or received");
 ABSL_FLAG(std::string, job_json, "", "submit: a JSON file of TrainSpec/EvalSpec fields (flags given win)");
 ABSL_FLAG(int64_t, world_size, 1, "submit train: ranks (one worker each)");
+ABSL_FLAG(int64_t, min_world_size, 0,
+          "submit train: elastic training, the fewest ranks the job goes on with after losing "
+          "a worker (default: world_size, not elastic)");
 ABSL_FLAG(int64_t, max_restarts, 3, "submit/launch: restarts from the last checkpoint after a failure");
 ABSL_FLAG(int64_t, eval_workers, 0, "submit eval: workers to split over (0: every idle one)");
 ABSL_FLAG(std::string, job_model, "", "submit: only run on workers that loaded this model spec");
@@ -149,6 +152,7 @@ absl::StatusOr<v1::TrainSpec> TrainSpecFromFlags(const std::string& base_json) {
   }
   if (Given("prompt_style")) spec.set_prompt_style(absl::GetFlag(FLAGS_prompt_style));
   if (Given("world_size")) spec.set_world_size(absl::GetFlag(FLAGS_world_size));
+  if (Given("min_world_size")) spec.set_min_world_size(absl::GetFlag(FLAGS_min_world_size));
   if (Given("checkpoint_every")) spec.set_checkpoint_every_steps(absl::GetFlag(FLAGS_checkpoint_every));
   if (Given("max_restarts")) spec.set_max_restarts(absl::GetFlag(FLAGS_max_restarts));
   return spec;
@@ -188,6 +192,9 @@ std::string StatusLine(const v1::JobStatus& s) {
   if (s.worker_ids_size() > 0) {
     absl::StrAppend(&line, " workers");
     for (const auto& w : s.worker_ids()) absl::StrAppend(&line, " ", w);
+    if (s.kind() == v1::JOB_KIND_TRAIN && s.worker_ids_size() < s.train().world_size()) {
+      absl::StrAppend(&line, " (", s.worker_ids_size(), " of ", s.train().world_size(), " ranks)");
+    }
   }
   if (s.restarts() > 0) absl::StrAppend(&line, " restarts ", s.restarts());
   if (s.resumed_from_step() > 0) {
@@ -196,6 +203,14 @@ std::string StatusLine(const v1::JobStatus& s) {
   if (!s.submitter().empty() && s.submitter() != "local") absl::StrAppend(&line, " by ", s.submitter());
   if (!s.reason().empty()) absl::StrAppend(&line, " (", s.reason(), ")");
   for (const std::string& q : s.quarantined_checkpoints()) absl::StrAppend(&line, " [quarantined ", q, "]");
+  return line;
+}
+
+std::string AttemptLine(const v1::Attempt& a) {
+  std::string line = absl::StrCat("attempt ", a.attempt(), ": ", a.world_size(), " rank",
+                                  a.world_size() == 1 ? "" : "s", " from step ", a.from_step(), " (",
+                                  a.why(), ")");
+  if (!a.ended().empty()) absl::StrAppend(&line, "; ended: ", a.ended());
   return line;
 }
 

@@ -36,5 +36,7 @@ absl::StatusOr<v1::EvalSpec> EvalSpecFromFlags(const std::string& base_json);
 // One line: "train-000001 RUNNING step 12/63 loss 0.4213 12.3 samples/s", with
 // "restarts N attempt A from step S" once an attempt resumed from a checkpoint.
 std::string StatusLine(const v1::JobStatus& status);
+// "attempt 2: 1 rank from step 10 (shrunk to 1 of 2 ranks ...); ended: ...".
+std::string AttemptLine(const v1::Attempt& attempt);
 
 }  // namespace llava

@@ -144,6 +144,7 @@ absl::Status RunStatus(const std::vector<char*>& args) {
   if (!report_out.empty()) LM_RETURN_IF_ERROR(WriteFileAtomic(report_out, s.eval_report_json()));
   if (absl::GetFlag(FLAGS_json)) return PrintJson(s);  // the history is in it
   PrintFinal(s);
+  for (const v1::Attempt& a : s.attempts()) std::cout << AttemptLine(a) << "\n";
   for (const v1::StepMetrics& m : s.history()) {
     std::cout << absl::StrFormat("step %d epoch %d loss %.5f lr %.3e samples/s %.1f step_ms %.1f allreduce_ms %.2f",
                                  m.step(), m.epoch(), m.loss(), m.lr(), m.samples_per_s(), m.step_ms(),

@@ -475,6 +475,80 @@ TEST_F(ClusterTest, ChaosEveryFaultEndsWithTheFaultFreeProjector) {
   });
 }
 
+// Issue 16 item 4 with real processes: an elastic job (world_size 2, min_world_size 1)
+// loses worker-1 to SIGKILL, goes on alone from its checkpoint after restart_wait, grows
+// back to 2 ranks at the next checkpoint once worker-1 is started again, and ends with the
+// projector of the uninterrupted 2-rank run, within float rounding (the one rank sums the
+// step's gradients in two forward passes where two ranks all-reduce them).
+TEST_F(ClusterTest, AnElasticJobGoesOnWithFewerRanksAndGrowsBackToTheUninterruptedProjector) {
+  Timing t;
+  t.restart_wait_ms = 1500;
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(t));
+  StartWorker("worker-0");
+  StartWorker("worker-1");
+  ASSERT_NO_FATAL_FAILURE(WaitIdleWorkers(2));
+  v1::SubmitJobRequest request;
+  *request.mutable_train() = LongJob();
+  request.mutable_train()->set_max_steps(80);
+  auto reference = client_->Submit(request);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  ASSERT_EQ(WaitJob(reference->job_id(), Ended, 300).state(), v1::JOB_STATE_SUCCEEDED);
+
+  request.mutable_train()->set_min_world_size(1);
+  auto job = client_->Submit(request);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const std::string id = job->job_id();
+  ASSERT_NO_FATAL_FAILURE(WaitRunningWithACheckpoint(id));
+  workers_["worker-1"].Signal(SIGKILL);
+  workers_["worker-1"].Stop(milliseconds(100));
+  const auto killed = Steady::now();
+  v1::JobStatus alone = WaitJob(id, [](const v1::JobStatus& s) {
+    return (s.state() == v1::JOB_STATE_RUNNING && s.attempt() == 2) || Ended(s); }, 120);
+  const double shrink_s = SecondsSince(killed);
+  ASSERT_EQ(alone.state(), v1::JOB_STATE_RUNNING) << alone.ShortDebugString();
+  ASSERT_EQ(alone.worker_ids_size(), 1) << alone.ShortDebugString();
+  EXPECT_EQ(alone.worker_ids(0), "worker-0");
+
+  StartWorker("worker-1");
+  const auto restarted = Steady::now();
+  v1::JobStatus grown = WaitJob(id, [](const v1::JobStatus& s) {
+    return (s.state() == v1::JOB_STATE_RUNNING && s.attempt() == 3) || Ended(s); }, 120);
+  const double grow_s = SecondsSince(restarted);
+  ASSERT_EQ(grown.state(), v1::JOB_STATE_RUNNING) << grown.ShortDebugString();
+  EXPECT_EQ(grown.worker_ids_size(), 2);
+  v1::JobStatus done = WaitJob(id, Ended, 300);
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.ShortDebugString();
+  EXPECT_EQ(done.restarts(), 1);
+  ASSERT_EQ(done.attempts_size(), 3) << done.ShortDebugString();
+  EXPECT_EQ(done.attempts(1).world_size(), 1);
+  EXPECT_NE(done.attempts(1).why().find("shrunk to 1 of 2 ranks"), std::string::npos) << done.attempts(1).why();
+  EXPECT_EQ(done.attempts(2).world_size(), 2);
+  EXPECT_NE(done.attempts(2).why().find("grew from 1 to 2 ranks"), std::string::npos) << done.attempts(2).why();
+  EXPECT_GT(done.attempts(2).from_step(), done.attempts(1).from_step());
+
+  // The projectors agree to float rounding; a changed global batch or data order would
+  // move them by orders of magnitude more.
+  auto want = client_->DownloadCheckpoint(reference->job_id(), /*projector_only=*/true);
+  auto got = client_->DownloadCheckpoint(id, /*projector_only=*/true);
+  ASSERT_TRUE(want.ok() && got.ok());
+  auto a = ParseTrainCheckpoint(std::move(want->bytes), "reference");
+  auto b = ParseTrainCheckpoint(std::move(got->bytes), "elastic");
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_EQ(a->projector_tensors.size(), b->projector_tensors.size());
+  double max_diff = 0, max_abs = 0;
+  for (size_t i = 0; i < a->projector_tensors.size(); ++i) {
+    const at::Tensor& x = a->projector_tensors[i].tensor;
+    const at::Tensor& y = b->projector_tensors[i].tensor;
+    ASSERT_EQ(x.sizes(), y.sizes());
+    max_diff = std::max(max_diff, (x - y).abs().max().item<double>());
+    max_abs = std::max(max_abs, x.abs().max().item<double>());
+  }
+  EXPECT_LE(max_diff, 1e-5 * std::max(max_abs, 1.0));
+  std::cout << "elastic: shrank to 1 rank " << shrink_s << " s after the kill; grew back "
+            << grow_s << " s after worker-1 started (from step " << done.attempts(2).from_step()
+            << "); projector max |diff| " << max_diff << " (max |w| " << max_abs << ")\n";
+}
+
 // Issue 15, finding 3 and the chaos suite, on a real full disk (a small tmpfs; root):
 // the checkpoint that does not fit fails the job at once, saying why, instead of
 // retraining the same steps; a submission that cannot be recorded queues nothing; the

@@ -137,7 +137,7 @@ TEST_F(JobSchedulerTest, LostWorkerRestartsFromTheCheckpointThenFailsWhenNoneIsL
   const std::string bytes = "checkpoint at step 4";
   auto info = checkpoints_->Put(id, 4, false, bytes, Sha256Hex(bytes));
   ASSERT_TRUE(info.ok());
-  scheduler_->OnCheckpointStored(*info);
+  scheduler_->OnCheckpointStored(*info, now_);
 
   // "b" goes silent past the worker timeout; "a" keeps beating.
   v1::TaskRef a_ref;
@@ -172,6 +172,120 @@ TEST_F(JobSchedulerTest, LostWorkerRestartsFromTheCheckpointThenFailsWhenNoneIsL
   status = scheduler_->Get(id, false);
   EXPECT_EQ(status->state(), v1::JOB_STATE_FAILED);
   EXPECT_NE(status->reason().find("max_restarts"), std::string::npos) << status->reason();
+}
+
+// Issue 16 item 4: an elastic job (min_world_size < world_size) that loses a worker waits
+// restart_wait for a replacement, then goes on with the ranks it has, keeping the global
+// batch (the one rank's shard is the whole step of the same plan); when a worker is idle
+// again it regroups at its next checkpoint, without counting a restart. Every attempt is
+// listed with its group and why.
+TEST_F(JobSchedulerTest, AnElasticJobShrinksAfterTheRestartWaitAndGrowsBackAtItsNextCheckpoint) {
+  v1::SubmitJobRequest bad = TrainRequest(2);
+  bad.mutable_train()->set_min_world_size(3);
+  auto refused = scheduler_->Submit(bad, Caller(), now_);
+  ASSERT_TRUE(absl::IsInvalidArgument(refused.status())) << refused.status();
+  EXPECT_NE(refused.status().message().find("train.min_world_size"), std::string::npos) << refused.status();
+
+  const std::string s0 = Register("a"), s1 = Register("b");
+  v1::SubmitJobRequest request = TrainRequest(2);
+  request.mutable_train()->set_min_world_size(1);
+  request.mutable_train()->set_max_restarts(3);
+  auto job = scheduler_->Submit(request, Caller(), now_);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const std::string id = job->job_id();
+  v1::TaskRef a_ref = Beat("a", s0).task().ref();
+  Beat("b", s1);
+  const std::string bytes = "checkpoint at step 4";
+  auto info = checkpoints_->Put(id, 4, false, bytes, Sha256Hex(bytes));
+  ASSERT_TRUE(info.ok());
+  scheduler_->OnCheckpointStored(*info, now_);
+
+  // "b" goes silent; "a" is told to abandon attempt 1 and stops.
+  now_ += milliseconds(1500);
+  Beat("a", s0, a_ref);
+  scheduler_->Tick(now_);
+  ASSERT_EQ(scheduler_->Get(id, false)->state(), v1::JOB_STATE_RESTARTING);
+  ASSERT_EQ(Beat("a", s0, a_ref).abort_size(), 1);
+  Beat("a", s0);
+  // Within restart_wait the job waits for a replacement...
+  now_ += milliseconds(4000);
+  Beat("a", s0);
+  scheduler_->Tick(now_);
+  ASSERT_EQ(scheduler_->Get(id, false)->state(), v1::JOB_STATE_RESTARTING);
+  // ...then goes on alone from its checkpoint, with the same plan.
+  now_ += milliseconds(1001);
+  Beat("a", s0);
+  scheduler_->Tick(now_);
+  auto status = scheduler_->Get(id, false);
+  ASSERT_EQ(status->state(), v1::JOB_STATE_RUNNING) << status->ShortDebugString();
+  EXPECT_EQ(status->attempt(), 2);
+  EXPECT_EQ(status->restarts(), 1);
+  EXPECT_EQ(status->resumed_from_step(), 4);
+  EXPECT_EQ(status->total_steps(), 9);  // the global batch is still 6
+  ASSERT_EQ(status->worker_ids_size(), 1);
+  ASSERT_EQ(status->attempts_size(), 2);
+  EXPECT_EQ(status->attempts(0).world_size(), 2);
+  EXPECT_EQ(status->attempts(0).why(), "submitted");
+  EXPECT_NE(status->attempts(0).ended().find("'b' (rank 1) was lost"), std::string::npos)
+      << status->attempts(0).ShortDebugString();
+  EXPECT_EQ(status->attempts(1).world_size(), 1);
+  EXPECT_EQ(status->attempts(1).from_step(), 4);
+  EXPECT_NE(status->attempts(1).why().find("shrunk to 1 of 2 ranks (min_world_size 1)"), std::string::npos)
+      << status->attempts(1).ShortDebugString();
+  v1::HeartbeatResponse alone = Beat("a", s0);
+  ASSERT_TRUE(alone.has_task());
+  Beat("a", s0, alone.task().ref());  // running it
+  EXPECT_EQ(alone.task().train().world_size(), 1);
+  EXPECT_EQ(alone.task().train().spec().world_size(), 2);
+  v1::GetShardRequest req;
+  *req.mutable_ref() = alone.task().ref();
+  req.set_worker_id("a");
+  req.set_session_id(s0);
+  req.set_epoch(0);
+  auto shard = scheduler_->GetShard(req);
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  DataPlanConfig pc;
+  pc.num_samples = 50;
+  pc.global_batch = 6;
+  pc.seed = 9;
+  DataPlan plan(pc);
+  for (int step = 0; step < 9; ++step) {
+    std::vector<int64_t> expected, got(shard->steps(step).index().begin(), shard->steps(step).index().end());
+    for (const PlannedSample& s : plan.StepSamples(step)) expected.push_back(s.index);
+    EXPECT_EQ(got, expected) << "step " << step;
+  }
+
+  // "b" comes back: nothing changes until the next checkpoint, where the job regroups.
+  const std::string s1b = Register("b");
+  scheduler_->Tick(now_);
+  EXPECT_EQ(scheduler_->Get(id, false)->attempt(), 2);
+  const std::string later = "checkpoint at step 6";
+  auto info6 = checkpoints_->Put(id, 6, false, later, Sha256Hex(later));
+  ASSERT_TRUE(info6.ok());
+  scheduler_->OnCheckpointStored(*info6, now_);
+  status = scheduler_->Get(id, false);
+  ASSERT_EQ(status->state(), v1::JOB_STATE_RESTARTING) << status->ShortDebugString();
+  EXPECT_NE(status->reason().find("regrouped at the checkpoint of step 6 to grow"), std::string::npos)
+      << status->reason();
+  ASSERT_EQ(Beat("a", s0, alone.task().ref()).abort_size(), 1);
+  Beat("a", s0);
+  scheduler_->Tick(now_);  // no restart_wait: the group it regrouped for is idle
+  status = scheduler_->Get(id, false);
+  ASSERT_EQ(status->state(), v1::JOB_STATE_RUNNING) << status->ShortDebugString();
+  EXPECT_EQ(status->attempt(), 3);
+  EXPECT_EQ(status->restarts(), 1);  // growing is not a restart
+  EXPECT_EQ(status->resumed_from_step(), 6);
+  EXPECT_EQ(status->worker_ids_size(), 2);
+  ASSERT_EQ(status->attempts_size(), 3);
+  EXPECT_EQ(status->attempts(2).world_size(), 2);
+  EXPECT_EQ(status->attempts(2).why(), "grew from 1 to 2 ranks at the checkpoint of step 6");
+  EXPECT_NE(status->attempts(1).ended().find("regrouped"), std::string::npos);
+  // The attempts survive a coordinator restart with the record.
+  Make();
+  ASSERT_TRUE(scheduler_->LoadState().ok());
+  status = scheduler_->Get(id, false);
+  ASSERT_EQ(status->attempts_size(), 3);
+  EXPECT_EQ(status->attempts(2).ended(), "the coordinator restarted");
 }
 
 TEST_F(JobSchedulerTest, LongPollHandsOutATaskAsSoonAsItIsQueued) {
@@ -390,7 +504,7 @@ TEST_F(JobSchedulerTest, ACorruptCheckpointIsQuarantinedAndTheJobFallsBack) {
     const std::string bytes = "checkpoint at step " + std::to_string(step);
     auto info = checkpoints_->Put(id, step, false, bytes, Sha256Hex(bytes));
     ASSERT_TRUE(info.ok()) << info.status();
-    scheduler_->OnCheckpointStored(*info);
+    scheduler_->OnCheckpointStored(*info, now_);
   }
   EXPECT_EQ(checkpoints_->List(id).size(), 3u);  // step 2 pruned
   EXPECT_FALSE(checkpoints_->Find(CheckpointStore::MakeId(id, 2)).ok());

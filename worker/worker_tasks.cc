@@ -42,7 +42,10 @@ absl::StatusOr<TrainConfig> TrainConfigFromTask(const v1::TrainTask& t, const Wo
   c.schedule = ScheduleFromSpec(spec);
   c.batch_size = spec.batch_size();
   c.grad_accum = spec.grad_accum();
-  c.world_size = t.world_size();
+  // The spec's world_size, not this attempt's group: it sets the global batch, which an
+  // elastic job keeps on fewer ranks (each rank's share of a step then runs in more
+  // forward passes of batch_size).
+  c.world_size = spec.world_size();
   c.epochs = spec.epochs();
   c.max_steps = spec.max_steps();
   c.train_digits = spec.train_digits();
