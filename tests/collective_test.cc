@@ -40,29 +40,33 @@ CollectiveOptions Options(int64_t rank, int64_t world, std::chrono::milliseconds
   return o;
 }
 
-TEST(CollectiveTest, GlooSumsOverThreeRanks) {
-  ASSERT_TRUE(HaveEngine("gloo"));
+// `world` ranks on threads, each meeting the group and running `body` on it; their statuses.
+std::vector<absl::Status> OnRanks(int world, const std::function<absl::Status(int rank, Collective&)>& body) {
   InMemoryStore store;
-  const int world = 3;
-  std::vector<at::Tensor> results(world);
   std::vector<absl::Status> statuses(world);
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) {
     threads.emplace_back([&, r] {
       auto group = CreateCollective(Options(r, world, std::chrono::seconds(20)), &store);
-      if (!group.ok()) {
-        statuses[r] = group.status();
-        return;
-      }
-      at::Tensor t = at::arange(1000, at::kFloat) * (r + 1);  // [1000]
-      for (int round = 0; round < 3; ++round) {
-        statuses[r] = (*group)->AllReduceSum(t);
-        if (!statuses[r].ok()) return;
-      }
-      results[r] = t;
+      statuses[r] = group.ok() ? body(r, **group) : group.status();
     });
   }
   for (auto& t : threads) t.join();
+  return statuses;
+}
+
+TEST(CollectiveTest, GlooSumsOverThreeRanks) {
+  ASSERT_TRUE(HaveEngine("gloo"));
+  const int world = 3;
+  std::vector<at::Tensor> results(world);
+  std::vector<absl::Status> statuses = OnRanks(world, [&](int r, Collective& group) {
+    at::Tensor t = at::arange(1000, at::kFloat) * (r + 1);  // [1000]
+    for (int round = 0; round < 3; ++round) {
+      if (absl::Status s = group.AllReduceSum(t); !s.ok()) return s;
+    }
+    results[r] = t;
+    return absl::OkStatus();
+  });
   // Three rounds of summing x, 2x, 3x: 6x, then 18x, then 54x.
   const at::Tensor expected = at::arange(1000, at::kFloat) * 54;
   for (int r = 0; r < world; ++r) {
@@ -107,35 +111,61 @@ TEST(CollectiveTest, PeerThatDiesMidRunFailsTheOtherRank) {
   EXPECT_FALSE((*group)->AllReduceSum(t).ok());
 }
 
-// Issue 15, finding 6: a rank whose peer hangs (SIGSTOP: its sockets stay open) leaves a
-// pending all-reduce as soon as it is aborted, not at the group's timeout.
-TEST(CollectiveTest, AbortEndsAPendingAllReduceWhosePeerHangs) {
+// Rank `rank` of 2 runs `op` while its peer, connected, never joins it (hung: its sockets
+// stay open); Abort() comes from another thread 300 ms in. What `op` returned, how long it
+// took, and what a second `op` on the aborted group returns.
+struct AbortOutcome {
+  absl::Status status;
+  double seconds = 0;
+  absl::Status after;
+};
+AbortOutcome AbortWhileThePeerHangs(int64_t rank, const std::function<absl::Status(Collective&)>& op) {
   InMemoryStore store;
   std::atomic<bool> release{false};
-  std::unique_ptr<Collective> hung;
   std::thread peer([&] {
-    auto group = CreateCollective(Options(1, 2, std::chrono::seconds(60)), &store);
-    ASSERT_TRUE(group.ok()) << group.status();
-    hung = std::move(*group);  // connected, then never joins the all-reduce
+    auto group = CreateCollective(Options(1 - rank, 2, std::chrono::seconds(60)), &store);
+    EXPECT_TRUE(group.ok()) << group.status();
     while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   });
-  auto group = CreateCollective(Options(0, 2, std::chrono::seconds(60)), &store);
-  ASSERT_TRUE(group.ok()) << group.status();
-  Collective* rank0 = group->get();
+  auto group = CreateCollective(Options(rank, 2, std::chrono::seconds(60)), &store);
+  if (!group.ok()) {
+    release = true;
+    peer.join();
+    return {group.status(), 0, group.status()};
+  }
+  Collective* waiting = group->get();
   std::thread aborter([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    rank0->Abort();
+    waiting->Abort();
   });
   const auto start = std::chrono::steady_clock::now();
-  at::Tensor t = at::ones({1024});
-  absl::Status s = rank0->AllReduceSum(t);
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  AbortOutcome out;
+  out.status = op(*waiting);
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   aborter.join();
   release = true;
   peer.join();
-  EXPECT_FALSE(s.ok());
-  EXPECT_LT(secs, 10.0) << "the all-reduce waited for its 60 s timeout: " << s;
-  EXPECT_FALSE(rank0->AllReduceSum(t).ok());  // an aborted group refuses further work
+  out.after = op(*waiting);
+  return out;
+}
+
+// Issue 15, finding 6: a rank whose peer hangs (SIGSTOP: its sockets stay open) leaves a
+// pending all-reduce as soon as it is aborted, not at the group's timeout.
+TEST(CollectiveTest, AbortEndsAPendingAllReduceWhosePeerHangs) {
+  at::Tensor t = at::ones({1024});
+  AbortOutcome o = AbortWhileThePeerHangs(0, [&](Collective& c) { return c.AllReduceSum(t); });
+  EXPECT_FALSE(o.status.ok());
+  EXPECT_LT(o.seconds, 10.0) << "the all-reduce waited for its 60 s timeout: " << o.status;
+  EXPECT_FALSE(o.after.ok());  // an aborted group refuses further work
+}
+
+// A receiver whose root never sends leaves the broadcast when it is aborted, likewise.
+TEST(CollectiveTest, AbortEndsAPendingBroadcastWhoseRootHangs) {
+  at::Tensor t = at::zeros({1 << 16}, at::kByte);
+  AbortOutcome o = AbortWhileThePeerHangs(1, [&](Collective& c) { return c.Broadcast(t, 0); });
+  EXPECT_FALSE(o.status.ok());
+  EXPECT_LT(o.seconds, 10.0) << "the broadcast waited for its 60 s timeout: " << o.status;
+  EXPECT_FALSE(o.after.ok());
 }
 
 TEST(CollectiveTest, BadOptionsAndMissingEnginesAreRefused) {
@@ -148,30 +178,17 @@ TEST(CollectiveTest, BadOptionsAndMissingEnginesAreRefused) {
 }
 
 TEST(CollectiveTest, GlooBroadcastCopiesTheRootsBytesToEveryRank) {
-  InMemoryStore store;
   const int world = 3;
   // An odd byte count, then a tensor of another dtype, from two different roots.
   const at::Tensor bytes = (at::arange(1001, at::kInt) % 251).to(at::kByte);
   const at::Tensor longs = at::arange(7, at::kLong) * (int64_t{1} << 40);
   std::vector<at::Tensor> got_bytes(world), got_longs(world);
-  std::vector<absl::Status> statuses(world);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      auto group = CreateCollective(Options(r, world, std::chrono::seconds(20)), &store);
-      if (!group.ok()) {
-        statuses[r] = group.status();
-        return;
-      }
-      at::Tensor b = r == 2 ? bytes.clone() : at::zeros({1001}, at::kByte);
-      at::Tensor l = r == 0 ? longs.clone() : at::zeros({7}, at::kLong);
-      statuses[r] = (*group)->Broadcast(b, 2);
-      if (statuses[r].ok()) statuses[r] = (*group)->Broadcast(l, 0);
-      got_bytes[r] = b;
-      got_longs[r] = l;
-    });
-  }
-  for (auto& t : threads) t.join();
+  std::vector<absl::Status> statuses = OnRanks(world, [&](int r, Collective& group) {
+    got_bytes[r] = r == 2 ? bytes.clone() : at::zeros({1001}, at::kByte);
+    got_longs[r] = r == 0 ? longs.clone() : at::zeros({7}, at::kLong);
+    absl::Status s = group.Broadcast(got_bytes[r], 2);
+    return s.ok() ? group.Broadcast(got_longs[r], 0) : s;
+  });
   for (int r = 0; r < world; ++r) {
     ASSERT_TRUE(statuses[r].ok()) << r << ": " << statuses[r];
     EXPECT_TRUE(at::equal(got_bytes[r], bytes)) << r;
@@ -189,35 +206,6 @@ TEST(CollectiveTest, BroadcastRefusesABadRootOrBuffer) {
   at::Tensor strided = at::zeros({4, 4}, at::kByte).t();
   EXPECT_TRUE(absl::IsInvalidArgument((*group)->Broadcast(strided, 0)));
   EXPECT_TRUE((*group)->Broadcast(t, 0).ok());  // a group of one: nothing to move
-}
-
-// A receiver whose root never sends (hung, its sockets open) leaves the broadcast when it
-// is aborted, not at the timeout.
-TEST(CollectiveTest, AbortEndsAPendingBroadcastWhoseRootHangs) {
-  InMemoryStore store;
-  std::atomic<bool> release{false};
-  std::thread root([&] {
-    auto group = CreateCollective(Options(0, 2, std::chrono::seconds(60)), &store);
-    ASSERT_TRUE(group.ok()) << group.status();
-    while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  });
-  auto group = CreateCollective(Options(1, 2, std::chrono::seconds(60)), &store);
-  ASSERT_TRUE(group.ok()) << group.status();
-  Collective* receiver = group->get();
-  std::thread aborter([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    receiver->Abort();
-  });
-  const auto start = std::chrono::steady_clock::now();
-  at::Tensor t = at::zeros({1 << 16}, at::kByte);
-  absl::Status s = receiver->Broadcast(t, 0);
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  aborter.join();
-  release = true;
-  root.join();
-  EXPECT_FALSE(s.ok());
-  EXPECT_LT(secs, 10.0) << "the broadcast waited for its 60 s timeout: " << s;
-  EXPECT_FALSE(receiver->Broadcast(t, 0).ok());
 }
 
 // ---- ShareProjector: the ranks of an eval attempt, one fetch

@@ -37,6 +37,9 @@ struct EvalCheckpointCache {
   std::string session_id;
   std::string checkpoint_id;
   std::string checkpoint_sha256;  // of the full checkpoint file, as the task named it
+  // The projector-only checkpoint file it was restored from: what this worker sends its
+  // eval group when it is rank 0 and another rank lacks the projector.
+  std::string projector_bytes;
   ProjectorConfig config;
   Projector projector{nullptr};
 };
