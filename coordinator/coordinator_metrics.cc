@@ -84,16 +84,24 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& registry, const Job
     : rpc_(registry),
       checkpoint_bytes_(prometheus::BuildCounter()
                             .Name("llava_checkpoint_bytes_total")
-                            .Help("checkpoint bytes moved, by direction (upload: from rank 0)")
+                            .Help("checkpoint bytes moved, by direction (upload: from rank 0) and "
+                                  "content (full, or projector_only: without the optimizer state)")
                             .Register(registry)),
+      checkpoint_transfers_(prometheus::BuildCounter()
+                                .Name("llava_checkpoint_transfers_total")
+                                .Help("checkpoint transfers completed, by direction and content "
+                                      "(an eval job downloads one projector_only copy per attempt)")
+                                .Register(registry)),
       checkpoint_seconds_(prometheus::BuildHistogram()
                               .Name("llava_checkpoint_seconds")
                               .Help("duration of a checkpoint transfer, storage included")
                               .Register(registry)),
       cluster_(std::make_shared<ClusterCollector>(scheduler, workers)) {}
 
-void CoordinatorMetrics::RecordCheckpoint(const std::string& direction, int64_t bytes, double seconds) {
-  checkpoint_bytes_.Add({{"direction", direction}}).Increment(static_cast<double>(bytes));
+void CoordinatorMetrics::RecordCheckpoint(const std::string& direction, const std::string& content,
+                                          int64_t bytes, double seconds) {
+  checkpoint_bytes_.Add({{"direction", direction}, {"content", content}}).Increment(static_cast<double>(bytes));
+  checkpoint_transfers_.Add({{"direction", direction}, {"content", content}}).Increment();
   static const prometheus::Histogram::BucketBoundaries kBuckets = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
   checkpoint_seconds_.Add({{"direction", direction}}, kBuckets).Observe(seconds);
 }

@@ -24,14 +24,17 @@ class CoordinatorMetrics {
                      const WorkerRegistry* workers);
 
   RpcMetrics& rpc() { return rpc_; }
-  // `direction`: "upload" or "download".
-  void RecordCheckpoint(const std::string& direction, int64_t bytes, double seconds);
+  // `direction`: "upload" or "download"; `content`: "full" or "projector_only" (the
+  // checkpoint without its optimizer state, what eval jobs fetch).
+  void RecordCheckpoint(const std::string& direction, const std::string& content, int64_t bytes,
+                        double seconds);
   // Jobs and workers, read at scrape time.
   const std::shared_ptr<prometheus::Collectable>& cluster() const { return cluster_; }
 
  private:
   RpcMetrics rpc_;
   prometheus::Family<prometheus::Counter>& checkpoint_bytes_;
+  prometheus::Family<prometheus::Counter>& checkpoint_transfers_;
   prometheus::Family<prometheus::Histogram>& checkpoint_seconds_;
   std::shared_ptr<prometheus::Collectable> cluster_;
 };

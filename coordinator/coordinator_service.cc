@@ -377,7 +377,7 @@ grpc::Status CheckpointServiceImpl::UploadCheckpoint(grpc::ServerContext* contex
     return ToGrpc(info.status());
   }
   c_.scheduler->OnCheckpointStored(*info, Clock::now());
-  c_.metrics->RecordCheckpoint("upload", static_cast<int64_t>(bytes.size()), SecondsSince(start));
+  c_.metrics->RecordCheckpoint("upload", "full", static_cast<int64_t>(bytes.size()), SecondsSince(start));
   LM_LOG(INFO) << "checkpoint " << info->checkpoint_id() << " stored (" << bytes.size() << " bytes)";
   *response = *info;
   return grpc::Status::OK;
@@ -427,7 +427,8 @@ grpc::Status CheckpointServiceImpl::DownloadCheckpoint(grpc::ServerContext* cont
     chunk.clear_header();
     if (n == 0) break;
   }
-  c_.metrics->RecordCheckpoint("download", static_cast<int64_t>(n), SecondsSince(start));
+  c_.metrics->RecordCheckpoint("download", request->projector_only() ? "projector_only" : "full",
+                               static_cast<int64_t>(n), SecondsSince(start));
   return grpc::Status::OK;
 }
 

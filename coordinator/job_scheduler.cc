@@ -477,11 +477,11 @@ absl::Status JobScheduler::OnTaskResult(const v1::TaskResultRequest& request) {
       return absl::OkStatus();
     }
   }
+  rendezvous_->ErasePrefix(RendezvousPrefix(*job));
   if (job->status.kind() == v1::JOB_KIND_EVAL) {
     FinishEval(*job);
     return absl::OkStatus();
   }
-  rendezvous_->ErasePrefix(RendezvousPrefix(*job));
   if (job->status.latest_checkpoint_step() != job->status.total_steps()) {
     job->status.set_state(v1::JOB_STATE_FAILED);
     job->status.set_reason(absl::StrCat("the ranks finished but the last checkpoint stored is step ",
@@ -889,6 +889,10 @@ void JobScheduler::StartEval(Job& job, std::vector<WorkerRegistry::Candidate> gr
     t->set_checkpoint_sha256(checkpoint_sha256);
     t->set_begin(begin);
     t->set_end(end);
+    // With k > 1 the ranks meet as a group to share one download of the projector.
+    t->set_world_size(k);
+    t->set_rendezvous_prefix(RendezvousPrefix(job));
+    t->set_collective_timeout_ms(options_.collective_timeout.count());
     registry_->Assign(group[rank].worker_id, group[rank].session_id, task);
     job.members.push_back({group[rank].worker_id, group[rank].session_id});
     s.add_worker_ids(group[rank].worker_id);

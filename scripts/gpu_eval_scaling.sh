@@ -11,7 +11,9 @@
 # in every job of the largest size), so no worker evaluates the checkpoint it evaluated
 # last (its cached projector does not help); the coordinator keeps 4 projector-only copies.
 #   EVAL_DIGITS (1000), EVAL_BATCH (EVAL_DIGITS / the largest size: the same batches at every
-#   size), QUESTIONS ("q1|q2|..."; default: the job's two), ROUNDS (2), NEW_CHECKPOINT (0);
+#   size), QUESTIONS ("q1|q2|..."; default: the job's two), ROUNDS (2), NEW_CHECKPOINT (0),
+#   TRAIN_ARGS (more `submit train` flags, e.g. a larger projector: "--projector mlp2x_gelu
+#   --projector_hidden 4096");
 #   GPUS, NS, BIN, MODEL, DEVICE, OUT: gpu_common.sh
 set -uo pipefail
 # shellcheck source=scripts/gpu_common.sh
@@ -26,10 +28,13 @@ fi
 CKPTS=1; [[ ${NEW_CHECKPOINT:-0} == 1 ]] && CKPTS=$(( ${#SIZES[@]} + 1 ))
 echo "== eval scaling: GPUS=$GPUS sizes $NS, $N digits x $NQ questions, batch $EB, $ROUNDS rounds," \
   "checkpoints in turn: $CKPTS" | tee -a "$OUT/evalscale.txt"
-start_cluster runs/evalscale --heartbeat_interval_ms 50 --worker_timeout_ms 2000 || { stop_cluster; exit 1; }
+# Every checkpoint kept (the default keeps 3: with 3 sizes, step 1 would be gone).
+start_cluster runs/evalscale --heartbeat_interval_ms 50 --worker_timeout_ms 2000 \
+  --keep_checkpoints "$CKPTS" || { stop_cluster; exit 1; }
 trap stop_cluster EXIT
+# shellcheck disable=SC2086  # TRAIN_ARGS: more `submit train` flags, word-split
 "$BIN" submit train --coordinator "$ADDR" --world_size "$GPUS" --batch_size 16 --max_steps "$CKPTS" \
-  --checkpoint_every 1 --wait --watch_timeout_ms 180000 > "$S/train.txt" 2>&1
+  --checkpoint_every 1 ${TRAIN_ARGS:-} --wait --watch_timeout_ms 180000 > "$S/train.txt" 2>&1
 JOB=$(job_of "$S/train.txt")
 : > "$S/jobs.txt"
 k=0
@@ -47,6 +52,9 @@ done
 stop_cluster; trap - EXIT
 cp "$S"/coordinator.log "$S"/worker-*.log "$OUT"/ 2>/dev/null
 grep -ah "eval task" "$S"/worker-*.log | sed 's/^.*\] //' | tee -a "$OUT/evalscale.txt"
-echo "eval tasks with the projector cached: $(grep -ah "eval task" "$S"/worker-*.log | grep -c "(cached)")," \
-  "downloaded: $(grep -ah "eval task" "$S"/worker-*.log | grep -c "(downloaded")" | tee -a "$OUT/evalscale.txt"
+# How each task got its projector: "(cached", "(downloaded in", "(from rank 0" (the broadcast).
+how() { grep -ah "eval task" "$S"/worker-*.log | grep -c " ms .$1"; }
+echo "eval tasks with the projector cached: $(how cached), downloaded: $(how downloaded)," \
+  "from rank 0 over the group: $(how from)" | tee -a "$OUT/evalscale.txt"
 "${MEASURE[@]}" eval-scaling "$S/coordinator.log" "$S/jobs.txt" "$((N * NQ))" | tee -a "$OUT/evalscale.txt"
+"${MEASURE[@]}" projector-times "$S/jobs.txt" "$S"/worker-*.log | tee -a "$OUT/evalscale.txt"

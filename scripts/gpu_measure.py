@@ -8,6 +8,8 @@ product prints and logs (no third-party packages needed; numpy is used when pres
   same-answers A.json B.json        eval reports: samples identical
   eval-scaling COORD_LOG JOBS ANSWERS  jobs file lines "job round n wall_ms": job time in the
                                     coordinator and wall time, medians over warm rounds
+  projector-times JOBS WORKER_LOG...  each eval job's projector time (its slowest task's:
+                                    download or broadcast, parse, restore), medians by workers
   failure COORD_LOG KILLED KILL_TIME WORKER_LOG...  what happened after the kill, in ms
 """
 import json
@@ -121,6 +123,8 @@ def eval_scaling(args):
             t[m.groups()] = when
     rows = {}  # (round, n) -> (wall ms, job ms in the coordinator)
     for line in open(jobs):
+        if not line.startswith("eval-"):
+            continue  # a submission that failed (its error, then the round)
         job, rnd, n, wall = line.split()
         inside = 1000 * (t[(job, "succeeded")] - t[(job, "submitted")]) if (job, "succeeded") in t else float("nan")
         rows[(int(rnd), int(n))] = (float(wall), inside)
@@ -138,6 +142,31 @@ def eval_scaling(args):
         per_round = ", ".join(f"{rows[(r, 1)][1] / (n * rows[(r, n)][1]):.3f}" for r in warm)
         print(f"| {n} | {med[n][1]:.0f} ms | {answers * 1000 / med[n][1]:.1f} | "
               f"{med[1][1] / (n * med[n][1]):.3f} | {per_round} | {med[n][0]:.0f} ms | {med[1][0] / (n * med[n][0]):.3f} |")
+
+
+def projector_times(args):
+    jobs, logs = args[0], args[1:]
+    tasks = {}  # job -> [(projector ms, how)]
+    for path in logs:
+        for _, msg in log_lines(path):
+            m = re.match(r"eval task (\S+) rank \d+: .* projector ([\d.]+) ms \((.*?)\), answers", msg)
+            if m:
+                tasks.setdefault(m.group(1), []).append((float(m.group(2)), m.group(3)))
+    by_n = {}  # n -> [(round, slowest task's projector ms)]
+    for line in open(jobs):
+        if not line.startswith("eval-"):
+            continue
+        job, rnd, n, _ = line.split()
+        if job in tasks:
+            by_n.setdefault(int(n), []).append((int(rnd), max(ms for ms, _ in tasks[job])))
+            print(f"round {rnd}, {n} worker(s), {job}: projector " +
+                  "; ".join(f"{ms:.0f} ms ({how})" for ms, how in sorted(tasks[job])))
+    print("\n| workers | projector time of the job (its slowest task), median over rounds >= 2 | per round |")
+    print("| --- | --- | --- |")
+    for n in sorted(by_n):
+        warm = [ms for r, ms in by_n[n] if r > 1] or [ms for _, ms in by_n[n]]
+        print(f"| {n} | {statistics.median(warm):.0f} ms | " +
+              ", ".join(f"{ms:.0f}" for _, ms in sorted(by_n[n])) + " |")
 
 
 def failure(args):
@@ -164,7 +193,7 @@ def failure(args):
 
 
 COMMANDS = {"train-scaling": train_scaling, "compare": compare, "same-answers": same_answers,
-            "eval-scaling": eval_scaling, "failure": failure}
+            "eval-scaling": eval_scaling, "projector-times": projector_times, "failure": failure}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -58,7 +58,7 @@ class ClusterTest : public ::testing::Test {
          "--state_dir=" + state_dir, "--port_file=" + dir_ + "/port", "--heartbeat_interval_ms=100",
          "--tick_ms=20", absl::StrCat("--worker_timeout_ms=", t.worker_timeout_ms),
          absl::StrCat("--restart_wait_ms=", t.restart_wait_ms),
-         absl::StrCat("--collective_timeout_ms=", t.collective_timeout_ms)},
+         absl::StrCat("--collective_timeout_ms=", t.collective_timeout_ms), "--metrics_listen=127.0.0.1:0"},
         dir_ + "/coordinator.log");
     ASSERT_TRUE(c.ok()) << c.status();
     coordinator_ = std::move(*c);
@@ -83,6 +83,28 @@ class ClusterTest : public ::testing::Test {
         dir_ + "/" + id + ".log");
     ASSERT_TRUE(w.ok()) << w.status();
     workers_[id] = std::move(*w);
+  }
+
+  // The coordinator's metrics port, from its log.
+  int MetricsPort() {
+    const std::string marker = "coordinator: metrics on port ";
+    const auto start = Steady::now();
+    while (SecondsSince(start) < 30) {
+      auto log = ReadFile(dir_ + "/coordinator.log");
+      const size_t at = log.ok() ? log->find(marker) : std::string::npos;
+      if (at != std::string::npos) return std::atoi(log->c_str() + at + marker.size());
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    ADD_FAILURE() << "no metrics port in " << dir_ << "/coordinator.log";
+    return 0;
+  }
+
+  // A counter of the coordinator's metrics page (0 while it has no sample).
+  double Counter(int port, const std::string& series) {
+    testing::HttpReply reply = testing::HttpRequest(port, "GET", "/metrics");
+    EXPECT_EQ(reply.code, 200) << reply.body;
+    const size_t at = reply.body.find("\n" + series + " ");
+    return at == std::string::npos ? 0 : std::atof(reply.body.c_str() + at + series.size() + 2);
   }
 
   // Waits until `n` workers are alive and idle.
@@ -269,6 +291,76 @@ TEST_F(ClusterTest, TwoWorkersTrainAsOneProcessAndEvalMatchesTheSingleProcessRep
   }
   EXPECT_EQ(merged->Accuracy(), single.Accuracy());
   EXPECT_EQ(merged->Confusion(), single.Confusion());
+}
+
+// Issue 16 item 5: an eval job over several workers takes the projector from the
+// coordinator once, however many workers it has (rank 0 downloads it, the group's
+// broadcast carries it to the others; counted from the coordinator's metrics), and its
+// report is the one-worker report.
+TEST_F(ClusterTest, AnEvalJobOverThreeWorkersDownloadsTheProjectorOnce) {
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(Timing()));
+  const int metrics_port = MetricsPort();
+  ASSERT_GT(metrics_port, 0);
+  for (int i = 0; i < 3; ++i) StartWorker(absl::StrCat("worker-", i));
+  ASSERT_NO_FATAL_FAILURE(WaitIdleWorkers(3));
+  // Two checkpoints: step 1 and step 2.
+  v1::SubmitJobRequest train;
+  *train.mutable_train() = SmallJob();
+  train.mutable_train()->set_world_size(1);
+  train.mutable_train()->set_max_steps(2);
+  train.mutable_train()->set_checkpoint_every_steps(1);
+  auto trained = client_->Submit(train);
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  ASSERT_EQ(WaitJob(trained->job_id(), Ended, 180).state(), v1::JOB_STATE_SUCCEEDED);
+  const std::string step1 = trained->job_id() + "/step-000001", step2 = trained->job_id() + "/step-000002";
+
+  const std::string downloads =
+      "llava_checkpoint_transfers_total{content=\"projector_only\",direction=\"download\"}";
+  // Runs an eval job of 30 digits x 2 questions over `workers`; returns its report and
+  // the projector downloads it caused.
+  auto eval = [&](const std::string& checkpoint, int workers, EvalReport* report, double* fetched) {
+    const double before = Counter(metrics_port, downloads);
+    v1::SubmitJobRequest request;
+    request.mutable_eval()->set_checkpoint(checkpoint);
+    request.mutable_eval()->set_eval_digits(30);
+    request.mutable_eval()->set_workers(workers);
+    auto job = client_->Submit(request);
+    ASSERT_TRUE(job.ok()) << job.status();
+    v1::JobStatus done = WaitJob(job->job_id(), Ended, 180);
+    ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.ShortDebugString();
+    EXPECT_EQ(done.worker_ids_size(), workers);
+    *fetched = Counter(metrics_port, downloads) - before;
+    auto parsed = EvalReport::FromJson(done.eval_report_json(), job->job_id());
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    ASSERT_EQ(parsed->NumSamples(), 60);
+    *report = std::move(*parsed);
+  };
+  auto expect_same_answers = [](const EvalReport& a, const EvalReport& b, const std::string& what) {
+    ASSERT_EQ(a.NumSamples(), b.NumSamples()) << what;
+    for (int64_t k = 0; k < a.NumSamples(); ++k) {
+      EXPECT_EQ(a.samples()[k].index, b.samples()[k].index) << what << " sample " << k;
+      EXPECT_EQ(a.samples()[k].question, b.samples()[k].question) << what << " sample " << k;
+      EXPECT_EQ(a.samples()[k].answer, b.samples()[k].answer) << what << " sample " << k;
+    }
+    EXPECT_EQ(a.Confusion(), b.Confusion()) << what;
+  };
+  const std::vector<std::string> none;
+  EvalReport one(none), three(none), again(none), other(none);
+  double fetched = -1;
+  // One worker downloads its own.
+  ASSERT_NO_FATAL_FAILURE(eval(step2, 1, &one, &fetched));
+  EXPECT_EQ(fetched, 1);
+  // Three workers, a checkpoint none of them holds: one download.
+  ASSERT_NO_FATAL_FAILURE(eval(step1, 3, &other, &fetched));
+  EXPECT_EQ(fetched, 1);
+  // Three workers, step 2 again (each now holds step 1): one download, the one-worker report.
+  ASSERT_NO_FATAL_FAILURE(eval(step2, 3, &three, &fetched));
+  EXPECT_EQ(fetched, 1);
+  expect_same_answers(one, three, "3 workers against 1");
+  // Each worker now holds step 2: nothing moves, the same report.
+  ASSERT_NO_FATAL_FAILURE(eval(step2, 3, &again, &fetched));
+  EXPECT_EQ(fetched, 0);
+  expect_same_answers(one, again, "3 workers from their caches against 1");
 }
 
 // A job long enough to be killed in the middle: 2 ranks x batch 2, 120 steps,

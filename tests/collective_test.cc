@@ -1,14 +1,18 @@
 // Gloo collectives in one process: ranks on threads meet through an in-memory
-// rendezvous store, sum exactly, and a missing peer fails within the timeout instead of
-// hanging. (NCCL needs GPUs: it is exercised by the GPU runs in bench/RESULTS.md.)
+// rendezvous store, sum and broadcast exactly, and a missing peer fails within the timeout
+// instead of hanging. An eval attempt's ranks share one fetch of the projector over such a
+// group (worker/projector_share.h). (NCCL needs GPUs: it is exercised by the GPU runs in
+// bench/RESULTS.md.)
 #include "worker/collective.h"
 
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <mutex>
 #include <thread>
 
 #include "coordinator/rendezvous_store.h"
+#include "worker/projector_share.h"
 
 namespace llava {
 namespace {
@@ -36,29 +40,33 @@ CollectiveOptions Options(int64_t rank, int64_t world, std::chrono::milliseconds
   return o;
 }
 
-TEST(CollectiveTest, GlooSumsOverThreeRanks) {
-  ASSERT_TRUE(HaveEngine("gloo"));
+// `world` ranks on threads, each meeting the group and running `body` on it; their statuses.
+std::vector<absl::Status> OnRanks(int world, const std::function<absl::Status(int rank, Collective&)>& body) {
   InMemoryStore store;
-  const int world = 3;
-  std::vector<at::Tensor> results(world);
   std::vector<absl::Status> statuses(world);
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) {
     threads.emplace_back([&, r] {
       auto group = CreateCollective(Options(r, world, std::chrono::seconds(20)), &store);
-      if (!group.ok()) {
-        statuses[r] = group.status();
-        return;
-      }
-      at::Tensor t = at::arange(1000, at::kFloat) * (r + 1);  // [1000]
-      for (int round = 0; round < 3; ++round) {
-        statuses[r] = (*group)->AllReduceSum(t);
-        if (!statuses[r].ok()) return;
-      }
-      results[r] = t;
+      statuses[r] = group.ok() ? body(r, **group) : group.status();
     });
   }
   for (auto& t : threads) t.join();
+  return statuses;
+}
+
+TEST(CollectiveTest, GlooSumsOverThreeRanks) {
+  ASSERT_TRUE(HaveEngine("gloo"));
+  const int world = 3;
+  std::vector<at::Tensor> results(world);
+  std::vector<absl::Status> statuses = OnRanks(world, [&](int r, Collective& group) {
+    at::Tensor t = at::arange(1000, at::kFloat) * (r + 1);  // [1000]
+    for (int round = 0; round < 3; ++round) {
+      if (absl::Status s = group.AllReduceSum(t); !s.ok()) return s;
+    }
+    results[r] = t;
+    return absl::OkStatus();
+  });
   // Three rounds of summing x, 2x, 3x: 6x, then 18x, then 54x.
   const at::Tensor expected = at::arange(1000, at::kFloat) * 54;
   for (int r = 0; r < world; ++r) {
@@ -103,35 +111,61 @@ TEST(CollectiveTest, PeerThatDiesMidRunFailsTheOtherRank) {
   EXPECT_FALSE((*group)->AllReduceSum(t).ok());
 }
 
-// Issue 15, finding 6: a rank whose peer hangs (SIGSTOP: its sockets stay open) leaves a
-// pending all-reduce as soon as it is aborted, not at the group's timeout.
-TEST(CollectiveTest, AbortEndsAPendingAllReduceWhosePeerHangs) {
+// Rank `rank` of 2 runs `op` while its peer, connected, never joins it (hung: its sockets
+// stay open); Abort() comes from another thread 300 ms in. What `op` returned, how long it
+// took, and what a second `op` on the aborted group returns.
+struct AbortOutcome {
+  absl::Status status;
+  double seconds = 0;
+  absl::Status after;
+};
+AbortOutcome AbortWhileThePeerHangs(int64_t rank, const std::function<absl::Status(Collective&)>& op) {
   InMemoryStore store;
   std::atomic<bool> release{false};
-  std::unique_ptr<Collective> hung;
   std::thread peer([&] {
-    auto group = CreateCollective(Options(1, 2, std::chrono::seconds(60)), &store);
-    ASSERT_TRUE(group.ok()) << group.status();
-    hung = std::move(*group);  // connected, then never joins the all-reduce
+    auto group = CreateCollective(Options(1 - rank, 2, std::chrono::seconds(60)), &store);
+    EXPECT_TRUE(group.ok()) << group.status();
     while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   });
-  auto group = CreateCollective(Options(0, 2, std::chrono::seconds(60)), &store);
-  ASSERT_TRUE(group.ok()) << group.status();
-  Collective* rank0 = group->get();
+  auto group = CreateCollective(Options(rank, 2, std::chrono::seconds(60)), &store);
+  if (!group.ok()) {
+    release = true;
+    peer.join();
+    return {group.status(), 0, group.status()};
+  }
+  Collective* waiting = group->get();
   std::thread aborter([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    rank0->Abort();
+    waiting->Abort();
   });
   const auto start = std::chrono::steady_clock::now();
-  at::Tensor t = at::ones({1024});
-  absl::Status s = rank0->AllReduceSum(t);
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  AbortOutcome out;
+  out.status = op(*waiting);
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   aborter.join();
   release = true;
   peer.join();
-  EXPECT_FALSE(s.ok());
-  EXPECT_LT(secs, 10.0) << "the all-reduce waited for its 60 s timeout: " << s;
-  EXPECT_FALSE(rank0->AllReduceSum(t).ok());  // an aborted group refuses further work
+  out.after = op(*waiting);
+  return out;
+}
+
+// Issue 15, finding 6: a rank whose peer hangs (SIGSTOP: its sockets stay open) leaves a
+// pending all-reduce as soon as it is aborted, not at the group's timeout.
+TEST(CollectiveTest, AbortEndsAPendingAllReduceWhosePeerHangs) {
+  at::Tensor t = at::ones({1024});
+  AbortOutcome o = AbortWhileThePeerHangs(0, [&](Collective& c) { return c.AllReduceSum(t); });
+  EXPECT_FALSE(o.status.ok());
+  EXPECT_LT(o.seconds, 10.0) << "the all-reduce waited for its 60 s timeout: " << o.status;
+  EXPECT_FALSE(o.after.ok());  // an aborted group refuses further work
+}
+
+// A receiver whose root never sends leaves the broadcast when it is aborted, likewise.
+TEST(CollectiveTest, AbortEndsAPendingBroadcastWhoseRootHangs) {
+  at::Tensor t = at::zeros({1 << 16}, at::kByte);
+  AbortOutcome o = AbortWhileThePeerHangs(1, [&](Collective& c) { return c.Broadcast(t, 0); });
+  EXPECT_FALSE(o.status.ok());
+  EXPECT_LT(o.seconds, 10.0) << "the broadcast waited for its 60 s timeout: " << o.status;
+  EXPECT_FALSE(o.after.ok());
 }
 
 TEST(CollectiveTest, BadOptionsAndMissingEnginesAreRefused) {
@@ -141,6 +175,189 @@ TEST(CollectiveTest, BadOptionsAndMissingEnginesAreRefused) {
   CollectiveOptions o = Options(0, 1, std::chrono::seconds(1));
   o.engine = "mpi";
   EXPECT_TRUE(absl::IsFailedPrecondition(CreateCollective(o, &store).status()));
+}
+
+TEST(CollectiveTest, GlooBroadcastCopiesTheRootsBytesToEveryRank) {
+  const int world = 3;
+  // An odd byte count, then a tensor of another dtype, from two different roots.
+  const at::Tensor bytes = (at::arange(1001, at::kInt) % 251).to(at::kByte);
+  const at::Tensor longs = at::arange(7, at::kLong) * (int64_t{1} << 40);
+  std::vector<at::Tensor> got_bytes(world), got_longs(world);
+  std::vector<absl::Status> statuses = OnRanks(world, [&](int r, Collective& group) {
+    got_bytes[r] = r == 2 ? bytes.clone() : at::zeros({1001}, at::kByte);
+    got_longs[r] = r == 0 ? longs.clone() : at::zeros({7}, at::kLong);
+    absl::Status s = group.Broadcast(got_bytes[r], 2);
+    return s.ok() ? group.Broadcast(got_longs[r], 0) : s;
+  });
+  for (int r = 0; r < world; ++r) {
+    ASSERT_TRUE(statuses[r].ok()) << r << ": " << statuses[r];
+    EXPECT_TRUE(at::equal(got_bytes[r], bytes)) << r;
+    EXPECT_TRUE(at::equal(got_longs[r], longs)) << r;
+  }
+}
+
+TEST(CollectiveTest, BroadcastRefusesABadRootOrBuffer) {
+  InMemoryStore store;
+  auto group = CreateCollective(Options(0, 1, std::chrono::seconds(5)), &store);
+  ASSERT_TRUE(group.ok()) << group.status();
+  at::Tensor t = at::zeros({4}, at::kByte);
+  EXPECT_TRUE(absl::IsInvalidArgument((*group)->Broadcast(t, 1)));
+  EXPECT_TRUE(absl::IsInvalidArgument((*group)->Broadcast(t, -1)));
+  at::Tensor strided = at::zeros({4, 4}, at::kByte).t();
+  EXPECT_TRUE(absl::IsInvalidArgument((*group)->Broadcast(strided, 0)));
+  EXPECT_TRUE((*group)->Broadcast(t, 0).ok());  // a group of one: nothing to move
+}
+
+// ---- ShareProjector: the ranks of an eval attempt, one fetch
+
+// A projector-only file's stand-in: bytes no rank could guess (several Gloo chunks).
+std::string ProjectorBytes() {
+  std::string out(300001, '\0');
+  for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<char>((i * 2654435761u) >> 13);
+  return out;
+}
+
+struct ShareRun {
+  std::vector<absl::StatusOr<ProjectorShare>> results;
+  std::vector<double> seconds;
+  std::atomic<int> fetches{0};
+  std::atomic<int> attached{0}, detached{0};
+};
+
+// `world` ranks on threads; rank r has the projector iff have[r]. Rank 0's fetch is
+// `fetch`. Every group is dropped (detached) before this returns.
+void RunShare(const std::vector<bool>& have, std::chrono::milliseconds timeout,
+              const std::function<absl::StatusOr<std::string>()>& fetch, ShareRun* run,
+              const std::function<void(int64_t, Collective*)>& on_collective = nullptr) {
+  InMemoryStore store;
+  const int world = static_cast<int>(have.size());
+  run->results.clear();
+  for (int r = 0; r < world; ++r) run->results.emplace_back(absl::UnknownError("not run"));
+  run->seconds.assign(world, 0);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      ProjectorShareOptions o;
+      o.collective = Options(r, world, timeout);
+      o.have = have[r];
+      auto counted_fetch = [&]() {
+        ++run->fetches;
+        return fetch();
+      };
+      auto attach = [&, r](Collective* c) {
+        ++(c != nullptr ? run->attached : run->detached);
+        if (on_collective) on_collective(r, c);
+      };
+      const auto start = std::chrono::steady_clock::now();
+      run->results[r] = ShareProjector(o, &store, counted_fetch, attach);
+      run->seconds[r] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (run->results[r].ok()) run->results[r]->group.Reset();
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
+TEST(ProjectorShareTest, ThreeRanksThatLackItShareOneFetch) {
+  const std::string bytes = ProjectorBytes();
+  ShareRun run;
+  RunShare({false, false, false}, std::chrono::seconds(20), [&] { return bytes; }, &run);
+  EXPECT_EQ(run.fetches.load(), 1);
+  for (int r = 0; r < 3; ++r) {
+    ASSERT_TRUE(run.results[r].ok()) << r << ": " << run.results[r].status();
+    EXPECT_TRUE(run.results[r]->bytes == bytes) << r;
+    EXPECT_EQ(run.results[r]->fetched, r == 0) << r;
+  }
+  EXPECT_EQ(run.attached.load(), 3);
+  EXPECT_EQ(run.detached.load(), 3);
+}
+
+TEST(ProjectorShareTest, NoGroupFormsWhenEveryRankHasIt) {
+  ShareRun run;
+  RunShare({true, true, true}, std::chrono::seconds(20), [] { return std::string("unused"); }, &run);
+  EXPECT_EQ(run.fetches.load(), 0);
+  EXPECT_EQ(run.attached.load(), 0);
+  for (int r = 0; r < 3; ++r) {
+    ASSERT_TRUE(run.results[r].ok()) << r << ": " << run.results[r].status();
+    EXPECT_TRUE(run.results[r]->bytes.empty());
+    EXPECT_EQ(run.results[r]->group.get(), nullptr);
+  }
+}
+
+TEST(ProjectorShareTest, ARankThatLacksItGetsRankZerosCopy) {
+  const std::string bytes = ProjectorBytes();
+  ShareRun run;
+  // Rank 0's fetch is its cache here: it has the projector, rank 1 does not, rank 2 does.
+  RunShare({true, false, true}, std::chrono::seconds(20), [&] { return bytes; }, &run);
+  EXPECT_EQ(run.fetches.load(), 1);
+  for (int r = 0; r < 3; ++r) ASSERT_TRUE(run.results[r].ok()) << r << ": " << run.results[r].status();
+  EXPECT_TRUE(run.results[1]->bytes == bytes);
+  EXPECT_TRUE(run.results[0]->bytes.empty());  // the ranks that had it get nothing new
+  EXPECT_TRUE(run.results[2]->bytes.empty());
+  EXPECT_EQ(run.attached.load(), 3);
+}
+
+// Rank 0's failed fetch reaches the others as its error, at once: not at the 60 s timeout.
+TEST(ProjectorShareTest, RankZerosFailedFetchFailsEveryRankWithItsError) {
+  ShareRun run;
+  RunShare({false, false, false}, std::chrono::seconds(60),
+           [] { return absl::StatusOr<std::string>(absl::NotFoundError("no checkpoint 'train-000009'")); },
+           &run);
+  EXPECT_EQ(run.fetches.load(), 1);
+  ASSERT_FALSE(run.results[0].ok());
+  EXPECT_TRUE(absl::IsNotFound(run.results[0].status())) << run.results[0].status();
+  for (int r = 1; r < 3; ++r) {
+    ASSERT_FALSE(run.results[r].ok()) << r;
+    const std::string message(run.results[r].status().message());
+    EXPECT_NE(message.find("rank 0 could not fetch the projector"), std::string::npos) << message;
+    EXPECT_NE(message.find("no checkpoint 'train-000009'"), std::string::npos) << message;
+    EXPECT_LT(run.seconds[r], 10.0) << r;
+  }
+  EXPECT_EQ(run.detached.load(), run.attached.load());
+}
+
+// The ranks waiting for rank 0 (whose fetch hangs) leave when aborted from another thread,
+// as the heartbeat thread does when the coordinator ends the attempt; rank 0 then fails
+// too once its fetch returns, its peers gone.
+TEST(ProjectorShareTest, AbortEndsTheWaitForAHungRankZero) {
+  std::atomic<bool> release{false};
+  std::mutex mu;
+  std::vector<Collective*> waiting;  // ranks 1 and 2's groups, once attached
+  std::thread aborter([&] {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < give_up) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (waiting.size() == 2) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // into the broadcast
+    std::lock_guard<std::mutex> lock(mu);
+    for (Collective* c : waiting) c->Abort();
+  });
+  ShareRun run;
+  const std::string bytes = ProjectorBytes();
+  std::thread releaser([&] {
+    aborter.join();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    release = true;
+  });
+  RunShare({false, false, false}, std::chrono::seconds(60),
+           [&]() -> absl::StatusOr<std::string> {
+             while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+             return bytes;
+           },
+           &run, [&](int64_t rank, Collective* c) {
+             std::lock_guard<std::mutex> lock(mu);
+             if (rank != 0 && c != nullptr) waiting.push_back(c);
+             if (c == nullptr) waiting.clear();  // never aborted after it is gone
+           });
+  releaser.join();
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_FALSE(run.results[r].ok()) << r;
+    EXPECT_LT(run.seconds[r], 10.0) << r << ": " << run.results[r].status();
+  }
+  EXPECT_EQ(run.detached.load(), run.attached.load());
 }
 
 }  // namespace

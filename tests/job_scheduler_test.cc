@@ -12,6 +12,7 @@
 #include <fstream>
 #include <thread>
 
+#include "common/eval_report.h"
 #include "common/file_util.h"
 #include "common/sha256.h"
 #include "test_util.h"
@@ -565,6 +566,47 @@ TEST_F(JobSchedulerTest, OnlyTheHoldersOfAnAttemptTouchItAndOnlyTheSubmitterMana
   EXPECT_TRUE(absl::IsPermissionDenied(scheduler_->Delete(job->job_id(), bob)));
   EXPECT_TRUE(scheduler_->Delete(job->job_id(), root).ok());
   EXPECT_TRUE(absl::IsNotFound(scheduler_->Get(job->job_id(), false).status()));
+}
+
+// Issue 16 item 5: the ranks of an eval attempt get what a group needs to meet (they share
+// one download of the projector over it), and its keys go when the job ends.
+TEST_F(JobSchedulerTest, AnEvalAttemptsRanksMeetAsAGroupWhoseKeysGoAtTheEnd) {
+  const std::string s0 = Register("a"), s1 = Register("b");
+  const std::string bytes = "projector checkpoint";
+  auto info = checkpoints_->Put("train-000042", 1, true, bytes, Sha256Hex(bytes));
+  ASSERT_TRUE(info.ok()) << info.status();
+  v1::SubmitJobRequest request;
+  request.mutable_eval()->set_checkpoint(info->checkpoint_id());
+  request.mutable_eval()->set_eval_digits(10);
+  auto job = scheduler_->Submit(request, Caller(), now_);
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_EQ(job->state(), v1::JOB_STATE_RUNNING) << job->ShortDebugString();
+  const std::string prefix = job->job_id() + "/attempt-1/";
+  std::vector<v1::Task> tasks = {Beat("a", s0).task(), Beat("b", s1).task()};
+  for (int rank = 0; rank < 2; ++rank) {
+    const v1::EvalTask& t = tasks[rank].eval();
+    EXPECT_EQ(tasks[rank].ref().rank(), rank);
+    EXPECT_EQ(t.world_size(), 2);
+    EXPECT_EQ(t.rendezvous_prefix(), prefix);
+    EXPECT_EQ(t.collective_timeout_ms(), 60000);
+    EXPECT_EQ(t.begin(), rank * 5);
+    EXPECT_EQ(t.end(), rank * 5 + 5);
+  }
+  ASSERT_TRUE(scheduler_->CheckRendezvousAccess(prefix + "eval/lacks-projector/0", "a", s0).ok());
+  ASSERT_TRUE(rendezvous_.Set(prefix + "eval/lacks-projector/0", "1").ok());
+  const std::vector<std::string> questions(tasks[0].eval().spec().questions().begin(),
+                                           tasks[0].eval().spec().questions().end());
+  for (int rank = 0; rank < 2; ++rank) {
+    v1::TaskResultRequest result;
+    result.set_worker_id(rank == 0 ? "a" : "b");
+    result.set_session_id(rank == 0 ? s0 : s1);
+    *result.mutable_ref() = tasks[rank].ref();
+    result.set_ok(true);
+    result.set_eval_report_json(EvalReport(questions).ToJson());
+    ASSERT_TRUE(scheduler_->OnTaskResult(result).ok());
+  }
+  EXPECT_EQ(scheduler_->Get(job->job_id(), false)->state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(rendezvous_.size(), 0u);
 }
 
 // Issue 15, finding 5: lists come in pages; finished jobs expire.

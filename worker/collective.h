@@ -1,6 +1,7 @@
-// A rank's collective group for the projector gradients: Gloo (CPU tensors over TCP) or
-// NCCL (CUDA tensors), met through the coordinator's rendezvous store. Every wait is
-// bounded by the group's timeout: a dead peer fails the collective instead of hanging it.
+// A rank's collective group: the projector gradients of a training attempt, the projector
+// of an eval attempt. Gloo (CPU tensors over TCP) or NCCL (CUDA tensors), met through the
+// coordinator's rendezvous store. Every wait is bounded by the group's timeout: a dead peer
+// fails the collective instead of hanging it.
 // One owner thread; Abort() may be called from any thread.
 #pragma once
 
@@ -39,6 +40,10 @@ class Collective {
   // Sums `buffer` (contiguous float32, on the CPU for Gloo and on the rank's GPU for
   // NCCL) over the ranks, in place. On error the group is unusable: make a new one.
   virtual absl::Status AllReduceSum(at::Tensor& buffer) = 0;
+  // Copies rank `root`'s `buffer` (contiguous, any dtype, moved as bytes; on the CPU for
+  // Gloo and on the rank's GPU for NCCL) into every rank's, in place: every rank passes a
+  // buffer of the same byte size. On error the group is unusable, as above.
+  virtual absl::Status Broadcast(at::Tensor& buffer, int64_t root) = 0;
   // Makes a pending and any later collective fail promptly, from any thread (NCCL:
   // ncclCommAbort; Gloo: the group's sockets are shut down), so that the survivors of a
   // hung rank leave the collective when the coordinator says so, not at the timeout.

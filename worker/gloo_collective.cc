@@ -1,8 +1,9 @@
 // Gloo over TCP for CPU workers: the full mesh is met through the coordinator's store,
 // and every transport wait is bounded by the group's timeout. Abort() makes a pending
-// all-reduce fail at once: Gloo has no call for that, so it shuts down the group's own
+// operation fail at once: Gloo has no call for that, so it shuts down the group's own
 // sockets (those the mesh opened), which its transport then reports as peers gone.
 #include <gloo/allreduce.h>
+#include <gloo/broadcast.h>
 #include <gloo/math.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/store.h>
@@ -80,7 +81,7 @@ class GlooCollective : public Collective {
       return absl::InvalidArgumentError("gloo: all-reduce takes a contiguous float32 CPU tensor");
     }
     if (context_->size == 1) return absl::OkStatus();
-    try {
+    return Run("all-reduce", [&] {
       gloo::AllreduceOptions opts(context_);
       opts.setOutput(buffer.data_ptr<float>(), static_cast<size_t>(buffer.numel()));
       opts.setReduceFunction(
@@ -88,12 +89,26 @@ class GlooCollective : public Collective {
       opts.setTimeout(timeout_);
       opts.setTag(tag_++);
       gloo::allreduce(opts);
-    } catch (const std::exception& e) {
-      aborted_ = true;
-      return absl::UnavailableError(absl::StrCat("gloo all-reduce failed (a peer died or timed out after ",
-                                                 timeout_.count(), " ms): ", e.what()));
+    });
+  }
+
+  absl::Status Broadcast(at::Tensor& buffer, int64_t root) override {
+    if (aborted_) return absl::AbortedError("gloo: the group was aborted");
+    if (!buffer.is_contiguous() || !buffer.device().is_cpu()) {
+      return absl::InvalidArgumentError("gloo: broadcast takes a contiguous CPU tensor");
     }
-    return absl::OkStatus();
+    if (root < 0 || root >= context_->size) {
+      return absl::InvalidArgumentError(absl::StrCat("gloo: broadcast root ", root, " of world ", context_->size));
+    }
+    if (context_->size == 1 || buffer.nbytes() == 0) return absl::OkStatus();
+    return Run("broadcast", [&] {
+      gloo::BroadcastOptions opts(context_);
+      opts.setOutput(static_cast<uint8_t*>(buffer.data_ptr()), buffer.nbytes());
+      opts.setRoot(static_cast<int>(root));
+      opts.setTimeout(timeout_);
+      opts.setTag(tag_++);
+      gloo::broadcast(opts);
+    });
   }
 
   // The descriptors stay open (the context closes them when it goes): no other file can
@@ -104,6 +119,20 @@ class GlooCollective : public Collective {
   }
 
  private:
+  // Runs one Gloo operation; Gloo reports failure by throwing, after which the group is
+  // unusable.
+  template <typename Op>
+  absl::Status Run(const char* what, Op&& op) {
+    try {
+      op();
+    } catch (const std::exception& e) {
+      aborted_ = true;
+      return absl::UnavailableError(absl::StrCat("gloo ", what, " failed (a peer died or timed out after ",
+                                                 timeout_.count(), " ms): ", e.what()));
+    }
+    return absl::OkStatus();
+  }
+
   std::shared_ptr<gloo::rendezvous::Context> context_;
   std::chrono::milliseconds timeout_;
   const std::vector<int> sockets_;  // the mesh's connections

@@ -52,32 +52,28 @@ class NcclCollective : public Collective {
     if (!buffer.is_cuda() || !buffer.is_contiguous() || buffer.scalar_type() != at::kFloat) {
       return absl::InvalidArgumentError("nccl: all-reduce takes a contiguous float32 CUDA tensor");
     }
-    cudaStream_t stream = nullptr;
-#ifdef LLAVA_HAVE_CUDA
-    // On the stream that produced the gradients: NCCL's kernels are ordered after the
-    // backward pass without a host synchronization.
-    stream = c10::cuda::getCurrentCUDAStream(buffer.device().index()).stream();
-#endif
+    cudaStream_t stream = StreamOf(buffer);
     const auto deadline = Clock::now() + timeout_;
     ncclResult_t r = ncclAllReduce(buffer.data_ptr(), buffer.data_ptr(), buffer.numel(), ncclFloat,
                                    ncclSum, comm_, stream);
-    if (r != ncclSuccess && r != ncclInProgress) return Fail(NcclError("all-reduce", r));
-    if (absl::Status s = Wait("all-reduce enqueue", deadline); !s.ok()) return s;
-    // Completion: the stream drains unless a peer died (then the async error is set).
-    while (true) {
-      cudaError_t q = cudaStreamQuery(stream);
-      if (q == cudaSuccess) return absl::OkStatus();
-      if (q != cudaErrorNotReady) return Fail(absl::StrCat("nccl: stream: ", cudaGetErrorString(q)));
-      ncclResult_t async = ncclSuccess;
-      ncclCommGetAsyncError(comm_, &async);
-      if (async != ncclSuccess && async != ncclInProgress) return Fail(NcclError("peer", async));
-      if (abort_requested_) return Fail("nccl: aborted");
-      if (Clock::now() > deadline) {
-        return Fail(absl::StrCat("nccl: all-reduce did not complete within ", timeout_.count(),
-                                 " ms (a peer died or stalled)"));
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    return Complete("all-reduce", r, stream, deadline);
+  }
+
+  absl::Status Broadcast(at::Tensor& buffer, int64_t root) override {
+    if (broken_ || abort_requested_) return absl::AbortedError("nccl: the group was aborted");
+    if (!buffer.is_cuda() || !buffer.is_contiguous()) {
+      return absl::InvalidArgumentError("nccl: broadcast takes a contiguous CUDA tensor");
     }
+    int ranks = 0;
+    if (ncclCommCount(comm_, &ranks) != ncclSuccess || root < 0 || root >= ranks) {
+      return absl::InvalidArgumentError(absl::StrCat("nccl: broadcast root ", root, " of world ", ranks));
+    }
+    if (buffer.nbytes() == 0) return absl::OkStatus();
+    cudaStream_t stream = StreamOf(buffer);
+    const auto deadline = Clock::now() + timeout_;
+    ncclResult_t r = ncclBroadcast(buffer.data_ptr(), buffer.data_ptr(), buffer.nbytes(), ncclUint8,
+                                   static_cast<int>(root), comm_, stream);
+    return Complete("broadcast", r, stream, deadline);
   }
 
   void Abort() override { abort_requested_ = true; }
@@ -99,6 +95,39 @@ class NcclCollective : public Collective {
   }
 
  private:
+  // On the stream that produced the tensor (the gradients: the backward pass's): NCCL's
+  // kernels are ordered after it without a host synchronization.
+  static cudaStream_t StreamOf(const at::Tensor& buffer) {
+#ifdef LLAVA_HAVE_CUDA
+    return c10::cuda::getCurrentCUDAStream(buffer.device().index()).stream();
+#else
+    (void)buffer;
+    return nullptr;
+#endif
+  }
+
+  // Waits for an enqueued collective (`enqueued`: what its call returned) to finish on
+  // `stream`: the stream drains unless a peer died (then the async error is set).
+  absl::Status Complete(const char* what, ncclResult_t enqueued, cudaStream_t stream,
+                        Clock::time_point deadline) {
+    if (enqueued != ncclSuccess && enqueued != ncclInProgress) return Fail(NcclError(what, enqueued));
+    if (absl::Status s = Wait(what, deadline); !s.ok()) return s;
+    while (true) {
+      cudaError_t q = cudaStreamQuery(stream);
+      if (q == cudaSuccess) return absl::OkStatus();
+      if (q != cudaErrorNotReady) return Fail(absl::StrCat("nccl: stream: ", cudaGetErrorString(q)));
+      ncclResult_t async = ncclSuccess;
+      ncclCommGetAsyncError(comm_, &async);
+      if (async != ncclSuccess && async != ncclInProgress) return Fail(NcclError("peer", async));
+      if (abort_requested_) return Fail("nccl: aborted");
+      if (Clock::now() > deadline) {
+        return Fail(absl::StrCat("nccl: ", what, " did not complete within ", timeout_.count(),
+                                 " ms (a peer died or stalled)"));
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+
   absl::Status Fail(const std::string& message) {
     if (!broken_) {
       broken_ = true;

@@ -9,6 +9,7 @@
 #include "common/status_macros.h"
 #include "common/train_checkpoint.h"
 #include "worker/evaluator.h"
+#include "worker/projector_share.h"
 #include "worker/trainer.h"
 
 namespace llava {
@@ -77,6 +78,21 @@ void UnpackGradients(Projector& projector, const at::Tensor& buffer, double tota
   }
 }
 
+// The attempt's group on the worker's engine: Gloo on the CPU, NCCL on the model's GPU.
+CollectiveOptions GroupOptions(const TaskEnv& env, int64_t rank, int64_t world_size,
+                               const std::string& prefix, int64_t timeout_ms) {
+  CollectiveOptions co;
+  co.engine = env.collective_engine;
+  co.rank = rank;
+  co.world_size = world_size;
+  co.prefix = prefix;
+  co.timeout = std::chrono::milliseconds(timeout_ms);
+  co.gloo_host = env.gloo_host;
+  const at::Device device = env.resources.model->device;
+  co.cuda_device = device.is_cuda() && device.index() >= 0 ? device.index() : 0;
+  return co;
+}
+
 absl::StatusOr<v1::CheckpointInfo> Upload(const TaskEnv& env, const v1::TaskRef& ref,
                                           Trainer& trainer, bool final) {
   LM_ASSIGN_OR_RETURN(std::string bytes, trainer.SerializeCheckpoint());
@@ -112,15 +128,8 @@ TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env) {
   if (!trainer_or.ok()) return Fail(trainer_or.status(), false);
   Trainer& trainer = **trainer_or;
 
-  CollectiveOptions co;
-  co.engine = env.collective_engine;
-  co.rank = ref.rank();
-  co.world_size = t.world_size();
-  co.prefix = t.rendezvous_prefix();
-  co.timeout = std::chrono::milliseconds(t.collective_timeout_ms());
-  co.gloo_host = env.gloo_host;
-  co.cuda_device = r.model->device.is_cuda() ? r.model->device.index() : 0;
-  if (co.cuda_device < 0) co.cuda_device = 0;
+  const CollectiveOptions co =
+      GroupOptions(env, ref.rank(), t.world_size(), t.rendezvous_prefix(), t.collective_timeout_ms());
   auto group = CreateCollective(co, env.client);
   if (!group.ok()) return Fail(group.status(), true, trainer.step());
   env.on_collective(group->get());
@@ -206,39 +215,96 @@ TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env) {
 namespace {
 
 // The checkpoint's projector on the model's device: from the worker's cache when the
-// same checkpoint was evaluated last under this session, else downloaded and restored
-// (and cached).
+// same checkpoint was evaluated last under this session, else fetched and restored (and
+// cached). A task of one rank downloads it; the ranks of a larger attempt share one
+// download (worker/projector_share.h).
 struct CachedProjector {
   ProjectorConfig config;
   Projector projector{nullptr};
-  bool from_cache = false;
-  double download_ms = 0;  // of the projector's time: the RPC alone
+  std::string how;  // where it came from, for the task's log line
+  // The eval group, when one was needed: kept until the task ends.
+  AttachedCollective group;
 };
 
-absl::StatusOr<CachedProjector> EvalProjector(const v1::EvalTask& t, const TaskEnv& env,
-                                              bool* retryable) {
-  EvalCheckpointCache* cache = env.eval_cache;
-  if (cache != nullptr && cache->projector && cache->checkpoint_id == t.checkpoint_id() &&
-      !t.checkpoint_sha256().empty() && cache->checkpoint_sha256 == t.checkpoint_sha256() &&
-      cache->session_id == env.session_id) {
-    return CachedProjector{cache->config, cache->projector, true};
-  }
-  *retryable = true;
-  const auto download_start = std::chrono::steady_clock::now();
+bool CacheHolds(const v1::EvalTask& t, const TaskEnv& env) {
+  const EvalCheckpointCache* cache = env.eval_cache;
+  return cache != nullptr && cache->projector && !cache->projector_bytes.empty() &&
+         cache->checkpoint_id == t.checkpoint_id() && !t.checkpoint_sha256().empty() &&
+         cache->checkpoint_sha256 == t.checkpoint_sha256() && cache->session_id == env.session_id;
+}
+
+absl::StatusOr<std::string> DownloadProjector(const v1::EvalTask& t, const TaskEnv& env) {
   LM_ASSIGN_OR_RETURN(CoordinatorClient::Download download,
                       env.client->DownloadCheckpoint(t.checkpoint_id(), /*projector_only=*/true));
-  const double download_ms = MsSince(download_start);
-  *retryable = false;
-  LM_ASSIGN_OR_RETURN(TrainCheckpoint ckpt,
-                      ParseTrainCheckpoint(std::move(download.bytes), t.checkpoint_id()));
+  return std::move(download.bytes);
+}
+
+// Parses and restores the projector-only bytes on the model's device, and caches them.
+absl::StatusOr<CachedProjector> Restore(const v1::EvalTask& t, const TaskEnv& env, std::string bytes) {
+  LM_ASSIGN_OR_RETURN(TrainCheckpoint ckpt, ParseTrainCheckpoint(bytes, t.checkpoint_id()));
   const LlamaModel& model = *env.resources.model;
   LM_ASSIGN_OR_RETURN(Projector projector,
                       RestoreProjectorForModel(ckpt, model.config.hidden_size, model.device));
-  if (cache != nullptr) {
-    *cache = EvalCheckpointCache{env.session_id, t.checkpoint_id(), t.checkpoint_sha256(),
-                                 ckpt.projector_config, projector};
+  if (env.eval_cache != nullptr) {
+    *env.eval_cache = EvalCheckpointCache{env.session_id, t.checkpoint_id(), t.checkpoint_sha256(),
+                                          std::move(bytes), ckpt.projector_config, projector};
   }
-  return CachedProjector{ckpt.projector_config, projector, false, download_ms};
+  CachedProjector out;
+  out.config = ckpt.projector_config;
+  out.projector = projector;
+  return out;
+}
+
+CachedProjector FromCache(const TaskEnv& env) {
+  CachedProjector out;
+  out.config = env.eval_cache->config;
+  out.projector = env.eval_cache->projector;
+  out.how = "cached";
+  return out;
+}
+
+absl::StatusOr<CachedProjector> EvalProjector(const v1::EvalTask& t, const TaskEnv& env, int64_t rank,
+                                              bool* retryable) {
+  const bool cached = CacheHolds(t, env);
+  *retryable = true;
+  if (t.world_size() <= 1) {  // one rank: nothing to share
+    if (cached) return FromCache(env);
+    const auto start = std::chrono::steady_clock::now();
+    LM_ASSIGN_OR_RETURN(std::string bytes, DownloadProjector(t, env));
+    const double download_ms = MsSince(start);
+    *retryable = false;
+    LM_ASSIGN_OR_RETURN(CachedProjector out, Restore(t, env, std::move(bytes)));
+    out.how = absl::StrCat("downloaded in ", download_ms, " ms");
+    return out;
+  }
+  ProjectorShareOptions options;
+  options.collective = GroupOptions(env, rank, t.world_size(), t.rendezvous_prefix(), t.collective_timeout_ms());
+  // The bytes live on the host: where this build has Gloo, a GPU worker's eval group uses
+  // it too, sparing the staging on the GPU and an NCCL communicator's setup, which costs
+  // about as much as the download the group saves.
+  if (HaveEngine("gloo")) options.collective.engine = "gloo";
+  options.have = cached;
+  auto fetch = [&]() -> absl::StatusOr<std::string> {
+    if (cached) return env.eval_cache->projector_bytes;
+    return DownloadProjector(t, env);
+  };
+  LM_ASSIGN_OR_RETURN(ProjectorShare share, ShareProjector(options, env.client, fetch, env.on_collective));
+  CachedProjector out;
+  if (cached) {
+    out = FromCache(env);
+  } else {
+    *retryable = false;
+    LM_ASSIGN_OR_RETURN(out, Restore(t, env, std::move(share.bytes)));
+  }
+  if (share.group.get() != nullptr) {
+    const std::string source = cached         ? std::string("cached")
+                               : share.fetched ? absl::StrCat("downloaded in ", share.fetch_ms, " ms")
+                                               : std::string("from rank 0");
+    out.how = absl::StrCat(source, "; group of ", t.world_size(), " met in ", share.group_ms,
+                           " ms, broadcast ", share.broadcast_ms, " ms");
+  }
+  out.group = std::move(share.group);
+  return out;
 }
 
 }  // namespace
@@ -258,7 +324,7 @@ TaskOutcome RunEvalTask(const v1::Task& task, const TaskEnv& env) {
                 false);
   }
   bool retryable = false;
-  auto projector = EvalProjector(t, env, &retryable);
+  auto projector = EvalProjector(t, env, task.ref().rank(), &retryable);
   if (!projector.ok()) return Fail(projector.status(), retryable);
   const double projector_ms = MsSince(start);
   auto prompt_config = PromptFromSpec(t.spec(), projector->config.image_tokens);
@@ -284,10 +350,7 @@ TaskOutcome RunEvalTask(const v1::Task& task, const TaskEnv& env) {
   // Where an eval task's time goes, for the fixed cost of a job (bench/RESULTS.md).
   LM_LOG(INFO) << "eval task " << task.ref().job_id() << " rank " << task.ref().rank() << ": "
                << report.NumSamples() << " answers in " << MsSince(start) << " ms: projector "
-               << projector_ms << " ms ("
-               << (projector->from_cache ? std::string("cached")
-                                         : absl::StrCat("downloaded in ", projector->download_ms, " ms"))
-               << "), answers " << answers_ms << " ms (first batch " << first_batch_ms
+               << projector_ms << " ms (" << projector->how << "), answers " << answers_ms << " ms (first batch " << first_batch_ms
                << " ms), report " << MsSince(answers_start) - answers_ms << " ms";
   return out;
 }

@@ -1,8 +1,9 @@
 // What a worker does with one task of a job attempt: a training rank (the
 // single-process trainer's step on the coordinator's shard, the gradients summed over
 // the group's collective, rank 0's checkpoints uploaded) or an eval share (batched greedy
-// answers on a range of test digits). Runs on the worker's task thread; `abort` is set
-// from the heartbeat thread and checked between steps.
+// answers on a range of test digits, the projector downloaded once per attempt and shared
+// over the attempt's group: projector_share.h). Runs on the worker's task thread; `abort`
+// is set from the heartbeat thread and checked between steps.
 #pragma once
 
 #include <atomic>
@@ -37,6 +38,9 @@ struct EvalCheckpointCache {
   std::string session_id;
   std::string checkpoint_id;
   std::string checkpoint_sha256;  // of the full checkpoint file, as the task named it
+  // The projector-only checkpoint file it was restored from: what this worker sends its
+  // eval group when it is rank 0 and another rank lacks the projector.
+  std::string projector_bytes;
   ProjectorConfig config;
   Projector projector{nullptr};
 };
