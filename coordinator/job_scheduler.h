@@ -149,6 +149,12 @@ class JobScheduler {
   // PERMISSION_DENIED naming its submitter.
   absl::StatusOr<Job*> FindManaged(const std::string& job_id, const Caller& caller, const char* verb);
   std::string RendezvousPrefix(const Job& job) const;
+  // Checkpoint lineage and retention. Outside mu_: train.init_from resolved to a checkpoint
+  // id that verifies and whose projector fits the spec's (FAILED_PRECONDITION otherwise).
+  absl::Status ResolveInitFrom(v1::TrainSpec* spec) const;
+  // Under mu_: the job's retention set in the store, and pins (held by the job id until it
+  // ends) on the checkpoint an eval job reads or a training job starts from.
+  absl::Status HoldCheckpoints(const Job& job);
   void SetAside(const std::string& name, const std::string& reason) const;
 
   const SchedulerOptions options_;
