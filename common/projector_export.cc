@@ -108,11 +108,11 @@ std::string Readme(const TrainCheckpoint& c, ExportFormat format, const std::str
   std::string load;
   if (format == ExportFormat::kHf && mlp) {
     load = absl::StrCat(
-        "import json, torch\n"
+        "import torch\n"
         "from safetensors.torch import load_file\n"
         "from transformers import LlavaConfig\n"
         "from transformers.models.llava.modeling_llava import LlavaMultiModalProjector\n\n"
-        "config = LlavaConfig(**json.load(open(\"config.json\")))\n"
+        "config = LlavaConfig.from_pretrained(\".\")  # this directory's config.json\n"
         "projector = LlavaMultiModalProjector(config)\n"
         "state = load_file(\"", weights_file, "\")\n"
         "projector.load_state_dict({k.removeprefix(\"multi_modal_projector.\"): v for k, v in state.items()})\n");

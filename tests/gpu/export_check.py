@@ -67,7 +67,7 @@ def load_hf(out):
         module = torch.nn.Linear(weight.shape[1], weight.shape[0])
         module.load_state_dict(strip(state, "multi_modal_projector.linear_1."))
         return module, raw, "torch.nn.Linear(multi_modal_projector.linear_1)"
-    config = LlavaConfig(**raw)
+    config = LlavaConfig.from_pretrained(out)  # the export's config.json
     assert config.vision_config.hidden_size == 784, config.vision_config.hidden_size
     assert config.projector_hidden_act == "gelu", config.projector_hidden_act
     module = LlavaMultiModalProjector(config)
