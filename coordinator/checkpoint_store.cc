@@ -120,12 +120,14 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Put(const std::string& job_i
   // The file first, then its sidecar: a crash between them leaves a file that Open
   // ignores rather than a record without its file.
   LM_RETURN_IF_ERROR(WriteFileAtomic(PathOf(info.checkpoint_id()), bytes));
-  if (absl::Status s = WriteSidecar(info); !s.ok()) {
-    // No sidecar, no checkpoint: the file alone would be ignored at Open; remove it now.
-    std::remove(PathOf(info.checkpoint_id()).c_str());
-    return s;
-  }
   {
+    // Sidecar and index change together with respect to RecordEval's rewrite.
+    std::lock_guard<std::mutex> sidecar_lock(sidecar_mu_);
+    if (absl::Status s = WriteSidecar(info); !s.ok()) {
+      // No sidecar, no checkpoint: the file alone would be ignored at Open; remove it now.
+      std::remove(PathOf(info.checkpoint_id()).c_str());
+      return s;
+    }
     std::lock_guard<std::mutex> lock(mu_);
     by_id_[info.checkpoint_id()] = info;
   }
@@ -205,20 +207,27 @@ void CheckpointStore::Prune(const std::string& job_id) {
   }
 }
 
-absl::Status CheckpointStore::RecordEval(const std::string& checkpoint_id,
+absl::Status CheckpointStore::RecordEval(const std::string& checkpoint_id, const std::string& sha256,
                                          const std::string& eval_job_id, double accuracy) {
   v1::CheckpointInfo info;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = by_id_.find(checkpoint_id);
-    if (it == by_id_.end()) {
-      return absl::NotFoundError(absl::StrCat("checkpoint '", checkpoint_id, "' is not in the store"));
+    std::lock_guard<std::mutex> sidecar_lock(sidecar_mu_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = by_id_.find(checkpoint_id);
+      if (it == by_id_.end()) {
+        return absl::NotFoundError(absl::StrCat("checkpoint '", checkpoint_id, "' is not in the store"));
+      }
+      if (it->second.sha256() != sha256) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "checkpoint '", checkpoint_id, "' was rewritten since the eval read it (a restarted attempt)"));
+      }
+      it->second.set_eval_job_id(eval_job_id);
+      it->second.set_eval_accuracy(accuracy);
+      info = it->second;
     }
-    it->second.set_eval_job_id(eval_job_id);
-    it->second.set_eval_accuracy(accuracy);
-    info = it->second;
+    LM_RETURN_IF_ERROR(WriteSidecar(info));
   }
-  LM_RETURN_IF_ERROR(WriteSidecar(info));
   Prune(info.job_id());
   return absl::OkStatus();
 }

@@ -15,8 +15,9 @@
 // note saying why, dropped from the index, and listed by Quarantined() so that the job's
 // status shows it; FindVerified() then yields the newest checkpoint that does verify.
 //
-// Thread-safe: one mutex guards the index, the notes and the derived copies; file I/O
-// happens outside it, except the renames of a quarantine.
+// Thread-safe: one mutex guards the index, the notes, the derived copies, retention and
+// pins; file I/O happens outside it, except the renames of a quarantine. A second mutex,
+// taken before it, makes a sidecar's write and its index entry one step (Put, RecordEval).
 #pragma once
 
 #include <deque>
@@ -86,10 +87,11 @@ class CheckpointStore {
   // it again for the jobs it loads).
   void SetRetention(const std::string& job_id, Retention retention);
   int64_t default_keep_last() const { return options_.keep_last; }
-  // Records that eval job `eval_job_id` scored checkpoint `checkpoint_id` (in its sidecar,
-  // so that it survives restarts), then prunes its job. NOT_FOUND for a checkpoint gone.
-  absl::Status RecordEval(const std::string& checkpoint_id, const std::string& eval_job_id,
-                          double accuracy);
+  // Records that eval job `eval_job_id` scored checkpoint `checkpoint_id` whose file had
+  // `sha256` (in its sidecar, so that it survives restarts), then prunes its job.
+  // NOT_FOUND for a checkpoint gone; FAILED_PRECONDITION when the step was rewritten since.
+  absl::Status RecordEval(const std::string& checkpoint_id, const std::string& sha256,
+                          const std::string& eval_job_id, double accuracy);
   // Keeps `checkpoint_id` from pruning on behalf of `holder` ("<job id>" or
   // "<job id>/<purpose>"), which holds one pin: a new one replaces (and releases) its last.
   // NOT_FOUND when the checkpoint is not (or no longer) in the store.
@@ -113,6 +115,8 @@ class CheckpointStore {
 
   const std::string dir_;
   const CheckpointStoreOptions options_;
+  // Taken before mu_ while a sidecar is written for an index entry (Put, RecordEval).
+  std::mutex sidecar_mu_;
   mutable std::mutex mu_;
   std::map<std::string, v1::CheckpointInfo> by_id_;  // guarded by mu_
   std::map<std::string, std::vector<std::string>> quarantined_;  // by job; guarded by mu_

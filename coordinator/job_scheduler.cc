@@ -514,7 +514,8 @@ void JobScheduler::FinishEval(Job& job) {
   merged.metadata()["workers"] = std::to_string(job.members.size());
   job.status.set_eval_report_json(merged.ToJson());
   job.status.set_eval_accuracy(merged.Accuracy());
-  if (absl::Status s = checkpoints_->RecordEval(job.status.eval().checkpoint(), job.status.job_id(),
+  if (absl::Status s = checkpoints_->RecordEval(job.status.eval().checkpoint(), job.eval_checkpoint_sha256,
+                                                job.status.job_id(),
                                                 merged.Accuracy());
       !s.ok()) {
     LM_LOG(WARNING) << "job " << job.status.job_id() << ": accuracy not recorded for keep_best: " << s;
@@ -828,6 +829,7 @@ void JobScheduler::StartEval(Job& job, std::vector<WorkerRegistry::Candidate> gr
   s.set_eval_images_done(0);
   job.members.clear();
   const std::string checkpoint_sha256 = ckpt->sha256();
+  job.eval_checkpoint_sha256 = checkpoint_sha256;
   for (int64_t rank = 0; rank < k; ++rank) {
     // Contiguous ranges whose sizes differ by at most one, in rank order: merging the
     // shards' reports gives the single-process report.

@@ -117,6 +117,7 @@ class JobScheduler {
     std::vector<Member> members;  // by rank, for the current attempt
     std::unique_ptr<DataPlan> plan;
     int64_t eval_begin_end[2] = {0, 0};
+    std::string eval_checkpoint_sha256;  // the file the eval tasks read
     Clock::time_point waiting_since;
     Clock::time_point finished_at;
     int64_t version = 0;

@@ -120,9 +120,11 @@ std::vector<int64_t> Steps(const CheckpointStore& store, const std::string& job)
   return steps;
 }
 
+std::string StepBytes(int64_t step) { return "checkpoint at step " + std::to_string(step); }
+std::string Sha(int64_t step) { return Sha256Hex(StepBytes(step)); }
+
 absl::StatusOr<v1::CheckpointInfo> PutStep(CheckpointStore& store, const std::string& job, int64_t step) {
-  const std::string bytes = "checkpoint at step " + std::to_string(step);
-  return store.Put(job, step, false, bytes, Sha256Hex(bytes));
+  return store.Put(job, step, false, StepBytes(step), Sha(step));
 }
 
 TEST(CheckpointRetentionTest, KeepsTheNewestAndTheBestScoredAndRemembersScores) {
@@ -134,17 +136,20 @@ TEST(CheckpointRetentionTest, KeepsTheNewestAndTheBestScoredAndRemembersScores) 
   s.SetRetention(job, Retention{2, 1});
   ASSERT_TRUE(PutStep(s, job, 1).ok());
   ASSERT_TRUE(PutStep(s, job, 2).ok());
-  ASSERT_TRUE(s.RecordEval(CheckpointStore::MakeId(job, 1), "eval-000010", 0.9).ok());
-  ASSERT_TRUE(s.RecordEval(CheckpointStore::MakeId(job, 2), "eval-000011", 0.5).ok());
+  ASSERT_TRUE(s.RecordEval(CheckpointStore::MakeId(job, 1), Sha(1), "eval-000010", 0.9).ok());
+  ASSERT_TRUE(s.RecordEval(CheckpointStore::MakeId(job, 2), Sha(2), "eval-000011", 0.5).ok());
   ASSERT_TRUE(PutStep(s, job, 3).ok());
   EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{1, 2, 3}));  // newest 3, 2; best 1
   ASSERT_TRUE(PutStep(s, job, 4).ok());
   EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{1, 3, 4}));  // 2 is neither
+  // An eval of a file since rewritten (a restarted attempt redid step 3) scores nothing.
+  EXPECT_TRUE(absl::IsFailedPrecondition(
+      s.RecordEval(CheckpointStore::MakeId(job, 3), Sha256Hex("step 3 before"), "eval-000014", 1.0)));
   EXPECT_FALSE(FileExists(dir + "/" + CheckpointStore::MakeId(job, 2) + ".safetensors"));
   // A better score moves "best" to step 4, which is also among the newest: step 1 goes.
-  ASSERT_TRUE(s.RecordEval(CheckpointStore::MakeId(job, 4), "eval-000012", 0.95).ok());
+  ASSERT_TRUE(s.RecordEval(CheckpointStore::MakeId(job, 4), Sha(4), "eval-000012", 0.95).ok());
   EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{3, 4}));
-  EXPECT_TRUE(absl::IsNotFound(s.RecordEval(CheckpointStore::MakeId(job, 1), "eval-000013", 1.0)));
+  EXPECT_TRUE(absl::IsNotFound(s.RecordEval(CheckpointStore::MakeId(job, 1), Sha(1), "eval-000013", 1.0)));
   // The score lives in the sidecar: a restarted store still knows it.
   auto reopened = CheckpointStore::Open(dir);
   ASSERT_TRUE(reopened.ok());
@@ -189,7 +194,7 @@ TEST(CheckpointRetentionTest, TheQuotaCountsTheBestKeptBesideTheNewest) {
   const std::string job = "train-000003";
   s.SetRetention(job, Retention{1, 1});
   ASSERT_TRUE(PutStep(s, job, 1).ok());  // 20 bytes
-  ASSERT_TRUE(s.RecordEval(CheckpointStore::MakeId(job, 1), "eval-000030", 0.8).ok());
+  ASSERT_TRUE(s.RecordEval(CheckpointStore::MakeId(job, 1), Sha(1), "eval-000030", 0.8).ok());
   ASSERT_TRUE(PutStep(s, job, 2).ok());  // 20 + the best 20 = 40
   EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{1, 2}));
   const std::string big = "checkpoint at step 3, larger";

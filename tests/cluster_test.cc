@@ -686,7 +686,8 @@ std::string RunCli(const std::string& args, int* rc) {
   return out;
 }
 
-// init_from in real processes: a job started from another job's checkpoint with lr 0 ends
+// init_from in real processes (and an eval's accuracy recorded beside the checkpoint it
+// scored): a job started from another job's checkpoint with lr 0 ends
 // with exactly that projector (its weights were the start; AdamW with lr 0 moves nothing),
 // its own steps counted from 0, and `status` (text and --json) names where it started.
 TEST_F(ClusterTest, AJobStartsFromAnotherJobsCheckpoint) {
@@ -701,6 +702,21 @@ TEST_F(ClusterTest, AJobStartsFromAnotherJobsCheckpoint) {
   ASSERT_TRUE(a.ok()) << a.status();
   v1::JobStatus a_done = WaitJob(a->job_id(), Ended, 180);
   ASSERT_EQ(a_done.state(), v1::JOB_STATE_SUCCEEDED) << a_done.ShortDebugString();
+
+  // An eval of A's checkpoint records its accuracy beside it (what keep_best ranks by).
+  v1::SubmitJobRequest eval;
+  eval.mutable_eval()->set_checkpoint(a->job_id());
+  eval.mutable_eval()->set_eval_digits(4);
+  eval.mutable_eval()->set_max_new_tokens(4);
+  auto e = client_->Submit(eval);
+  ASSERT_TRUE(e.ok()) << e.status();
+  v1::JobStatus e_done = WaitJob(e->job_id(), Ended, 180);
+  ASSERT_EQ(e_done.state(), v1::JOB_STATE_SUCCEEDED) << e_done.ShortDebugString();
+  auto listed = client_->ListCheckpoints(a->job_id());
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->checkpoints_size(), 1);
+  EXPECT_EQ(listed->checkpoints(0).eval_job_id(), e->job_id());
+  EXPECT_EQ(listed->checkpoints(0).eval_accuracy(), e_done.eval_accuracy());
 
   v1::SubmitJobRequest second = first;
   second.mutable_train()->set_lr(0);
