@@ -85,6 +85,8 @@ void FillTrainDefaults(v1::TrainSpec* s) {
   if (!s->has_min_world_size()) s->set_min_world_size(s->world_size());
   if (!s->has_checkpoint_every_steps()) s->set_checkpoint_every_steps(0);
   if (!s->has_max_restarts()) s->set_max_restarts(3);
+  if (!s->has_keep_last()) s->set_keep_last(JobLimits::kDefaultKeepLast);
+  if (!s->has_keep_best()) s->set_keep_best(0);
 }
 
 absl::Status CheckTrainBounds(const v1::TrainSpec& s) {
@@ -109,6 +111,9 @@ absl::Status CheckTrainBounds(const v1::TrainSpec& s) {
   LM_RETURN_IF_ERROR(
       CheckRange("train.checkpoint_every_steps", s.checkpoint_every_steps(), 0, L::kMaxSteps));
   LM_RETURN_IF_ERROR(CheckRange("train.max_restarts", s.max_restarts(), 0, L::kMaxRestarts));
+  LM_RETURN_IF_ERROR(CheckRange("train.keep_last", s.keep_last(), 1, L::kMaxKeepCheckpoints));
+  LM_RETURN_IF_ERROR(CheckRange("train.keep_best", s.keep_best(), 0, L::kMaxKeepCheckpoints));
+  if (!s.init_from().empty()) LM_RETURN_IF_ERROR(CheckCheckpointRef("train.init_from", s.init_from()));
   LM_RETURN_IF_ERROR(CheckRange("train.lr", s.lr(), 0.0, L::kMaxLr));
   LM_RETURN_IF_ERROR(CheckRange("train.weight_decay", s.weight_decay(), 0.0, L::kMaxWeightDecay));
   LM_RETURN_IF_ERROR(CheckRange("train.warmup_ratio", s.warmup_ratio(), 0.0, 1.0));

@@ -34,10 +34,13 @@ struct JobLimits {
   static constexpr size_t kMaxModelBytes = 1024;
   static constexpr int64_t kMaxEvalBatch = 100000;
   static constexpr int64_t kMaxNewTokens = 1024;
+  static constexpr int64_t kMaxKeepCheckpoints = 100;
+  static constexpr int64_t kDefaultKeepLast = 3;
 };
 
 // Fills every unset field with its default and validates; INVALID_ARGUMENT names the
-// field ("train.batch_size must be in [1, 65536], got 0").
+// field ("train.batch_size must be in [1, 65536], got 0"). The coordinator sets
+// keep_last to its own default first when the client left it unset.
 absl::Status ResolveTrainSpec(v1::TrainSpec* spec);
 absl::Status ResolveEvalSpec(v1::EvalSpec* spec);
 // batch_size x grad_accum x world_size of a resolved spec with `world_size` ranks, or

@@ -185,6 +185,17 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> ProjectorParameterShap
           {"fc2.bias", {out}}};
 }
 
+absl::Status CheckProjectorCompatible(const ProjectorConfig& from, const ProjectorConfig& to,
+                                      const std::string& source) {
+  if (from.type == to.type && ProjectorParameterShapes(from) == ProjectorParameterShapes(to) &&
+      from.input_mean == to.input_mean && from.input_std == to.input_std) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(source, ": its projector (", from.ToJson(),
+                                                 ") does not fit the requested one (", to.ToJson(),
+                                                 "): kind, shapes and input normalization must match"));
+}
+
 ProjectorImpl::ProjectorImpl(const ProjectorConfig& config, uint64_t seed) : config_(config) {
   absl::Status valid = config.Validate();
   LM_CHECK(valid.ok()) << valid;

@@ -56,6 +56,12 @@ inline bool operator!=(const ProjectorConfig& a, const ProjectorConfig& b) { ret
 std::vector<std::pair<std::string, std::vector<int64_t>>> ProjectorParameterShapes(
     const ProjectorConfig& config);
 
+// OK when weights of a projector of `from` can initialize one of `to`: the same kind,
+// parameter shapes and input normalization (hidden_dim 0 and the width it stands for are
+// the same). Otherwise INVALID_ARGUMENT naming `source` and both configs.
+absl::Status CheckProjectorCompatible(const ProjectorConfig& from, const ProjectorConfig& to,
+                                      const std::string& source);
+
 class ProjectorImpl : public torch::nn::Module {
  public:
   // Float32 parameters on the CPU with torch's default Linear initialization

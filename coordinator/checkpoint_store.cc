@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/file_util.h"
+#include "common/job_spec.h"
 #include "common/log.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
@@ -28,7 +29,10 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 }  // namespace
 
 absl::Status CheckpointStoreOptions::Validate() const {
-  if (keep_last < 1) return absl::InvalidArgumentError("--keep_checkpoints must be >= 1");
+  if (keep_last < 1 || keep_last > JobLimits::kMaxKeepCheckpoints) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--keep_checkpoints must be in [1, ", JobLimits::kMaxKeepCheckpoints, "]"));
+  }
   if (max_job_bytes < 1) return absl::InvalidArgumentError("--max_job_checkpoint_bytes must be >= 1");
   return absl::OkStatus();
 }
@@ -95,16 +99,17 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Put(const std::string& job_i
   info.set_sha256(actual);
   info.set_created_unix_ms(absl::ToUnixMillis(absl::Now()));
   {
-    // The newest keep_last - 1 others stay beside this one: together within the quota.
-    std::vector<int64_t> others;  // the job's other steps, newest first
+    // What the job keeps once this one is stored: together within the quota (pinned
+    // older ones are transient and not counted).
+    std::vector<v1::CheckpointInfo> after = {info};
     absl::MutexLock lock(&mu_);
     for (const auto& [id, other] : by_id_) {
-      if (other.job_id() == job_id && other.step() != step) others.push_back(other.step());
+      if (other.job_id() == job_id && other.step() != step) after.push_back(other);
     }
-    std::sort(others.rbegin(), others.rend());
-    int64_t total = info.size_bytes();
-    for (size_t i = 0; i < others.size() && static_cast<int64_t>(i) + 1 < options_.keep_last; ++i) {
-      total += by_id_[MakeId(job_id, others[i])].size_bytes();
+    const std::set<std::string> kept = RetainedIds(after, RetentionOf(job_id));
+    int64_t total = 0;
+    for (const v1::CheckpointInfo& c : after) {
+      if (kept.count(c.checkpoint_id()) > 0) total += c.size_bytes();
     }
     if (total > options_.max_job_bytes) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -116,18 +121,14 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Put(const std::string& job_i
   // The file first, then its sidecar: a crash between them leaves a file that Open
   // ignores rather than a record without its file.
   LM_RETURN_IF_ERROR(WriteFileAtomic(PathOf(info.checkpoint_id()), bytes));
-  std::string json;
-  google::protobuf::util::JsonPrintOptions options;
-  options.always_print_primitive_fields = true;
-  if (!google::protobuf::util::MessageToJsonString(info, &json, options).ok()) {
-    return absl::InternalError("checkpoint: cannot encode its record");
-  }
-  if (absl::Status s = WriteFileAtomic(dir_ + "/" + info.checkpoint_id() + ".json", json); !s.ok()) {
-    // No sidecar, no checkpoint: the file alone would be ignored at Open; remove it now.
-    std::remove(PathOf(info.checkpoint_id()).c_str());
-    return s;
-  }
   {
+    // Sidecar and index change together with respect to RecordEval's rewrite.
+    absl::MutexLock sidecar_lock(&sidecar_mu_);
+    if (absl::Status s = WriteSidecar(info); !s.ok()) {
+      // No sidecar, no checkpoint: the file alone would be ignored at Open; remove it now.
+      std::remove(PathOf(info.checkpoint_id()).c_str());
+      return s;
+    }
     absl::MutexLock lock(&mu_);
     by_id_[info.checkpoint_id()] = info;
   }
@@ -135,26 +136,148 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Put(const std::string& job_i
   return info;
 }
 
+absl::Status CheckpointStore::WriteSidecar(const v1::CheckpointInfo& info) const {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  if (!google::protobuf::util::MessageToJsonString(info, &json, options).ok()) {
+    return absl::InternalError("checkpoint: cannot encode its record");
+  }
+  return WriteFileAtomic(dir_ + "/" + info.checkpoint_id() + ".json", json);
+}
+
+std::set<std::string> RetainedIds(const std::vector<v1::CheckpointInfo>& checkpoints,
+                                  Retention retention) {
+  std::vector<const v1::CheckpointInfo*> by_step, scored;
+  for (const v1::CheckpointInfo& c : checkpoints) {
+    by_step.push_back(&c);
+    if (!c.eval_job_id().empty()) scored.push_back(&c);
+  }
+  std::sort(by_step.begin(), by_step.end(),
+            [](const auto* a, const auto* b) { return a->step() > b->step(); });
+  std::sort(scored.begin(), scored.end(), [](const auto* a, const auto* b) {
+    return std::make_pair(a->eval_accuracy(), a->step()) > std::make_pair(b->eval_accuracy(), b->step());
+  });
+  std::set<std::string> kept;
+  for (size_t i = 0; i < by_step.size() && static_cast<int64_t>(i) < retention.keep_last; ++i) {
+    kept.insert(by_step[i]->checkpoint_id());
+  }
+  for (size_t i = 0; i < scored.size() && static_cast<int64_t>(i) < retention.keep_best; ++i) {
+    kept.insert(scored[i]->checkpoint_id());
+  }
+  return kept;
+}
+
+Retention CheckpointStore::RetentionOf(const std::string& job_id) const {
+  auto it = retention_.find(job_id);
+  return it != retention_.end() ? it->second : Retention{options_.keep_last, 0};
+}
+
+void CheckpointStore::SetRetention(const std::string& job_id, Retention retention) {
+  absl::MutexLock lock(&mu_);
+  retention_[job_id] = retention;
+}
+
 void CheckpointStore::Prune(const std::string& job_id) {
   std::vector<std::string> doomed;
+  Retention retention;
   {
+    // Out of the index under the lock (a Pin after this finds nothing to pin), then the
+    // files outside it.
     absl::MutexLock lock(&mu_);
-    std::vector<std::pair<int64_t, std::string>> steps;
+    retention = RetentionOf(job_id);
+    std::vector<v1::CheckpointInfo> mine;
     for (const auto& [id, info] : by_id_) {
-      if (info.job_id() == job_id) steps.emplace_back(info.step(), id);
+      if (info.job_id() == job_id) mine.push_back(info);
     }
-    std::sort(steps.rbegin(), steps.rend());
-    for (size_t i = static_cast<size_t>(options_.keep_last); i < steps.size(); ++i) {
-      doomed.push_back(steps[i].second);
-      by_id_.erase(steps[i].second);
+    std::set<std::string> kept = RetainedIds(mine, retention);
+    for (const auto& [holder, id] : pins_) kept.insert(id);
+    for (const v1::CheckpointInfo& info : mine) {
+      const std::string& id = info.checkpoint_id();
+      if (kept.count(id) > 0) continue;
+      doomed.push_back(id);
+      by_id_.erase(id);
     }
   }
   for (const std::string& id : doomed) {
     // The sidecar first: a crash between the two leaves a file that Open ignores.
     std::remove((dir_ + "/" + id + ".json").c_str());
     std::remove(PathOf(id).c_str());
-    LM_LOG(INFO) << "checkpoint " << id << " pruned (keeping the newest " << options_.keep_last << ")";
+    LM_LOG(INFO) << "checkpoint " << id << " pruned (keeping the newest " << retention.keep_last
+                 << " and the best " << retention.keep_best << " by eval accuracy)";
   }
+}
+
+absl::Status CheckpointStore::RecordEval(const std::string& checkpoint_id, const std::string& sha256,
+                                         const std::string& eval_job_id, double accuracy) {
+  v1::CheckpointInfo info;
+  {
+    absl::MutexLock sidecar_lock(&sidecar_mu_);
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = by_id_.find(checkpoint_id);
+      if (it == by_id_.end()) {
+        return absl::NotFoundError(absl::StrCat("checkpoint '", checkpoint_id, "' is not in the store"));
+      }
+      if (it->second.sha256() != sha256) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "checkpoint '", checkpoint_id, "' was rewritten since the eval read it (a restarted attempt)"));
+      }
+      it->second.set_eval_job_id(eval_job_id);
+      it->second.set_eval_accuracy(accuracy);
+      info = it->second;
+    }
+    LM_RETURN_IF_ERROR(WriteSidecar(info));
+  }
+  Prune(info.job_id());
+  return absl::OkStatus();
+}
+
+absl::Status CheckpointStore::Pin(const std::string& checkpoint_id, const std::string& holder) {
+  std::string released;  // the checkpoint this holder pinned before, if another
+  {
+    absl::MutexLock lock(&mu_);
+    if (by_id_.count(checkpoint_id) == 0) {
+      return absl::NotFoundError(absl::StrCat(
+          "checkpoint '", checkpoint_id, "' is not in the store (pruned, quarantined or never stored)"));
+    }
+    auto it = pins_.find(holder);
+    if (it != pins_.end() && it->second != checkpoint_id) released = it->second;
+    pins_[holder] = checkpoint_id;
+  }
+  if (!released.empty()) PruneJobOf(released);
+  return absl::OkStatus();
+}
+
+void CheckpointStore::Unpin(const std::string& holder) {
+  std::vector<std::string> released;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = pins_.lower_bound(holder); it != pins_.end();) {
+      const std::string& h = it->first;
+      if (h != holder && h.compare(0, holder.size() + 1, holder + "/") != 0) break;
+      released.push_back(it->second);
+      it = pins_.erase(it);
+    }
+  }
+  for (const std::string& id : released) PruneJobOf(id);
+}
+
+void CheckpointStore::PruneJobOf(const std::string& checkpoint_id) {
+  std::string job;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = by_id_.find(checkpoint_id);
+    if (it == by_id_.end()) return;
+    job = it->second.job_id();
+  }
+  Prune(job);
+}
+
+absl::StatusOr<ProjectorConfig> CheckpointStore::ReadProjectorConfig(const v1::CheckpointInfo& info) {
+  LM_ASSIGN_OR_RETURN(std::shared_ptr<const Derived> derived, ReadProjectorOnly(info));
+  LM_ASSIGN_OR_RETURN(TrainCheckpoint parsed, ParseTrainCheckpoint(derived->bytes, info.checkpoint_id()));
+  return parsed.projector_config;
 }
 
 void CheckpointStore::Quarantine(const v1::CheckpointInfo& info, const std::string& why) {

@@ -3,29 +3,43 @@
 // JSON sidecar holding its CheckpointInfo; survives coordinator restarts (rescanned on
 // Open); serves projector-only copies for eval.
 //
-// Retention and recovery: each job keeps its newest `keep_last` checkpoints (older ones
-// are deleted after a newer one is stored) within `max_job_bytes`. A checkpoint whose
+// Retention and recovery: each job keeps its newest `keep_last` checkpoints and the
+// `keep_best` with the highest eval accuracy among those an eval scored (SetRetention;
+// the options' keep_last and no best otherwise), within `max_job_bytes` together; the
+// rest are deleted after a newer one is stored, an eval is recorded or a pin is dropped.
+// A pinned checkpoint (one a running attempt resumes from, an unfinished eval job reads or
+// a job starts from) is never deleted; Pin fails for one already gone, so a reference
+// taken under the store's lock cannot race a deletion. A checkpoint whose
 // bytes no longer match its recorded SHA-256 when read (resume, eval, download) is
 // quarantined: renamed to step-<N>.safetensors.quarantined with a step-<N>.quarantined
 // note saying why, dropped from the index, and listed by Quarantined() so that the job's
 // status shows it; FindVerified() then yields the newest checkpoint that does verify.
 //
-// Thread-safe: one mutex guards the index, the notes and the derived copies; file I/O
-// happens outside it, except the renames of a quarantine.
+// Thread-safe: one mutex guards the index, the notes, the derived copies, retention and
+// pins; file I/O happens outside it, except the renames of a quarantine. A second mutex,
+// taken before it, makes a sidecar's write and its index entry one step (Put, RecordEval).
 #pragma once
 
 #include <deque>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/status/statusor.h"
+#include "common/projector.h"
 #include "protos/llava.pb.h"
 
 namespace llava {
+
+// A job's retention policy (TrainSpec.keep_last, keep_best).
+struct Retention {
+  int64_t keep_last = 3;  // >= 1
+  int64_t keep_best = 0;  // >= 0
+};
 
 struct CheckpointStoreOptions {
   int64_t keep_last = 3;                    // per job, >= 1
@@ -70,22 +84,53 @@ class CheckpointStore {
 
   static std::string MakeId(const std::string& job_id, int64_t step);
 
+  // Retention: the job's policy from now on (until the store restarts; the scheduler sets
+  // it again for the jobs it loads).
+  void SetRetention(const std::string& job_id, Retention retention);
+  int64_t default_keep_last() const { return options_.keep_last; }
+  // Records that eval job `eval_job_id` scored checkpoint `checkpoint_id` whose file had
+  // `sha256` (in its sidecar, so that it survives restarts), then prunes its job.
+  // NOT_FOUND for a checkpoint gone; FAILED_PRECONDITION when the step was rewritten since.
+  absl::Status RecordEval(const std::string& checkpoint_id, const std::string& sha256,
+                          const std::string& eval_job_id, double accuracy);
+  // Keeps `checkpoint_id` from pruning on behalf of `holder` ("<job id>" or
+  // "<job id>/<purpose>"), which holds one pin: a new one replaces (and releases) its last.
+  // NOT_FOUND when the checkpoint is not (or no longer) in the store.
+  absl::Status Pin(const std::string& checkpoint_id, const std::string& holder);
+  // Drops the pins of `holder` and of "<holder>/..." then prunes what they kept.
+  void Unpin(const std::string& holder);
+  // The projector config of a stored checkpoint, read and verified (the projector-only
+  // copy, cached).
+  absl::StatusOr<ProjectorConfig> ReadProjectorConfig(const v1::CheckpointInfo& info);
+
  private:
   CheckpointStore(std::string dir, CheckpointStoreOptions options)
       : dir_(std::move(dir)), options_(options) {}
   std::string PathOf(const std::string& id) const;
   void Quarantine(const v1::CheckpointInfo& info, const std::string& why);
-  // Deletes the job's checkpoints beyond keep_last (oldest steps first).
+  // Deletes the job's checkpoints that its retention does not keep and nothing pins.
   void Prune(const std::string& job_id);
+  void PruneJobOf(const std::string& checkpoint_id);
+  Retention RetentionOf(const std::string& job_id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status WriteSidecar(const v1::CheckpointInfo& info) const;
 
   const std::string dir_;
   const CheckpointStoreOptions options_;
+  // Taken before mu_ while a sidecar is written for an index entry (Put, RecordEval).
+  absl::Mutex sidecar_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
   std::map<std::string, v1::CheckpointInfo> by_id_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::vector<std::string>> quarantined_ ABSL_GUARDED_BY(mu_);  // by job
   // Projector-only files by checkpoint id (with the full file's SHA-256, so that a
   // replaced checkpoint is derived again), newest last.
   std::deque<std::pair<std::string, std::shared_ptr<const Derived>>> derived_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Retention> retention_ ABSL_GUARDED_BY(mu_);  // by job
+  std::map<std::string, std::string> pins_ ABSL_GUARDED_BY(mu_);  // holder -> checkpoint id
 };
+
+// Of a job's checkpoints, the ids `retention` keeps: the newest keep_last steps and the
+// keep_best highest eval accuracies (ties: the newer step) among those scored.
+std::set<std::string> RetainedIds(const std::vector<v1::CheckpointInfo>& checkpoints,
+                                  Retention retention);
 
 }  // namespace llava

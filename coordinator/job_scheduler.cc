@@ -98,6 +98,7 @@ void JobScheduler::Changed(Job& job, bool persist) {
   ++job.version;
   job.status.set_updated_unix_ms(absl::ToUnixMillis(absl::Now()));
   if (Terminal(job) && job.finished_at == Clock::time_point()) job.finished_at = Clock::now();
+  if (Terminal(job)) checkpoints_->Unpin(job.status.job_id());
   if (persist) {
     // The job lives on in memory either way; a lost update is rewritten at the next
     // change and at shutdown.
@@ -183,6 +184,7 @@ absl::Status JobScheduler::LoadState() {
     }
     job->waiting_since = now;
     if (Terminal(*job)) job->finished_at = now;
+    if (absl::Status held = HoldCheckpoints(*job); !held.ok()) LM_LOG(WARNING) << "job " << id << ": " << held;
     order_[job->seq] = id;
     jobs_[id] = std::move(job);
   }
@@ -218,7 +220,10 @@ absl::StatusOr<v1::JobStatus> JobScheduler::Submit(const v1::SubmitJobRequest& o
                                                    const Caller& caller, Clock::time_point now) {
   v1::SubmitJobRequest request = original;
   if (request.has_train()) {
-    LM_RETURN_IF_ERROR(ResolveTrainSpec(request.mutable_train()));
+    v1::TrainSpec* train = request.mutable_train();
+    if (!train->has_keep_last()) train->set_keep_last(checkpoints_->default_keep_last());
+    LM_RETURN_IF_ERROR(ResolveTrainSpec(train));
+    LM_RETURN_IF_ERROR(ResolveInitFrom(train));
   } else if (request.has_eval()) {
     LM_RETURN_IF_ERROR(ResolveEvalSpec(request.mutable_eval()));
     auto ckpt = checkpoints_->Find(request.eval().checkpoint());
@@ -259,7 +264,12 @@ absl::StatusOr<v1::JobStatus> JobScheduler::Submit(const v1::SubmitJobRequest& o
   } else {
     *s.mutable_eval() = request.eval();
   }
+  if (absl::Status held = HoldCheckpoints(*job); !held.ok()) {
+    checkpoints_->Unpin(id);
+    return absl::FailedPreconditionError(absl::StrCat("nothing queued: ", held.message()));
+  }
   if (absl::Status written = Persist(*job); !written.ok()) {
+    checkpoints_->Unpin(id);
     return absl::Status(written.code(),
                         absl::StrCat("nothing queued: cannot write the job record: ",
                                      written.message()));
@@ -517,6 +527,12 @@ void JobScheduler::FinishEval(Job& job) {
   merged.metadata()["workers"] = std::to_string(job.members.size());
   job.status.set_eval_report_json(merged.ToJson());
   job.status.set_eval_accuracy(merged.Accuracy());
+  if (absl::Status s = checkpoints_->RecordEval(job.status.eval().checkpoint(), job.eval_checkpoint_sha256,
+                                                job.status.job_id(),
+                                                merged.Accuracy());
+      !s.ok()) {
+    LM_LOG(WARNING) << "job " << job.status.job_id() << ": accuracy not recorded for keep_best: " << s;
+  }
   job.status.set_eval_images_done(job.status.eval_images_total());
   job.status.set_state(v1::JOB_STATE_SUCCEEDED);
   LM_LOG(INFO) << "job " << job.status.job_id() << " succeeded: accuracy " << merged.Accuracy();
@@ -637,6 +653,8 @@ void JobScheduler::OnCheckpointStored(const v1::CheckpointInfo& info, Clock::tim
     job->status.set_latest_checkpoint_id(info.checkpoint_id());
     job->status.set_latest_checkpoint_step(info.step());
   }
+  // The attempt has moved past the checkpoint it resumed from: that one may be pruned now.
+  if (info.step() > job->status.resumed_from_step()) checkpoints_->Unpin(info.job_id() + "/resume");
   Changed(*job, true);
   if (!info.final()) MaybeGrow(*job, info.step(), now);
 }
@@ -710,6 +728,37 @@ void JobScheduler::Tick(Clock::time_point now) {
                  << options_.finished_job_ttl.count() << " ms ago)";
     Forget(id);
   }
+}
+
+absl::Status JobScheduler::ResolveInitFrom(v1::TrainSpec* spec) const {
+  const std::string ref = spec->init_from();
+  if (ref.empty()) return absl::OkStatus();
+  // A job id: its newest checkpoint that verifies; a checkpoint id: that one, verified.
+  absl::StatusOr<v1::CheckpointInfo> info =
+      ref.find('/') == std::string::npos ? checkpoints_->FindVerified(ref) : checkpoints_->Find(ref);
+  if (info.ok() && ref.find('/') != std::string::npos) info = checkpoints_->Verify(*info);
+  absl::StatusOr<ProjectorConfig> from =
+      info.ok() ? checkpoints_->ReadProjectorConfig(*info) : absl::StatusOr<ProjectorConfig>(info.status());
+  if (!from.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("train.init_from '", ref, "': ", from.status().message()));
+  }
+  ProjectorConfig wanted = ProjectorFromSpec(*spec);
+  wanted.output_dim = from->output_dim;  // the model's width: each worker checks its own
+  if (absl::Status fits = CheckProjectorCompatible(*from, wanted, info->checkpoint_id()); !fits.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("train.init_from: ", fits.message()));
+  }
+  spec->set_init_from(info->checkpoint_id());
+  return absl::OkStatus();
+}
+
+absl::Status JobScheduler::HoldCheckpoints(const Job& job) {
+  const v1::JobStatus& s = job.status;
+  if (s.has_train()) {
+    checkpoints_->SetRetention(s.job_id(), Retention{s.train().keep_last(), s.train().keep_best()});
+  }
+  if (Terminal(job)) return absl::OkStatus();
+  const std::string& read = s.has_train() ? s.train().init_from() : s.eval().checkpoint();
+  return read.empty() ? absl::OkStatus() : checkpoints_->Pin(read, s.job_id());
 }
 
 void JobScheduler::Fail(Job& job, const std::string& reason) {
@@ -824,6 +873,8 @@ void JobScheduler::StartTrain(Job& job, std::vector<WorkerRegistry::Candidate> g
   auto resume = checkpoints_->FindVerified(s.job_id());
   s.set_resumed_from_step(resume.ok() ? resume->step() : 0);
   s.set_step(resume.ok() ? resume->step() : 0);
+  // Replaces the previous attempt's pin; FindVerified just found it under this lock.
+  if (resume.ok()) checkpoints_->Pin(resume->checkpoint_id(), s.job_id() + "/resume").IgnoreError();
   job.members.clear();
   for (int64_t rank = 0; rank < world; ++rank) {
     const auto& c = group[rank];
@@ -875,6 +926,7 @@ void JobScheduler::StartEval(Job& job, std::vector<WorkerRegistry::Candidate> gr
   s.set_eval_images_done(0);
   job.members.clear();
   const std::string checkpoint_sha256 = ckpt->sha256();
+  job.eval_checkpoint_sha256 = checkpoint_sha256;
   for (int64_t rank = 0; rank < k; ++rank) {
     // Contiguous ranges whose sizes differ by at most one, in rank order: merging the
     // shards' reports gives the single-process report.

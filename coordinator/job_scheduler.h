@@ -119,6 +119,7 @@ class JobScheduler {
     std::vector<Member> members;  // by rank, for the current attempt
     std::unique_ptr<DataPlan> plan;
     int64_t eval_begin_end[2] = {0, 0};
+    std::string eval_checkpoint_sha256;  // the file the eval tasks read
     Clock::time_point waiting_since;
     Clock::time_point finished_at;
     int64_t version = 0;
@@ -167,6 +168,12 @@ class JobScheduler {
   absl::StatusOr<Job*> FindManaged(const std::string& job_id, const Caller& caller, const char* verb)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string RendezvousPrefix(const Job& job) const;
+  // Checkpoint lineage and retention. Outside mu_: train.init_from resolved to a checkpoint
+  // id that verifies and whose projector fits the spec's (FAILED_PRECONDITION otherwise).
+  absl::Status ResolveInitFrom(v1::TrainSpec* spec) const;
+  // Under mu_: the job's retention set in the store, and pins (held by the job id until it
+  // ends) on the checkpoint an eval job reads or a training job starts from.
+  absl::Status HoldCheckpoints(const Job& job);
   void SetAside(const std::string& name, const std::string& reason) const;
 
   const SchedulerOptions options_;

@@ -24,6 +24,13 @@ ABSL_FLAG(int64_t, min_world_size, 0,
 ABSL_FLAG(int64_t, max_restarts, 3, "submit/launch: restarts from the last checkpoint after a failure");
 ABSL_FLAG(int64_t, eval_workers, 0, "submit eval: workers to split over (0: every idle one)");
 ABSL_FLAG(std::string, job_model, "", "submit: only run on workers that loaded this model spec");
+ABSL_FLAG(std::string, init_from, "",
+          "submit train: start the projector from this checkpoint id, or a training job id for its "
+          "newest verified checkpoint (optimizer and schedule fresh)");
+ABSL_FLAG(int64_t, keep_last, 3,
+          "submit train: keep the job's newest N checkpoints (default: the coordinator's --keep_checkpoints)");
+ABSL_FLAG(int64_t, keep_best, 0,
+          "submit train: also keep the job's N checkpoints with the best eval accuracy");
 ABSL_FLAG(std::string, tls_cert, llava::GetEnvOr("LLAVA_TLS_CERT", ""),
           "PEM certificate: the coordinator's server certificate, or a client's certificate");
 ABSL_FLAG(std::string, tls_key, llava::GetEnvOr("LLAVA_TLS_KEY", ""), "PEM private key of --tls_cert");
@@ -155,6 +162,9 @@ absl::StatusOr<v1::TrainSpec> TrainSpecFromFlags(const std::string& base_json) {
   if (Given("min_world_size")) spec.set_min_world_size(absl::GetFlag(FLAGS_min_world_size));
   if (Given("checkpoint_every")) spec.set_checkpoint_every_steps(absl::GetFlag(FLAGS_checkpoint_every));
   if (Given("max_restarts")) spec.set_max_restarts(absl::GetFlag(FLAGS_max_restarts));
+  if (Given("init_from")) spec.set_init_from(absl::GetFlag(FLAGS_init_from));
+  if (Given("keep_last")) spec.set_keep_last(absl::GetFlag(FLAGS_keep_last));
+  if (Given("keep_best")) spec.set_keep_best(absl::GetFlag(FLAGS_keep_best));
   return spec;
 }
 
@@ -186,6 +196,7 @@ std::string StatusLine(const v1::JobStatus& s) {
       }
     }
     if (!s.latest_checkpoint_id().empty()) absl::StrAppend(&line, " ckpt ", s.latest_checkpoint_id());
+    if (!s.train().init_from().empty()) absl::StrAppend(&line, " init_from ", s.train().init_from());
   } else {
     absl::StrAppend(&line, absl::StrFormat(" answers %d/%d", s.eval_images_done(), s.eval_images_total()));
   }

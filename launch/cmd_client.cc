@@ -21,7 +21,7 @@ ABSL_FLAG(bool, wait, false, "submit: watch the job until it ends (exit status 1
 ABSL_FLAG(bool, wait_for_workers, false,
           "submit: queue the job even if fewer matching workers are registered than it needs");
 ABSL_FLAG(int64_t, watch_timeout_ms, 24 * 3600 * 1000, "watch/submit --wait: give up after this long");
-ABSL_FLAG(std::string, out, "", "fetch-checkpoint: write the file here (default <id>.safetensors)");
+ABSL_FLAG(std::string, out, "", "fetch-checkpoint: write the file here (default <id>.safetensors); export: the output directory");
 ABSL_FLAG(bool, projector_only, false, "fetch-checkpoint: without the optimizer state (for eval and inference)");
 ABSL_FLAG(bool, history, false, "status: print every step's metrics");
 ABSL_FLAG(std::string, report_out, "", "status: write an eval job's report (JSON) here");

@@ -42,7 +42,7 @@ ABSL_FLAG(int64_t, collective_timeout_ms, 60000,
           "coordinator: a collective that takes longer fails its attempt (no rank hangs)");
 ABSL_FLAG(int64_t, tick_ms, 100, "coordinator: scheduling period");
 ABSL_FLAG(int64_t, keep_checkpoints, 3,
-          "coordinator: the newest checkpoints kept per job (older ones are deleted)");
+          "coordinator: the newest checkpoints kept per job whose spec sets no keep_last (1..100; older ones are deleted)");
 ABSL_FLAG(int64_t, max_job_checkpoint_bytes, int64_t{16} << 30,
           "coordinator: the kept checkpoints of one job together");
 ABSL_FLAG(int64_t, max_checkpoint_bytes, int64_t{4} << 30, "coordinator: one checkpoint file");

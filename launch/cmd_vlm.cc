@@ -40,7 +40,7 @@ ABSL_FLAG(std::string, out_dir, llava::GetEnvOr("LLAVA_OUT_DIR", "runs/latest"),
 ABSL_FLAG(int64_t, checkpoint_every, 0, "train: also checkpoint every N steps (0: at the end only)");
 ABSL_FLAG(std::string, resume, "", "train: continue from this checkpoint");
 ABSL_FLAG(std::string, checkpoint, "runs/latest/projector.safetensors",
-          "eval/ask: the projector checkpoint");
+          "eval/ask/export: the projector checkpoint");
 ABSL_FLAG(int64_t, eval_digits, 1000, "eval: evaluate the first N test digits (-1: all)");
 ABSL_FLAG(std::string, images, "", "eval/ask: IDX images file instead of --data_dir's test split");
 ABSL_FLAG(std::string, labels, "", "eval: IDX labels file to go with --images");

@@ -14,6 +14,7 @@
 #include "launch/cmd_bench.h"
 #include "launch/cmd_cluster.h"
 #include "launch/cmd_demo_lm.h"
+#include "launch/cmd_export.h"
 #include "launch/cmd_info.h"
 #include "launch/cmd_vlm.h"
 
@@ -33,6 +34,9 @@ const std::vector<Command>& AllCommands() {
        {"launch/cmd_vlm.cc", "launch/vlm_setup.cc"}, &RunTrain},
       {"eval", "evaluate a projector checkpoint on MNIST test digits",
        {"launch/cmd_vlm.cc", "launch/vlm_setup.cc"}, &RunEval},
+      {"export", "write a projector checkpoint under transformers' or LLaVA's names "
+                 "(export --checkpoint C --format hf|llava --out DIR)",
+       {"launch/cmd_export.cc"}, &RunExport},
       {"ask", "ask the model about one digit image (PNG or IDX index)",
        {"launch/cmd_vlm.cc", "launch/vlm_setup.cc"}, &RunAsk},
       {"launch", "start a coordinator and N local workers, train then evaluate (the main job)",

@@ -1,8 +1,11 @@
 // The coordinator's checkpoint store: verified, atomic, found by id or job, rescanned
-// after a restart; bad checksums store nothing.
+// after a restart; bad checksums store nothing; retention keeps the newest and the best
+// scored within the quota, and never what is pinned.
 #include "coordinator/checkpoint_store.h"
 
 #include <gtest/gtest.h>
+
+#include <algorithm>
 
 #include "common/file_util.h"
 #include "common/log.h"
@@ -102,6 +105,102 @@ TEST(CheckpointStoreTest, WrongChecksumOrBadIdStoresNothing) {
   // Damage on disk is detected when read.
   ASSERT_TRUE(WriteFileAtomic(dir + "/train-000001/step-000001.safetensors", "damaged").ok());
   EXPECT_TRUE(absl::IsDataLoss((*store)->Read(*ok).status()));
+}
+
+}  // namespace
+}  // namespace llava
+
+namespace llava {
+namespace {
+
+std::vector<int64_t> Steps(const CheckpointStore& store, const std::string& job) {
+  std::vector<int64_t> steps;
+  for (const auto& info : store.List(job)) steps.push_back(info.step());
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
+std::string StepBytes(int64_t step) { return "checkpoint at step " + std::to_string(step); }
+std::string Sha(int64_t step) { return Sha256Hex(StepBytes(step)); }
+
+absl::StatusOr<v1::CheckpointInfo> PutStep(CheckpointStore& store, const std::string& job, int64_t step) {
+  return store.Put(job, step, false, StepBytes(step), Sha(step));
+}
+
+TEST(CheckpointRetentionTest, KeepsTheNewestAndTheBestScoredAndRemembersScores) {
+  const std::string dir = testing::MakeTempDir("ckpt_retention");
+  auto store = CheckpointStore::Open(dir);
+  ASSERT_TRUE(store.ok());
+  CheckpointStore& s = **store;
+  const std::string job = "train-000001";
+  s.SetRetention(job, Retention{2, 1});
+  ASSERT_TRUE(PutStep(s, job, 1).ok());
+  ASSERT_TRUE(PutStep(s, job, 2).ok());
+  ASSERT_TRUE(s.RecordEval(CheckpointStore::MakeId(job, 1), Sha(1), "eval-000010", 0.9).ok());
+  ASSERT_TRUE(s.RecordEval(CheckpointStore::MakeId(job, 2), Sha(2), "eval-000011", 0.5).ok());
+  ASSERT_TRUE(PutStep(s, job, 3).ok());
+  EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{1, 2, 3}));  // newest 3, 2; best 1
+  ASSERT_TRUE(PutStep(s, job, 4).ok());
+  EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{1, 3, 4}));  // 2 is neither
+  // An eval of a file since rewritten (a restarted attempt redid step 3) scores nothing.
+  EXPECT_TRUE(absl::IsFailedPrecondition(
+      s.RecordEval(CheckpointStore::MakeId(job, 3), Sha256Hex("step 3 before"), "eval-000014", 1.0)));
+  EXPECT_FALSE(FileExists(dir + "/" + CheckpointStore::MakeId(job, 2) + ".safetensors"));
+  // A better score moves "best" to step 4, which is also among the newest: step 1 goes.
+  ASSERT_TRUE(s.RecordEval(CheckpointStore::MakeId(job, 4), Sha(4), "eval-000012", 0.95).ok());
+  EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{3, 4}));
+  EXPECT_TRUE(absl::IsNotFound(s.RecordEval(CheckpointStore::MakeId(job, 1), Sha(1), "eval-000013", 1.0)));
+  // The score lives in the sidecar: a restarted store still knows it.
+  auto reopened = CheckpointStore::Open(dir);
+  ASSERT_TRUE(reopened.ok());
+  auto four = (*reopened)->Find(CheckpointStore::MakeId(job, 4));
+  ASSERT_TRUE(four.ok());
+  EXPECT_EQ(four->eval_job_id(), "eval-000012");
+  EXPECT_DOUBLE_EQ(four->eval_accuracy(), 0.95);
+}
+
+TEST(CheckpointRetentionTest, PinnedCheckpointsOutliveRetentionUntilReleased) {
+  CheckpointStoreOptions options;
+  options.keep_last = 1;
+  auto store = CheckpointStore::Open(testing::MakeTempDir("ckpt_pins"), options);
+  ASSERT_TRUE(store.ok());
+  CheckpointStore& s = **store;
+  const std::string job = "train-000002";
+  ASSERT_TRUE(PutStep(s, job, 1).ok());
+  ASSERT_TRUE(s.Pin(CheckpointStore::MakeId(job, 1), "eval-000020").ok());
+  ASSERT_TRUE(s.Pin(CheckpointStore::MakeId(job, 1), "train-000021/resume").ok());
+  ASSERT_TRUE(PutStep(s, job, 2).ok());
+  ASSERT_TRUE(PutStep(s, job, 3).ok());
+  EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{1, 3}));  // 1 pinned, 2 pruned
+  // A holder's new pin replaces its old one; step 1 still has another holder.
+  ASSERT_TRUE(s.Pin(CheckpointStore::MakeId(job, 3), "eval-000020").ok());
+  EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{1, 3}));
+  // Unpin("train-000021") drops "train-000021/resume" too: nothing holds step 1 now.
+  s.Unpin("train-000021");
+  EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{3}));
+  // A pruned checkpoint cannot be pinned: a reader learns it is gone, never half of it.
+  EXPECT_TRUE(absl::IsNotFound(s.Pin(CheckpointStore::MakeId(job, 1), "eval-000022")));
+  s.Unpin("eval-000020");
+  ASSERT_TRUE(PutStep(s, job, 4).ok());
+  EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{4}));
+}
+
+TEST(CheckpointRetentionTest, TheQuotaCountsTheBestKeptBesideTheNewest) {
+  CheckpointStoreOptions options;
+  options.max_job_bytes = 40;
+  auto store = CheckpointStore::Open(testing::MakeTempDir("ckpt_best_quota"), options);
+  ASSERT_TRUE(store.ok());
+  CheckpointStore& s = **store;
+  const std::string job = "train-000003";
+  s.SetRetention(job, Retention{1, 1});
+  ASSERT_TRUE(PutStep(s, job, 1).ok());  // 20 bytes
+  ASSERT_TRUE(s.RecordEval(CheckpointStore::MakeId(job, 1), Sha(1), "eval-000030", 0.8).ok());
+  ASSERT_TRUE(PutStep(s, job, 2).ok());  // 20 + the best 20 = 40
+  EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{1, 2}));
+  const std::string big = "checkpoint at step 3, larger";
+  auto refused = s.Put(job, 3, false, big, Sha256Hex(big));  // 28 + 20 > 40
+  EXPECT_TRUE(absl::IsResourceExhausted(refused.status())) << refused.status();
+  EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{1, 2}));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -830,6 +831,95 @@ TEST_F(ClusterTest, BadRequestsGetClearStatusesAndTheCoordinatorKeepsServing) {
   ASSERT_EQ(jobs->jobs_size(), 1);
   EXPECT_EQ(jobs->jobs(0).job_id(), ok->job_id());
   EXPECT_TRUE(coordinator_.Running());
+}
+
+}  // namespace
+}  // namespace llava
+
+namespace llava {
+namespace {
+
+// `llava-mnist <args>` against the test's coordinator: its stdout (exit status in *rc).
+std::string RunCli(const std::string& args, int* rc) {
+  std::string out;
+  FILE* p = popen((testing::BinaryPath() + " " + args + " 2>&1").c_str(), "r");
+  if (p == nullptr) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  *rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return out;
+}
+
+// init_from in real processes (and an eval's accuracy recorded beside the checkpoint it
+// scored): a job started from another job's checkpoint with lr 0 ends
+// with exactly that projector (its weights were the start; AdamW with lr 0 moves nothing),
+// its own steps counted from 0, and `status` (text and --json) names where it started.
+TEST_F(ClusterTest, AJobStartsFromAnotherJobsCheckpoint) {
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(Timing()));
+  StartWorker("worker-0");
+  ASSERT_NO_FATAL_FAILURE(WaitIdleWorkers(1));
+  v1::SubmitJobRequest first;
+  *first.mutable_train() = SmallJob();
+  first.mutable_train()->set_world_size(1);
+  first.mutable_train()->set_train_digits(12);  // 3 steps of 4
+  auto a = client_->Submit(first);
+  ASSERT_TRUE(a.ok()) << a.status();
+  v1::JobStatus a_done = WaitJob(a->job_id(), Ended, 180);
+  ASSERT_EQ(a_done.state(), v1::JOB_STATE_SUCCEEDED) << a_done.ShortDebugString();
+
+  // An eval of A's checkpoint records its accuracy beside it (what keep_best ranks by).
+  v1::SubmitJobRequest eval;
+  eval.mutable_eval()->set_checkpoint(a->job_id());
+  eval.mutable_eval()->set_eval_digits(4);
+  eval.mutable_eval()->set_max_new_tokens(4);
+  auto e = client_->Submit(eval);
+  ASSERT_TRUE(e.ok()) << e.status();
+  v1::JobStatus e_done = WaitJob(e->job_id(), Ended, 180);
+  ASSERT_EQ(e_done.state(), v1::JOB_STATE_SUCCEEDED) << e_done.ShortDebugString();
+  auto listed = client_->ListCheckpoints(a->job_id());
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->checkpoints_size(), 1);
+  EXPECT_EQ(listed->checkpoints(0).eval_job_id(), e->job_id());
+  EXPECT_EQ(listed->checkpoints(0).eval_accuracy(), e_done.eval_accuracy());
+
+  v1::SubmitJobRequest second = first;
+  second.mutable_train()->set_lr(0);
+  second.mutable_train()->set_seed(6);  // another fresh init: only init_from makes them equal
+  second.mutable_train()->set_init_from(a->job_id());
+  auto b = client_->Submit(second);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->train().init_from(), a_done.latest_checkpoint_id());
+  v1::JobStatus b_done = WaitJob(b->job_id(), Ended, 180);
+  ASSERT_EQ(b_done.state(), v1::JOB_STATE_SUCCEEDED) << b_done.ShortDebugString();
+  EXPECT_EQ(b_done.resumed_from_step(), 0);
+  EXPECT_EQ(b_done.latest_checkpoint_step(), 3);
+
+  auto a_ckpt = client_->DownloadCheckpoint(a->job_id(), /*projector_only=*/true);
+  auto b_ckpt = client_->DownloadCheckpoint(b->job_id());
+  ASSERT_TRUE(a_ckpt.ok() && b_ckpt.ok());
+  auto pa = ParseTrainCheckpoint(a_ckpt->bytes, "a"), pb = ParseTrainCheckpoint(b_ckpt->bytes, "b");
+  ASSERT_TRUE(pa.ok() && pb.ok());
+  ASSERT_EQ(pa->projector_tensors.size(), pb->projector_tensors.size());
+  for (size_t i = 0; i < pa->projector_tensors.size(); ++i) {
+    EXPECT_TRUE(at::equal(pa->projector_tensors[i].tensor, pb->projector_tensors[i].tensor))
+        << pa->projector_tensors[i].name;
+  }
+  EXPECT_FALSE(pb->optimizer_state.empty());  // its own, fresh at step 0
+
+  int rc = -1;
+  const std::string text = RunCli("status " + b->job_id() + " --coordinator=" + address_, &rc);
+  EXPECT_EQ(rc, 0) << text;
+  EXPECT_NE(text.find("init_from " + a_done.latest_checkpoint_id()), std::string::npos) << text;
+  const std::string json = RunCli("status " + b->job_id() + " --json --coordinator=" + address_, &rc);
+  EXPECT_EQ(rc, 0) << json;
+  EXPECT_NE(json.find("\"initFrom\":\"" + a_done.latest_checkpoint_id() + "\""), std::string::npos) << json;
+
+  v1::SubmitJobRequest missing = first;
+  missing.mutable_train()->set_init_from("train-424242");
+  auto refused = client_->Submit(missing);
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
 }
 
 }  // namespace

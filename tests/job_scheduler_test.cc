@@ -1,7 +1,8 @@
 // The scheduler with a real registry and stores but no processes: groups form from idle
 // workers, each rank's shard is its share of the data plan, a lost worker restarts the
 // job from its checkpoint or fails it after the restart wait, and job records survive a
-// coordinator restart.
+// coordinator restart; checkpoint lineage (init_from) and per-job retention with the pins
+// that keep what a running attempt, an eval or a dependent job reads.
 #include "coordinator/job_scheduler.h"
 
 #include <gtest/gtest.h>
@@ -15,6 +16,7 @@
 #include "common/eval_report.h"
 #include "common/file_util.h"
 #include "common/sha256.h"
+#include "common/train_checkpoint.h"
 #include "test_util.h"
 
 namespace llava {
@@ -673,6 +675,141 @@ TEST(RendezvousStoreTest, QuotasPerAttemptAndEverythingFreedAtTheEnd) {
   auto got = store.Get("train-000003/attempt-1/x", std::chrono::hours(1));
   stopper.join();
   EXPECT_TRUE(absl::IsUnavailable(got.status())) << got.status();
+}
+
+}  // namespace
+}  // namespace llava
+
+namespace llava {
+namespace {
+
+// A real checkpoint file (the scheduler reads its projector config for init_from).
+std::string ProjectorCheckpoint(ProjectorType type, uint64_t seed) {
+  ProjectorConfig config;
+  config.type = type;
+  config.output_dim = 128;
+  Projector projector(config, seed);
+  auto bytes = SerializeTrainCheckpoint(projector, nullptr, "{\"step\":5}", "demo");
+  EXPECT_TRUE(bytes.ok());
+  return *bytes;
+}
+
+TEST_F(JobSchedulerTest, InitFromIsResolvedVerifiedMatchedAndHeldUntilTheJobEnds) {
+  const std::string source = "train-000077";
+  checkpoints_->SetRetention(source, Retention{1, 0});
+  for (int64_t step : {5, 10}) {
+    const std::string bytes = ProjectorCheckpoint(ProjectorType::kLinear, step);
+    ASSERT_TRUE(checkpoints_->Put(source, step, false, bytes, Sha256Hex(bytes)).ok());
+  }
+  // Refused at the door: unknown, a projector of another kind, a malformed reference.
+  v1::SubmitJobRequest bad = TrainRequest(1);
+  bad.mutable_train()->set_init_from("train-000078");
+  bad.set_wait_for_workers(true);
+  auto refused = scheduler_->Submit(bad, Caller(), now_);
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  EXPECT_NE(refused.status().message().find("train.init_from"), std::string::npos);
+  bad.mutable_train()->set_init_from(source);
+  bad.mutable_train()->set_projector("mlp2x_gelu");
+  refused = scheduler_->Submit(bad, Caller(), now_);
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  EXPECT_NE(refused.status().message().find("does not fit"), std::string::npos) << refused.status();
+  bad.mutable_train()->set_init_from("train-000077/../x");
+  EXPECT_TRUE(absl::IsInvalidArgument(scheduler_->Submit(bad, Caller(), now_).status()));
+
+  // A job id means its newest checkpoint that verifies, resolved into the spec.
+  const std::string s0 = Register("a");
+  v1::SubmitJobRequest r = TrainRequest(1);
+  r.mutable_train()->set_init_from(source);
+  auto job = scheduler_->Submit(r, Caller(), now_);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const std::string held = CheckpointStore::MakeId(source, 10);
+  EXPECT_EQ(job->train().init_from(), held);
+  EXPECT_EQ(job->train().keep_last(), 3);  // the store's default
+  auto task = Beat("a", s0);
+  ASSERT_TRUE(task.has_task());
+  EXPECT_EQ(task.task().train().spec().init_from(), held);
+  EXPECT_TRUE(task.task().train().resume_checkpoint_id().empty());
+
+  // The source job moves on (keep_last 1) but the checkpoint this job starts from stays...
+  const std::string newer = ProjectorCheckpoint(ProjectorType::kLinear, 15);
+  ASSERT_TRUE(checkpoints_->Put(source, 15, false, newer, Sha256Hex(newer)).ok());
+  EXPECT_TRUE(checkpoints_->Find(held).ok());
+  EXPECT_EQ(checkpoints_->List(source).size(), 2u);
+  // ...until the job ends.
+  ASSERT_TRUE(scheduler_->Cancel(job->job_id(), Caller()).ok());
+  EXPECT_FALSE(checkpoints_->Find(held).ok());
+  EXPECT_EQ(checkpoints_->List(source).size(), 1u);
+}
+
+TEST_F(JobSchedulerTest, InitFromAJobSkipsADamagedCheckpointButAnIdMustVerify) {
+  const std::string source = "train-000088";
+  for (int64_t step : {5, 10}) {
+    const std::string bytes = ProjectorCheckpoint(ProjectorType::kLinear, step);
+    ASSERT_TRUE(checkpoints_->Put(source, step, false, bytes, Sha256Hex(bytes)).ok());
+  }
+  ASSERT_TRUE(WriteFileAtomic(dir_ + "/checkpoints/" + CheckpointStore::MakeId(source, 10) + ".safetensors",
+                              "damaged").ok());
+  v1::SubmitJobRequest r = TrainRequest(1);
+  r.set_wait_for_workers(true);
+  r.mutable_train()->set_init_from(CheckpointStore::MakeId(source, 10));
+  auto refused = scheduler_->Submit(r, Caller(), now_);
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  EXPECT_NE(refused.status().message().find("quarantined"), std::string::npos) << refused.status();
+  r.mutable_train()->set_init_from(source);
+  auto job = scheduler_->Submit(r, Caller(), now_);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->train().init_from(), CheckpointStore::MakeId(source, 5));
+}
+
+TEST_F(JobSchedulerTest, PerJobKeepLastAndTheResumePinAndTheEvalPin) {
+  const std::string s0 = Register("a");
+  v1::SubmitJobRequest r = TrainRequest(1);
+  r.mutable_train()->set_keep_last(1);
+  auto job = scheduler_->Submit(r, Caller(), now_);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const std::string id = job->job_id();
+  Beat("a", s0);
+  auto put = [&](int64_t step) {
+    const std::string bytes = "checkpoint at step " + std::to_string(step);
+    auto info = checkpoints_->Put(id, step, false, bytes, Sha256Hex(bytes));
+    ASSERT_TRUE(info.ok()) << info.status();
+    scheduler_->OnCheckpointStored(*info, now_);
+  };
+  put(2);
+  put(4);
+  EXPECT_EQ(checkpoints_->List(id).size(), 1u);  // keep_last 1
+  // An eval queued on step 4 holds it while training goes on.
+  v1::SubmitJobRequest eval;
+  eval.mutable_eval()->set_checkpoint(CheckpointStore::MakeId(id, 4));
+  eval.set_wait_for_workers(true);
+  auto eval_job = scheduler_->Submit(eval, Caller(), now_);
+  ASSERT_TRUE(eval_job.ok()) << eval_job.status();
+  put(6);
+  EXPECT_TRUE(checkpoints_->Find(CheckpointStore::MakeId(id, 4)).ok());
+  // The worker is lost; attempt 2 resumes from step 6, which stays while it runs...
+  now_ += milliseconds(1500);
+  scheduler_->Tick(now_);
+  const std::string s1 = Register("a");
+  scheduler_->Tick(now_);
+  ASSERT_EQ(scheduler_->Get(id, false)->resumed_from_step(), 6);
+  ASSERT_TRUE(scheduler_->Cancel(eval_job->job_id(), Caller()).ok());
+  EXPECT_FALSE(checkpoints_->Find(CheckpointStore::MakeId(id, 4)).ok());  // released, pruned
+  // ...even past keep_last, until the attempt has stored a newer one.
+  EXPECT_TRUE(checkpoints_->Find(CheckpointStore::MakeId(id, 6)).ok());
+  put(8);
+  EXPECT_EQ(checkpoints_->List(id).size(), 1u);
+  EXPECT_EQ(checkpoints_->Find(id)->step(), 8);
+  // Bounds.
+  for (int64_t keep : {0, 101}) {
+    v1::SubmitJobRequest b = TrainRequest(1);
+    b.mutable_train()->set_keep_last(keep);
+    auto s = scheduler_->Submit(b, Caller(), now_);
+    EXPECT_TRUE(absl::IsInvalidArgument(s.status()));
+    EXPECT_NE(s.status().message().find("train.keep_last"), std::string::npos) << s.status();
+  }
+  v1::SubmitJobRequest b = TrainRequest(1);
+  b.mutable_train()->set_keep_best(-1);
+  EXPECT_TRUE(absl::IsInvalidArgument(scheduler_->Submit(b, Caller(), now_).status()));
 }
 
 }  // namespace

@@ -166,6 +166,19 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model
   return t;
 }
 
+absl::Status Trainer::InitProjectorFrom(const TrainCheckpoint& checkpoint) {
+  if (state_.step != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot initialize the projector from ", checkpoint.source, " at step ", state_.step));
+  }
+  LM_RETURN_IF_ERROR(CheckProjectorCompatible(checkpoint.projector_config, projector_->config(),
+                                              checkpoint.source));
+  auto params = projector_->NamedParameters();  // same order and shapes as the checkpoint's
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < params.size(); ++i) params[i].second.copy_(checkpoint.projector_tensors[i].tensor);
+  return absl::OkStatus();
+}
+
 int64_t Trainer::AnswerTokens(const std::vector<PlannedSample>& samples) const {
   int64_t tokens = 0;
   for (const PlannedSample& s : samples) {

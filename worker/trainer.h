@@ -87,6 +87,12 @@ class Trainer {
                                                         const TrainConfig& config,
                                                         const TrainCheckpoint* resume);
 
+  // A fresh run starting from another run's projector (TrainSpec.init_from): copies
+  // `checkpoint`'s weights into the projector; the optimizer state, schedule and step stay
+  // fresh. FAILED_PRECONDITION after a step; INVALID_ARGUMENT for a projector that does
+  // not fit (CheckProjectorCompatible).
+  absl::Status InitProjectorFrom(const TrainCheckpoint& checkpoint);
+
   int64_t total_steps() const { return plan_.total_steps(); }
   int64_t step() const { return state_.step; }
   bool done() const { return state_.step >= plan_.total_steps(); }

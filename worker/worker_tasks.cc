@@ -103,6 +103,16 @@ absl::StatusOr<v1::CheckpointInfo> Upload(const TaskEnv& env, const v1::TaskRef&
   return env.client->UploadCheckpoint(header, bytes);
 }
 
+// A fresh attempt of a job with init_from: the projector's weights from that checkpoint
+// (its projector-only copy), the rest fresh. INVALID_ARGUMENT when it does not fit.
+absl::Status InitFrom(const TaskEnv& env, const std::string& checkpoint_id, Trainer& trainer) {
+  LM_ASSIGN_OR_RETURN(auto download, env.client->DownloadCheckpoint(checkpoint_id, /*projector_only=*/true));
+  auto parsed = ParseTrainCheckpoint(std::move(download.bytes), checkpoint_id);
+  if (!parsed.ok()) return absl::InvalidArgumentError(parsed.status().message());
+  LM_LOG(INFO) << "projector initialized from " << checkpoint_id;
+  return trainer.InitProjectorFrom(*parsed);
+}
+
 }  // namespace
 
 TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env) {
@@ -127,6 +137,11 @@ TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env) {
   auto trainer_or = Trainer::Create(*r.model, *prompts, *r.train, *config, resume.get());
   if (!trainer_or.ok()) return Fail(trainer_or.status(), false);
   Trainer& trainer = **trainer_or;
+  if (resume == nullptr && !t.spec().init_from().empty()) {
+    if (absl::Status s = InitFrom(env, t.spec().init_from(), trainer); !s.ok()) {
+      return Fail(s, !absl::IsInvalidArgument(s));
+    }
+  }
 
   const CollectiveOptions co =
       GroupOptions(env, ref.rank(), t.world_size(), t.rendezvous_prefix(), t.collective_timeout_ms());
