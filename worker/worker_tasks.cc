@@ -177,6 +177,7 @@ TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env) {
     m.set_samples_per_s(samples / std::max(MsSince(start) / 1000.0, 1e-9));
     m.set_step_ms(MsSince(step_start));
     m.set_allreduce_ms(reduce_ms);
+    m.set_grad_norm(stats.grad_norm);
     if (trainer.loss_scaler().enabled()) {
       m.set_loss_scale(stats.loss_scale);
       m.set_skipped_steps(trainer.loss_scaler().skipped_steps());
