@@ -9,6 +9,7 @@
 #include "common/status_macros.h"
 #include "common/train_checkpoint.h"
 #include "worker/evaluator.h"
+#include "worker/train_spec.h"
 #include "worker/trainer.h"
 
 namespace llava {
@@ -26,29 +27,16 @@ TaskOutcome Fail(absl::Status status, bool retryable, int64_t step = 0) {
   return out;
 }
 
-// The trainer's configuration from a resolved spec, as `llava-mnist train` builds it from
-// flags.
+// The trainer's configuration from a resolved spec, as `llava-mnist train --recipe` builds
+// it. The spec's world_size sets the global batch (TrainTask.world_size is this attempt's
+// group).
 absl::StatusOr<TrainConfig> TrainConfigFromTask(const v1::TrainTask& t, const WorkerResources& r) {
   const v1::TrainSpec& spec = t.spec();
   if (!spec.model().empty() && spec.model() != r.model_spec) {
     return absl::FailedPreconditionError(absl::StrCat("the job wants model '", spec.model(),
                                                       "' but this worker has '", r.model_spec, "'"));
   }
-  TrainConfig c;
-  c.model_spec = r.model_spec;
-  c.projector = ProjectorFromSpec(spec);
-  c.projector.output_dim = r.model->config.hidden_size;
-  c.optimizer = OptimizerFromSpec(spec);
-  c.schedule = ScheduleFromSpec(spec);
-  c.batch_size = spec.batch_size();
-  c.grad_accum = spec.grad_accum();
-  c.world_size = t.world_size();
-  c.epochs = spec.epochs();
-  c.max_steps = spec.max_steps();
-  c.train_digits = spec.train_digits();
-  c.seed = spec.seed();
-  LM_RETURN_IF_ERROR(c.Validate());
-  return c;
+  return TrainConfigFromSpec(spec, r.model_spec, r.model->config.hidden_size);
 }
 
 // The projector's gradients and two scalars (this rank's answer tokens and loss sum) in
