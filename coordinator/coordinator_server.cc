@@ -61,6 +61,8 @@ absl::Status CoordinatorServer::Start() {
   so.restart_wait = options_.restart_wait;
   so.collective_timeout = options_.collective_timeout;
   so.state_dir = options_.state_dir;
+  so.tensorboard_dir =
+      options_.tensorboard_dir.empty() ? options_.state_dir + "/tensorboard" : options_.tensorboard_dir;
   so.finished_job_ttl = options_.finished_job_ttl;
   so.max_jobs = options_.max_jobs;
   scheduler_ = std::make_unique<JobScheduler>(so, registry_.get(), checkpoints_.get(), rendezvous_.get());

@@ -33,6 +33,8 @@ namespace llava {
 struct CoordinatorOptions {
   std::string listen = "0.0.0.0:50051";  // port 0: any free port (see port())
   std::string state_dir = "coordinator-state";
+  // The jobs' TensorBoard event files; empty: <state_dir>/tensorboard.
+  std::string tensorboard_dir;
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds worker_timeout{10000};
   std::chrono::milliseconds restart_wait{60000};

@@ -76,7 +76,10 @@ JobScheduler::JobScheduler(SchedulerOptions options, WorkerRegistry* registry,
     : options_(std::move(options)),
       registry_(registry),
       checkpoints_(checkpoints),
-      rendezvous_(rendezvous) {}
+      rendezvous_(rendezvous),
+      tensorboard_(options_.tensorboard_dir.empty()
+                       ? nullptr
+                       : std::make_unique<JobTensorBoard>(options_.tensorboard_dir)) {}
 
 bool JobScheduler::Terminal(const Job& job) const { return IsTerminal(job.status.state()); }
 
@@ -440,6 +443,7 @@ void JobScheduler::OnHeartbeat(const v1::HeartbeatRequest& request) {
   if (!CheckMember(job, ref, request.worker_id(), request.session_id()).ok()) return;
   bool changed = false;
   if (job->status.kind() == v1::JOB_KIND_TRAIN && ref.rank() == 0) {
+    std::vector<v1::StepMetrics> accepted;
     for (const v1::StepMetrics& m : request.steps()) {
       // status.step restarts at the resumed step, so steps redone after a restart are
       // recorded again (the curve shows the redo).
@@ -447,7 +451,11 @@ void JobScheduler::OnHeartbeat(const v1::HeartbeatRequest& request) {
       *job->status.add_history() = m;
       *job->status.mutable_last_step() = m;
       job->status.set_step(m.step());
+      accepted.push_back(m);
       changed = true;
+    }
+    if (tensorboard_ != nullptr) {
+      tensorboard_->OnSteps(ref.job_id(), ref.attempt(), job->status.resumed_from_step(), accepted);
     }
   } else if (job->status.kind() == v1::JOB_KIND_EVAL) {
     Member& member = job->members[ref.rank()];
@@ -533,6 +541,7 @@ void JobScheduler::FinishEval(Job& job) {
       !s.ok()) {
     LM_LOG(WARNING) << "job " << job.status.job_id() << ": accuracy not recorded for keep_best: " << s;
   }
+  if (tensorboard_ != nullptr) tensorboard_->OnEval(job.status.eval().checkpoint(), merged);
   job.status.set_eval_images_done(job.status.eval_images_total());
   job.status.set_state(v1::JOB_STATE_SUCCEEDED);
   LM_LOG(INFO) << "job " << job.status.job_id() << " succeeded: accuracy " << merged.Accuracy();

@@ -29,6 +29,7 @@
 #include "common/data_plan.h"
 #include "common/net/caller.h"
 #include "coordinator/checkpoint_store.h"
+#include "coordinator/job_tensorboard.h"
 #include "coordinator/rendezvous_store.h"
 #include "coordinator/worker_registry.h"
 #include "protos/llava.pb.h"
@@ -48,6 +49,9 @@ struct SchedulerOptions {
   // Job records held at once (queued, running and finished); a submission beyond is
   // RESOURCE_EXHAUSTED until finished jobs are deleted or expire.
   int64_t max_jobs = 10000;
+  // TensorBoard event files of the jobs go under <tensorboard_dir>/<job id>/ (see
+  // job_tensorboard.h); empty: none.
+  std::string tensorboard_dir;
 };
 
 class JobScheduler {
@@ -180,6 +184,7 @@ class JobScheduler {
   WorkerRegistry* const registry_;
   CheckpointStore* const checkpoints_;
   RendezvousStore* const rendezvous_;
+  const std::unique_ptr<JobTensorBoard> tensorboard_;  // null without tensorboard_dir
 
   mutable absl::Mutex mu_;
   absl::CondVar changed_;

@@ -23,8 +23,10 @@
 #include "launch/cluster_flags.h"
 #include "launch/cmd_cluster.h"
 #include "launch/flags_common.h"
+#include "launch/main_recipe.h"
 #include "launch/process.h"
 #include "launch/progress.h"
+#include "launch/recipe.h"
 #include "launch/signals.h"
 #include "launch/vlm_setup.h"
 
@@ -40,16 +42,6 @@ ABSL_DECLARE_FLAG(std::string, eval_questions);
 
 namespace llava {
 namespace {
-
-// The main job's recipe when no flag overrides it: mlp2x_gelu, 9,000 digits, one epoch,
-// batch 16 per worker, five training phrasings (never the held-out eval phrasings).
-constexpr const char* kMainTrainJob = R"json({
-  "projector": "mlp2x_gelu", "projectorHidden": 1024, "lr": 0.002, "schedule": "cosine",
-  "warmupRatio": 0.03, "batchSize": 16, "epochs": 1, "trainDigits": 9000,
-  "checkpointEverySteps": 50,
-  "questions": ["What digit is this?", "Which digit is shown?", "Name the digit.",
-                "What number is shown here?", "Identify the digit."]
-})json";
 
 std::vector<std::string> SplitSpaces(const std::string& s) {
   std::vector<std::string> out;
@@ -187,6 +179,7 @@ absl::Status Launch() {
   // (RemoveTree, not std::filesystem::remove_all: the PyTorch wheel's libtorch exports a
   // broken remove_all that calls bind to.)
   LM_RETURN_IF_ERROR(RemoveTree(dir + "/coordinator-state"));
+  LM_RETURN_IF_ERROR(RemoveTree(dir + "/tb"));
   std::remove((dir + "/coordinator.port").c_str());
 
   // Devices: one GPU per worker when the model goes to CUDA.
@@ -202,7 +195,10 @@ absl::Status Launch() {
   Cluster cluster;
   std::vector<std::string> coord = {exe, "coordinator", "--listen=127.0.0.1:0",
                                     absl::StrCat("--state_dir=", dir, "/coordinator-state"),
-                                    absl::StrCat("--port_file=", dir, "/coordinator.port")};
+                                    absl::StrCat("--port_file=", dir, "/coordinator.port"),
+                                    // The jobs' TensorBoard files in the run directory,
+                                    // written as they train: tensorboard --logdir <dir>/tb.
+                                    absl::StrCat("--tensorboard_dir=", dir, "/tb")};
   for (const auto& a : SplitSpaces(absl::GetFlag(FLAGS_coordinator_args))) coord.push_back(a);
   LM_ASSIGN_OR_RETURN(cluster.coordinator, ChildProcess::Spawn(coord, dir + "/coordinator.log"));
   std::string port;
@@ -246,7 +242,10 @@ absl::Status Launch() {
             << "/worker-*.log)\n";
 
   v1::SubmitJobRequest train_request;
-  LM_ASSIGN_OR_RETURN(*train_request.mutable_train(), TrainSpecFromFlags(kMainTrainJob));
+  // The main job's recipe (recipes/main.json, compiled in; --recipe FILE instead), then
+  // --job_json, then the flags given.
+  LM_ASSIGN_OR_RETURN(std::string recipe, RecipeJsonFromFlags(kMainRecipeJson));
+  LM_ASSIGN_OR_RETURN(*train_request.mutable_train(), TrainSpecFromFlags(recipe));
   train_request.mutable_train()->set_world_size(n);
   LM_ASSIGN_OR_RETURN(v1::JobStatus train_job, client.Submit(train_request));
   std::cout << "training job " << train_job.job_id() << ": " << train_job.train().ShortDebugString() << "\n";
@@ -298,7 +297,8 @@ absl::Status Launch() {
   LM_RETURN_IF_ERROR(WriteFileAtomic(dir + "/eval_report.json", evaluated.eval_report_json()));
   std::cout << report.ToTable() << "\n"
             << "checkpoint " << dir << "/projector.safetensors (" << ckpt.header.checkpoint_id()
-            << "), loss curve " << dir << "/loss.{csv,svg}, report " << dir << "/eval_report.json\n";
+            << "), loss curve " << dir << "/loss.{csv,svg}, report " << dir << "/eval_report.json, "
+            << "TensorBoard: tensorboard --logdir " << dir << "/tb\n";
   return absl::OkStatus();
 }
 

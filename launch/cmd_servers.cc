@@ -33,6 +33,9 @@ ABSL_FLAG(std::string, listen, llava::GetEnvOr("LLAVA_LISTEN", "0.0.0.0:50051"),
           "coordinator: gRPC listen address (port 0: any free port, see --port_file)");
 ABSL_FLAG(std::string, state_dir, llava::GetEnvOr("LLAVA_STATE_DIR", "coordinator-state"),
           "coordinator: checkpoints and job records");
+ABSL_FLAG(std::string, tensorboard_dir, llava::GetEnvOr("LLAVA_TENSORBOARD_DIR", ""),
+          "coordinator: the jobs' TensorBoard event files, <dir>/<job id>/ (empty: "
+          "<state_dir>/tensorboard)");
 ABSL_FLAG(std::string, port_file, "", "coordinator: write the bound port here once listening");
 ABSL_FLAG(int64_t, heartbeat_interval_ms, 1000, "coordinator: how often workers heartbeat");
 ABSL_FLAG(int64_t, worker_timeout_ms, 10000, "coordinator: a worker silent this long is lost");
@@ -78,6 +81,7 @@ absl::Status RunCoordinator(const std::vector<char*>&) {
   CoordinatorOptions o;
   o.listen = absl::GetFlag(FLAGS_listen);
   o.state_dir = absl::GetFlag(FLAGS_state_dir);
+  o.tensorboard_dir = absl::GetFlag(FLAGS_tensorboard_dir);
   o.heartbeat_interval = std::chrono::milliseconds(absl::GetFlag(FLAGS_heartbeat_interval_ms));
   o.worker_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_worker_timeout_ms));
   o.restart_wait = std::chrono::milliseconds(absl::GetFlag(FLAGS_restart_wait_ms));

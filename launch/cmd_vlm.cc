@@ -10,11 +10,15 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/loss_curve.h"
+#include "common/job_spec.h"
 #include "common/png_image.h"
+#include "common/run_scalars.h"
+#include "common/tensorboard_events.h"
 #include "common/status_macros.h"
 #include "common/train_checkpoint.h"
 #include "launch/flags_common.h"
 #include "launch/progress.h"
+#include "launch/recipe.h"
 #include "launch/vlm_setup.h"
 #include "worker/evaluator.h"
 #include "worker/trainer.h"
@@ -52,60 +56,46 @@ ABSL_FLAG(std::string, question, "What digit is this?", "ask: the question");
 namespace llava {
 namespace {
 
-absl::StatusOr<TrainConfig> TrainConfigFromFlags(const LlamaModel& model,
-                                                 const PromptConfig& prompt) {
-  TrainConfig c;
-  c.model_spec = absl::GetFlag(FLAGS_model);
-  LM_ASSIGN_OR_RETURN(c.projector.type, ParseProjectorType(absl::GetFlag(FLAGS_projector)));
-  c.projector.output_dim = model.config.hidden_size;
-  c.projector.hidden_dim = absl::GetFlag(FLAGS_projector_hidden);
-  c.projector.image_tokens = prompt.image_tokens;
-  c.optimizer.type = absl::GetFlag(FLAGS_optimizer);
-  c.optimizer.lr = absl::GetFlag(FLAGS_lr);
-  c.optimizer.weight_decay = absl::GetFlag(FLAGS_weight_decay);
-  c.schedule.type = absl::GetFlag(FLAGS_schedule);
-  c.schedule.warmup_ratio = absl::GetFlag(FLAGS_warmup_ratio);
-  c.batch_size = absl::GetFlag(FLAGS_batch_size);
-  c.grad_accum = absl::GetFlag(FLAGS_grad_accum);
-  c.epochs = absl::GetFlag(FLAGS_epochs);
-  c.max_steps = absl::GetFlag(FLAGS_max_steps);
-  c.train_digits = absl::GetFlag(FLAGS_train_digits);
-  c.seed = absl::GetFlag(FLAGS_seed);
-  LM_RETURN_IF_ERROR(c.Validate());
-  return c;
-}
-
 double Since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
 }  // namespace
 
-absl::Status EvaluateAndReport(const VlmRuntime& rt, Projector& projector,
-                               const ProjectorConfig& projector_config,
-                               const std::vector<std::string>& questions,
-                               const std::string& ckpt_path);
+absl::StatusOr<EvalReport> EvaluateAndReport(const VlmRuntime& rt, Projector& projector,
+                                             const ProjectorConfig& projector_config,
+                                             PromptConfig prompt_config,
+                                             const std::string& ckpt_path);
 
 absl::Status RunTrain(const std::vector<char*>&) {
-  LM_ASSIGN_OR_RETURN(PromptConfig prompt_config, PromptConfigFromFlags());
+  // The recipe (--recipe; without one, the flags' defaults) with the flags given laid over
+  // it, mapped to the trainer's config as a distributed worker maps a job's spec.
+  LM_ASSIGN_OR_RETURN(v1::TrainSpec spec, TrainRunSpecFromFlags());
+  LM_ASSIGN_OR_RETURN(PromptConfig prompt_config, PromptFromSpec(spec));
   LM_ASSIGN_OR_RETURN(VlmRuntime rt, LoadRuntimeFromFlags());
   LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*rt.tokenizer, prompt_config));
-  LM_ASSIGN_OR_RETURN(TrainConfig config, TrainConfigFromFlags(*rt.model, prompt_config));
+  LM_ASSIGN_OR_RETURN(TrainConfig config, OneProcessTrainConfig(spec, absl::GetFlag(FLAGS_model),
+                                                                rt.model->config.hidden_size));
   LM_ASSIGN_OR_RETURN(MnistSet train, LoadMnistFromFlags("train", "", "", config.train_digits));
   const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
   LM_RETURN_IF_ERROR(MakeDirs(out_dir));
   LM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
                       Trainer::Create(*rt.model, prompts, train, config, absl::GetFlag(FLAGS_resume)));
-  LM_LOG(INFO) << "training " << absl::GetFlag(FLAGS_projector) << " projector on "
+  LM_LOG(INFO) << "training " << spec.projector() << " projector on "
                << trainer->plan().total_steps() << " steps of " << config.global_batch()
                << " samples (" << prompt_config.questions.size() << " question phrasings), from step "
                << trainer->step();
+  LM_ASSIGN_OR_RETURN(std::unique_ptr<TbEventWriter> tb, TbEventWriter::Create(out_dir + "/tb"));
+  if (trainer->step() > 0) {
+    // A resumed run: the steps after its checkpoint that an earlier run wrote are redone.
+    LM_RETURN_IF_ERROR(tb->WriteRestart(trainer->step() + 1, WallTimeNow(), absl::GetFlag(FLAGS_resume)));
+  }
 
   LossCurve curve;
   ProgressOptions progress_options;
   progress_options.initial = trainer->step();  // a resumed run's rate counts new steps only
   Progress progress("train", trainer->total_steps(), progress_options);
-  const int64_t every = absl::GetFlag(FLAGS_checkpoint_every);
+  const int64_t every = spec.checkpoint_every_steps();
   const auto start = std::chrono::steady_clock::now();
   int64_t samples = 0;
   const std::string final_path = out_dir + "/projector.safetensors";
@@ -121,6 +111,13 @@ absl::Status RunTrain(const std::vector<char*>&) {
     point.samples_per_s = samples / std::max(secs, 1e-9);
     point.seconds = secs;
     curve.Add(point);
+    TrainStepScalars scalars;
+    scalars.loss = point.loss;
+    scalars.lr = point.lr;
+    scalars.samples_per_s = point.samples_per_s;
+    scalars.grad_norm = s.grad_norm;
+    scalars.loss_scale = trainer->loss_scaler().enabled() ? s.loss_scale : 0.0;
+    LM_RETURN_IF_ERROR(tb->WriteScalars(point.step, WallTimeNow(), TrainScalars(scalars)));
     progress.Update(s.step + 1, {{"loss", s.loss()}, {"lr", s.lr},
                                  {"samples/s", point.samples_per_s}});
     if (every > 0 && trainer->step() % every == 0 && !trainer->done()) {
@@ -134,20 +131,20 @@ absl::Status RunTrain(const std::vector<char*>&) {
   LM_RETURN_IF_ERROR(curve.WriteSvg(out_dir + "/loss.svg", "llava-mnist projector training"));
   std::cout << "trained " << trainer->step() << " steps (" << samples << " samples) in "
             << Since(start) << " s; checkpoint " << final_path << ", loss curve "
-            << out_dir << "/loss.{csv,svg}\n";
+            << out_dir << "/loss.{csv,svg}, TensorBoard: tensorboard --logdir " << out_dir << "/tb\n";
   if (!absl::GetFlag(FLAGS_eval_after)) return absl::OkStatus();
-  return EvaluateAndReport(rt, trainer->projector(), config.projector,
-                           SplitPhrasings(absl::GetFlag(FLAGS_eval_questions)), final_path);
+  prompt_config.questions = SplitPhrasings(absl::GetFlag(FLAGS_eval_questions));
+  LM_ASSIGN_OR_RETURN(EvalReport report, EvaluateAndReport(rt, trainer->projector(), config.projector,
+                                                           prompt_config, final_path));
+  return tb->WriteScalars(trainer->step(), WallTimeNow(), EvalScalars(report));
 }
 
-// Evaluates `projector` on the test digits under --questions (or --eval_questions after
-// training), prints the table and writes the JSON report.
-absl::Status EvaluateAndReport(const VlmRuntime& rt, Projector& projector,
-                               const ProjectorConfig& projector_config,
-                               const std::vector<std::string>& questions,
-                               const std::string& ckpt_path) {
-  LM_ASSIGN_OR_RETURN(PromptConfig prompt_config, PromptConfigFromFlags());
-  prompt_config.questions = questions;
+// Evaluates `projector` on the test digits under `prompt_config`'s questions (--questions,
+// or --eval_questions after training), prints the table and writes the JSON report.
+absl::StatusOr<EvalReport> EvaluateAndReport(const VlmRuntime& rt, Projector& projector,
+                                             const ProjectorConfig& projector_config,
+                                             PromptConfig prompt_config,
+                                             const std::string& ckpt_path) {
   prompt_config.image_tokens = projector_config.image_tokens;
   LM_RETURN_IF_ERROR(prompt_config.Validate());
   LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*rt.tokenizer, prompt_config));
@@ -185,7 +182,7 @@ absl::Status EvaluateAndReport(const VlmRuntime& rt, Projector& projector,
   }
   LM_RETURN_IF_ERROR(WriteFileAtomic(report_path, report.ToJson()));
   std::cout << report.ToTable() << "\nreport: " << report_path << "\n";
-  return absl::OkStatus();
+  return report;
 }
 
 absl::Status RunEval(const std::vector<char*>&) {
@@ -194,8 +191,8 @@ absl::Status RunEval(const std::vector<char*>&) {
   LM_ASSIGN_OR_RETURN(VlmRuntime rt, LoadRuntimeFromFlags());
   LM_ASSIGN_OR_RETURN(Projector projector, RestoreProjectorForModel(
                                                ckpt, rt.model->config.hidden_size, rt.model->device));
-  return EvaluateAndReport(rt, projector, ckpt.projector_config,
-                           SplitPhrasings(absl::GetFlag(FLAGS_questions)), ckpt_path);
+  LM_ASSIGN_OR_RETURN(PromptConfig prompt_config, PromptConfigFromFlags());  // --questions
+  return EvaluateAndReport(rt, projector, ckpt.projector_config, prompt_config, ckpt_path).status();
 }
 
 absl::Status RunAsk(const std::vector<char*>&) {

@@ -12,6 +12,7 @@
 
 #include <cstdlib>
 #include <functional>
+#include <map>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -21,6 +22,7 @@
 #include "common/sha256.h"
 #include "common/train_checkpoint.h"
 #include "launch/process.h"
+#include "tb_test_util.h"
 #include "test_util.h"
 #include "worker/coordinator_client.h"
 #include "worker/evaluator.h"
@@ -190,6 +192,28 @@ class ClusterTest : public ::testing::Test {
   std::unique_ptr<CoordinatorClient> client_;
 };
 
+// The coordinator's TensorBoard files of a training job hold every step of its history
+// once (a redone step: the last value, as TensorBoard's restart rule keeps it), and a
+// restart marker at the first redone step of each resumed attempt.
+void ExpectTensorBoardMatchesHistory(const std::string& tb_dir, const v1::JobStatus& job) {
+  const auto events = testing::ReadEventsDir(tb_dir);
+  auto series = testing::ScalarSeries(events);
+  std::map<int64_t, double> loss;
+  for (const v1::StepMetrics& m : job.history()) loss[m.step()] = m.loss();
+  ASSERT_EQ(series["train/loss"].size(), loss.size()) << tb_dir;
+  for (const auto& [step, value] : loss) {
+    EXPECT_NEAR(series["train/loss"][step], value, 1e-5 * std::max(1.0, std::abs(value))) << "step " << step;
+    EXPECT_EQ(series["train/grad_norm"].count(step), 1u) << "step " << step;
+  }
+  int starts = 0;
+  for (const auto& e : events) {
+    if (!e.has_session_log()) continue;
+    ++starts;
+    EXPECT_EQ(e.step(), job.resumed_from_step() + 1);
+  }
+  EXPECT_EQ(starts, job.restarts() > 0 ? 1 : 0);
+}
+
 TEST_F(ClusterTest, TwoWorkersTrainAsOneProcessAndEvalMatchesTheSingleProcessReport) {
   ASSERT_NO_FATAL_FAILURE(StartCoordinator(Timing()));
   StartWorker("worker-0");
@@ -292,6 +316,17 @@ TEST_F(ClusterTest, TwoWorkersTrainAsOneProcessAndEvalMatchesTheSingleProcessRep
   }
   EXPECT_EQ(merged->Accuracy(), single.Accuracy());
   EXPECT_EQ(merged->Confusion(), single.Confusion());
+
+  // TensorBoard: every step, and the eval at the step of the checkpoint it evaluated.
+  auto with_history = client_->GetJob(submitted->job_id(), true);
+  ASSERT_TRUE(with_history.ok()) << with_history.status();
+  const std::string tb = dir_ + "/state/tensorboard/" + submitted->job_id();
+  ExpectTensorBoardMatchesHistory(tb, *with_history);
+  auto series = testing::ScalarSeries(testing::ReadEventsDir(tb));
+  ASSERT_EQ(series["eval/accuracy"].size(), 1u);
+  EXPECT_EQ(series["eval/accuracy"].begin()->first, 6);
+  EXPECT_FLOAT_EQ(series["eval/accuracy"].begin()->second, static_cast<float>(merged->Accuracy()));
+  EXPECT_EQ(series.count("eval/question/What is this number?"), 1u);
 }
 
 // Issue 16 item 5: an eval job over several workers takes the projector from the
@@ -419,6 +454,9 @@ TEST_F(ClusterTest, KilledWorkerJobResumesFromItsCheckpointWhenAWorkerReturns) {
   EXPECT_EQ(done.restarts(), 1);
   EXPECT_EQ(done.attempt(), 2);
   EXPECT_EQ(done.latest_checkpoint_step(), 120);
+  auto with_history = client_->GetJob(id, true);
+  ASSERT_TRUE(with_history.ok()) << with_history.status();
+  ExpectTensorBoardMatchesHistory(state_dir_ + "/tensorboard/" + id, *with_history);
   std::cout << "killed worker: noticed in " << notice_s << " s, survivor idle in " << survivor_s
             << " s, resumed (attempt 2, from step " << resumed.resumed_from_step() << ") in " << resume_s
             << " s\n";

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -243,21 +244,22 @@ StepStats Trainer::ComputeShareGradients(const std::vector<PlannedSample>& mine,
   return stats;
 }
 
-bool Trainer::GradientsFinite() {
-  at::Tensor bad;
+double Trainer::GradientNorm() {
+  at::Tensor squares;
   for (auto& p : projector_->parameters()) {
     if (!p.grad().defined()) continue;
-    at::Tensor b = at::isfinite(p.grad()).logical_not().any();
-    bad = bad.defined() ? bad.logical_or(b) : b;
+    at::Tensor s = p.grad().to(at::kDouble).square().sum();
+    squares = squares.defined() ? squares + s : s;
   }
-  return !bad.defined() || !bad.item<bool>();
+  return squares.defined() ? std::sqrt(squares.item<double>()) : 0.0;
 }
 
 absl::Status Trainer::ApplyGradients(StepStats* stats) {
   stats->lr = LearningRate(config_.optimizer, config_.schedule, state_.step, total_steps());
   // Checked on the group's summed gradients (a worker calls this after the all-reduce),
   // so every rank takes the same decision.
-  const bool finite = GradientsFinite();
+  stats->grad_norm = GradientNorm();
+  const bool finite = std::isfinite(stats->grad_norm);
   if (!finite && !scaler_.enabled()) {
     return absl::InternalError(absl::StrCat(
         "step ", state_.step, ": the projector's gradients are not finite (this rank's loss ",

@@ -58,6 +58,9 @@ struct StepStats {
   double lr = 0.0;         // set by ApplyGradients
   double loss_scale = 1.0; // what the loss was multiplied by in the backward pass
   bool skipped = false;    // set by ApplyGradients: the gradients overflowed, no update
+  // Set by ApplyGradients: the L2 norm of the whole step's (unscaled) projector gradient,
+  // as the optimizer sees it; not finite when the gradients overflowed.
+  double grad_norm = 0.0;
   double loss() const { return tokens > 0 ? loss_sum / tokens : 0.0; }
 };
 
@@ -127,7 +130,9 @@ class Trainer {
  private:
   Trainer(const LlamaModel& model, const PromptBuilder& prompts, const MnistSet& train,
           const TrainConfig& config);
-  bool GradientsFinite();  // one host synchronization
+  // The L2 norm of the projector's gradients, summed in float64 (so it is finite exactly
+  // when every gradient is); one host synchronization.
+  double GradientNorm();
   // state_ with the loss scaler's current state, as a checkpoint records it.
   std::string StateJson() const;
   const LlamaModel& model_;

@@ -10,6 +10,7 @@
 #include "common/train_checkpoint.h"
 #include "worker/evaluator.h"
 #include "worker/projector_share.h"
+#include "worker/train_spec.h"
 #include "worker/trainer.h"
 
 namespace llava {
@@ -27,32 +28,16 @@ TaskOutcome Fail(absl::Status status, bool retryable, int64_t step = 0) {
   return out;
 }
 
-// The trainer's configuration from a resolved spec, as `llava-mnist train` builds it from
-// flags.
+// The trainer's configuration from a resolved spec, as `llava-mnist train --recipe` builds
+// it. The spec's world_size sets the global batch (TrainTask.world_size is this attempt's
+// group).
 absl::StatusOr<TrainConfig> TrainConfigFromTask(const v1::TrainTask& t, const WorkerResources& r) {
   const v1::TrainSpec& spec = t.spec();
   if (!spec.model().empty() && spec.model() != r.model_spec) {
     return absl::FailedPreconditionError(absl::StrCat("the job wants model '", spec.model(),
                                                       "' but this worker has '", r.model_spec, "'"));
   }
-  TrainConfig c;
-  c.model_spec = r.model_spec;
-  c.projector = ProjectorFromSpec(spec);
-  c.projector.output_dim = r.model->config.hidden_size;
-  c.optimizer = OptimizerFromSpec(spec);
-  c.schedule = ScheduleFromSpec(spec);
-  c.batch_size = spec.batch_size();
-  c.grad_accum = spec.grad_accum();
-  // The spec's world_size, not this attempt's group: it sets the global batch, which an
-  // elastic job keeps on fewer ranks (each rank's share of a step then runs in more
-  // forward passes of batch_size).
-  c.world_size = spec.world_size();
-  c.epochs = spec.epochs();
-  c.max_steps = spec.max_steps();
-  c.train_digits = spec.train_digits();
-  c.seed = spec.seed();
-  LM_RETURN_IF_ERROR(c.Validate());
-  return c;
+  return TrainConfigFromSpec(spec, r.model_spec, r.model->config.hidden_size);
 }
 
 // The projector's gradients and two scalars (this rank's answer tokens and loss sum) in
@@ -204,6 +189,7 @@ TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env) {
     m.set_samples_per_s(samples / std::max(MsSince(start) / 1000.0, 1e-9));
     m.set_step_ms(MsSince(step_start));
     m.set_allreduce_ms(reduce_ms);
+    m.set_grad_norm(stats.grad_norm);
     if (trainer.loss_scaler().enabled()) {
       m.set_loss_scale(stats.loss_scale);
       m.set_skipped_steps(trainer.loss_scaler().skipped_steps());
