@@ -13,7 +13,7 @@
 #include "common/log.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
-#include "common/train_checkpoint.h"
+#include "common/train_checkpoint_format.h"
 #include "common/validation.h"
 
 namespace llava {
