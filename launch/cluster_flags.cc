@@ -9,8 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
-#include "launch/flags_common.h"
-#include "launch/vlm_setup.h"
+#include "launch/job_flags.h"
 
 ABSL_FLAG(std::string, coordinator, llava::GetEnvOr("LLAVA_COORDINATOR", "127.0.0.1:50051"),
           "address of the coordinator's gRPC server (host:port)");
@@ -21,6 +20,10 @@ ABSL_FLAG(int64_t, world_size, 1, "submit train: ranks (one worker each)");
 ABSL_FLAG(int64_t, max_restarts, 3, "submit/launch: restarts from the last checkpoint after a failure");
 ABSL_FLAG(int64_t, eval_workers, 0, "submit eval: workers to split over (0: every idle one)");
 ABSL_FLAG(std::string, job_model, "", "submit: only run on workers that loaded this model spec");
+ABSL_FLAG(std::string, health_listen, llava::GetEnvOr("LLAVA_HEALTH_LISTEN", ""),
+          "coordinator, worker: plaintext grpc.health.v1 port for probes (empty: none)");
+ABSL_FLAG(std::string, metrics_listen, llava::GetEnvOr("LLAVA_METRICS_LISTEN", ""),
+          "coordinator, worker: serve Prometheus metrics at http://ADDRESS/metrics (empty: none)");
 ABSL_FLAG(std::string, tls_cert, llava::GetEnvOr("LLAVA_TLS_CERT", ""),
           "PEM certificate: the coordinator's server certificate, or a client's certificate");
 ABSL_FLAG(std::string, tls_key, llava::GetEnvOr("LLAVA_TLS_KEY", ""), "PEM private key of --tls_cert");
@@ -37,24 +40,6 @@ ABSL_FLAG(std::string, auth_token_file, llava::GetEnvOr("LLAVA_AUTH_TOKEN_FILE",
 ABSL_FLAG(std::string, auth_tokens_file, llava::GetEnvOr("LLAVA_AUTH_TOKENS_FILE", ""),
           "coordinator: the credentials by role, one per line '<role> <name> <token>' (role: "
           "client, worker or admin); takes the place of --auth_token_file");
-
-ABSL_DECLARE_FLAG(std::string, projector);
-ABSL_DECLARE_FLAG(int64_t, projector_hidden);
-ABSL_DECLARE_FLAG(std::string, optimizer);
-ABSL_DECLARE_FLAG(double, lr);
-ABSL_DECLARE_FLAG(double, weight_decay);
-ABSL_DECLARE_FLAG(std::string, schedule);
-ABSL_DECLARE_FLAG(double, warmup_ratio);
-ABSL_DECLARE_FLAG(int64_t, batch_size);
-ABSL_DECLARE_FLAG(int64_t, grad_accum);
-ABSL_DECLARE_FLAG(int64_t, epochs);
-ABSL_DECLARE_FLAG(int64_t, max_steps);
-ABSL_DECLARE_FLAG(int64_t, train_digits);
-ABSL_DECLARE_FLAG(int64_t, checkpoint_every);
-ABSL_DECLARE_FLAG(std::string, checkpoint);
-ABSL_DECLARE_FLAG(int64_t, eval_digits);
-ABSL_DECLARE_FLAG(int64_t, eval_batch_size);
-ABSL_DECLARE_FLAG(std::string, eval_questions);
 
 namespace llava {
 namespace {
