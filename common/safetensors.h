@@ -1,6 +1,8 @@
 // Safetensors I/O: reads single-file and sharded Hugging Face checkpoints (mmapped, one tensor
 // at a time, never a whole second copy in host memory) and writes files Python's safetensors
-// loads. Threading: SafetensorsFile/Checkpoint are immutable after Open; const methods are safe.
+// loads; the format without tensors (dtypes, the header, writing bytes) is
+// common/safetensors_format.h. Threading: SafetensorsFile/Checkpoint are immutable after
+// Open; const methods are safe.
 #pragma once
 
 #include <ATen/ATen.h>

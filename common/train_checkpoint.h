@@ -1,7 +1,8 @@
 // Training checkpoints: one safetensors file (loadable by Python's safetensors) holding
 // the projector ("projector.<param>"), optionally the optimizer state
 // ("optimizer.<state>"), and metadata (format, version, projector_config, train_state,
-// model), laid out as common/train_checkpoint_format.h says. Threading: free functions with no shared state; a TrainCheckpoint is plain data.
+// model), laid out as common/train_checkpoint_format.h says. Threading: free functions
+// with no shared state; a TrainCheckpoint is plain data.
 #pragma once
 
 #include <ATen/ATen.h>
