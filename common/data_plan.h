@@ -9,8 +9,6 @@
 
 #include "absl/status/status.h"
 
-#include "common/prompt.h"
-
 namespace llava {
 
 struct DataPlanConfig {

@@ -6,9 +6,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "common/optimizer.h"
-#include "common/projector.h"
-#include "common/prompt.h"
+#include "common/optimizer_config.h"
+#include "common/projector_config.h"
+#include "common/prompt_config.h"
 #include "protos/llava.pb.h"
 
 namespace llava {

@@ -15,52 +15,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/projector_config.h"
 
 namespace llava {
-
-enum class ProjectorType {
-  kLinear,     // Linear input_dim -> k*D (the experiment's)
-  kMlp2xGelu,  // Linear input_dim -> H, GELU (exact erf), Linear H -> k*D (LLaVA-1.5)
-};
-
-absl::StatusOr<ProjectorType> ParseProjectorType(const std::string& name);  // linear | mlp2x_gelu
-const char* ProjectorTypeName(ProjectorType type);
-
-struct ProjectorConfig {
-  ProjectorType type = ProjectorType::kLinear;
-  int64_t input_dim = 784;  // 28*28 pixels
-  int64_t output_dim = 0;   // the LLM's hidden size D
-  int64_t hidden_dim = 0;   // mlp2x_gelu only; 0 means output_dim
-  int64_t image_tokens = 1;  // k embeddings per image
-  // Applied to pixels in [0,1] before the first layer, as torchvision's Normalize with
-  // MNIST's statistics in the experiment.
-  double input_mean = 0.1307;
-  double input_std = 0.3081;
-
-  absl::Status Validate() const;
-  // hidden_dim with the 0 default resolved (0 for kLinear, which has no hidden layer).
-  int64_t EffectiveHiddenDim() const;
-  std::string ToJson() const;
-  // Every field but `type` and `output_dim` may be absent (defaults); unknown fields are
-  // refused so that a typo is not silently ignored. `source` names the text in errors.
-  static absl::StatusOr<ProjectorConfig> FromJson(const std::string& json_text,
-                                                  const std::string& source);
-};
-
-bool operator==(const ProjectorConfig& a, const ProjectorConfig& b);
-inline bool operator!=(const ProjectorConfig& a, const ProjectorConfig& b) { return !(a == b); }
-
-// The parameters a projector of `config` has, in its fixed order, with their shapes
-// ("fc1.weight" [H or k*D, input_dim], "fc1.bias", then for mlp2x_gelu "fc2.weight",
-// "fc2.bias"). Lets checkpoints be checked without building a module.
-std::vector<std::pair<std::string, std::vector<int64_t>>> ProjectorParameterShapes(
-    const ProjectorConfig& config);
-
-// OK when weights of a projector of `from` can initialize one of `to`: the same kind,
-// parameter shapes and input normalization (hidden_dim 0 and the width it stands for are
-// the same). Otherwise INVALID_ARGUMENT naming `source` and both configs.
-absl::Status CheckProjectorCompatible(const ProjectorConfig& from, const ProjectorConfig& to,
-                                      const std::string& source);
 
 class ProjectorImpl : public torch::nn::Module {
  public:

@@ -1,6 +1,8 @@
 // Safetensors I/O: reads single-file and sharded Hugging Face checkpoints (mmapped, one tensor
 // at a time, never a whole second copy in host memory) and writes files Python's safetensors
-// loads. Threading: SafetensorsFile/Checkpoint are immutable after Open; const methods are safe.
+// loads; the format without tensors (dtypes, the header, writing bytes) is
+// common/safetensors_format.h. Threading: SafetensorsFile/Checkpoint are immutable after
+// Open; const methods are safe.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -15,27 +17,13 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/safetensors_format.h"
 
 namespace llava {
 
-enum class StDtype { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool };
-
-// "F32", "BF16", ... as written in safetensors headers.
-const char* StDtypeName(StDtype dtype);
-// Bytes per element.
-size_t StDtypeSize(StDtype dtype);
-// Parses a header dtype string; nullopt for anything not listed in StDtype.
-std::optional<StDtype> StDtypeFromName(std::string_view name);
 at::ScalarType StDtypeToScalarType(StDtype dtype);
 // InvalidArgument for torch dtypes that safetensors (or this reader) cannot store.
 absl::StatusOr<StDtype> StDtypeFromScalarType(at::ScalarType type);
-
-struct StTensorInfo {
-  std::string name;
-  StDtype dtype = StDtype::kF32;
-  std::vector<int64_t> shape;
-  uint64_t begin = 0, end = 0;  // byte offsets in the data section
-};
 
 struct LoadOptions {
   std::optional<at::ScalarType> dtype;  // default: as stored
@@ -63,11 +51,12 @@ class SafetensorsFile {
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
 
   const std::string& path() const { return path_; }
-  const std::vector<StTensorInfo>& tensors() const { return tensors_; }  // sorted by name
-  const StTensorInfo* Find(std::string_view name) const;
-  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const SafetensorsHeader& header() const { return header_; }
+  const std::vector<StTensorInfo>& tensors() const { return header_.tensors; }  // sorted by name
+  const StTensorInfo* Find(std::string_view name) const { return header_.Find(name); }
+  const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
   // Bytes before the data section (8 + header length).
-  uint64_t data_start() const { return data_start_; }
+  uint64_t data_start() const { return header_.data_start; }
 
   absl::StatusOr<at::Tensor> Load(std::string_view name, const LoadOptions& options = {}) const;
   // Every tensor, in name order.
@@ -76,13 +65,10 @@ class SafetensorsFile {
  private:
   struct Buffer;  // the mmap or the owned bytes
   SafetensorsFile(std::string path, std::unique_ptr<Buffer> buffer);
-  absl::Status ParseHeader();
 
   std::string path_;
   std::unique_ptr<Buffer> buffer_;
-  uint64_t data_start_ = 0;
-  std::vector<StTensorInfo> tensors_;
-  std::map<std::string, std::string> metadata_;
+  SafetensorsHeader header_;
 };
 
 // A checkpoint addressed by a directory (holding model.safetensors or
@@ -121,11 +107,8 @@ class Checkpoint {
   std::map<std::string, std::string> metadata_;
 };
 
-// The whole file as bytes. Tensors may live on any device and be non-contiguous; they
-// are copied to contiguous CPU memory. Like the Rust implementation (and so Python's
-// save_file), the data section is ordered by element size descending then by name, so
-// that every tensor is aligned for its dtype, and the header lists tensors in that
-// order, after "__metadata__" (omitted when empty), padded with spaces to 8 bytes.
+// The whole file as bytes (laid out as SerializeSafetensorsBytes does). Tensors may live
+// on any device and be non-contiguous; they are copied to contiguous CPU memory.
 absl::StatusOr<std::string> SerializeSafetensors(
     const std::vector<NamedTensor>& tensors,
     const std::map<std::string, std::string>& metadata = {});

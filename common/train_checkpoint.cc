@@ -12,39 +12,11 @@
 namespace llava {
 namespace {
 
-constexpr const char* kProjectorPrefix = "projector.";
-constexpr const char* kOptimizerPrefix = "optimizer.";
+constexpr const char* kProjectorPrefix = kCheckpointProjectorPrefix;
+constexpr const char* kOptimizerPrefix = kCheckpointOptimizerPrefix;
 
 std::string ShapeString(at::IntArrayRef sizes) {
   return absl::StrCat("[", absl::StrJoin(sizes, ", "), "]");
-}
-
-absl::Status FieldError(const std::string& source, const std::string& field,
-                        const std::string& problem) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(source, ": metadata field '", field, "' ", problem));
-}
-
-absl::Status TensorError(absl::StatusCode code, const std::string& source,
-                         const std::string& tensor, const std::string& problem) {
-  return absl::Status(code, absl::StrCat(source, ": tensor '", tensor, "' ", problem));
-}
-
-absl::StatusOr<std::string> RequiredField(const std::map<std::string, std::string>& metadata,
-                                          const std::string& source, const std::string& field) {
-  auto it = metadata.find(field);
-  if (it == metadata.end()) {
-    return FieldError(source, field,
-                      absl::StrCat("is missing (not a ", kTrainCheckpointFormat,
-                                   " checkpoint?)"));
-  }
-  return it->second;
-}
-
-std::string OptionalField(const std::map<std::string, std::string>& metadata,
-                          const std::string& field) {
-  auto it = metadata.find(field);
-  return it == metadata.end() ? "" : it->second;
 }
 
 // The file's tensors and metadata.
@@ -70,73 +42,19 @@ absl::StatusOr<std::string> Serialize(Projector& projector, const Optimizer* opt
   return SerializeSafetensors(tensors, metadata);
 }
 
-absl::Status CheckMetadata(const SafetensorsFile& file, TrainCheckpoint* out) {
-  const std::string& source = file.path();
-  const auto& metadata = file.metadata();
-  LM_ASSIGN_OR_RETURN(std::string format, RequiredField(metadata, source, "format"));
-  if (format != kTrainCheckpointFormat) {
-    return FieldError(source, "format",
-                      absl::StrCat("is '", format, "', expected '", kTrainCheckpointFormat, "'"));
-  }
-  LM_ASSIGN_OR_RETURN(std::string version, RequiredField(metadata, source, "version"));
-  if (version != kTrainCheckpointVersion) {
-    return FieldError(source, "version",
-                      absl::StrCat("is '", version, "'; this build reads version ",
-                                   kTrainCheckpointVersion));
-  }
-  LM_ASSIGN_OR_RETURN(std::string config_json,
-                      RequiredField(metadata, source, "projector_config"));
-  LM_ASSIGN_OR_RETURN(
-      out->projector_config,
-      ProjectorConfig::FromJson(config_json,
-                                absl::StrCat(source, ": metadata field 'projector_config'")));
-  out->train_state_json = OptionalField(metadata, "train_state");
-  out->model_spec = OptionalField(metadata, "model");
-  return absl::OkStatus();
-}
-
-// Every stored tensor is a projector parameter of the config's shapes (all present) or
-// optimizer state (checked by Optimizer::LoadState against the optimizer it goes into).
+// The checked layout, then the tensors: optimizer state as stored, the projector's in its
+// parameter order as float32 (it trains in float32 whatever was stored).
 absl::Status LoadTensors(const SafetensorsFile& file, TrainCheckpoint* out) {
-  const std::string& source = file.path();
-  std::map<std::string, std::vector<int64_t>> expected;
-  for (const auto& [name, shape] : ProjectorParameterShapes(out->projector_config)) {
-    expected[kProjectorPrefix + name] = shape;
-  }
   for (const StTensorInfo& info : file.tensors()) {
-    if (absl::StartsWith(info.name, kOptimizerPrefix)) {
-      LM_ASSIGN_OR_RETURN(at::Tensor t, file.Load(info.name));
-      out->optimizer_state.push_back(
-          {info.name.substr(std::string(kOptimizerPrefix).size()), std::move(t)});
-      continue;
-    }
-    auto it = expected.find(info.name);
-    if (it == expected.end()) {
-      return TensorError(absl::StatusCode::kInvalidArgument, source, info.name,
-                         absl::StrCat("is not part of a ",
-                                      ProjectorTypeName(out->projector_config.type),
-                                      " projector nor optimizer state"));
-    }
-    if (info.shape != it->second) {
-      return TensorError(absl::StatusCode::kInvalidArgument, source, info.name,
-                         absl::StrCat("has shape ", ShapeString(info.shape), ", expected ",
-                                      ShapeString(it->second), " for projector_config ",
-                                      out->projector_config.ToJson()));
-    }
-    if (!at::isFloatingType(StDtypeToScalarType(info.dtype))) {
-      return TensorError(absl::StatusCode::kInvalidArgument, source, info.name,
-                         absl::StrCat("has dtype ", StDtypeName(info.dtype),
-                                      ", expected a floating-point type"));
-    }
+    if (!absl::StartsWith(info.name, kOptimizerPrefix)) continue;
+    LM_ASSIGN_OR_RETURN(at::Tensor t, file.Load(info.name));
+    out->optimizer_state.push_back(
+        {info.name.substr(std::string(kOptimizerPrefix).size()), std::move(t)});
   }
   for (const auto& [name, shape] : ProjectorParameterShapes(out->projector_config)) {
-    const std::string stored = kProjectorPrefix + name;
-    if (file.Find(stored) == nullptr) {
-      return TensorError(absl::StatusCode::kNotFound, source, stored, "is missing");
-    }
     LoadOptions options;
-    options.dtype = at::kFloat;  // the projector trains in float32 whatever was stored
-    LM_ASSIGN_OR_RETURN(at::Tensor t, file.Load(stored, options));
+    options.dtype = at::kFloat;
+    LM_ASSIGN_OR_RETURN(at::Tensor t, file.Load(kProjectorPrefix + name, options));
     out->projector_tensors.push_back({name, std::move(t)});
   }
   return absl::OkStatus();
@@ -145,7 +63,10 @@ absl::Status LoadTensors(const SafetensorsFile& file, TrainCheckpoint* out) {
 absl::StatusOr<TrainCheckpoint> ParseFile(const SafetensorsFile& file) {
   TrainCheckpoint out;
   out.source = file.path();
-  LM_RETURN_IF_ERROR(CheckMetadata(file, &out));
+  LM_ASSIGN_OR_RETURN(TrainCheckpointLayout layout, CheckTrainCheckpoint(file.header(), file.path()));
+  out.projector_config = std::move(layout.projector_config);
+  out.train_state_json = std::move(layout.train_state_json);
+  out.model_spec = std::move(layout.model_spec);
   LM_RETURN_IF_ERROR(LoadTensors(file, &out));
   return out;
 }
@@ -182,19 +103,6 @@ absl::StatusOr<TrainCheckpoint> ParseTrainCheckpoint(std::string bytes,
   return ParseFile(*file);
 }
 
-absl::StatusOr<std::string> ProjectorOnlyCheckpoint(std::string bytes, const std::string& source) {
-  LM_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file,
-                      SafetensorsFile::FromBytes(std::move(bytes), source));
-  LM_RETURN_IF_ERROR(ParseFile(*file).status());
-  std::vector<NamedTensor> kept;
-  for (const StTensorInfo& info : file->tensors()) {
-    if (!absl::StartsWith(info.name, kProjectorPrefix)) continue;
-    LM_ASSIGN_OR_RETURN(at::Tensor t, file->Load(info.name));  // stored dtype, CPU
-    kept.push_back({info.name, std::move(t)});
-  }
-  return SerializeSafetensors(kept, file->metadata());
-}
-
 absl::StatusOr<Projector> RestoreProjector(const TrainCheckpoint& checkpoint, at::Device device) {
   const std::string& source = checkpoint.source;
   auto made = MakeProjector(checkpoint.projector_config, /*seed=*/0);
@@ -215,11 +123,11 @@ absl::StatusOr<Projector> RestoreProjector(const TrainCheckpoint& checkpoint, at
       const NamedTensor& stored = checkpoint.projector_tensors[i];
       at::Tensor& param = params[i].second;
       if (stored.name != params[i].first) {
-        return TensorError(absl::StatusCode::kInvalidArgument, source, stored.name,
+        return CheckpointTensorError(absl::StatusCode::kInvalidArgument, source, stored.name,
                            absl::StrCat("found where '", params[i].first, "' belongs"));
       }
       if (!stored.tensor.defined() || stored.tensor.sizes() != param.sizes()) {
-        return TensorError(
+        return CheckpointTensorError(
             absl::StatusCode::kInvalidArgument, source, stored.name,
             absl::StrCat("has shape ",
                          stored.tensor.defined() ? ShapeString(stored.tensor.sizes()) : "none",

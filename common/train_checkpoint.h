@@ -1,7 +1,8 @@
 // Training checkpoints: one safetensors file (loadable by Python's safetensors) holding
 // the projector ("projector.<param>"), optionally the optimizer state
 // ("optimizer.<state>"), and metadata (format, version, projector_config, train_state,
-// model). Threading: free functions with no shared state; a TrainCheckpoint is plain data.
+// model), laid out as common/train_checkpoint_format.h says. Threading: free functions
+// with no shared state; a TrainCheckpoint is plain data.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -14,11 +15,9 @@
 #include "common/optimizer.h"
 #include "common/projector.h"
 #include "common/safetensors.h"
+#include "common/train_checkpoint_format.h"
 
 namespace llava {
-
-inline constexpr const char* kTrainCheckpointFormat = "llava-mnist-projector";
-inline constexpr const char* kTrainCheckpointVersion = "1";
 
 struct TrainCheckpoint {
   ProjectorConfig projector_config;
@@ -49,11 +48,6 @@ absl::StatusOr<std::string> SerializeTrainCheckpoint(Projector& projector,
 // absent. Projector tensors must be exactly the config's (any float dtype, converted).
 absl::StatusOr<TrainCheckpoint> LoadTrainCheckpoint(const std::string& path);
 absl::StatusOr<TrainCheckpoint> ParseTrainCheckpoint(std::string bytes, const std::string& source);
-
-// The same checkpoint without its optimizer state: the projector's tensors and the
-// metadata, byte-identical where kept (what eval and inference need: a third of the bytes
-// with AdamW's two moments gone). The input is validated as a checkpoint first.
-absl::StatusOr<std::string> ProjectorOnlyCheckpoint(std::string bytes, const std::string& source);
 
 // Builds the projector of the checkpoint's config and copies its weights in, on `device`.
 absl::StatusOr<Projector> RestoreProjector(const TrainCheckpoint& checkpoint, at::Device device);

@@ -14,7 +14,7 @@
 #include "common/log.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
-#include "common/train_checkpoint.h"
+#include "common/train_checkpoint_format.h"
 #include "common/validation.h"
 
 namespace llava {
@@ -276,8 +276,13 @@ void CheckpointStore::PruneJobOf(const std::string& checkpoint_id) {
 
 absl::StatusOr<ProjectorConfig> CheckpointStore::ReadProjectorConfig(const v1::CheckpointInfo& info) {
   LM_ASSIGN_OR_RETURN(std::shared_ptr<const Derived> derived, ReadProjectorOnly(info));
-  LM_ASSIGN_OR_RETURN(TrainCheckpoint parsed, ParseTrainCheckpoint(derived->bytes, info.checkpoint_id()));
-  return parsed.projector_config;
+  // The header alone: the coordinator decodes no tensor.
+  const std::string& bytes = derived->bytes;
+  LM_ASSIGN_OR_RETURN(SafetensorsHeader header,
+                      ParseSafetensorsHeader(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
+                                             info.checkpoint_id()));
+  LM_ASSIGN_OR_RETURN(TrainCheckpointLayout layout, CheckTrainCheckpoint(header, info.checkpoint_id()));
+  return layout.projector_config;
 }
 
 void CheckpointStore::Quarantine(const v1::CheckpointInfo& info, const std::string& why) {

@@ -30,7 +30,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/status/statusor.h"
-#include "common/projector.h"
+#include "common/projector_config.h"
 #include "protos/llava.pb.h"
 
 namespace llava {

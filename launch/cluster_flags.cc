@@ -9,8 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
-#include "launch/flags_common.h"
-#include "launch/vlm_setup.h"
+#include "launch/job_flags.h"
 
 ABSL_FLAG(std::string, coordinator, llava::GetEnvOr("LLAVA_COORDINATOR", "127.0.0.1:50051"),
           "address of the coordinator's gRPC server (host:port)");
@@ -31,6 +30,10 @@ ABSL_FLAG(int64_t, keep_last, 3,
           "submit train: keep the job's newest N checkpoints (default: the coordinator's --keep_checkpoints)");
 ABSL_FLAG(int64_t, keep_best, 0,
           "submit train: also keep the job's N checkpoints with the best eval accuracy");
+ABSL_FLAG(std::string, health_listen, llava::GetEnvOr("LLAVA_HEALTH_LISTEN", ""),
+          "coordinator, worker: plaintext grpc.health.v1 port for probes (empty: none)");
+ABSL_FLAG(std::string, metrics_listen, llava::GetEnvOr("LLAVA_METRICS_LISTEN", ""),
+          "coordinator, worker: serve Prometheus metrics at http://ADDRESS/metrics (empty: none)");
 ABSL_FLAG(std::string, tls_cert, llava::GetEnvOr("LLAVA_TLS_CERT", ""),
           "PEM certificate: the coordinator's server certificate, or a client's certificate");
 ABSL_FLAG(std::string, tls_key, llava::GetEnvOr("LLAVA_TLS_KEY", ""), "PEM private key of --tls_cert");
@@ -47,24 +50,6 @@ ABSL_FLAG(std::string, auth_token_file, llava::GetEnvOr("LLAVA_AUTH_TOKEN_FILE",
 ABSL_FLAG(std::string, auth_tokens_file, llava::GetEnvOr("LLAVA_AUTH_TOKENS_FILE", ""),
           "coordinator: the credentials by role, one per line '<role> <name> <token>' (role: "
           "client, worker or admin); takes the place of --auth_token_file");
-
-ABSL_DECLARE_FLAG(std::string, projector);
-ABSL_DECLARE_FLAG(int64_t, projector_hidden);
-ABSL_DECLARE_FLAG(std::string, optimizer);
-ABSL_DECLARE_FLAG(double, lr);
-ABSL_DECLARE_FLAG(double, weight_decay);
-ABSL_DECLARE_FLAG(std::string, schedule);
-ABSL_DECLARE_FLAG(double, warmup_ratio);
-ABSL_DECLARE_FLAG(int64_t, batch_size);
-ABSL_DECLARE_FLAG(int64_t, grad_accum);
-ABSL_DECLARE_FLAG(int64_t, epochs);
-ABSL_DECLARE_FLAG(int64_t, max_steps);
-ABSL_DECLARE_FLAG(int64_t, train_digits);
-ABSL_DECLARE_FLAG(int64_t, checkpoint_every);
-ABSL_DECLARE_FLAG(std::string, checkpoint);
-ABSL_DECLARE_FLAG(int64_t, eval_digits);
-ABSL_DECLARE_FLAG(int64_t, eval_batch_size);
-ABSL_DECLARE_FLAG(std::string, eval_questions);
 
 namespace llava {
 namespace {

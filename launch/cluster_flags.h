@@ -18,6 +18,8 @@ ABSL_DECLARE_FLAG(int64_t, world_size);
 ABSL_DECLARE_FLAG(int64_t, max_restarts);
 ABSL_DECLARE_FLAG(int64_t, eval_workers);
 ABSL_DECLARE_FLAG(std::string, job_model);
+ABSL_DECLARE_FLAG(std::string, health_listen);
+ABSL_DECLARE_FLAG(std::string, metrics_listen);
 
 namespace llava {
 

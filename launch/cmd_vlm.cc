@@ -17,35 +17,19 @@
 #include "common/status_macros.h"
 #include "common/train_checkpoint.h"
 #include "launch/flags_common.h"
+#include "launch/job_flags.h"
 #include "launch/progress.h"
 #include "launch/recipe.h"
 #include "launch/vlm_setup.h"
 #include "worker/evaluator.h"
 #include "worker/trainer.h"
 
-ABSL_FLAG(std::string, projector, "linear", "train: projector type, linear or mlp2x_gelu");
-ABSL_FLAG(int64_t, projector_hidden, 0, "train: mlp2x_gelu hidden width (0: the LLM's)");
-ABSL_FLAG(std::string, optimizer, "adamw", "train: adamw or sgd");
-ABSL_FLAG(double, lr, 1e-3, "train: peak learning rate");
-ABSL_FLAG(double, weight_decay, 0.01, "train: decoupled weight decay (AdamW)");
-ABSL_FLAG(std::string, schedule, "constant", "train: constant, or cosine (linear warmup + cosine)");
-ABSL_FLAG(double, warmup_ratio, 0.03, "train: warmup steps as a fraction of all (cosine)");
-ABSL_FLAG(int64_t, batch_size, 1, "train: samples per forward pass");
-ABSL_FLAG(int64_t, eval_batch_size, 100, "eval: images per generation batch");
 ABSL_FLAG(bool, eval_after, true, "train: evaluate on the test digits when training ends");
 ABSL_FLAG(std::string, eval_questions, "What digit is this?|What is this number?",
           "train: questions for the evaluation after training, separated by '|'");
-ABSL_FLAG(int64_t, grad_accum, 1, "train: forward passes per optimizer step");
-ABSL_FLAG(int64_t, epochs, 1, "train: passes over the training digits");
-ABSL_FLAG(int64_t, max_steps, -1, "train: stop after this many optimizer steps (-1: epochs)");
-ABSL_FLAG(int64_t, train_digits, 1000, "train: use the first N training digits (-1: all)");
 ABSL_FLAG(std::string, out_dir, llava::GetEnvOr("LLAVA_OUT_DIR", "runs/latest"),
           "train: directory for checkpoints, loss.csv and loss.svg");
-ABSL_FLAG(int64_t, checkpoint_every, 0, "train: also checkpoint every N steps (0: at the end only)");
 ABSL_FLAG(std::string, resume, "", "train: continue from this checkpoint");
-ABSL_FLAG(std::string, checkpoint, "runs/latest/projector.safetensors",
-          "eval/ask/export: the projector checkpoint");
-ABSL_FLAG(int64_t, eval_digits, 1000, "eval: evaluate the first N test digits (-1: all)");
 ABSL_FLAG(std::string, images, "", "eval/ask: IDX images file instead of --data_dir's test split");
 ABSL_FLAG(std::string, labels, "", "eval: IDX labels file to go with --images");
 ABSL_FLAG(std::string, report, "", "eval: write the report as JSON here (default: next to the checkpoint)");

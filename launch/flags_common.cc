@@ -20,8 +20,6 @@ ABSL_FLAG(bool, float32_attention,
           "rounded to bf16 as transformers; ~1% faster, half the KV cache)");
 ABSL_FLAG(std::string, data_dir, llava::GetEnvOr("LLAVA_DATA_DIR", "data/mnist"),
           "directory of MNIST IDX files ({train,test}-{images-idx3,labels-idx1}-ubyte[.gz])");
-ABSL_FLAG(int64_t, max_new_tokens, 20, "generate/eval/ask: token budget of an answer");
-ABSL_FLAG(uint64_t, seed, 0, "random seed (synthetic weights, shuffling, initialization)");
 
 namespace llava {
 

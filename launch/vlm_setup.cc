@@ -1,29 +1,11 @@
 #include "launch/vlm_setup.h"
 
 #include "absl/flags/flag.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "launch/flags_common.h"
 
-ABSL_FLAG(std::string, questions, "What digit is this?",
-          "question phrasings, separated by '|'");
-ABSL_FLAG(std::string, answer_templates, "The digit is {label}.",
-          "answer templates with {label}, separated by '|'");
-ABSL_FLAG(std::string, prompt_style, "experiment",
-          "experiment (the published experiment's format) or chat (Llama 3.1 chat template)");
-ABSL_FLAG(int64_t, image_tokens, 1, "embeddings the projector emits per image");
-
 namespace llava {
-
-std::vector<std::string> SplitPhrasings(const std::string& value) {
-  std::vector<std::string> out;
-  for (absl::string_view part : absl::StrSplit(value, '|', absl::SkipWhitespace())) {
-    out.emplace_back(absl::StripAsciiWhitespace(part));
-  }
-  return out;
-}
 
 absl::StatusOr<PromptConfig> PromptConfigFromFlags() {
   PromptConfig config;

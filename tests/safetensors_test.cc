@@ -222,6 +222,47 @@ TEST(SafetensorsTest, RoundTripIsBitExactWithMetadataAndAlignment) {
   EXPECT_EQ(TensorBytes(*bf16), TensorBytes(in[1].tensor));
 }
 
+// What the coordinator does to checkpoints (common/safetensors_format.h): tensors chosen
+// by name and copied by their byte ranges, never decoded, give the file that writing those
+// tensors anew gives, whatever their dtypes and order in the data section.
+TEST(SafetensorsTest, SelectingByByteRangesEqualsWritingTheSubset) {
+  const std::vector<NamedTensor> all = RoundTripTensors();
+  const std::map<std::string, std::string> meta = {{"format", "pt"}};
+  auto bytes = SerializeSafetensors(all, meta);
+  ASSERT_TRUE(bytes.ok());
+  auto header = ParseSafetensorsHeader(reinterpret_cast<const uint8_t*>(bytes->data()),
+                                       bytes->size(), "mem");
+  ASSERT_TRUE(header.ok()) << header.status();
+  const std::set<std::string> keep = {"bf16", "f16", "i64", "u8", "empty", "strided_slice"};
+  auto selected = SelectSafetensors(*bytes, *header, [&](const StTensorInfo& info) {
+    return keep.count(info.name) > 0;
+  });
+  ASSERT_TRUE(selected.ok()) << selected.status();
+  std::vector<NamedTensor> subset;
+  for (const NamedTensor& nt : all) {
+    if (keep.count(nt.name) > 0) subset.push_back(nt);
+  }
+  auto written = SerializeSafetensors(subset, meta);
+  ASSERT_TRUE(written.ok());
+  EXPECT_TRUE(*selected == *written);
+  // Nothing kept: a file of metadata alone, as writing no tensors gives.
+  auto none = SelectSafetensors(*bytes, *header, [](const StTensorInfo&) { return false; });
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(*none == *SerializeSafetensors({}, meta));
+}
+
+TEST(SafetensorsTest, RawSerializationRefusesBytesThatDoNotFitTheShape) {
+  const std::string six(6, '\0');
+  auto bad = SerializeSafetensorsBytes({{"w", StDtype::kF32, {2}, six}}, {});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()),
+              HasSubstr("cannot serialize tensor 'w': 6 bytes for F32 [2]"));
+  auto repeated = SerializeSafetensorsBytes(
+      {{"w", StDtype::kU8, {6}, six}, {"w", StDtype::kU8, {6}, six}}, {});
+  ASSERT_FALSE(repeated.ok());
+  EXPECT_THAT(std::string(repeated.status().message()), HasSubstr("'w': duplicate name"));
+}
+
 TEST(SafetensorsTest, LoadedTensorOutlivesTheFile) {
   auto bytes = SerializeSafetensors({{"w", at::arange(6, at::kFloat)}});
   ASSERT_TRUE(bytes.ok());

@@ -12,17 +12,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "worker/rendezvous_client.h"
 
 namespace llava {
-
-// The write-once key-value store a group meets through (the coordinator's
-// RendezvousService, or an in-process one in tests). Thread-safe.
-class RendezvousClient {
- public:
-  virtual ~RendezvousClient() = default;
-  virtual absl::Status Set(const std::string& key, const std::string& value) = 0;
-  virtual absl::StatusOr<std::string> Get(const std::string& key, std::chrono::milliseconds wait) = 0;
-};
 
 struct CollectiveOptions {
   std::string engine = "gloo";  // "gloo" or "nccl"

@@ -19,7 +19,7 @@
 #include "common/job_spec.h"
 #include "common/net/security.h"
 #include "protos/llava.grpc.pb.h"
-#include "worker/collective.h"
+#include "worker/rendezvous_client.h"
 
 namespace llava {
 

@@ -6,35 +6,41 @@
 #    no token file, no credentials in the image's environment, nothing under
 #    /etc/llava-mnist (the Secrets are mounted there at run time);
 #  - no model weights (*.safetensors, *.bin, *.pt, *.pth, *.gguf, *.ckpt over 1 MiB) in the
-#    runtime image; in the demo image only the demo LM (its demo_lm.json beside it, hidden
-#    size 128, under 100 MB).
+#    runtime and control images; in the demo image only the demo LM (its demo_lm.json
+#    beside it, hidden size 128, under 100 MB);
+#  - the control image (the coordinator's: llava-ctl) holds no libtorch or c10 library.
 # Then the checks themselves: an image built on top that breaks each rule (root, a PEM key,
 # a token file under /etc/llava-mnist, weights, a token in the environment) fails each.
 # Builds the images first if they are missing (scripts/build_image.sh). Needs root and
 # podman (scripts/setup.sh); missing ones are a failure.
 #   LLAVA_BINARY   the llava-mnist binary (default build/bin/llava-mnist)
+#   LLAVA_CTL      the llava-ctl binary (default build/bin/llava-ctl)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/scripts/containers.conf}
 BIN=$(realpath -m "${LLAVA_BINARY:-build/bin/llava-mnist}")
+CTL=$(realpath -m "${LLAVA_CTL:-build/bin/llava-ctl}")
 passed=0
 failed=0
 ok() { echo "ok   $*"; passed=$((passed + 1)); }
 bad() { echo "FAIL $*"; failed=$((failed + 1)); }
 [[ $(id -u) == 0 ]] || { echo "FAIL: needs root (rootful podman)"; exit 1; }
 command -v podman >/dev/null || { echo "FAIL: podman is missing (scripts/setup.sh)"; exit 1; }
-declare -A TAGS=([runtime]=localhost/llava-mnist:latest [demo]=localhost/llava-mnist-demo:latest)
+declare -A TAGS=([runtime]=localhost/llava-mnist:latest [demo]=localhost/llava-mnist-demo:latest
+                 [control]=localhost/llava-ctl:latest)
+declare -A BINS=([runtime]=$BIN [demo]=$BIN [control]=$CTL)
+declare -A ENTRY=([runtime]=llava-mnist [demo]=llava-mnist [control]=llava-ctl)
 mounted=()
 trap 'for i in "${mounted[@]}"; do podman image unmount "$i" >/dev/null 2>&1; done' EXIT
 
-check_image() {  # IMAGE runtime|demo
-  local img=$1 target=$2 user uid entry env root keys pem etc weights demo others size hidden
+check_image() {  # IMAGE runtime|demo|control
+  local img=$1 target=$2 user uid entry env root keys pem etc weights demo others size hidden torch
   user=$(podman image inspect "$img" --format '{{.Config.User}}')
   [[ $user == 10001:10001 ]] && ok "$img: user $user" || bad "$img: user '$user' (want 10001:10001)"
   uid=$(timeout 60 podman run --rm --network=none --entrypoint id "$img" -u 2>&1)
   [[ $uid == 10001 ]] && ok "$img: runs as uid $uid" || bad "$img: runs as uid '$uid'"
   entry=$(podman image inspect "$img" --format '{{json .Config.Entrypoint}}')
-  [[ $entry == '["/usr/local/bin/llava-mnist"]' ]] && ok "$img: entrypoint $entry" || bad "$img: entrypoint $entry"
+  [[ $entry == "[\"/usr/local/bin/${ENTRY[$target]}\"]" ]] && ok "$img: entrypoint $entry" || bad "$img: entrypoint $entry"
   env=$(podman image inspect "$img" --format '{{range .Config.Env}}{{println .}}{{end}}')
   if grep -E '^([^=]*_)?(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|CREDENTIALS?)(_[^=]*)?=' <<< "$env"; then
     bad "$img: credentials in the environment"
@@ -55,7 +61,11 @@ check_image() {  # IMAGE runtime|demo
   etc=$(find "$root/etc/llava-mnist" -mindepth 1 2>/dev/null | sed "s|^$root||")
   [[ -z $etc ]] && ok "$img: /etc/llava-mnist empty (Secrets are mounted)" || bad "$img: /etc/llava-mnist holds $etc"
   weights=$(awk '$1 > 1048576 {print $2}' /tmp/image-files.$$ | grep -E '\.(safetensors|bin|pt|pth|gguf|ckpt|onnx|h5)$' || true)
-  if [[ $target == runtime ]]; then
+  if [[ $target == control ]]; then
+    torch=$(awk '{print $2}' /tmp/image-files.$$ | grep -E '/lib(torch|c10)[a-z_]*\.so' || true)
+    [[ -z $torch ]] && ok "$img: no libtorch" || bad "$img: libtorch files $torch"
+  fi
+  if [[ $target != demo ]]; then
     [[ -z $weights ]] && ok "$img: no weights" || bad "$img: weights $weights"
   else
     demo=./opt/llava-mnist/data/models/demo-lm/model.safetensors
@@ -73,10 +83,10 @@ check_image() {  # IMAGE runtime|demo
 
 }
 
-for target in runtime demo; do
+for target in control runtime demo; do
   img=${TAGS[$target]}
   if ! podman image exists "$img"; then
-    scripts/build_image.sh --target "$target" --binary "$BIN" || { bad "building $img"; continue; }
+    scripts/build_image.sh --target "$target" --binary "${BINS[$target]}" || { bad "building $img"; continue; }
   fi
   check_image "$img" "$target"
 done

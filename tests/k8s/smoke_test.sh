@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The k8s/overlays/local manifests run for real in containers (issue 8's smoke test):
-#  1. builds the demo CPU image (scripts/build_image.sh; cached when nothing changed),
+#  1. builds the demo CPU image and the control image of the coordinator
+#     (scripts/build_image.sh; cached when nothing changed),
 #  2. makes a dev CA, certificates and a token (scripts/dev_certs.sh), renders the local
 #     overlay with kubectl kustomize, validates it strictly, turns it into what podman runs
 #     (scripts/k8s_podman.mjs) and starts the coordinator and 2 workers with podman kube play,
@@ -8,7 +9,7 @@
 #     grpc.health.v1 Check as the kubelet's, on the probes' ports) and a call without the
 #     right token refused with UNAUTHENTICATED,
 #  4. starts a real Prometheus scraping the pods' /metrics,
-#  5. submits a training job from the host with `llava-mnist submit` (TLS + token), stops one
+#  5. submits a training job from the host with `llava-ctl submit` (TLS + token), stops one
 #     worker's pod (SIGTERM) mid-training, sees the job restart, starts the pod again and
 #     sees the job resume from its checkpoint and finish,
 #  6. runs an eval job on it to completion, fetches the checkpoint,
@@ -18,7 +19,9 @@
 # Every wait has a timeout. Needs root (rootful podman), podman + runc + catatonit,
 # kubectl, node + data/npm-k8s, openssl, prometheus, curl, python3-grpcio (scripts/setup.sh
 # installs them); any of them missing is a failure, not a skip.
-#   LLAVA_BINARY   the llava-mnist binary (default build/bin/llava-mnist)
+#   LLAVA_BINARY   the llava-mnist binary (default build/bin/llava-mnist): the workers' image
+#   LLAVA_CTL      the llava-ctl binary (default build/bin/llava-ctl): the coordinator's
+#                  image and the client the test calls
 #   LLAVA_SMOKE_LIMIT    seconds before the whole test gives up and tears down (default 780,
 #                        under ctest's 900)
 #   LLAVA_SMOKE_KEEP=1   keep the work directory (logs) after a success too
@@ -29,6 +32,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BIN=$(realpath -m "${LLAVA_BINARY:-build/bin/llava-mnist}")
+CTL=$(realpath -m "${LLAVA_CTL:-build/bin/llava-ctl}")
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT/scripts/containers.conf}
 PY=/usr/bin/python3
 SECRETS=/run/llava-mnist-local    # the host directories the local overlay mounts
@@ -62,6 +66,7 @@ for c in podman runc catatonit kubectl node openssl prometheus curl; do
 done
 $PY -c "import grpc" 2>/dev/null || missing+=("python3-grpcio")
 [[ -x $BIN ]] || missing+=("the binary $BIN")
+[[ -x $CTL ]] || missing+=("the binary $CTL")
 [[ -d ${LLAVA_K8S_NPM_DIR:-data/npm-k8s}/node_modules/kubernetes-models ]] || missing+=("data/npm-k8s (kubernetes-models)")
 ((${#missing[@]} == 0)) || fail "missing: ${missing[*]} (scripts/setup.sh installs them)"
 
@@ -127,13 +132,14 @@ client_env() {  # [VAR=VALUE...] COMMAND...: through env(1), so later VAR=VALUE 
     LLAVA_TLS_CERT=$SECRETS/client-tls/tls.crt LLAVA_TLS_KEY=$SECRETS/client-tls/tls.key \
     LLAVA_TLS_SERVER_NAME=llava-coordinator LLAVA_AUTH_TOKEN_FILE=$SECRETS/auth/token "$@"
 }
-cli() { client_env timeout 60 "$BIN" "$@"; }
+cli() { client_env timeout 60 "$CTL" "$@"; }
 job_line() { cli status "$1" 2>&1 | head -1; }
 job_state() { job_line "$1" | awk '{print $2}'; }
 
 # --- 1. the image ----------------------------------------------------------------------
-log "building the demo image"
+log "building the demo image and the control image"
 scripts/build_image.sh --target demo --binary "$BIN" 2>&1 | tee "$WORK/build.log"
+scripts/build_image.sh --target control --binary "$CTL" 2>&1 | tee -a "$WORK/build.log"
 
 # --- 2. secrets, render, validate, play ------------------------------------------------
 for p in "${PODS[@]}"; do
@@ -201,7 +207,7 @@ if part auth; then
   expect_status UNAVAILABLE "TLS without a client certificate" --ca "$SECRETS/client-tls/ca.crt" \
     --server-name llava-coordinator --token-file "$SECRETS/auth/token"
   echo wrong-token > "$WORK/wrong-token"
-  if client_env LLAVA_AUTH_TOKEN_FILE="$WORK/wrong-token" timeout 30 "$BIN" submit train --world_size 2 \
+  if client_env LLAVA_AUTH_TOKEN_FILE="$WORK/wrong-token" timeout 30 "$CTL" submit train --world_size 2 \
        > "$WORK/wrong.log" 2>&1; then
     fail "a submit with a wrong token was accepted"
   fi

@@ -8,12 +8,14 @@ fetch_checkpoint's file is byte-identical to `llava-mnist fetch-checkpoint`'s an
 checkpoint damaged in transit is refused, that an eval job's accuracy is the one its
 report's samples give (labels from the MNIST files), that a queued job cancels, that
 errors carry their gRPC codes, that the CLI's --json lines are the messages the Python
-client gets, and that a wrong or missing token is UNAUTHENTICATED.
+client gets, and that a wrong or missing token is UNAUTHENTICATED. The coordinator and
+the CLI are llava-ctl's (the control plane without libtorch), the workers llava-mnist's;
+llava-mnist's client commands answer as llava-ctl's do.
 
 Run by ctest (python_client_test) from the source directory, after
 clients/python/generate.sh, with Debian's python3 (python3-grpcio, python3-protobuf);
-LLAVA_BINARY names the binary. Every process started here is stopped at the end and
-dies with this one (PR_SET_PDEATHSIG).
+LLAVA_BINARY names llava-mnist, LLAVA_CTL llava-ctl. Every process started here is
+stopped at the end and dies with this one (PR_SET_PDEATHSIG).
 """
 import ctypes
 import gzip
@@ -40,6 +42,7 @@ import llava_client  # noqa: E402
 from llava_client import Client, RpcError, pb  # noqa: E402
 
 BINARY = os.environ.get("LLAVA_BINARY", os.path.join(ROOT, "build", "bin", "llava-mnist"))
+CTL = os.environ.get("LLAVA_CTL", os.path.join(ROOT, "build", "bin", "llava-ctl"))
 DEMO_LM = os.path.join(ROOT, "data", "models", "demo-lm")
 MNIST = os.path.join(ROOT, "data", "mnist")
 CODE = grpc.StatusCode
@@ -90,7 +93,7 @@ class Processes:
 def start_coordinator(procs, state_dir, extra=()):
     """Starts a coordinator on a free loopback port; returns "127.0.0.1:PORT"."""
     port_file = os.path.join(state_dir, "port")
-    procs.spawn("coordinator", [BINARY, "coordinator", "--listen=127.0.0.1:0", f"--state_dir={state_dir}/state",
+    procs.spawn("coordinator", [CTL, "coordinator", "--listen=127.0.0.1:0", f"--state_dir={state_dir}/state",
                                 f"--port_file={port_file}", "--heartbeat_interval_ms=100", "--tick_ms=20",
                                 "--worker_timeout_ms=3000", "--collective_timeout_ms=15000", *extra])
     deadline = time.monotonic() + 30
@@ -103,9 +106,9 @@ def start_coordinator(procs, state_dir, extra=()):
     raise AssertionError("the coordinator wrote no port file in 30 s; its log ends:\n" + procs.log_tail("coordinator"))
 
 
-def run_cli(*args, timeout=300):
-    """Runs a client command of the binary; returns the CompletedProcess (text)."""
-    return subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+def run_cli(*args, timeout=300, binary=CTL):
+    """Runs a client command of llava-ctl (or `binary`); returns the CompletedProcess (text)."""
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                           stdin=subprocess.DEVNULL)
 
 
@@ -160,6 +163,32 @@ class ClusterTest(unittest.TestCase):
 
     def cli(self, *args):
         return run_cli(*args, f"--coordinator={self.address}")
+
+    def test_llava_mnist_client_commands_answer_as_llava_ctl(self):
+        job = self.client.submit_train(world_size=3, train_digits=8, wait_for_workers=True)
+        self.addCleanup(self.client.cancel, job.job_id)
+        for args in (["status", job.job_id, "--json"], ["status", job.job_id], ["list", "--json"], ["list"],
+                     ["health"], ["status", "train-999999"]):
+            ctl = self.cli(*args)
+            mnist = run_cli(*args, f"--coordinator={self.address}", binary=BINARY)
+            self.assertEqual((mnist.returncode, mnist.stdout), (ctl.returncode, ctl.stdout), args)
+            self.assertEqual(mnist.stderr.replace("llava-mnist ", "llava-ctl "), ctl.stderr, args)
+        self.assertEqual(self.cli("health").stdout, f"{self.address} (liveness) SERVING\n")
+        r = self.cli("submit", "train", "--world_size=3", "--wait_for_workers", "--train_digits=8",
+                     "--projector=mlp2x_gelu", "--projector_hidden=32", "--questions=A?|B?", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        [(obj, msg)] = json_lines(r.stdout, pb.JobStatus)
+        self.addCleanup(self.client.cancel, msg.job_id)
+        self.assertEqual((msg.train.projector, msg.train.projector_hidden, list(msg.train.questions)),
+                         ("mlp2x_gelu", 32, ["A?", "B?"]))
+        # The coordinator checks a job by the workers' rules (common/job_spec.h).
+        r = self.cli("submit", "train", "--world_size=1", "--projector=linear", "--projector_hidden=8")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("projector_hidden applies to mlp2x_gelu", r.stderr)
+        # llava-ctl has the control plane's commands only.
+        r = subprocess.run([CTL, "train"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("unknown command 'train'", r.stderr)
 
     def test_reflection_lists_the_services(self):
         # grpc.reflection.v1alpha, encoded by hand (Debian ships no reflection stubs):
@@ -373,7 +402,7 @@ class ClusterTest(unittest.TestCase):
         # An eval job from Python, watched by the CLI at the same time.
         eval_job = self.client.submit_eval(job.job_id, eval_digits=40, batch_size=20, questions=questions[:1])
         self.assertEqual(eval_job.eval.checkpoint, final.latest_checkpoint_id)  # resolved
-        cli_watch = subprocess.Popen([BINARY, "watch", eval_job.job_id, "--json", f"--coordinator={self.address}",
+        cli_watch = subprocess.Popen([CTL, "watch", eval_job.job_id, "--json", f"--coordinator={self.address}",
                                       "--watch_timeout_ms=300000"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                                      preexec_fn=_die_with_parent)
