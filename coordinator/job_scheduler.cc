@@ -38,6 +38,13 @@ int64_t MinWorldSize(const v1::TrainSpec& spec) {
   return spec.has_min_world_size() ? spec.min_world_size() : spec.world_size();
 }
 
+// Records why the newest attempt ended, unless it already says.
+void EndLastAttempt(v1::JobStatus& s, const std::string& why) {
+  if (s.attempts_size() == 0) return;
+  v1::Attempt* last = s.mutable_attempts(s.attempts_size() - 1);
+  if (last->ended().empty()) last->set_ended(ForLog(why, 2048));
+}
+
 // "train-000042" -> 42; -1 when the id is not of the scheduler's form.
 int64_t SeqOf(const std::string& id) {
   const size_t dash = id.rfind('-');
@@ -179,10 +186,7 @@ absl::Status JobScheduler::LoadState() {
       // last checkpoint.
       job->status.set_state(v1::JOB_STATE_RESTARTING);
       job->status.set_reason("the coordinator restarted");
-      if (job->status.attempts_size() > 0) {
-        v1::Attempt* last = job->status.mutable_attempts(job->status.attempts_size() - 1);
-        if (last->ended().empty()) last->set_ended("the coordinator restarted");
-      }
+      EndLastAttempt(job->status, "the coordinator restarted");
       job->status.clear_worker_ids();
     }
     job->waiting_since = now;
@@ -682,7 +686,7 @@ void JobScheduler::MaybeGrow(Job& job, int64_t checkpoint_step, Clock::time_poin
   const std::string reason = absl::StrCat("regrouped at the checkpoint of step ", checkpoint_step,
                                           " to grow: ", idle, " more worker(s) idle");
   ReleaseMembers(job, /*abort=*/true);
-  if (s.attempts_size() > 0) s.mutable_attempts(s.attempts_size() - 1)->set_ended(reason);
+  EndLastAttempt(s, reason);
   s.set_state(v1::JOB_STATE_RESTARTING);
   s.set_reason(absl::StrCat("attempt ", s.attempt(), " ", reason));
   job.grow_from = ranks;
@@ -983,7 +987,7 @@ void JobScheduler::EndAttempt(Job& job, const std::string& reason, bool retryabl
                               Clock::time_point now) {
   ReleaseMembers(job, /*abort=*/true);
   v1::JobStatus& s = job.status;
-  if (s.attempts_size() > 0) s.mutable_attempts(s.attempts_size() - 1)->set_ended(ForLog(reason, 2048));
+  EndLastAttempt(s, reason);
   const int64_t max_restarts =
       s.kind() == v1::JOB_KIND_TRAIN ? s.train().max_restarts() : s.eval().max_restarts();
   if (retryable && s.restarts() < max_restarts) {
