@@ -261,6 +261,7 @@ grpc::Status WorkerServiceImpl::LeaveWorker(grpc::ServerContext* context, const 
   }
   if (s.ok()) s = c_.registry->Leave(request->worker_id(), request->session_id(), request->reason());
   if (!s.ok()) return ToGrpc(s);
+  c_.scheduler->OnWorkerLeft(request->worker_id(), Clock::now());
   LM_LOG(INFO) << "worker " << request->worker_id() << " left: "
                << (request->reason().empty() ? "(no reason given)" : ForLog(request->reason(), 256));
   return grpc::Status::OK;

@@ -709,16 +709,7 @@ void JobScheduler::Tick(Clock::time_point now) {
       continue;
     }
     if (job.status.state() == v1::JOB_STATE_RUNNING) {
-      for (size_t rank = 0; rank < job.members.size(); ++rank) {
-        const Member& m = job.members[rank];
-        if (!m.done && !registry_->IsLive(m.worker_id, m.session_id, now)) {
-          EndAttempt(job,
-                     absl::StrCat("worker '", m.worker_id, "' (rank ", rank, ") was lost: ",
-                                  registry_->GoneReason(m.worker_id, m.session_id, now)),
-                     /*retryable=*/true, now);
-          break;
-        }
-      }
+      EndIfMemberLost(job, now);
       continue;
     }
     TryStart(job, now);
@@ -740,6 +731,31 @@ void JobScheduler::Tick(Clock::time_point now) {
     LM_LOG(INFO) << "job " << id << " expired (finished over "
                  << options_.finished_job_ttl.count() << " ms ago)";
     Forget(id);
+  }
+}
+
+bool JobScheduler::EndIfMemberLost(Job& job, Clock::time_point now) {
+  for (size_t rank = 0; rank < job.members.size(); ++rank) {
+    const Member& m = job.members[rank];
+    if (!m.done && !registry_->IsLive(m.worker_id, m.session_id, now)) {
+      EndAttempt(job,
+                 absl::StrCat("worker '", m.worker_id, "' (rank ", rank, ") was lost: ",
+                              registry_->GoneReason(m.worker_id, m.session_id, now)),
+                 /*retryable=*/true, now);
+      return true;
+    }
+  }
+  return false;
+}
+
+void JobScheduler::OnWorkerLeft(const std::string& worker_id, Clock::time_point now) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& [seq, id] : order_) {
+    Job& job = *Find(id);
+    if (job.status.state() != v1::JOB_STATE_RUNNING) continue;
+    const bool member = std::any_of(job.members.begin(), job.members.end(),
+                                    [&](const Member& m) { return m.worker_id == worker_id; });
+    if (member) EndIfMemberLost(job, now);
   }
 }
 

@@ -105,6 +105,10 @@ class JobScheduler {
   // Starts attempts that can start, notices lost workers, fails jobs that waited too
   // long, forgets expired finished jobs.
   void Tick(Clock::time_point now);
+  // A worker left the registry (LeaveWorker): the attempts it held a rank of end now,
+  // with its reason, before its peers' collectives fail on its closed sockets and report
+  // a less telling one.
+  void OnWorkerLeft(const std::string& worker_id, Clock::time_point now);
   // Writes every job record (steps and metrics are otherwise written only at state
   // changes and checkpoints): the coordinator's last act before it exits.
   void PersistAll() const;
@@ -159,6 +163,8 @@ class JobScheduler {
   // restarts (RESTARTING) or fails the job.
   void EndAttempt(Job& job, const std::string& reason, bool retryable, Clock::time_point now);
   void ReleaseMembers(Job& job, bool abort);
+  // Ends a running attempt one of whose members is no longer live; false when all are.
+  bool EndIfMemberLost(Job& job, Clock::time_point now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishEval(Job& job);
   void Forget(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The running attempt's member (worker_id, session_id) holding `ref`, or an error that

@@ -319,15 +319,30 @@ TEST_F(JobSchedulerTest, AWorkerThatLeavesEndsTheAttemptAtOnceAndTheReasonSaysSo
   const std::string s0 = Register("a"), s1 = Register("b");
   auto job = scheduler_->Submit(TrainRequest(2), Caller(), now_);
   ASSERT_TRUE(job.ok());
-  Beat("a", s0);
+  const v1::TaskRef survivor = Beat("a", s0).task().ref();
+  ASSERT_EQ(survivor.rank(), 0);
   Beat("b", s1);
   ASSERT_TRUE(registry_->Leave("b", s1, "pod deleted").ok());
   EXPECT_TRUE(absl::IsNotFound(registry_->Leave("b", s1, "twice")));  // the session is gone
-  scheduler_->Tick(now_);  // no time has passed: only the leave explains the restart
+  // What LeaveWorker does after the registry took the leave; no Tick: the attempt ends
+  // in the call itself.
+  scheduler_->OnWorkerLeft("b", now_);
   auto status = scheduler_->Get(job->job_id(), false);
   ASSERT_EQ(status->state(), v1::JOB_STATE_RESTARTING) << status->ShortDebugString();
   EXPECT_NE(status->reason().find("worker 'b' (rank 1) was lost: it left (pod deleted)"), std::string::npos)
       << status->reason();
+  // The leaver then closes its sockets and the survivor's collective fails: that report
+  // is about an attempt that has already ended and changes nothing.
+  v1::TaskResultRequest failed;
+  failed.set_worker_id("a");
+  failed.set_session_id(s0);
+  *failed.mutable_ref() = survivor;
+  failed.set_error("gloo all-reduce failed: Connection closed by peer");
+  failed.set_retryable(true);
+  EXPECT_TRUE(absl::IsPermissionDenied(scheduler_->OnTaskResult(failed)));
+  auto after = scheduler_->Get(job->job_id(), false);
+  EXPECT_EQ(after->reason(), status->reason());
+  EXPECT_EQ(after->restarts(), status->restarts());
   auto workers = registry_->List(now_);
   ASSERT_EQ(workers.size(), 1u);
   EXPECT_EQ(workers[0].info().worker_id(), "a");
