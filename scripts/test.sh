@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 BUILD_DIR=${LLAVA_BUILD_DIR:-build}
+# The container and Kubernetes tests are opt-in for a plain ctest; the test command runs them.
+cmake -S . -B "$BUILD_DIR" -DLLAVA_K8S_TESTS=ON >/dev/null
 export LLAVA_FIXTURES=${LLAVA_FIXTURES:-$PWD/../shared/fixtures}
 export LLAVA_TOKENIZER=${LLAVA_TOKENIZER:-$PWD/data/tokenizer/tokenizer.json}
 # The fuzz targets first, so that ctest's summary closes the output.
