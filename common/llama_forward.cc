@@ -136,9 +136,9 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 #if TORCH_VERSION_MAJOR >= 2
   // Fused kernels (flash / memory-efficient) where the shapes allow, except for short
   // float32 attention (float32 models, bf16 models' float32_attention): there the fused
-  // float32 kernel took a fifth of an 8B eval batch (2,000 rows, ~40 keys; 850 vs
-  // 1,071 images/s on an H100) where the matmuls below take a few percent, and the
-  // scores they materialize are small.
+  // float32 kernel took a large share of an 8B eval batch (many rows, few keys) where the
+  // matmuls below take a few percent, and the scores they materialize are small
+  // (bench/RESULTS.md, on the float32-attention row).
   if (q.scalar_type() != at::kFloat || t * s > kMaxMaterializedScores) {
     return at::scaled_dot_product_attention(q, k, v, mask, 0.0, causal, scale);
   }

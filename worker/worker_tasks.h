@@ -76,9 +76,8 @@ TaskOutcome RunEvalTask(const v1::Task& task, const TaskEnv& env);
 // Answers two test digits (a random projector, the questions and prompt a job gets by
 // default, two new tokens) on the model's device. A GPU worker runs it before it
 // registers, so that its first eval job pays less for the device's first use (kernel
-// modules load lazily, library handles and workspaces are made on first call). Measured
-// on H200s (bench/RESULTS.md): a fresh worker's first batch of 500 took 1.3-3.3 s against
-// 0.53 s later; with this, 1.3-1.5 s: the rest belongs to the batch's shape.
+// modules load lazily, library handles and workspaces are made on first call); what it
+// saves, and what remains (the batch's shape), is in bench/RESULTS.md.
 absl::Status WarmUpEval(const WorkerResources& r);
 
 }  // namespace llava
