@@ -12,9 +12,12 @@
 #include "common/sha256.h"
 #include "common/train_checkpoint.h"
 #include "test_util.h"
+#include "tests/status_matchers.h"
 
 namespace llava {
 namespace {
+
+using ::llava::testing::StatusIs;
 
 TEST(Sha256Test, KnownVectors) {
   EXPECT_EQ(Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
@@ -40,7 +43,7 @@ TEST(CheckpointStoreTest, PutFindReadAndReopen) {
   EXPECT_EQ((*store)->Find("train-000001/step-000005")->step(), 5);
   EXPECT_EQ(*(*store)->Read(*i1), a);
   EXPECT_EQ(*ReadFile(dir + "/train-000001/step-000010.safetensors"), b);
-  EXPECT_TRUE(absl::IsNotFound((*store)->Find("train-000002").status()));
+  EXPECT_THAT((*store)->Find("train-000002"), StatusIs(absl::StatusCode::kNotFound));
 
   auto reopened = CheckpointStore::Open(dir);
   ASSERT_TRUE(reopened.ok());
@@ -98,13 +101,13 @@ TEST(CheckpointStoreTest, WrongChecksumOrBadIdStoresNothing) {
   auto ok = (*store)->Put("train-000001", 1, false, bytes, Sha256Hex(bytes));
   ASSERT_TRUE(ok.ok());
   auto bad = (*store)->Put("train-000001", 1, false, "tampered", Sha256Hex(bytes));
-  EXPECT_TRUE(absl::IsDataLoss(bad.status())) << bad.status();
+  EXPECT_THAT(bad, StatusIs(absl::StatusCode::kDataLoss));
   // The stored file is untouched.
   EXPECT_EQ(*(*store)->Read(*ok), bytes);
-  EXPECT_TRUE(absl::IsInvalidArgument((*store)->Put("../evil", 1, false, bytes, Sha256Hex(bytes)).status()));
+  EXPECT_THAT((*store)->Put("../evil", 1, false, bytes, Sha256Hex(bytes)), StatusIs(absl::StatusCode::kInvalidArgument));
   // Damage on disk is detected when read.
   ASSERT_TRUE(WriteFileAtomic(dir + "/train-000001/step-000001.safetensors", "damaged").ok());
-  EXPECT_TRUE(absl::IsDataLoss((*store)->Read(*ok).status()));
+  EXPECT_THAT((*store)->Read(*ok), StatusIs(absl::StatusCode::kDataLoss));
 }
 
 }  // namespace
@@ -143,13 +146,13 @@ TEST(CheckpointRetentionTest, KeepsTheNewestAndTheBestScoredAndRemembersScores) 
   ASSERT_TRUE(PutStep(s, job, 4).ok());
   EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{1, 3, 4}));  // 2 is neither
   // An eval of a file since rewritten (a restarted attempt redid step 3) scores nothing.
-  EXPECT_TRUE(absl::IsFailedPrecondition(
-      s.RecordEval(CheckpointStore::MakeId(job, 3), Sha256Hex("step 3 before"), "eval-000014", 1.0)));
+  EXPECT_THAT(
+      s.RecordEval(CheckpointStore::MakeId(job, 3), Sha256Hex("step 3 before"), "eval-000014", 1.0), StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_FALSE(FileExists(dir + "/" + CheckpointStore::MakeId(job, 2) + ".safetensors"));
   // A better score moves "best" to step 4, which is also among the newest: step 1 goes.
   ASSERT_TRUE(s.RecordEval(CheckpointStore::MakeId(job, 4), Sha(4), "eval-000012", 0.95).ok());
   EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{3, 4}));
-  EXPECT_TRUE(absl::IsNotFound(s.RecordEval(CheckpointStore::MakeId(job, 1), Sha(1), "eval-000013", 1.0)));
+  EXPECT_THAT(s.RecordEval(CheckpointStore::MakeId(job, 1), Sha(1), "eval-000013", 1.0), StatusIs(absl::StatusCode::kNotFound));
   // The score lives in the sidecar: a restarted store still knows it.
   auto reopened = CheckpointStore::Open(dir);
   ASSERT_TRUE(reopened.ok());
@@ -179,7 +182,7 @@ TEST(CheckpointRetentionTest, PinnedCheckpointsOutliveRetentionUntilReleased) {
   s.Unpin("train-000021");
   EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{3}));
   // A pruned checkpoint cannot be pinned: a reader learns it is gone, never half of it.
-  EXPECT_TRUE(absl::IsNotFound(s.Pin(CheckpointStore::MakeId(job, 1), "eval-000022")));
+  EXPECT_THAT(s.Pin(CheckpointStore::MakeId(job, 1), "eval-000022"), StatusIs(absl::StatusCode::kNotFound));
   s.Unpin("eval-000020");
   ASSERT_TRUE(PutStep(s, job, 4).ok());
   EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{4}));
@@ -199,7 +202,7 @@ TEST(CheckpointRetentionTest, TheQuotaCountsTheBestKeptBesideTheNewest) {
   EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{1, 2}));
   const std::string big = "checkpoint at step 3, larger";
   auto refused = s.Put(job, 3, false, big, Sha256Hex(big));  // 28 + 20 > 40
-  EXPECT_TRUE(absl::IsResourceExhausted(refused.status())) << refused.status();
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{1, 2}));
 }
 

@@ -13,9 +13,12 @@
 #include <vector>
 
 #include "common/answer_metric.h"
+#include "tests/status_matchers.h"
 
 namespace llava {
 namespace {
+
+using ::llava::testing::StatusIs;
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -152,8 +155,7 @@ TEST(EvalReportTest, MergeRejectsMismatchedOrOverlappingShardsAndStaysUnchanged)
 
   EvalReport other_questions({"What digit is this?"});
   absl::Status st = report.Merge(other_questions);
-  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(st.message()), HasSubstr("different questions"));
+  EXPECT_THAT(st, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("different questions")));
 
   EvalReport other_classes(kQuestions, 5);
   st = report.Merge(other_classes);
@@ -163,8 +165,7 @@ TEST(EvalReportTest, MergeRejectsMismatchedOrOverlappingShardsAndStaysUnchanged)
   overlap.Add(Sample(0, 100, 3, "3"));
   overlap.Add(Sample(1, 4, 4, "4"));  // also in the fixture
   st = report.Merge(overlap);
-  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(st.message()), HasSubstr("sample 4 of question 1"));
+  EXPECT_THAT(st, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("sample 4 of question 1")));
 
   EXPECT_EQ(report.ToJson(), before);
 }

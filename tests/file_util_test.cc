@@ -6,9 +6,12 @@
 #include <filesystem>
 
 #include "tests/test_util.h"
+#include "tests/status_matchers.h"
 
 namespace llava {
 namespace {
+
+using ::llava::testing::StatusIs;
 
 TEST(FileUtilTest, AtomicWriteReplacesAndLeavesNoTempFiles) {
   std::string dir = testing::MakeTempDir("fileutil");
@@ -26,7 +29,7 @@ TEST(FileUtilTest, AtomicWriteReplacesAndLeavesNoTempFiles) {
 TEST(FileUtilTest, ErrorsNameThePath) {
   auto got = ReadFile("/nonexistent/dir/file.json");
   ASSERT_FALSE(got.ok());
-  EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(got, StatusIs(absl::StatusCode::kNotFound));
   EXPECT_NE(got.status().message().find("/nonexistent/dir/file.json"), std::string::npos);
   absl::Status st = WriteFileAtomic("/nonexistent/dir/file.json", "x");
   EXPECT_FALSE(st.ok());

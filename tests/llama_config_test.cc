@@ -8,9 +8,12 @@
 
 #include "common/file_util.h"
 #include "tests/test_util.h"
+#include "tests/status_matchers.h"
 
 namespace llava {
 namespace {
+
+using ::llava::testing::StatusIs;
 
 TEST(LlamaConfigTest, ReadsTransformers5FormWithLlama3Rope) {
   auto c = LoadLlamaConfig(testing::FixturesDir() + "/tiny-llama3");
@@ -136,7 +139,7 @@ TEST(LlamaConfigTest, DeeplyNestedJsonIsRefused) {
                            std::string(1000000, '[') + std::string(1000000, ']') + "]}";
   auto c = ParseLlamaConfig(json, "dir/config.json");
   ASSERT_FALSE(c.ok());
-  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_NE(c.status().message().find("dir/config.json: JSON nested deeper than 64 levels"),
             std::string::npos)
       << c.status();

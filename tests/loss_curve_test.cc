@@ -15,9 +15,12 @@
 #include "common/file_util.h"
 #include "launch/progress.h"
 #include "tests/test_util.h"
+#include "tests/status_matchers.h"
 
 namespace llava {
 namespace {
+
+using ::llava::testing::StatusIs;
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -241,8 +244,7 @@ TEST(LossCurveTest, CsvErrorsNameFileLineAndColumn) {
               HasSubstr("line 2: column loss: not a number: 'abc'"));
   EXPECT_THAT(error(header + "1,0,1,1,1,\n"), HasSubstr("column seconds: not a number: ''"));
   auto missing = LossCurve::ReadCsv("/nonexistent/loss.csv");
-  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("/nonexistent/loss.csv"));
+  EXPECT_THAT(missing, StatusIs(absl::StatusCode::kNotFound, HasSubstr("/nonexistent/loss.csv")));
 }
 
 TEST(LossCurveTest, SvgIsWellFormedWithAxesTicksAndLines) {

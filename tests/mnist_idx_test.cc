@@ -11,9 +11,12 @@
 
 #include "common/file_util.h"
 #include "tests/test_util.h"
+#include "tests/status_matchers.h"
 
 namespace llava {
 namespace {
+
+using ::llava::testing::StatusIs;
 
 using ::testing::HasSubstr;
 
@@ -165,8 +168,7 @@ TEST_F(MnistIdxTest, TensorsAreScaledPixelsAndInt64Labels) {
 TEST_F(MnistIdxTest, MissingFile) {
   auto got = ReadIdxImages(Path("nope-images"));
   ASSERT_FALSE(got.ok());
-  EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(got.status().message()), HasSubstr(Path("nope-images")));
+  EXPECT_THAT(got, StatusIs(absl::StatusCode::kNotFound, HasSubstr(Path("nope-images"))));
   auto labels = ReadIdxLabels(Path("nope-labels"));
   ASSERT_FALSE(labels.ok());
   EXPECT_THAT(std::string(labels.status().message()), HasSubstr(Path("nope-labels")));
@@ -312,7 +314,7 @@ TEST_F(MnistIdxTest, SplitLookup) {
   EXPECT_EQ(set->labels, (std::vector<uint8_t>{1, 2, 3}));
   auto missing = LoadMnistSplit(dir_, "train");
   ASSERT_FALSE(missing.ok());
-  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(missing, StatusIs(absl::StatusCode::kNotFound));
   EXPECT_THAT(std::string(missing.status().message()),
               HasSubstr(dir_ + "/train-images-idx3-ubyte.gz"));
   EXPECT_THAT(std::string(missing.status().message()), HasSubstr("scripts/setup.sh"));

@@ -14,9 +14,12 @@
 #include "common/file_util.h"
 #include "common/mnist_idx.h"
 #include "tests/test_util.h"
+#include "tests/status_matchers.h"
 
 namespace llava {
 namespace {
+
+using ::llava::testing::StatusIs;
 
 using ::testing::HasSubstr;
 
@@ -261,8 +264,7 @@ TEST_F(PngImageTest, NotAPng) {
   EXPECT_THAT(ReadError(Path("empty.png")), HasSubstr("empty file"));
   auto missing = ReadPngGray(Path("missing.png"));
   ASSERT_FALSE(missing.ok());
-  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(missing.status().message()), HasSubstr(Path("missing.png")));
+  EXPECT_THAT(missing, StatusIs(absl::StatusCode::kNotFound, HasSubstr(Path("missing.png"))));
   auto as_mnist = LoadPngAsMnist(Path("digit.png"));
   ASSERT_FALSE(as_mnist.ok());
   EXPECT_THAT(std::string(as_mnist.status().message()), HasSubstr(Path("digit.png")));

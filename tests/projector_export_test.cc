@@ -18,9 +18,12 @@
 #include "common/file_util.h"
 #include "common/mnist_idx.h"
 #include "tests/test_util.h"
+#include "tests/status_matchers.h"
 
 namespace llava {
 namespace {
+
+using ::llava::testing::StatusIs;
 
 using ::testing::HasSubstr;
 
@@ -144,8 +147,7 @@ TEST(ProjectorExportTest, HfRefusesWhatLlavaMultiModalProjectorCannotHold) {
     const TrainCheckpoint checkpoint = MakeCheckpoint(config, "hf_refused");
     auto exported = ExportProjector(checkpoint, ExportFormat::kHf);
     ASSERT_FALSE(exported.ok());
-    EXPECT_EQ(exported.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(exported.status().message(), HasSubstr("--format llava"));
+    EXPECT_THAT(exported, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--format llava")));
     EXPECT_TRUE(ExportProjector(checkpoint, ExportFormat::kLlava).ok());
   }
   EXPECT_FALSE(ParseExportFormat("onnx").ok());

@@ -11,9 +11,12 @@
 
 #include "common/file_util.h"
 #include "tests/test_util.h"
+#include "tests/status_matchers.h"
 
 namespace llava {
 namespace {
+
+using ::llava::testing::StatusIs;
 
 using ::testing::HasSubstr;
 
@@ -338,12 +341,11 @@ TEST(SafetensorsTest, SerializeRejectsBadInputs) {
   for (const Case& c : cases) {
     auto out = SerializeSafetensors(c.tensors);
     ASSERT_FALSE(out.ok()) << c.needle;
-    EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(std::string(out.status().message()), HasSubstr(c.needle));
+    EXPECT_THAT(out, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(c.needle)));
     EXPECT_THAT(std::string(out.status().message()), HasSubstr("'" + c.tensors.back().name + "'"));
   }
   auto bad_utf8 = SerializeSafetensors({{"x", t}}, {{"k", "\xff"}});
-  EXPECT_EQ(bad_utf8.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad_utf8, StatusIs(absl::StatusCode::kInvalidArgument));
   absl::Status st = WriteSafetensors("/nonexistent-dir/x.safetensors", {{"x", t}});
   EXPECT_FALSE(st.ok());
   EXPECT_THAT(std::string(st.message()), HasSubstr("/nonexistent-dir/x.safetensors"));
@@ -557,7 +559,7 @@ TEST(SafetensorsTest, DeeplyNestedHeaderIsRefused) {
   };
   auto deep = SafetensorsFile::FromBytes(RawFile(header(1000000)), "rpc:deep");
   ASSERT_FALSE(deep.ok());
-  EXPECT_EQ(deep.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(deep, StatusIs(absl::StatusCode::kDataLoss));
   EXPECT_THAT(std::string(deep.status().message()),
               HasSubstr("safetensors file rpc:deep: header: JSON nested deeper than 64 levels"));
   // 64 levels (the object, the entry, the shape and 61 more) are parsed, and refused for
@@ -580,26 +582,23 @@ TEST(SafetensorsTest, LoadErrorsNameFileAndTensor) {
   ASSERT_TRUE(file.ok()) << file.status();
   auto flags = (*file)->Load("flags");
   ASSERT_FALSE(flags.ok());
-  EXPECT_EQ(flags.status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_THAT(std::string(flags.status().message()), HasSubstr(path));
+  EXPECT_THAT(flags, StatusIs(absl::StatusCode::kDataLoss, HasSubstr(path)));
   EXPECT_THAT(std::string(flags.status().message()), HasSubstr("'flags'"));
 
   auto missing = (*file)->Load("nope");
-  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(missing.status().message()), HasSubstr(path));
+  EXPECT_THAT(missing, StatusIs(absl::StatusCode::kNotFound, HasSubstr(path)));
   EXPECT_THAT(std::string(missing.status().message()), HasSubstr("'nope'"));
 
   auto ckpt = Checkpoint::Open(Fixture("tiny-llama3"));
   ASSERT_TRUE(ckpt.ok());
   auto absent = (*ckpt)->Load("model.layers.9.mlp.up_proj.weight");
-  EXPECT_EQ(absent.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(absent.status().message()), HasSubstr(Fixture("tiny-llama3")));
+  EXPECT_THAT(absent, StatusIs(absl::StatusCode::kNotFound, HasSubstr(Fixture("tiny-llama3"))));
   EXPECT_THAT(std::string(absent.status().message()), HasSubstr("model.layers.9.mlp.up_proj.weight"));
-  EXPECT_EQ((*ckpt)->Shape("nope").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT((*ckpt)->Shape("nope"), StatusIs(absl::StatusCode::kNotFound));
 
   auto wrong = (*ckpt)->LoadWithShape("lm_head.weight", {64, 512});
   ASSERT_FALSE(wrong.ok());
-  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(wrong, StatusIs(absl::StatusCode::kInvalidArgument));
   const std::string msg(wrong.status().message());
   EXPECT_THAT(msg, HasSubstr("tiny-llama3/model.safetensors"));
   EXPECT_THAT(msg, HasSubstr("'lm_head.weight'"));
@@ -607,11 +606,9 @@ TEST(SafetensorsTest, LoadErrorsNameFileAndTensor) {
   EXPECT_THAT(msg, HasSubstr("[64, 512]"));
 
   auto nothing = Checkpoint::Open(testing::MakeTempDir("st-empty"));
-  EXPECT_EQ(nothing.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(nothing.status().message()), HasSubstr("model.safetensors"));
+  EXPECT_THAT(nothing, StatusIs(absl::StatusCode::kNotFound, HasSubstr("model.safetensors")));
   auto no_path = Checkpoint::Open(dir + "/does-not-exist");
-  EXPECT_EQ(no_path.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(no_path.status().message()), HasSubstr("does-not-exist"));
+  EXPECT_THAT(no_path, StatusIs(absl::StatusCode::kNotFound, HasSubstr("does-not-exist")));
 }
 
 // A sharded checkpoint with two good shards, then `index` written over its index.

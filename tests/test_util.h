@@ -18,7 +18,6 @@ std::string BinaryPath();
 // A fresh empty directory under the test temp dir, removed by nobody (ctest's tmp).
 std::string MakeTempDir(const std::string& tag);
 
-// ||a - b|| / ||b|| in float64.
 // Development certificates from scripts/dev_certs.sh (a CA, a server certificate for
 // localhost and 127.0.0.1, a client certificate, a token), made once per test binary.
 struct TestPki {
@@ -34,6 +33,7 @@ struct HttpReply {
 };
 HttpReply HttpRequest(int port, const std::string& method, const std::string& path);
 
+// ||a - b|| / ||b|| in float64.
 double RelError(const at::Tensor& a, const at::Tensor& b);
 
 }  // namespace llava::testing

@@ -14,9 +14,12 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "tests/test_util.h"
+#include "tests/status_matchers.h"
 
 namespace llava {
 namespace {
+
+using ::llava::testing::StatusIs;
 
 using ::testing::HasSubstr;
 using Json = nlohmann::json;
@@ -208,8 +211,7 @@ TEST_F(LlamaTokenizerTest, InvalidUtf8IsRejectedWithOffset) {
   for (const auto& [text, offset] : cases) {
     auto ids = tok().Encode(text);
     ASSERT_FALSE(ids.ok()) << "accepted invalid UTF-8 at " << offset;
-    EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(ids.status().message(), HasSubstr("offset " + std::to_string(offset)));
+    EXPECT_THAT(ids, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("offset " + std::to_string(offset))));
   }
 }
 
@@ -244,8 +246,7 @@ TEST_F(LlamaTokenizerTest, DecodeRejectsUnknownIds) {
   for (int64_t bad : {int64_t{-1}, int64_t{128256}, int64_t{1} << 40}) {
     auto text = tok().Decode({9906, bad});
     ASSERT_FALSE(text.ok()) << bad;
-    EXPECT_EQ(text.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(text.status().message(), HasSubstr("ids[1] = " + std::to_string(bad)));
+    EXPECT_THAT(text, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("ids[1] = " + std::to_string(bad))));
   }
   auto empty = tok().Decode({});
   ASSERT_TRUE(empty.ok());
@@ -521,8 +522,7 @@ TEST(SmallTokenizerTest, MalformedFilesGiveClearErrors) {
   ASSERT_TRUE(WriteFileAtomic(not_json, "{\"model\": [1, 2,").ok());
   auto broken = Tokenizer::Load(not_json);
   ASSERT_FALSE(broken.ok());
-  EXPECT_EQ(broken.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(broken.status().message(), HasSubstr(not_json + ": not valid JSON"));
+  EXPECT_THAT(broken, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(not_json + ": not valid JSON")));
 
   auto missing = Tokenizer::Load(dir + "/does_not_exist.json");
   ASSERT_FALSE(missing.ok());
@@ -540,8 +540,7 @@ TEST(SmallTokenizerTest, DeeplyNestedJsonIsRefused) {
                "\"normalizer\":" + std::string(1000000, '[') + std::string(1000000, ']'));
   auto tok = Tokenizer::FromJson(text, "deep.json");
   ASSERT_FALSE(tok.ok());
-  EXPECT_EQ(tok.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(tok.status().message(), HasSubstr("deep.json: JSON nested deeper than 64 levels"));
+  EXPECT_THAT(tok, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("deep.json: JSON nested deeper than 64 levels")));
 }
 
 TEST(SmallTokenizerTest, MovedTokenizerKeepsWorking) {

@@ -19,9 +19,12 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "tests/test_util.h"
+#include "tests/status_matchers.h"
 
 namespace llava {
 namespace {
+
+using ::llava::testing::StatusIs;
 
 using ::testing::HasSubstr;
 
@@ -239,8 +242,7 @@ TEST(TrainCheckpointTest, ProjectorOnlyCheckpointLoads) {
   ExpectSameParameters(*restored, p);
   auto opt = Optimizer::Create(OptimizerConfig(), (*restored)->NamedParameters());
   absl::Status st = RestoreOptimizer(*ckpt, **opt);
-  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(st.message()), HasSubstr(path));
+  EXPECT_THAT(st, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(path)));
   EXPECT_THAT(std::string(st.message()), HasSubstr("projector-only"));
 }
 
@@ -330,7 +332,7 @@ TEST(TrainCheckpointTest, MalformedTensorsErrorsNameFileAndTensor) {
   auto missing = tensors;
   missing.erase(missing.begin() + 3);  // projector.fc2.bias
   absl::Status st = ParseError(missing, Metadata(c));
-  EXPECT_EQ(st.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(st, StatusIs(absl::StatusCode::kNotFound));
   EXPECT_THAT(std::string(st.message()),
               HasSubstr("bad.safetensors: tensor 'projector.fc2.bias' is missing"));
 
