@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "common/validation.h"
 
 namespace llava {
 namespace {
@@ -26,9 +27,8 @@ uint64_t Hash(uint64_t seed, uint64_t a, uint64_t b, uint64_t salt) {
 }  // namespace
 
 absl::Status DataPlanConfig::Validate() const {
-  auto positive = [](const char* name, int64_t v) -> absl::Status {
-    if (v > 0) return absl::OkStatus();
-    return absl::InvalidArgumentError(absl::StrCat("data plan: ", name, " must be > 0, got ", v));
+  auto positive = [](const char* name, int64_t v) {
+    return CheckPositive(absl::StrCat("data plan: ", name), v);
   };
   LM_RETURN_IF_ERROR(positive("the number of samples", num_samples));
   LM_RETURN_IF_ERROR(positive("the global batch", global_batch));

@@ -12,6 +12,7 @@
 #include "common/json_depth.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "common/validation.h"
 
 namespace llava {
 namespace {
@@ -132,18 +133,14 @@ std::optional<int64_t> CountParameters(const LlamaConfig& c) {
 }  // namespace
 
 absl::Status LlamaConfig::Validate() const {
-  auto positive = [](const char* name, int64_t v) -> absl::Status {
-    if (v <= 0) return absl::InvalidArgumentError(absl::StrCat(name, " must be > 0, got ", v));
-    return absl::OkStatus();
-  };
-  LM_RETURN_IF_ERROR(positive("vocab_size", vocab_size));
-  LM_RETURN_IF_ERROR(positive("hidden_size", hidden_size));
-  LM_RETURN_IF_ERROR(positive("intermediate_size", intermediate_size));
-  LM_RETURN_IF_ERROR(positive("num_hidden_layers", num_hidden_layers));
-  LM_RETURN_IF_ERROR(positive("num_attention_heads", num_attention_heads));
-  LM_RETURN_IF_ERROR(positive("num_key_value_heads", num_key_value_heads));
-  LM_RETURN_IF_ERROR(positive("head_dim", head_dim));
-  LM_RETURN_IF_ERROR(positive("max_position_embeddings", max_position_embeddings));
+  LM_RETURN_IF_ERROR(CheckPositive("vocab_size", vocab_size));
+  LM_RETURN_IF_ERROR(CheckPositive("hidden_size", hidden_size));
+  LM_RETURN_IF_ERROR(CheckPositive("intermediate_size", intermediate_size));
+  LM_RETURN_IF_ERROR(CheckPositive("num_hidden_layers", num_hidden_layers));
+  LM_RETURN_IF_ERROR(CheckPositive("num_attention_heads", num_attention_heads));
+  LM_RETURN_IF_ERROR(CheckPositive("num_key_value_heads", num_key_value_heads));
+  LM_RETURN_IF_ERROR(CheckPositive("head_dim", head_dim));
+  LM_RETURN_IF_ERROR(CheckPositive("max_position_embeddings", max_position_embeddings));
   if (num_attention_heads % num_key_value_heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "num_attention_heads (", num_attention_heads,

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "common/validation.h"
 
 namespace llava {
 namespace {
@@ -56,12 +57,8 @@ const char* ProjectorTypeName(ProjectorType type) {
 }
 
 absl::Status ProjectorConfig::Validate() const {
-  auto positive = [](const char* name, int64_t v) -> absl::Status {
-    if (v <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("projector ", name, " must be > 0, got ", v));
-    }
-    return absl::OkStatus();
+  auto positive = [](const char* name, int64_t v) {
+    return CheckPositive(absl::StrCat("projector ", name), v);
   };
   LM_RETURN_IF_ERROR(positive("input_dim", input_dim));
   LM_RETURN_IF_ERROR(positive("output_dim", output_dim));

@@ -25,6 +25,10 @@ absl::Status CheckIdOrEmpty(absl::string_view field, absl::string_view value);
 absl::Status CheckText(absl::string_view field, absl::string_view value, size_t max_bytes,
                        bool allow_empty = true);
 
+// value > 0, else INVALID_ARGUMENT "<field> must be > 0, got <value>": the one form of
+// every positive-count and positive-duration check.
+absl::Status CheckPositive(absl::string_view field, int64_t value);
+
 // lo <= value <= hi (doubles: also finite).
 absl::Status CheckRange(absl::string_view field, int64_t value, int64_t lo, int64_t hi);
 absl::Status CheckRange(absl::string_view field, double value, double lo, double hi);

@@ -33,14 +33,10 @@ int64_t UsedDigits(const TrainConfig& config, const MnistSet& train) {
 }  // namespace
 
 absl::Status TrainConfig::Validate() const {
-  auto positive = [](const char* name, int64_t v) -> absl::Status {
-    if (v <= 0) return absl::InvalidArgumentError(absl::StrCat(name, " must be > 0, got ", v));
-    return absl::OkStatus();
-  };
-  LM_RETURN_IF_ERROR(positive("batch_size", batch_size));
-  LM_RETURN_IF_ERROR(positive("grad_accum", grad_accum));
-  LM_RETURN_IF_ERROR(positive("world_size", world_size));
-  LM_RETURN_IF_ERROR(positive("epochs", epochs));
+  LM_RETURN_IF_ERROR(CheckPositive("batch_size", batch_size));
+  LM_RETURN_IF_ERROR(CheckPositive("grad_accum", grad_accum));
+  LM_RETURN_IF_ERROR(CheckPositive("world_size", world_size));
+  LM_RETURN_IF_ERROR(CheckPositive("epochs", epochs));
   if (train_digits == 0 || train_digits < -1) {
     return absl::InvalidArgumentError(
         absl::StrCat("train_digits must be > 0 or -1 (all), got ", train_digits));
