@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "common/elapsed.h"
 #include "common/job_spec.h"
 #include "common/log.h"
 #include "common/net/security.h"
@@ -45,9 +46,6 @@ grpc::Status Invalid(const std::string& message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
 }
 
-double SecondsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 // PERMISSION_DENIED unless the caller holds one of `roles`.
 absl::Status Require(const grpc::ServerContext* context, const ServiceOptions& o, unsigned roles,

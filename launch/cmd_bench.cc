@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/elapsed.h"
 #include "common/eval_report.h"
 #include "common/file_util.h"
 #include "common/log.h"
@@ -69,9 +70,6 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-double Since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 
 // Waits for every queued kernel of the device's current stream (nothing on the CPU).
 void Sync(const at::Device& device) {
@@ -203,7 +201,7 @@ absl::StatusOr<json> BenchTrain(const Ctx& x, int64_t batch) {
         samples, static_cast<double>(trainer->AnswerTokens(samples)));
     LM_RETURN_IF_ERROR(trainer->ApplyGradients(&stats));
     Sync(x.model.device);
-    if (i >= warmup) times.push_back(Since(t0));
+    if (i >= warmup) times.push_back(SecondsSince(t0));
     loss = stats.loss();
     tokens = stats.tokens;
   }
@@ -255,7 +253,7 @@ absl::StatusOr<json> BenchEval(const Ctx& x, Projector& projector, int64_t batch
     // The product's evaluation of one batch of images under one question.
     LM_RETURN_IF_ERROR(EvaluateRange(in, 0, batch, config, &report));
     Sync(x.model.device);
-    if (i >= warmup) times.push_back(Since(t0));
+    if (i >= warmup) times.push_back(SecondsSince(t0));
     answered = report.NumSamples();
   }
   if (answered != batch) return absl::InternalError("eval answered the wrong number of images");
@@ -394,7 +392,7 @@ absl::Status RunBench(const std::vector<char*>& args) {
   rt.model->fold_gqa = absl::GetFlag(FLAGS_fold_gqa);
   rt.model->lean_elementwise = absl::GetFlag(FLAGS_lean_elementwise);
   rt.model->fused_swiglu = absl::GetFlag(FLAGS_fused_swiglu);
-  const double load_s = Since(load_start);
+  const double load_s = SecondsSince(load_start);
   LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*rt.tokenizer, prompt_config));
   LM_ASSIGN_OR_RETURN(MnistSet train, LoadMnistFromFlags("train", "", "", -1));
   LM_ASSIGN_OR_RETURN(MnistSet test, LoadMnistFromFlags("test", "", "", -1));

@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/elapsed.h"
 #include "common/llama_forward.h"
 #include "common/llama_generate.h"
 #include "common/status_macros.h"
@@ -23,10 +24,6 @@ ABSL_FLAG(bool, check_backward, false,
 namespace llava {
 namespace {
 
-double Seconds(std::chrono::steady_clock::time_point since) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
-}
-
 // One forward and backward pass of a batch of 24-token sequences, to the input
 // embeddings only (the weights are frozen): proves the model runs where it was loaded.
 void CheckBackward(const LlamaModel& m) {
@@ -41,7 +38,7 @@ void CheckBackward(const LlamaModel& m) {
   loss.backward();
   const double norm = embeds.grad().norm().item<double>();  // synchronizes
   std::cout << "forward+backward [" << b << ", " << t << "]: loss " << loss.item<float>()
-            << ", |grad inputs_embeds| " << norm << ", " << Seconds(start) << " s\n";
+            << ", |grad inputs_embeds| " << norm << ", " << SecondsSince(start) << " s\n";
 }
 
 }  // namespace
@@ -54,7 +51,7 @@ absl::Status RunInfo(const std::vector<char*>&) {
   std::cout << "model:  " << model->source << "\n"
             << "config: " << DescribeConfig(model->config) << "\n"
             << "device: " << model->device << ", dtype " << at::toString(model->dtype) << "\n"
-            << "load:   " << Seconds(start) << " s\n";
+            << "load:   " << SecondsSince(start) << " s\n";
   if (absl::GetFlag(FLAGS_check_backward)) CheckBackward(*model);
   return absl::OkStatus();
 }

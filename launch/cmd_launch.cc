@@ -14,6 +14,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/elapsed.h"
 #include "common/eval_report.h"
 #include "common/file_util.h"
 #include "common/llama_weights.h"
@@ -288,8 +289,7 @@ absl::Status Launch() {
     return absl::AbortedError(absl::StrCat("eval ended ", v1::JobState_Name(evaluated.state()), ": ",
                                            evaluated.reason()));
   }
-  const double eval_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - eval_start).count();
+  const double eval_s = SecondsSince(eval_start);
   LM_ASSIGN_OR_RETURN(EvalReport report, EvalReport::FromJson(evaluated.eval_report_json(), eval_job.job_id()));
   std::cout << absl::StrFormat("eval: %d answers on %d workers in %.2f s (%.1f answers/s, submission to report)\n",
                                report.NumSamples(), evaluated.worker_ids_size(), eval_s,

@@ -6,6 +6,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/elapsed.h"
 #include "common/eval_report.h"
 #include "common/file_util.h"
 #include "common/log.h"
@@ -38,14 +39,6 @@ ABSL_FLAG(int64_t, index, -1, "ask: instead of --image, this index into --images
 ABSL_FLAG(std::string, question, "What digit is this?", "ask: the question");
 
 namespace llava {
-namespace {
-
-double Since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-
-}  // namespace
-
 absl::StatusOr<EvalReport> EvaluateAndReport(const VlmRuntime& rt, Projector& projector,
                                              const ProjectorConfig& projector_config,
                                              PromptConfig prompt_config,
@@ -86,7 +79,7 @@ absl::Status RunTrain(const std::vector<char*>&) {
   while (!trainer->done()) {
     LM_ASSIGN_OR_RETURN(StepStats s, trainer->TrainStep());
     samples += s.samples;
-    const double secs = Since(start);
+    const double secs = SecondsSince(start);
     LossPoint point;
     point.step = s.step + 1;
     point.epoch = trainer->plan().EpochOfStep(s.step);
@@ -114,7 +107,7 @@ absl::Status RunTrain(const std::vector<char*>&) {
   LM_RETURN_IF_ERROR(curve.WriteCsv(out_dir + "/loss.csv"));
   LM_RETURN_IF_ERROR(curve.WriteSvg(out_dir + "/loss.svg", "llava-mnist projector training"));
   std::cout << "trained " << trainer->step() << " steps (" << samples << " samples) in "
-            << Since(start) << " s; checkpoint " << final_path << ", loss curve "
+            << SecondsSince(start) << " s; checkpoint " << final_path << ", loss curve "
             << out_dir << "/loss.{csv,svg}, TensorBoard: tensorboard --logdir " << out_dir << "/tb\n";
   if (!absl::GetFlag(FLAGS_eval_after)) return absl::OkStatus();
   prompt_config.questions = SplitPhrasings(absl::GetFlag(FLAGS_eval_questions));
@@ -151,7 +144,7 @@ absl::StatusOr<EvalReport> EvaluateAndReport(const VlmRuntime& rt, Projector& pr
   LM_RETURN_IF_ERROR(EvaluateRange(inputs, 0, test.size(), config, &report,
                                    [&](int64_t done, int64_t) { progress.Update(done, {}); }));
   progress.Finish();
-  const double secs = Since(start);
+  const double secs = SecondsSince(start);
   report.metadata()["checkpoint"] = ckpt_path;
   report.metadata()["model"] = absl::GetFlag(FLAGS_model);
   report.metadata()["images"] = std::to_string(test.size());

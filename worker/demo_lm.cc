@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/elapsed.h"
 #include "common/file_util.h"
 #include "common/llama_forward.h"
 #include "common/llama_weights.h"
@@ -40,9 +41,6 @@ constexpr int64_t kNumDigits = 10;
 constexpr char kAnswerTemplate[] = "The digit is {label}.";
 const std::vector<int64_t> kEosIds = {128001, 128008, 128009};
 
-double SecondsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 LlamaConfig DemoConfig(const DemoLmOptions& o) {
   LlamaConfig c;

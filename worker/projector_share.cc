@@ -5,6 +5,7 @@
 #include <future>
 
 #include "absl/strings/str_cat.h"
+#include "common/elapsed.h"
 #include "common/status_macros.h"
 
 namespace llava {
@@ -15,9 +16,6 @@ using Clock = std::chrono::steady_clock;
 // No projector-only file comes near this; a larger announced length is a broken peer.
 constexpr int64_t kMaxProjectorBytes = int64_t{4} << 30;
 
-double MsSince(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
 
 absl::Status InRank(int64_t rank, const char* what, const absl::Status& s) {
   return absl::Status(s.code(), absl::StrCat("eval rank ", rank, ": ", what, ": ", s.message()));

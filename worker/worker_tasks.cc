@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "common/elapsed.h"
 #include "common/job_spec.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -15,10 +16,6 @@
 
 namespace llava {
 namespace {
-
-double MsSince(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
-}
 
 TaskOutcome Fail(absl::Status status, bool retryable, int64_t step = 0) {
   TaskOutcome out;

@@ -9,6 +9,8 @@
 
 #include <chrono>
 
+#include "common/elapsed.h"
+
 namespace llava {
 namespace {
 
@@ -32,9 +34,7 @@ class Interceptor : public grpc::experimental::Interceptor {
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(
             grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
-      const double seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-      metrics_->Record(method_, methods->GetSendStatus().error_code(), seconds);
+      metrics_->Record(method_, methods->GetSendStatus().error_code(), SecondsSince(start_));
     }
     methods->Proceed();
   }
