@@ -6,59 +6,102 @@
 
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "common/file_util.h"
-#include "tests/test_util.h"
 #include "tests/status_matchers.h"
+#include "tests/test_util.h"
 
 namespace llava {
 namespace {
 
 using ::llava::testing::StatusIs;
 
+// The expected values are the fixture's own config.json, read here with nlohmann: the
+// tests hold for any fixture set of the README's layout.
+nlohmann::json FixtureJson(const std::string& rel) {
+  auto text = ReadFile(testing::FixturesDir() + "/" + rel);
+  EXPECT_TRUE(text.ok()) << text.status();
+  return text.ok() ? nlohmann::json::parse(*text) : nlohmann::json::object();
+}
+
+std::vector<int64_t> EosIds(const nlohmann::json& j) {
+  const nlohmann::json& e = j.at("eos_token_id");
+  return e.is_array() ? e.get<std::vector<int64_t>>() : std::vector<int64_t>{e.get<int64_t>()};
+}
+
+// Checks the shape fields against the JSON; head_dim as given, else derived.
+void ExpectShape(const LlamaConfig& c, const nlohmann::json& j) {
+  EXPECT_EQ(c.vocab_size, j.at("vocab_size").get<int64_t>());
+  EXPECT_EQ(c.hidden_size, j.at("hidden_size").get<int64_t>());
+  EXPECT_EQ(c.intermediate_size, j.at("intermediate_size").get<int64_t>());
+  EXPECT_EQ(c.num_hidden_layers, j.at("num_hidden_layers").get<int64_t>());
+  EXPECT_EQ(c.num_attention_heads, j.at("num_attention_heads").get<int64_t>());
+  EXPECT_EQ(c.num_key_value_heads, j.at("num_key_value_heads").get<int64_t>());
+  EXPECT_EQ(c.head_dim, j.contains("head_dim") ? j.at("head_dim").get<int64_t>()
+                                                : c.hidden_size / c.num_attention_heads);
+  EXPECT_EQ(c.num_kv_groups(), c.num_attention_heads / c.num_key_value_heads);
+  EXPECT_EQ(c.tie_word_embeddings, j.value("tie_word_embeddings", false));
+}
+
+// The rope settings of `rope` (transformers 5's rope_parameters, or the published
+// rope_theta + rope_scaling) as read.
+void ExpectRope(const LlamaConfig& c, const nlohmann::json& theta_holder, const nlohmann::json& scaling) {
+  EXPECT_DOUBLE_EQ(c.rope.theta, theta_holder.at("rope_theta").get<double>());
+  const std::string type = scaling.is_object() ? scaling.value("rope_type", "default") : "default";
+  EXPECT_EQ(c.rope.type, type == "llama3" ? RopeType::kLlama3 : RopeType::kDefault);
+  if (type != "llama3") return;
+  EXPECT_DOUBLE_EQ(c.rope.factor, scaling.at("factor").get<double>());
+  EXPECT_DOUBLE_EQ(c.rope.low_freq_factor, scaling.at("low_freq_factor").get<double>());
+  EXPECT_DOUBLE_EQ(c.rope.high_freq_factor, scaling.at("high_freq_factor").get<double>());
+  EXPECT_EQ(c.rope.original_max_position_embeddings,
+            scaling.at("original_max_position_embeddings").get<int64_t>());
+}
+
 TEST(LlamaConfigTest, ReadsTransformers5FormWithLlama3Rope) {
+  const nlohmann::json j = FixtureJson("tiny-llama3/config.json");
+  ASSERT_TRUE(j.contains("rope_parameters")) << "the fixture is not in transformers 5's form";
   auto c = LoadLlamaConfig(testing::FixturesDir() + "/tiny-llama3");
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->vocab_size, 512);
-  EXPECT_EQ(c->hidden_size, 64);
-  EXPECT_EQ(c->num_hidden_layers, 2);
-  EXPECT_EQ(c->num_attention_heads, 4);
-  EXPECT_EQ(c->num_key_value_heads, 2);
-  EXPECT_EQ(c->head_dim, 16);
-  EXPECT_EQ(c->num_kv_groups(), 2);
-  EXPECT_FALSE(c->tie_word_embeddings);
-  EXPECT_EQ(c->rope.type, RopeType::kLlama3);
-  EXPECT_DOUBLE_EQ(c->rope.theta, 500000.0);
-  EXPECT_DOUBLE_EQ(c->rope.factor, 8.0);
-  EXPECT_EQ(c->rope.original_max_position_embeddings, 8192);
-  EXPECT_EQ(c->eos_token_ids, std::vector<int64_t>({2}));
+  ExpectShape(*c, j);
+  ExpectRope(*c, j.at("rope_parameters"), j.at("rope_parameters"));
+  EXPECT_EQ(c->eos_token_ids, EosIds(j));
 }
 
 TEST(LlamaConfigTest, ReadsTiedPlainRope) {
+  const nlohmann::json j = FixtureJson("tiny-llama3-tied/config.json");
   auto c = LoadLlamaConfig(testing::FixturesDir() + "/tiny-llama3-tied");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_TRUE(c->tie_word_embeddings);
-  EXPECT_EQ(c->rope.type, RopeType::kDefault);
-  EXPECT_DOUBLE_EQ(c->rope.theta, 10000.0);
-  EXPECT_EQ(c->num_attention_heads, 6);
-  EXPECT_EQ(c->num_key_value_heads, 3);
+  ExpectShape(*c, j);
+  ExpectRope(*c, j.at("rope_parameters"), j.at("rope_parameters"));
+}
+
+// Llama's parameter count from its shape, computed apart from LlamaConfig's own.
+int64_t CountParameters(const nlohmann::json& j) {
+  const int64_t v = j.at("vocab_size"), h = j.at("hidden_size"), f = j.at("intermediate_size"),
+                l = j.at("num_hidden_layers"), heads = j.at("num_attention_heads"),
+                kv = j.at("num_key_value_heads");
+  const int64_t hd = j.contains("head_dim") ? j.at("head_dim").get<int64_t>() : h / heads;
+  const int64_t attention = h * heads * hd * 2 + h * kv * hd * 2;  // q, o; k, v
+  const int64_t layer = attention + 3 * h * f + 2 * h;              // + mlp, two norms
+  const bool tied = j.value("tie_word_embeddings", false);
+  return v * h * (tied ? 1 : 2) + l * layer + h;
 }
 
 TEST(LlamaConfigTest, ReadsPublishedLlama31Form) {
   std::string path = testing::FixturesDir() + "/llama-3.1-8b-instruct.config.json";
+  const nlohmann::json j = FixtureJson("llama-3.1-8b-instruct.config.json");
+  ASSERT_TRUE(j.contains("rope_scaling") && !j.contains("rope_parameters")) << "not the published form";
   auto text = ReadFile(path);
   ASSERT_TRUE(text.ok()) << text.status();
   auto c = ParseLlamaConfig(*text, path);
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->hidden_size, 4096);
-  EXPECT_EQ(c->head_dim, 128);  // derived: no head_dim field
-  EXPECT_EQ(c->rope.type, RopeType::kLlama3);
-  EXPECT_DOUBLE_EQ(c->rope.theta, 500000.0);
-  EXPECT_DOUBLE_EQ(c->rope.low_freq_factor, 1.0);
-  EXPECT_DOUBLE_EQ(c->rope.high_freq_factor, 4.0);
-  EXPECT_EQ(c->eos_token_ids, std::vector<int64_t>({128001, 128008, 128009}));
-  EXPECT_EQ(c->torch_dtype, "bfloat16");
-  // 8.03 B parameters, as published.
-  EXPECT_EQ(c->NumParameters(), 8030261248);
+  ExpectShape(*c, j);
+  ExpectRope(*c, j, j.at("rope_scaling"));
+  EXPECT_EQ(c->eos_token_ids, EosIds(j));
+  EXPECT_EQ(c->torch_dtype, j.at("torch_dtype").get<std::string>());
+  EXPECT_EQ(c->NumParameters(), CountParameters(j));
   // The embedded synthetic config is the same model.
   auto s = SyntheticConfig("llama-3.1-8b");
   ASSERT_TRUE(s.ok()) << s.status();
