@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "common/loss_curve.h"
 #include "common/status_macros.h"
+#include "common/validation.h"
 #include "launch/cluster_flags.h"
 #include "launch/cmd_cluster.h"
 #include "launch/flags_common.h"
@@ -59,6 +60,65 @@ std::vector<std::string> SplitSpaces(const std::string& s) {
   return out;
 }
 
+// Everything a launch does, settled from the flags before any process starts: a bad
+// flag or recipe fails here, with nothing to stop.
+struct LaunchPlan {
+  int64_t workers = 0;
+  std::string dir;  // the run directory
+  std::string exe;  // this binary, run as coordinator and workers
+  bool cuda = false;
+  int64_t threads_per_worker = 1;  // CPU workers share the cores
+  std::chrono::milliseconds startup_timeout{0};
+  std::vector<std::string> coordinator_args;  // --coordinator_args
+  // The flags every worker gets (model, data, precision) and --worker_args after them.
+  std::vector<std::string> worker_args;
+  ClientOptions client;
+  v1::SubmitJobRequest train;
+  v1::SubmitJobRequest eval;  // its checkpoint is set once training has succeeded
+};
+
+absl::StatusOr<LaunchPlan> LaunchPlanFromFlags() {
+  LaunchPlan plan;
+  plan.workers = absl::GetFlag(FLAGS_workers);
+  LM_RETURN_IF_ERROR(CheckPositive("--workers", plan.workers));
+  plan.dir = absl::GetFlag(FLAGS_launch_dir);
+  plan.exe = SelfExecutable();
+  plan.startup_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_startup_timeout_ms));
+  LM_RETURN_IF_ERROR(CheckPositive("--startup_timeout_ms", plan.startup_timeout.count()));
+  // Devices: one GPU per worker when the model goes to CUDA.
+  LM_ASSIGN_OR_RETURN(ModelOptions model_options, ModelOptionsFromFlags());
+  plan.cuda = model_options.device.is_cuda();
+  const int64_t gpus = static_cast<int64_t>(torch::cuda::device_count());
+  if (plan.cuda && plan.workers > gpus) {
+    return absl::InvalidArgumentError(absl::StrCat("--workers ", plan.workers, " but only ", gpus, " GPUs"));
+  }
+  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  plan.threads_per_worker = std::max<int64_t>(1, cores / plan.workers);
+  plan.coordinator_args = SplitSpaces(absl::GetFlag(FLAGS_coordinator_args));
+  plan.worker_args = {
+      absl::StrCat("--model=", absl::GetFlag(FLAGS_model)),
+      absl::StrCat("--tokenizer=", absl::GetFlag(FLAGS_tokenizer)),
+      absl::StrCat("--data_dir=", absl::GetFlag(FLAGS_data_dir)),
+      absl::StrCat("--dtype=", absl::GetFlag(FLAGS_dtype)),
+      absl::StrCat("--float32_attention=", absl::GetFlag(FLAGS_float32_attention) ? "true" : "false"),
+      absl::StrCat("--seed=", absl::GetFlag(FLAGS_seed)), "--collective_host=127.0.0.1"};
+  for (const auto& a : SplitSpaces(absl::GetFlag(FLAGS_worker_args))) plan.worker_args.push_back(a);
+  LM_ASSIGN_OR_RETURN(plan.client, ClientOptionsFromFlags());
+  // The cluster `launch` starts listens on loopback in plaintext.
+  plan.client.security = RpcSecurity::Insecure();
+  // The main job's recipe (recipes/main.json, compiled in; --recipe FILE instead), then
+  // --job_json, then the flags given.
+  LM_ASSIGN_OR_RETURN(std::string recipe, RecipeJsonFromFlags(kMainRecipeJson));
+  LM_ASSIGN_OR_RETURN(*plan.train.mutable_train(), TrainSpecFromFlags(recipe));
+  plan.train.mutable_train()->set_world_size(plan.workers);
+  LM_ASSIGN_OR_RETURN(*plan.eval.mutable_eval(), EvalSpecFromFlags(""));
+  plan.eval.mutable_eval()->clear_questions();
+  for (const auto& q : SplitPhrasings(absl::GetFlag(FLAGS_eval_questions))) {
+    plan.eval.mutable_eval()->add_questions(q);
+  }
+  return plan;
+}
+
 // Every process this launch started; stopped in the destructor whatever happens.
 struct Cluster {
   ChildProcess coordinator;
@@ -83,9 +143,8 @@ struct Cluster {
 };
 
 absl::Status WaitFor(const std::function<absl::StatusOr<bool>()>& ready, const std::string& what,
-                     Cluster& cluster) {
-  const auto end = std::chrono::steady_clock::now() +
-                   std::chrono::milliseconds(absl::GetFlag(FLAGS_startup_timeout_ms));
+                     std::chrono::milliseconds timeout, Cluster& cluster) {
+  const auto end = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < end) {
     if (StopRequested().load()) return absl::CancelledError("interrupted");
     LM_RETURN_IF_ERROR(cluster.CheckAlive());
@@ -171,84 +230,68 @@ void PrintTrainSpeed(const v1::JobStatus& job) {
   }
 }
 
-absl::Status Launch() {
-  const int64_t n = absl::GetFlag(FLAGS_workers);
-  if (n <= 0) return absl::InvalidArgumentError("--workers must be > 0");
-  const std::string dir = absl::GetFlag(FLAGS_launch_dir);
+// Each launch starts from an empty coordinator state: its jobs are this run's only.
+absl::Status PrepareRunDir(const std::string& dir) {
   LM_RETURN_IF_ERROR(MakeDirs(dir));
-  // Each launch starts from an empty coordinator state: its jobs are this run's only.
   // (RemoveTree, not std::filesystem::remove_all: the PyTorch wheel's libtorch exports a
   // broken remove_all that calls bind to.)
   LM_RETURN_IF_ERROR(RemoveTree(dir + "/coordinator-state"));
   LM_RETURN_IF_ERROR(RemoveTree(dir + "/tb"));
   std::remove((dir + "/coordinator.port").c_str());
+  return absl::OkStatus();
+}
 
-  // Devices: one GPU per worker when the model goes to CUDA.
-  LM_ASSIGN_OR_RETURN(ModelOptions model_options, ModelOptionsFromFlags());
-  const bool cuda = model_options.device.is_cuda();
-  const int64_t gpus = static_cast<int64_t>(torch::cuda::device_count());
-  if (cuda && n > gpus) {
-    return absl::InvalidArgumentError(absl::StrCat("--workers ", n, " but only ", gpus, " GPUs"));
-  }
-  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
-  const std::string exe = SelfExecutable();
-
-  Cluster cluster;
-  std::vector<std::string> coord = {exe, "coordinator", "--listen=127.0.0.1:0",
-                                    absl::StrCat("--state_dir=", dir, "/coordinator-state"),
-                                    absl::StrCat("--port_file=", dir, "/coordinator.port"),
-                                    // The jobs' TensorBoard files in the run directory,
-                                    // written as they train: tensorboard --logdir <dir>/tb.
-                                    absl::StrCat("--tensorboard_dir=", dir, "/tb")};
-  for (const auto& a : SplitSpaces(absl::GetFlag(FLAGS_coordinator_args))) coord.push_back(a);
-  LM_ASSIGN_OR_RETURN(cluster.coordinator, ChildProcess::Spawn(coord, dir + "/coordinator.log"));
+// Starts the coordinator on an ephemeral loopback port; its address once it listens.
+absl::StatusOr<std::string> StartCoordinator(const LaunchPlan& plan, Cluster& cluster) {
+  const std::string& dir = plan.dir;
+  std::vector<std::string> argv = {plan.exe, "coordinator", "--listen=127.0.0.1:0",
+                                   absl::StrCat("--state_dir=", dir, "/coordinator-state"),
+                                   absl::StrCat("--port_file=", dir, "/coordinator.port"),
+                                   // The jobs' TensorBoard files in the run directory,
+                                   // written as they train: tensorboard --logdir <dir>/tb.
+                                   absl::StrCat("--tensorboard_dir=", dir, "/tb")};
+  argv.insert(argv.end(), plan.coordinator_args.begin(), plan.coordinator_args.end());
+  LM_ASSIGN_OR_RETURN(cluster.coordinator, ChildProcess::Spawn(argv, dir + "/coordinator.log"));
   std::string port;
   LM_RETURN_IF_ERROR(WaitFor([&]() -> absl::StatusOr<bool> {
     auto p = ReadFile(dir + "/coordinator.port");
     if (!p.ok() || p->empty()) return false;
     port = *p;
     return true;
-  }, "the coordinator to listen", cluster));
+  }, "the coordinator to listen", plan.startup_timeout, cluster));
   const std::string address = absl::StrCat("127.0.0.1:", port);
   std::cout << "coordinator on " << address << " (log " << dir << "/coordinator.log)\n";
+  return address;
+}
 
-  for (int64_t i = 0; i < n; ++i) {
+// Starts the workers and waits until all have loaded the model and registered.
+absl::Status StartWorkers(const LaunchPlan& plan, const std::string& address, CoordinatorClient& client,
+                          Cluster& cluster) {
+  for (int64_t i = 0; i < plan.workers; ++i) {
     std::vector<std::string> argv = {
-        exe, "worker", absl::StrCat("--coordinator=", address), absl::StrCat("--worker_id=worker-", i),
-        absl::StrCat("--model=", absl::GetFlag(FLAGS_model)),
-        absl::StrCat("--tokenizer=", absl::GetFlag(FLAGS_tokenizer)),
-        absl::StrCat("--data_dir=", absl::GetFlag(FLAGS_data_dir)),
-        absl::StrCat("--dtype=", absl::GetFlag(FLAGS_dtype)),
-        absl::StrCat("--float32_attention=", absl::GetFlag(FLAGS_float32_attention) ? "true" : "false"),
-        absl::StrCat("--seed=", absl::GetFlag(FLAGS_seed)), "--collective_host=127.0.0.1",
-        absl::StrCat("--device=", cuda ? absl::StrCat("cuda:", i) : std::string("cpu"))};
-    // CPU workers share the cores instead of each taking all of them.
-    if (!cuda) argv.push_back(absl::StrCat("--threads=", std::max<int64_t>(1, cores / n)));
-    for (const auto& a : SplitSpaces(absl::GetFlag(FLAGS_worker_args))) argv.push_back(a);
-    LM_ASSIGN_OR_RETURN(ChildProcess w, ChildProcess::Spawn(argv, absl::StrCat(dir, "/worker-", i, ".log")));
+        plan.exe, "worker", absl::StrCat("--coordinator=", address), absl::StrCat("--worker_id=worker-", i),
+        absl::StrCat("--device=", plan.cuda ? absl::StrCat("cuda:", i) : std::string("cpu"))};
+    if (!plan.cuda) argv.push_back(absl::StrCat("--threads=", plan.threads_per_worker));
+    argv.insert(argv.end(), plan.worker_args.begin(), plan.worker_args.end());
+    LM_ASSIGN_OR_RETURN(ChildProcess w, ChildProcess::Spawn(argv, absl::StrCat(plan.dir, "/worker-", i, ".log")));
     cluster.workers.push_back(std::move(w));
   }
-  LM_ASSIGN_OR_RETURN(ClientOptions client_options, ClientOptionsFromFlags());
-  client_options.address = address;
-  // The cluster `launch` starts listens on loopback in plaintext.
-  client_options.security = RpcSecurity::Insecure();
-  CoordinatorClient client(client_options);
   LM_RETURN_IF_ERROR(WaitFor([&]() -> absl::StatusOr<bool> {
     LM_ASSIGN_OR_RETURN(v1::ListWorkersResponse list, client.ListWorkers());
     int64_t alive = 0;
     for (const auto& w : list.workers()) alive += w.alive() ? 1 : 0;
-    return alive >= n;
-  }, absl::StrCat(n, " workers to load the model and register"), cluster));
-  std::cout << n << " workers ready (" << (cuda ? "cuda, nccl" : "cpu, gloo") << "; logs " << dir
-            << "/worker-*.log)\n";
+    return alive >= plan.workers;
+  }, absl::StrCat(plan.workers, " workers to load the model and register"), plan.startup_timeout, cluster));
+  std::cout << plan.workers << " workers ready (" << (plan.cuda ? "cuda, nccl" : "cpu, gloo") << "; logs "
+            << plan.dir << "/worker-*.log)\n";
+  return absl::OkStatus();
+}
 
-  v1::SubmitJobRequest train_request;
-  // The main job's recipe (recipes/main.json, compiled in; --recipe FILE instead), then
-  // --job_json, then the flags given.
-  LM_ASSIGN_OR_RETURN(std::string recipe, RecipeJsonFromFlags(kMainRecipeJson));
-  LM_ASSIGN_OR_RETURN(*train_request.mutable_train(), TrainSpecFromFlags(recipe));
-  train_request.mutable_train()->set_world_size(n);
-  LM_ASSIGN_OR_RETURN(v1::JobStatus train_job, client.Submit(train_request));
+// Runs the training job to its end; writes its record, loss curve and projector into the
+// run directory. The finished job.
+absl::StatusOr<v1::JobStatus> Train(const LaunchPlan& plan, CoordinatorClient& client, Cluster& cluster) {
+  const std::string& dir = plan.dir;
+  LM_ASSIGN_OR_RETURN(v1::JobStatus train_job, client.Submit(plan.train));
   std::cout << "training job " << train_job.job_id() << ": " << train_job.train().ShortDebugString() << "\n";
   LM_ASSIGN_OR_RETURN(v1::JobStatus trained, Follow(client, train_job, cluster));
   std::cout << StatusLine(trained) << "\n";
@@ -273,14 +316,15 @@ absl::Status Launch() {
   LM_RETURN_IF_ERROR(curve.WriteSvg(dir + "/loss.svg", "llava-mnist projector training (launch)"));
   LM_ASSIGN_OR_RETURN(CoordinatorClient::Download ckpt, client.DownloadCheckpoint(trained.job_id()));
   LM_RETURN_IF_ERROR(WriteFileAtomic(dir + "/projector.safetensors", ckpt.bytes));
+  std::cout << "checkpoint " << dir << "/projector.safetensors (" << ckpt.header.checkpoint_id() << ")\n";
+  return trained;
+}
 
-  v1::SubmitJobRequest eval_request;
-  LM_ASSIGN_OR_RETURN(*eval_request.mutable_eval(), EvalSpecFromFlags(""));
-  eval_request.mutable_eval()->set_checkpoint(trained.job_id());
-  eval_request.mutable_eval()->clear_questions();
-  for (const auto& q : SplitPhrasings(absl::GetFlag(FLAGS_eval_questions))) {
-    eval_request.mutable_eval()->add_questions(q);
-  }
+// Runs the eval job on the trained checkpoint; prints the report and writes it.
+absl::Status Evaluate(const LaunchPlan& plan, const std::string& train_job_id, CoordinatorClient& client,
+                      Cluster& cluster) {
+  v1::SubmitJobRequest eval_request = plan.eval;
+  eval_request.mutable_eval()->set_checkpoint(train_job_id);
   const auto eval_start = std::chrono::steady_clock::now();
   LM_ASSIGN_OR_RETURN(v1::JobStatus eval_job, client.Submit(eval_request));
   std::cout << "eval job " << eval_job.job_id() << " on " << eval_job.eval().checkpoint() << "\n";
@@ -294,11 +338,24 @@ absl::Status Launch() {
   std::cout << absl::StrFormat("eval: %d answers on %d workers in %.2f s (%.1f answers/s, submission to report)\n",
                                report.NumSamples(), evaluated.worker_ids_size(), eval_s,
                                report.NumSamples() / std::max(eval_s, 1e-9));
-  LM_RETURN_IF_ERROR(WriteFileAtomic(dir + "/eval_report.json", evaluated.eval_report_json()));
-  std::cout << report.ToTable() << "\n"
-            << "checkpoint " << dir << "/projector.safetensors (" << ckpt.header.checkpoint_id()
-            << "), loss curve " << dir << "/loss.{csv,svg}, report " << dir << "/eval_report.json, "
-            << "TensorBoard: tensorboard --logdir " << dir << "/tb\n";
+  LM_RETURN_IF_ERROR(WriteFileAtomic(plan.dir + "/eval_report.json", evaluated.eval_report_json()));
+  std::cout << report.ToTable() << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status Launch(const LaunchPlan& plan) {
+  LM_RETURN_IF_ERROR(PrepareRunDir(plan.dir));
+  Cluster cluster;
+  LM_ASSIGN_OR_RETURN(const std::string address, StartCoordinator(plan, cluster));
+  ClientOptions client_options = plan.client;
+  client_options.address = address;
+  CoordinatorClient client(client_options);
+  LM_RETURN_IF_ERROR(StartWorkers(plan, address, client, cluster));
+  LM_ASSIGN_OR_RETURN(const v1::JobStatus trained, Train(plan, client, cluster));
+  LM_RETURN_IF_ERROR(Evaluate(plan, trained.job_id(), client, cluster));
+  const std::string& dir = plan.dir;
+  std::cout << "checkpoint " << dir << "/projector.safetensors, loss curve " << dir << "/loss.{csv,svg}, report "
+            << dir << "/eval_report.json, TensorBoard: tensorboard --logdir " << dir << "/tb\n";
   return absl::OkStatus();
 }
 
@@ -306,7 +363,8 @@ absl::Status Launch() {
 
 absl::Status RunLaunch(const std::vector<char*>&) {
   InstallStopHandlers();
-  return Launch();
+  LM_ASSIGN_OR_RETURN(const LaunchPlan plan, LaunchPlanFromFlags());
+  return Launch(plan);
 }
 
 }  // namespace llava
