@@ -25,7 +25,9 @@ inline std::vector<tensorboard::Event> ReadEventsDir(const std::string& dir) {
     for (size_t i = 0; i < records->size(); ++i) {
       tensorboard::Event e;
       EXPECT_TRUE(e.ParseFromString((*records)[i])) << name << " record " << i;
-      if (i == 0) EXPECT_EQ(e.file_version(), "brain.Event:2") << name;
+      if (i == 0) {
+        EXPECT_EQ(e.file_version(), "brain.Event:2") << name;
+      }
       events.push_back(e);
     }
   }
