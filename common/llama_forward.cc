@@ -18,19 +18,21 @@ at::ScalarType AtLeastFloat(at::ScalarType t) { return at::promote_types(t, at::
 
 bool IsHalf(at::ScalarType t) { return t == at::kBFloat16 || t == at::kHalf; }
 
-bool Float32Attention(const LlamaModel& m) {
-  return m.float32_attention && m.dtype == at::kBFloat16;
+bool Float32Attention(const LlamaModel& m, const ForwardOptions& o) {
+  return o.float32_attention && m.dtype == at::kBFloat16;
 }
 
 // x [..., K] in the model dtype times weight [N, K] transposed -> [..., N], the float32
-// sums unrounded when `float32_out` (a half model; see LlamaModel).
+// sums unrounded when `float32_out` (a half model; see ForwardOptions).
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, bool float32_out) {
   return float32_out ? LinearFloat32Out(x, weight) : at::linear(x, weight);
 }
 
 // Whether a block's output matmul (o_proj, down_proj) writes float32 into the float32
 // residual stream.
-bool Float32BlockOutputs(const LlamaModel& m) { return m.fp32_residual && IsHalf(m.dtype); }
+bool Float32BlockOutputs(const LlamaModel& m, const ForwardOptions& o) {
+  return o.fp32_residual && IsHalf(m.dtype);
+}
 
 // at::rms_norm (one fused kernel on CUDA) exists from torch 2.4 on.
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
@@ -40,11 +42,11 @@ bool Float32BlockOutputs(const LlamaModel& m) { return m.fp32_residual && IsHalf
 // transformers' LlamaRMSNorm: normalize in float32, then scale by the weight. The norm
 // weights of a bf16/fp16 model are held in float32 (see LlamaModel), so the product is
 // rounded once, to the model dtype that the following matmul reads.
-at::Tensor RmsNorm(const LlamaModel& m, const at::Tensor& x, const at::Tensor& weight,
-                   double eps) {
+at::Tensor RmsNorm(const LlamaModel& m, const ForwardOptions& o, const at::Tensor& x,
+                   const at::Tensor& weight, double eps) {
   const at::ScalarType f = AtLeastFloat(x.scalar_type());
 #ifdef LLAVA_HAVE_AT_RMS_NORM
-  if (m.lean_elementwise) {
+  if (o.lean_elementwise) {
     // One pass instead of four.
     return at::rms_norm(x.to(f), {x.size(-1)}, weight.to(f), eps).to(m.dtype);
   }
@@ -81,8 +83,8 @@ at::Tensor RotateHalf(const at::Tensor& x) {
 
 // x [B, H, T, hd] (any float dtype) -> x * cos + rotate_half(x) * sin, computed in the
 // rope's float32 and rounded once to x's dtype.
-at::Tensor ApplyRope(const LlamaModel& m, const at::Tensor& x, const Rope& r) {
-  if (m.lean_elementwise) {
+at::Tensor ApplyRope(const ForwardOptions& o, const at::Tensor& x, const Rope& r) {
+  if (o.lean_elementwise) {
     // rotate_half(x) * sin == roll(x, hd/2) * sin_signed: one pass for the rotated half
     // instead of a negation and a concatenation, and x read in its own dtype by the
     // float32 products instead of through a float32 copy.
@@ -157,14 +159,14 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 
 // q [B, H, T, hd], k/v [B, Hkv, S, hd] with H = Hkv * groups: query head h reads KV head
 // h / groups.
-at::Tensor GroupedAttention(const LlamaModel& m, const at::Tensor& q, const at::Tensor& k,
+at::Tensor GroupedAttention(const ForwardOptions& o, const at::Tensor& q, const at::Tensor& k,
                             const at::Tensor& v, const AttentionMask& am) {
   const int64_t b = q.size(0), h = q.size(1), t = q.size(2), hd = q.size(3), hkv = k.size(1);
   LM_CHECK_EQ(h % hkv, 0);
   const int64_t groups = h / hkv;
   // The causal case (a whole sequence from position 0: the prompt prefix, the plain path)
   // keeps the copies, so that it keeps the fused kernels' causal mode.
-  if (groups == 1 || !m.fold_gqa || am.causal) {
+  if (groups == 1 || !o.fold_gqa || am.causal) {
     return Attention(q, RepeatKv(k, groups), RepeatKv(v, groups), am.causal, am.mask);
   }
   // The `groups` query heads of each KV head become `groups` times as many queries of it,
@@ -181,25 +183,25 @@ struct Qkv {
 };
 
 // The projections of x [B, T, D].
-Qkv ProjectQkv(const LlamaModel& m, const LlamaLayerWeights& w, const at::Tensor& x,
-               const Rope& rope) {
+Qkv ProjectQkv(const LlamaModel& m, const ForwardOptions& o, const LlamaLayerWeights& w,
+               const at::Tensor& x, const Rope& rope) {
   const LlamaConfig& c = m.config;
   const int64_t b = x.size(0), t = x.size(1), hd = c.head_dim;
   const int64_t nq = c.num_attention_heads, nkv = c.num_key_value_heads;
   // [B, T, n*hd] -> [B, n, T, hd]
   auto heads = [&](const at::Tensor& weight, int64_t n) {
-    return Linear(x, weight, Float32Attention(m)).view({b, t, n, hd}).transpose(1, 2);
+    return Linear(x, weight, Float32Attention(m, o)).view({b, t, n, hd}).transpose(1, 2);
   };
-  return {ApplyRope(m, heads(w.q_proj, nq), rope), ApplyRope(m, heads(w.k_proj, nkv), rope),
+  return {ApplyRope(o, heads(w.q_proj, nq), rope), ApplyRope(o, heads(w.k_proj, nkv), rope),
           heads(w.v_proj, nkv)};
 }
 
-at::Tensor AttentionBlock(const LlamaModel& m, const LlamaLayerWeights& w, const at::Tensor& x,
-                          const Rope& rope, const AttentionMask& am,
+at::Tensor AttentionBlock(const LlamaModel& m, const ForwardOptions& o, const LlamaLayerWeights& w,
+                          const at::Tensor& x, const Rope& rope, const AttentionMask& am,
                           int64_t layer, KvCache* cache, const KvCache* prefix) {
   const LlamaConfig& c = m.config;
   const int64_t b = x.size(0), t = x.size(1), hd = c.head_dim;
-  Qkv p = ProjectQkv(m, w, x, rope);
+  Qkv p = ProjectQkv(m, o, w, x, rope);
   at::Tensor q = p.q, k = p.k, v = p.v;
   if (cache != nullptr) {
     const int64_t past = cache->length;
@@ -214,22 +216,24 @@ at::Tensor AttentionBlock(const LlamaModel& m, const LlamaLayerWeights& w, const
     k = at::cat({pk.narrow(2, 0, prefix->length).expand({b, -1, -1, -1}), k}, 2);
     v = at::cat({pv.narrow(2, 0, prefix->length).expand({b, -1, -1, -1}), v}, 2);
   }
-  at::Tensor out = GroupedAttention(m, q, k, v, am);  // [B, H, T, hd]
+  at::Tensor out = GroupedAttention(o, q, k, v, am);  // [B, H, T, hd]
   out = out.transpose(1, 2).reshape({b, t, c.num_attention_heads * hd});  // [B, T, H*hd]
-  return Linear(out.to(m.dtype), w.o_proj, Float32BlockOutputs(m));      // [B, T, D]
+  return Linear(out.to(m.dtype), w.o_proj, Float32BlockOutputs(m, o));   // [B, T, D]
 }
 
-at::Tensor Mlp(const LlamaModel& m, const LlamaLayerWeights& w, const at::Tensor& x) {
-  at::Tensor act = SwiGlu(at::linear(x, w.gate_proj), at::linear(x, w.up_proj), m.fused_swiglu);
-  return Linear(act, w.down_proj, Float32BlockOutputs(m));  // [B, T, F] -> [B, T, D]
+at::Tensor Mlp(const LlamaModel& m, const ForwardOptions& o, const LlamaLayerWeights& w,
+               const at::Tensor& x) {
+  at::Tensor act = SwiGlu(at::linear(x, w.gate_proj), at::linear(x, w.up_proj), o.fused_swiglu);
+  return Linear(act, w.down_proj, Float32BlockOutputs(m, o));  // [B, T, F] -> [B, T, D]
 }
 
 }  // namespace
 
-KvCache MakeKvCache(const LlamaModel& m, int64_t batch, int64_t capacity) {
+KvCache MakeKvCache(const LlamaModel& m, const ForwardOptions& o, int64_t batch,
+                    int64_t capacity) {
   const LlamaConfig& c = m.config;
   KvCache cache;
-  const at::TensorOptions to = at::TensorOptions().dtype(KvCacheDtype(m)).device(m.device);
+  const at::TensorOptions to = at::TensorOptions().dtype(KvCacheDtype(m, o)).device(m.device);
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     cache.k.push_back(at::zeros({batch, c.num_key_value_heads, capacity, c.head_dim}, to));
     cache.v.push_back(at::zeros({batch, c.num_key_value_heads, capacity, c.head_dim}, to));
@@ -237,22 +241,22 @@ KvCache MakeKvCache(const LlamaModel& m, int64_t batch, int64_t capacity) {
   return cache;
 }
 
-KvCache ComputePrefixKv(const LlamaModel& m, const at::Tensor& ids) {
+KvCache ComputePrefixKv(const LlamaModel& m, const ForwardOptions& o, const at::Tensor& ids) {
   LM_CHECK_EQ(ids.dim(), 2);
   LM_CHECK_EQ(ids.size(0), 1);
   at::NoGradGuard no_grad;
-  KvCache cache = MakeKvCache(m, 1, ids.size(1));
-  DecoderForward(m, EmbedTokens(m, ids.to(m.device)), &cache);
+  KvCache cache = MakeKvCache(m, o, 1, ids.size(1));
+  DecoderForward(m, o, EmbedTokens(m, ids.to(m.device)), &cache);
   return cache;
 }
 
-KvCache MakeKvCacheFromPrefix(const LlamaModel& m, const KvCache& prefix, int64_t batch,
-                              int64_t capacity) {
+KvCache MakeKvCacheFromPrefix(const LlamaModel& m, const ForwardOptions& o, const KvCache& prefix,
+                              int64_t batch, int64_t capacity) {
   LM_CHECK_EQ(prefix.batch(), 1);
   LM_CHECK_LE(prefix.length, capacity);
   const LlamaConfig& c = m.config;
   KvCache cache;
-  const at::TensorOptions to = at::TensorOptions().dtype(KvCacheDtype(m)).device(m.device);
+  const at::TensorOptions to = at::TensorOptions().dtype(KvCacheDtype(m, o)).device(m.device);
   const int64_t p = prefix.length;
   for (size_t i = 0; i < prefix.k.size(); ++i) {
     // Positions past the prefix are written before they are read: no need to zero them.
@@ -271,8 +275,8 @@ at::Tensor EmbedTokens(const LlamaModel& m, const at::Tensor& ids) {
   return at::embedding(m.weights.embed_tokens, ids);
 }
 
-at::Tensor DecoderForward(const LlamaModel& m, const at::Tensor& inputs_embeds,
-                          KvCache* cache, const KvCache* prefix) {
+at::Tensor DecoderForward(const LlamaModel& m, const ForwardOptions& o,
+                          const at::Tensor& inputs_embeds, KvCache* cache, const KvCache* prefix) {
   LM_CHECK_EQ(inputs_embeds.dim(), 3);
   LM_CHECK_EQ(inputs_embeds.size(2), m.config.hidden_size);
   LM_CHECK(cache == nullptr || prefix == nullptr) << "a cache or a prefix, not both";
@@ -286,11 +290,20 @@ at::Tensor DecoderForward(const LlamaModel& m, const at::Tensor& inputs_embeds,
     LM_CHECK_EQ(prefix->batch(), 1);
     LM_CHECK_EQ(static_cast<int64_t>(prefix->k.size()), m.config.num_hidden_layers);
   }
-  // The residual stream stays in float32 for bf16/fp16 models unless the model says
+  // A cache or prefix made under other options (float32_attention) holds keys and values
+  // of another precision than this pass computes: refused rather than silently mixed.
+  for (const KvCache* kv : {static_cast<const KvCache*>(cache), prefix}) {
+    if (kv != nullptr && !kv->k.empty()) {
+      LM_CHECK(kv->k[0].scalar_type() == KvCacheDtype(m, o))
+          << "a KV cache of " << kv->k[0].scalar_type() << " where these options make "
+          << KvCacheDtype(m, o);
+    }
+  }
+  // The residual stream stays in float32 for bf16/fp16 models unless the options say
   // otherwise (fp32_residual): each block's output is added without rounding the running
   // sum to 8 mantissa bits (see bench/RESULTS.md for what it buys and costs). The blocks
   // themselves read and compute in the model dtype.
-  at::Tensor h = inputs_embeds.to(m.fp32_residual ? AtLeastFloat(m.dtype) : m.dtype);  // [B, T, D]
+  at::Tensor h = inputs_embeds.to(o.fp32_residual ? AtLeastFloat(m.dtype) : m.dtype);  // [B, T, D]
   const Rope rope = MakeRope(m, start, t, AtLeastFloat(m.dtype));
   const AttentionMask mask =
       MakeAttentionMask(start, t, m.config.num_kv_groups(), inputs_embeds.options());
@@ -298,17 +311,17 @@ at::Tensor DecoderForward(const LlamaModel& m, const at::Tensor& inputs_embeds,
   for (size_t i = 0; i < m.weights.layers.size(); ++i) {
     const LlamaLayerWeights& w = m.weights.layers[i];
     // A float32 block output is rounded first where the stream is in the model dtype.
-    at::Tensor attn = AttentionBlock(m, w, RmsNorm(m, h, w.input_layernorm, eps), rope, mask,
-                                     static_cast<int64_t>(i), cache, prefix);
+    at::Tensor attn = AttentionBlock(m, o, w, RmsNorm(m, o, h, w.input_layernorm, eps), rope,
+                                     mask, static_cast<int64_t>(i), cache, prefix);
     h = h + attn.to(h.scalar_type());
-    h = h + Mlp(m, w, RmsNorm(m, h, w.post_attention_layernorm, eps)).to(h.scalar_type());
+    h = h + Mlp(m, o, w, RmsNorm(m, o, h, w.post_attention_layernorm, eps)).to(h.scalar_type());
   }
   if (cache != nullptr) cache->length += t;
-  return RmsNorm(m, h, m.weights.norm, eps);
+  return RmsNorm(m, o, h, m.weights.norm, eps);
 }
 
-at::ScalarType KvCacheDtype(const LlamaModel& m) {
-  return Float32Attention(m) ? at::kFloat : m.dtype;
+at::ScalarType KvCacheDtype(const LlamaModel& m, const ForwardOptions& o) {
+  return Float32Attention(m, o) ? at::kFloat : m.dtype;
 }
 
 at::Tensor LmHeadLogits(const LlamaModel& m, const at::Tensor& hidden) {
@@ -324,8 +337,8 @@ at::Tensor CausalLmLoss(const at::Tensor& logits, const at::Tensor& labels) {
                                 /*weight=*/{}, at::Reduction::Mean, /*ignore_index=*/-100);
 }
 
-at::Tensor ForwardLogits(const LlamaModel& m, const at::Tensor& ids) {
-  return LmHeadLogits(m, DecoderForward(m, EmbedTokens(m, ids)));
+at::Tensor ForwardLogits(const LlamaModel& m, const ForwardOptions& o, const at::Tensor& ids) {
+  return LmHeadLogits(m, DecoderForward(m, o, EmbedTokens(m, ids)));
 }
 
 }  // namespace llava

@@ -2,20 +2,23 @@
 // RoPE with llama3 scaling, causal grouped-query attention, SwiGLU MLP), the final norm,
 // lm_head and the causal-LM loss, computing what transformers' LlamaForCausalLM
 // computes. Gradients flow to inputs_embeds; weights never get any. Functions are
-// stateless; a KvCache belongs to one caller (not thread-safe).
+// stateless: each computes with a const model under the ForwardOptions it is given (one
+// model serves several option sets at once); a KvCache belongs to one caller (not
+// thread-safe) and to the options it was made under.
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <vector>
 
+#include "common/forward_options.h"
 #include "common/llama_weights.h"
 
 namespace llava {
 
 // Keys and values of the positions seen so far, written in place by DecoderForward.
 struct KvCache {
-  // In KvCacheDtype(model).
+  // In KvCacheDtype(model, options).
   std::vector<at::Tensor> k;  // per layer [B, Hkv, capacity, hd]
   std::vector<at::Tensor> v;  // per layer [B, Hkv, capacity, hd]
   int64_t length = 0;         // positions filled
@@ -24,17 +27,19 @@ struct KvCache {
   int64_t batch() const { return k.empty() ? 0 : k[0].size(0); }
 };
 
-KvCache MakeKvCache(const LlamaModel& model, int64_t batch, int64_t capacity);
+KvCache MakeKvCache(const LlamaModel& model, const ForwardOptions& options, int64_t batch,
+                    int64_t capacity);
 
 // Keys and values of positions 0 .. P-1 of ids [1, P], computed once (no gradient) so
 // that many batches sharing that prefix run the decoder from position P on: exact,
 // since causal attention never lets a prefix position see what follows it.
-KvCache ComputePrefixKv(const LlamaModel& model, const at::Tensor& ids);
+KvCache ComputePrefixKv(const LlamaModel& model, const ForwardOptions& options,
+                        const at::Tensor& ids);
 
 // A cache for `batch` rows and `capacity` positions whose first prefix.length positions
 // hold `prefix` (batch 1) in every row; length = prefix.length.
-KvCache MakeKvCacheFromPrefix(const LlamaModel& model, const KvCache& prefix, int64_t batch,
-                              int64_t capacity);
+KvCache MakeKvCacheFromPrefix(const LlamaModel& model, const ForwardOptions& options,
+                              const KvCache& prefix, int64_t batch, int64_t capacity);
 
 // ids [B, T] int64 -> [B, T, D] in the model's dtype.
 at::Tensor EmbedTokens(const LlamaModel& model, const at::Tensor& ids);
@@ -46,12 +51,15 @@ at::Tensor EmbedTokens(const LlamaModel& model, const at::Tensor& ids);
 // With `prefix` (a batch-1 cache from ComputePrefixKv, read only; no `cache` then), the
 // inputs sit at positions prefix->length .. and attend to the prefix in every row;
 // gradients flow to inputs_embeds as without it.
-at::Tensor DecoderForward(const LlamaModel& model, const at::Tensor& inputs_embeds,
-                          KvCache* cache = nullptr, const KvCache* prefix = nullptr);
+// A cache or prefix must have been made under options of the same KvCacheDtype (checked).
+at::Tensor DecoderForward(const LlamaModel& model, const ForwardOptions& options,
+                          const at::Tensor& inputs_embeds, KvCache* cache = nullptr,
+                          const KvCache* prefix = nullptr);
 
 // The dtype of the keys and values in a KvCache: float32 where the model's attention
-// runs in float32 (LlamaModel::float32_attention), else the model dtype.
-at::ScalarType KvCacheDtype(const LlamaModel& model);
+// runs in float32 (a bf16 model under ForwardOptions::float32_attention), else the
+// model dtype.
+at::ScalarType KvCacheDtype(const LlamaModel& model, const ForwardOptions& options);
 
 // hidden [..., D] -> logits [..., V], in the model's dtype (as transformers returns).
 at::Tensor LmHeadLogits(const LlamaModel& model, const at::Tensor& hidden);
@@ -61,6 +69,7 @@ at::Tensor LmHeadLogits(const LlamaModel& model, const at::Tensor& hidden);
 at::Tensor CausalLmLoss(const at::Tensor& logits, const at::Tensor& labels);
 
 // Convenience for tests and tools: logits [B, T, V] for ids [B, T].
-at::Tensor ForwardLogits(const LlamaModel& model, const at::Tensor& ids);
+at::Tensor ForwardLogits(const LlamaModel& model, const ForwardOptions& options,
+                         const at::Tensor& ids);
 
 }  // namespace llava

@@ -10,6 +10,7 @@
 namespace llava {
 
 std::vector<std::vector<int64_t>> GreedyGenerateFromEmbeds(const LlamaModel& model,
+                                                           const ForwardOptions& options,
                                                            const at::Tensor& inputs_embeds,
                                                            const GenerateParams& params,
                                                            const KvCache* prefix) {
@@ -20,13 +21,14 @@ std::vector<std::vector<int64_t>> GreedyGenerateFromEmbeds(const LlamaModel& mod
       params.eos_token_ids.empty() ? model.config.eos_token_ids : params.eos_token_ids;
   at::Tensor eos_ids = at::tensor(eos, at::kLong).to(model.device);
   const int64_t capacity = t + std::max<int64_t>(params.max_new_tokens, 1);
-  KvCache cache = prefix == nullptr
-                      ? MakeKvCache(model, b, capacity)
-                      : MakeKvCacheFromPrefix(model, *prefix, b, prefix->length + capacity);
+  KvCache cache =
+      prefix == nullptr
+          ? MakeKvCache(model, options, b, capacity)
+          : MakeKvCacheFromPrefix(model, options, *prefix, b, prefix->length + capacity);
 
   std::vector<at::Tensor> steps;  // each [B] int64, on the device
   at::Tensor finished = at::zeros({b}, at::TensorOptions().dtype(at::kBool).device(model.device));
-  at::Tensor hidden = DecoderForward(model, inputs_embeds, &cache);  // [B, T, D]
+  at::Tensor hidden = DecoderForward(model, options, inputs_embeds, &cache);  // [B, T, D]
   for (int64_t step = 0; step < params.max_new_tokens; ++step) {
     at::Tensor logits = LmHeadLogits(model, hidden.select(1, hidden.size(1) - 1));  // [B, V]
     at::Tensor next = logits.argmax(-1);                                             // [B]
@@ -35,7 +37,7 @@ std::vector<std::vector<int64_t>> GreedyGenerateFromEmbeds(const LlamaModel& mod
     if (step + 1 == params.max_new_tokens) break;
     // The one host synchronization per step: stop once every row has ended.
     if (params.stop_at_eos && eos.size() > 0 && finished.all().item<bool>()) break;
-    hidden = DecoderForward(model, EmbedTokens(model, next.unsqueeze(1)), &cache);
+    hidden = DecoderForward(model, options, EmbedTokens(model, next.unsqueeze(1)), &cache);
   }
 
   std::vector<std::vector<int64_t>> out(b);
@@ -53,10 +55,13 @@ std::vector<std::vector<int64_t>> GreedyGenerateFromEmbeds(const LlamaModel& mod
   return out;
 }
 
-std::vector<std::vector<int64_t>> GreedyGenerate(const LlamaModel& model, const at::Tensor& ids,
+std::vector<std::vector<int64_t>> GreedyGenerate(const LlamaModel& model,
+                                                 const ForwardOptions& options,
+                                                 const at::Tensor& ids,
                                                  const GenerateParams& params) {
   at::NoGradGuard no_grad;
-  return GreedyGenerateFromEmbeds(model, EmbedTokens(model, ids.to(model.device)), params);
+  return GreedyGenerateFromEmbeds(model, options, EmbedTokens(model, ids.to(model.device)),
+                                  params);
 }
 
 }  // namespace llava

@@ -1,6 +1,6 @@
 // Greedy decoding with a KV cache, from token ids or from input embeddings, batched,
 // stopping per row at any EOS id or at the token budget. Stateless; the model is shared
-// read-only, every call owns its cache.
+// read-only and computes under the ForwardOptions given, every call owns its cache.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/forward_options.h"
 #include "common/llama_forward.h"
 #include "common/llama_weights.h"
 
@@ -24,14 +25,18 @@ struct GenerateParams {
 
 // inputs_embeds [B, T, D] -> the new tokens of each row (prompt excluded), each ending
 // at its first EOS or after max_new_tokens. With `prefix` (ComputePrefixKv of the
-// positions before inputs_embeds, shared by every row), inputs_embeds continue it.
+// positions before inputs_embeds, shared by every row, made under the same options),
+// inputs_embeds continue it.
 std::vector<std::vector<int64_t>> GreedyGenerateFromEmbeds(const LlamaModel& model,
+                                                           const ForwardOptions& options,
                                                            const at::Tensor& inputs_embeds,
                                                            const GenerateParams& params,
                                                            const KvCache* prefix = nullptr);
 
 // ids [B, T] -> the new tokens of each row.
-std::vector<std::vector<int64_t>> GreedyGenerate(const LlamaModel& model, const at::Tensor& ids,
+std::vector<std::vector<int64_t>> GreedyGenerate(const LlamaModel& model,
+                                                 const ForwardOptions& options,
+                                                 const at::Tensor& ids,
                                                  const GenerateParams& params);
 
 }  // namespace llava

@@ -113,7 +113,6 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LoadCheckpoint(const std::string& di
   model->config = config;
   model->device = options.device;
   model->dtype = options.dtype;
-  model->float32_attention = options.float32_attention;
   model->source = dir;
   Loader l{*ckpt, LoadOptions{options.dtype, options.device}};
   LlamaWeights& w = model->weights;
@@ -151,7 +150,6 @@ std::unique_ptr<LlamaModel> MakeRandomLlama(const LlamaConfig& c, const ModelOpt
   model->config = c;
   model->device = options.device;
   model->dtype = options.dtype;
-  model->float32_attention = options.float32_attention;
   at::Generator gen = options.device.is_cuda()
                           ? at::globalContext().defaultGenerator(options.device)
                           : at::detail::createCPUGenerator(options.synthetic_seed);
@@ -193,8 +191,8 @@ std::unique_ptr<LlamaModel> MakeRandomLlama(const LlamaConfig& c, const ModelOpt
   return model;
 }
 
-absl::StatusOr<std::unique_ptr<LlamaModel>> LoadLlama(const std::string& spec,
-                                                      const ModelOptions& options) {
+absl::StatusOr<std::unique_ptr<const LlamaModel>> LoadLlama(const std::string& spec,
+                                                            const ModelOptions& options) {
   const auto start = std::chrono::steady_clock::now();
 #if TORCH_VERSION_MAJOR < 2
   // libtorch 1.x has no float16 matmul on the CPU: refused here, not at the first step.
@@ -226,7 +224,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LoadLlama(const std::string& spec,
   LM_LOG(INFO) << "loaded " << spec << " on " << options.device << " as "
                << at::toString(options.dtype) << " in " << secs << " s: "
                << DescribeConfig(model->config);
-  return model;
+  return std::unique_ptr<const LlamaModel>(std::move(model));
 }
 
 absl::StatusOr<at::Device> ParseDevice(const std::string& text) {

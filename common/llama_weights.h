@@ -1,7 +1,9 @@
 // The frozen Llama's weights, one field per Hugging Face checkpoint key, and how a model
 // is made: loaded from a checkpoint directory or made with random weights
-// (`synthetic:NAME`). A LlamaModel is immutable once made; every forward function takes
-// it by const reference and may be called from several threads at once.
+// (`synthetic:NAME`). A LlamaModel is immutable once made (LoadLlama hands it out const);
+// every forward function takes it by const reference, with the ForwardOptions of how to
+// compute (common/forward_options.h) beside it, and may be called from several threads
+// at once.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -43,31 +45,6 @@ struct LlamaModel {
   at::Device device = at::kCPU;
   at::ScalarType dtype = at::kFloat;
   std::string source;  // checkpoint directory or synthetic:NAME
-  // bf16/fp16 models: carry the residual stream in float32 (each block's output, as its
-  // o_proj/down_proj matmul sums it in float32, added without rounding), else in the
-  // model dtype as transformers does.
-  bool fp32_residual = true;
-  // bf16 models: the q/k/v projections write float32, and RoPE, attention and the KV
-  // cache work on those values, rounded nowhere (else q, k and v are rounded to bf16 as
-  // in transformers). bf16's 8-bit significand lost 2.08e-2 of the tied fixture's logits
-  // without it (1.73e-2 with it; transformers' own bf16: 3.31e-2); it costs ~1% of the
-  // speed at 8B on an H100 and a KV cache twice the size. float16 (3 more bits) is left
-  // alone: 3.1e-3 either way. bench/RESULTS.md "bf16 within 2e-2".
-  bool float32_attention = true;
-  // Speed levers that change results only by float rounding; each can be turned off to
-  // measure what it buys (`llava-mnist bench`).
-  // Grouped-query attention after a cache or prefix (decode steps, the prompt after its
-  // prefix, training from the image on) reads the keys and values in place, the query
-  // heads of each KV head folded into its query length, instead of copying them per
-  // query head.
-  bool fold_gqa = true;
-  // RMSNorm as one fused op (torch >= 2.4: at::rms_norm, the weight applied in float32
-  // and the product rounded once) and RoPE without the float32 copy of q/k and with one
-  // pass for the rotated half, instead of transformers' op-by-op formulas.
-  bool lean_elementwise = true;
-  // The MLP's silu(gate) * up as one CUDA kernel forward and one backward (common/
-  // fused_ops.h; CUDA builds and devices only) instead of ATen's three.
-  bool fused_swiglu = true;
 };
 
 // The dtype of the [D] RMSNorm weights of a model computing in `model_dtype`: at least
@@ -83,21 +60,20 @@ struct ModelOptions {
   at::Device device = at::kCPU;
   at::ScalarType dtype = at::kFloat;  // compute and storage dtype of the frozen weights
   uint64_t synthetic_seed = 0;        // for synthetic:NAME weights
-  bool float32_attention = true;      // LlamaModel::float32_attention
 };
 
 // `spec` is a Hugging Face checkpoint directory (config.json + safetensors, single or
 // sharded) or `synthetic:llama-3.1-8b` / `synthetic:tiny`. Every weight is frozen
 // (requires_grad false, no gradient buffers).
-absl::StatusOr<std::unique_ptr<LlamaModel>> LoadLlama(const std::string& spec,
-                                                      const ModelOptions& options);
+absl::StatusOr<std::unique_ptr<const LlamaModel>> LoadLlama(const std::string& spec,
+                                                            const ModelOptions& options);
 
 // The configs behind synthetic:NAME (llama-3.1-8b is the published
 // Llama-3.1-8B-Instruct config.json, embedded).
 absl::StatusOr<LlamaConfig> SyntheticConfig(const std::string& name);
 
 // A model of `config` with random weights (normal, std 0.02; norms one) made directly
-// on the target device and dtype.
+// on the target device and dtype. Not const: `make-demo-lm` trains its weights.
 std::unique_ptr<LlamaModel> MakeRandomLlama(const LlamaConfig& config,
                                             const ModelOptions& options);
 

@@ -48,20 +48,20 @@ AnswerLossTerms LossFromHidden(const LlamaModel& model, const at::Tensor& hidden
 
 }  // namespace
 
-AnswerLossTerms AnswerLoss(const LlamaModel& model, const at::Tensor& inputs_embeds,
-                           const at::Tensor& labels) {
-  at::Tensor hidden = DecoderForward(model, inputs_embeds);  // [B, T, D]
+AnswerLossTerms AnswerLoss(const LlamaModel& model, const ForwardOptions& options,
+                           const at::Tensor& inputs_embeds, const at::Tensor& labels) {
+  at::Tensor hidden = DecoderForward(model, options, inputs_embeds);  // [B, T, D]
   return LossFromHidden(model, hidden, 0, labels);
 }
 
-PromptPrefix ComputePromptPrefix(const LlamaModel& model, const at::Tensor& ids,
-                                 int64_t image_position) {
+PromptPrefix ComputePromptPrefix(const LlamaModel& model, const ForwardOptions& options,
+                                 const at::Tensor& ids, int64_t image_position) {
   LM_CHECK_EQ(ids.dim(), 2);
   LM_CHECK_GT(image_position, 0);
   LM_CHECK_LE(image_position, ids.size(1));
   PromptPrefix p;
   p.ids = ids.narrow(0, 0, 1).narrow(1, 0, image_position).to(at::kCPU).clone();  // [1, P]
-  p.kv = ComputePrefixKv(model, p.ids);
+  p.kv = ComputePrefixKv(model, options, p.ids);
   return p;
 }
 
@@ -73,9 +73,10 @@ bool PrefixMatches(const PromptPrefix& prefix, const at::Tensor& ids, int64_t im
   return ids.to(at::kCPU).narrow(1, 0, image_position).eq(prefix.ids).all().item<bool>();
 }
 
-AnswerLossTerms AnswerLossFromPrefix(const LlamaModel& model, const PromptPrefix& prefix,
-                                     const at::Tensor& ids, const at::Tensor& image_embeds,
-                                     int64_t image_position, const at::Tensor& labels) {
+AnswerLossTerms AnswerLossFromPrefix(const LlamaModel& model, const ForwardOptions& options,
+                                     const PromptPrefix& prefix, const at::Tensor& ids,
+                                     const at::Tensor& image_embeds, int64_t image_position,
+                                     const at::Tensor& labels) {
   LM_CHECK(PrefixMatches(prefix, ids, image_position)) << "the prompt prefix differs";
   const int64_t k = image_embeds.size(1);
   // The last labelled position: hidden states are needed only before it (causal
@@ -86,11 +87,12 @@ AnswerLossTerms AnswerLossFromPrefix(const LlamaModel& model, const PromptPrefix
   const int64_t end = std::max(last, image_position + k);  // the image itself is always run
   at::Tensor suffix = ids.narrow(1, image_position, end - image_position);  // [B, S]
   at::Tensor embeds = SpliceImageEmbeds(model, suffix, image_embeds, 0);    // [B, S, D]
-  at::Tensor hidden = DecoderForward(model, embeds, nullptr, &prefix.kv);  // [B, S, D]
+  at::Tensor hidden = DecoderForward(model, options, embeds, nullptr, &prefix.kv);  // [B, S, D]
   return LossFromHidden(model, hidden, image_position, labels);
 }
 
 std::vector<std::vector<int64_t>> GenerateAnswers(const LlamaModel& model,
+                                                  const ForwardOptions& options,
                                                   const GenerationPrompt& prompt,
                                                   const at::Tensor& image_embeds,
                                                   const GenerateParams& params,
@@ -102,12 +104,13 @@ std::vector<std::vector<int64_t>> GenerateAnswers(const LlamaModel& model,
         << "the prompt prefix differs";
     const int64_t p = prompt.image_position, t = prompt.ids.size(1);
     at::Tensor suffix = prompt.ids.narrow(1, p, t - p).expand({b, t - p});  // [B, T-P]
-    return GreedyGenerateFromEmbeds(model, SpliceImageEmbeds(model, suffix, image_embeds, 0),
-                                    params, &prefix->kv);
+    return GreedyGenerateFromEmbeds(model, options,
+                                    SpliceImageEmbeds(model, suffix, image_embeds, 0), params,
+                                    &prefix->kv);
   }
   at::Tensor ids = prompt.ids.expand({b, prompt.ids.size(1)});
   at::Tensor embeds = SpliceImageEmbeds(model, ids, image_embeds, prompt.image_position);
-  return GreedyGenerateFromEmbeds(model, embeds, params);
+  return GreedyGenerateFromEmbeds(model, options, embeds, params);
 }
 
 }  // namespace llava

@@ -175,6 +175,7 @@ TrainConfig BenchTrainConfig(const LlamaModel& model, const PromptConfig& prompt
 
 struct Ctx {
   const LlamaModel& model;
+  const ForwardOptions& forward;  // the levers measured
   const Tokenizer& tokenizer;
   const PromptBuilder& prompts;
   const MnistSet& train;
@@ -186,7 +187,7 @@ absl::StatusOr<json> BenchTrain(const Ctx& x, int64_t batch) {
   TrainConfig config = BenchTrainConfig(x.model, x.prompts.config(), batch, warmup + steps,
                                         x.train.size());
   LM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
-                      Trainer::Create(x.model, x.prompts, x.train, config, nullptr));
+                      Trainer::Create(x.model, x.forward, x.prompts, x.train, config, nullptr));
   std::vector<double> times;
   double loss = 0;
   int64_t tokens = 0;
@@ -236,7 +237,7 @@ absl::StatusOr<json> BenchEval(const Ctx& x, Projector& projector, int64_t batch
   const int64_t warmup = std::min<int64_t>(absl::GetFlag(FLAGS_warmup), 2);
   const int64_t steps = absl::GetFlag(FLAGS_steps);
   const MnistSet images = Tiled(x.test, batch);
-  EvalInputs in{&x.model, &projector, &x.prompts, &x.tokenizer, &images};
+  EvalInputs in{&x.model, &projector, &x.prompts, &x.tokenizer, &images, x.forward};
   EvalConfig config;
   config.batch_size = batch;
   config.max_new_tokens = new_tokens;
@@ -272,7 +273,7 @@ absl::StatusOr<json> BenchEval(const Ctx& x, Projector& projector, int64_t batch
 }
 
 // The weights upcast to float32: the plain float32 path on the same (bf16-rounded)
-// weights.
+// weights (a model of its own; the loaded one stays as it is).
 std::unique_ptr<LlamaModel> Float32Copy(const LlamaModel& m) {
   auto out = std::make_unique<LlamaModel>(m);
   auto up = [](at::Tensor& t) { t = t.to(at::kFloat); };
@@ -305,9 +306,9 @@ absl::StatusOr<json> CheckTrain(const Ctx& x) {
   plain.reuse_prefix_kv = false;
   std::unique_ptr<LlamaModel> f32 = Float32Copy(x.model);
   LM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> a,
-                      Trainer::Create(x.model, x.prompts, x.train, fast, nullptr));
+                      Trainer::Create(x.model, x.forward, x.prompts, x.train, fast, nullptr));
   LM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> b,
-                      Trainer::Create(*f32, x.prompts, x.train, plain, nullptr));
+                      Trainer::Create(*f32, x.forward, x.prompts, x.train, plain, nullptr));
   StepStats sa = a->ComputeGradients(0);
   StepStats sb = b->ComputeGradients(0);
   auto ga = a->projector()->NamedParameters();
@@ -327,7 +328,7 @@ absl::StatusOr<json> CheckTrain(const Ctx& x) {
 
 // Eval: answers of the test digits with the shared prefix and without, same dtype.
 absl::StatusOr<json> CheckEval(const Ctx& x, Projector& projector, int64_t batch) {
-  EvalInputs in{&x.model, &projector, &x.prompts, &x.tokenizer, &x.test};
+  EvalInputs in{&x.model, &projector, &x.prompts, &x.tokenizer, &x.test, x.forward};
   EvalConfig config;
   config.batch_size = batch;
   config.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
@@ -388,15 +389,17 @@ absl::Status RunBench(const std::vector<char*>& args) {
   if (residual != "fp32" && residual != "model") {
     return absl::InvalidArgumentError("--residual must be fp32 or model, got '" + residual + "'");
   }
-  rt.model->fp32_residual = residual == "fp32";
-  rt.model->fold_gqa = absl::GetFlag(FLAGS_fold_gqa);
-  rt.model->lean_elementwise = absl::GetFlag(FLAGS_lean_elementwise);
-  rt.model->fused_swiglu = absl::GetFlag(FLAGS_fused_swiglu);
+  // The levers measured: the common flags' options with bench's own laid over them.
+  ForwardOptions forward = rt.forward;
+  forward.fp32_residual = residual == "fp32";
+  forward.fold_gqa = absl::GetFlag(FLAGS_fold_gqa);
+  forward.lean_elementwise = absl::GetFlag(FLAGS_lean_elementwise);
+  forward.fused_swiglu = absl::GetFlag(FLAGS_fused_swiglu);
   const double load_s = SecondsSince(load_start);
   LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*rt.tokenizer, prompt_config));
   LM_ASSIGN_OR_RETURN(MnistSet train, LoadMnistFromFlags("train", "", "", -1));
   LM_ASSIGN_OR_RETURN(MnistSet test, LoadMnistFromFlags("test", "", "", -1));
-  const Ctx x{*rt.model, *rt.tokenizer, prompts, train, test};
+  const Ctx x{*rt.model, forward, *rt.tokenizer, prompts, train, test};
   LM_LOG(INFO) << "bench: " << rt.model->source << " on " << rt.model->device << " as "
                << rt.model->dtype << ", made/loaded in " << load_s << " s; prompt of "
                << prompts.Build({{0, 0, 7}}).ids.size(1) << " tokens, image at "
@@ -477,10 +480,10 @@ absl::Status RunBench(const std::vector<char*>& args) {
               {"dtype", std::string(c10::toString(rt.model->dtype))},
               {"torch", TORCH_VERSION},
               {"residual", residual},
-              {"fold_gqa", rt.model->fold_gqa},
-              {"lean_elementwise", rt.model->lean_elementwise},
-              {"fused_swiglu", rt.model->fused_swiglu},
-              {"float32_attention", rt.model->float32_attention},
+              {"fold_gqa", forward.fold_gqa},
+              {"lean_elementwise", forward.lean_elementwise},
+              {"fused_swiglu", forward.fused_swiglu},
+              {"float32_attention", forward.float32_attention},
               {"model_load_s", load_s},
               {"prompt_tokens", prompts.Build({{0, 0, 7}}).ids.size(1)},
               {"image_position", prompts.BuildGeneration(0).image_position},

@@ -26,13 +26,13 @@ namespace {
 
 // One forward and backward pass of a batch of 24-token sequences, to the input
 // embeddings only (the weights are frozen): proves the model runs where it was loaded.
-void CheckBackward(const LlamaModel& m) {
+void CheckBackward(const LlamaModel& m, const ForwardOptions& forward) {
   const int64_t b = 4, t = 24;
   at::Tensor embeds =
       at::randn({b, t, m.config.hidden_size}, at::TensorOptions().device(m.device)) * 0.02;
   embeds.requires_grad_(true);
   const auto start = std::chrono::steady_clock::now();
-  at::Tensor hidden = DecoderForward(m, embeds);
+  at::Tensor hidden = DecoderForward(m, forward, embeds);
   at::Tensor logits = LmHeadLogits(m, hidden.narrow(1, t - 8, 8));
   at::Tensor loss = logits.to(at::kFloat).logsumexp(-1).mean();
   loss.backward();
@@ -45,14 +45,15 @@ void CheckBackward(const LlamaModel& m) {
 
 absl::Status RunInfo(const std::vector<char*>&) {
   LM_ASSIGN_OR_RETURN(ModelOptions options, ModelOptionsFromFlags());
+  const ForwardOptions forward = ForwardOptionsFromFlags();
   const auto start = std::chrono::steady_clock::now();
-  LM_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model,
+  LM_ASSIGN_OR_RETURN(std::unique_ptr<const LlamaModel> model,
                       LoadLlama(absl::GetFlag(FLAGS_model), options));
   std::cout << "model:  " << model->source << "\n"
             << "config: " << DescribeConfig(model->config) << "\n"
             << "device: " << model->device << ", dtype " << at::toString(model->dtype) << "\n"
             << "load:   " << SecondsSince(start) << " s\n";
-  if (absl::GetFlag(FLAGS_check_backward)) CheckBackward(*model);
+  if (absl::GetFlag(FLAGS_check_backward)) CheckBackward(*model, forward);
   return absl::OkStatus();
 }
 
@@ -79,10 +80,11 @@ absl::Status RunTokenize(const std::vector<char*>&) {
 
 absl::Status RunGenerate(const std::vector<char*>&) {
   LM_ASSIGN_OR_RETURN(ModelOptions options, ModelOptionsFromFlags());
+  const ForwardOptions forward = ForwardOptionsFromFlags();
   LM_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::Load(absl::GetFlag(FLAGS_tokenizer)));
   LM_ASSIGN_OR_RETURN(std::vector<int64_t> prompt, tok.Encode(absl::GetFlag(FLAGS_prompt)));
   if (prompt.empty()) return absl::InvalidArgumentError("--prompt is empty");
-  LM_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model,
+  LM_ASSIGN_OR_RETURN(std::unique_ptr<const LlamaModel> model,
                       LoadLlama(absl::GetFlag(FLAGS_model), options));
   for (int64_t id : prompt) {
     if (id >= model->config.vocab_size) {
@@ -94,7 +96,7 @@ absl::Status RunGenerate(const std::vector<char*>&) {
   params.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   if (params.max_new_tokens <= 0) return absl::InvalidArgumentError("--max_new_tokens must be > 0");
   at::Tensor ids = at::tensor(prompt, at::kLong).view({1, -1});
-  std::vector<std::vector<int64_t>> out = GreedyGenerate(*model, ids, params);
+  std::vector<std::vector<int64_t>> out = GreedyGenerate(*model, forward, ids, params);
   LM_ASSIGN_OR_RETURN(std::string text, tok.Decode(out[0]));
   std::cout << text << "\n";
   return absl::OkStatus();

@@ -102,7 +102,7 @@ absl::Status RunWorker(const std::vector<char*>&) {
   o.collective = collective;
   LM_RETURN_IF_ERROR(o.Validate());
   WorkerResources resources{rt.model.get(), rt.tokenizer.get(), &train, &test,
-                            absl::GetFlag(FLAGS_model)};
+                            absl::GetFlag(FLAGS_model), rt.forward};
   LM_LOG(INFO) << "worker " << o.worker_id << ": " << resources.model_spec << " on " << o.device
                << " (" << collective << "), " << train.size() << " train / " << test.size()
                << " test digits; coordinator " << o.client.address;

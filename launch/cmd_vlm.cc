@@ -57,7 +57,8 @@ absl::Status RunTrain(const std::vector<char*>&) {
   const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
   LM_RETURN_IF_ERROR(MakeDirs(out_dir));
   LM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
-                      Trainer::Create(*rt.model, prompts, train, config, absl::GetFlag(FLAGS_resume)));
+                      Trainer::Create(*rt.model, rt.forward, prompts, train, config,
+                                      absl::GetFlag(FLAGS_resume)));
   LM_LOG(INFO) << "training " << spec.projector() << " projector on "
                << trainer->plan().total_steps() << " steps of " << config.global_batch()
                << " samples (" << prompt_config.questions.size() << " question phrasings), from step "
@@ -137,7 +138,7 @@ absl::StatusOr<EvalReport> EvaluateAndReport(const VlmRuntime& rt, Projector& pr
   config.batch_size = absl::GetFlag(FLAGS_eval_batch_size);
   config.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   EvalReport report(prompt_config.questions);
-  EvalInputs inputs{rt.model.get(), &projector, &prompts, rt.tokenizer.get(), &test};
+  EvalInputs inputs{rt.model.get(), &projector, &prompts, rt.tokenizer.get(), &test, rt.forward};
   Progress progress("eval", test.size() * static_cast<int64_t>(prompt_config.questions.size()),
                     ProgressOptions());
   const auto start = std::chrono::steady_clock::now();
@@ -204,7 +205,8 @@ absl::Status RunAsk(const std::vector<char*>&) {
   LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*rt.tokenizer, prompt_config));
   EvalConfig config;
   config.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
-  EvalInputs inputs{rt.model.get(), &projector, &prompts, rt.tokenizer.get(), nullptr};
+  EvalInputs inputs{rt.model.get(), &projector, &prompts, rt.tokenizer.get(), nullptr,
+                    rt.forward};
   LM_ASSIGN_OR_RETURN(std::string answer, AnswerOne(inputs, pixels, 0, config));
   std::cout << "user: [image] " << absl::GetFlag(FLAGS_question) << "\nassistant: " << answer
             << "\n";

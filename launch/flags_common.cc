@@ -33,6 +33,11 @@ absl::StatusOr<ModelOptions> ModelOptionsFromFlags() {
     LM_ASSIGN_OR_RETURN(options.dtype, ParseDtype(dtype));
   }
   options.synthetic_seed = absl::GetFlag(FLAGS_seed);
+  return options;
+}
+
+ForwardOptions ForwardOptionsFromFlags() {
+  ForwardOptions options;
   options.float32_attention = absl::GetFlag(FLAGS_float32_attention);
   return options;
 }

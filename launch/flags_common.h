@@ -8,6 +8,7 @@
 
 #include "absl/flags/declare.h"
 #include "absl/status/statusor.h"
+#include "common/forward_options.h"
 #include "common/llama_weights.h"
 #include "launch/flags_shared.h"
 
@@ -20,7 +21,11 @@ ABSL_DECLARE_FLAG(std::string, data_dir);
 
 namespace llava {
 
-// --device, --dtype, --float32_attention and --seed as ModelOptions.
+// --device, --dtype and --seed as ModelOptions: how the model is loaded.
 absl::StatusOr<ModelOptions> ModelOptionsFromFlags();
+
+// --float32_attention as ForwardOptions (the rest at their defaults): how the loaded model
+// computes. A command makes it once, at the top, and passes it down.
+ForwardOptions ForwardOptionsFromFlags();
 
 }  // namespace llava

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/forward_options.h"
 #include "common/llama_weights.h"
 #include "common/mnist_idx.h"
 #include "common/prompt.h"
@@ -19,12 +20,14 @@ namespace llava {
 absl::StatusOr<PromptConfig> PromptConfigFromFlags();
 
 struct VlmRuntime {
-  std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<const LlamaModel> model;
+  ForwardOptions forward;  // how the model computes (ForwardOptionsFromFlags)
   std::unique_ptr<Tokenizer> tokenizer;
 };
 
-// --model (+ --device, --dtype) and --tokenizer; a checkpoint directory's own
-// tokenizer.json wins over --tokenizer when present.
+// --model (+ --device, --dtype), the forward options (--float32_attention) and
+// --tokenizer; a checkpoint directory's own tokenizer.json wins over --tokenizer when
+// present.
 absl::StatusOr<VlmRuntime> LoadRuntimeFromFlags();
 
 // `split` of --data_dir ("train" or "test"), or explicit IDX paths when given.

@@ -269,7 +269,7 @@ TEST_F(ClusterTest, TwoWorkersTrainAsOneProcessAndEvalMatchesTheSingleProcessRep
   c.batch_size = 8;
   c.train_digits = 48;
   c.seed = 5;
-  auto trainer = Trainer::Create(**model, *prompts, *train, c, "");
+  auto trainer = Trainer::Create(**model, ForwardOptions(), *prompts, *train, c, "");
   ASSERT_TRUE(trainer.ok()) << trainer.status();
   while (!(*trainer)->done()) ASSERT_TRUE((*trainer)->TrainStep().ok());
   size_t i = 0;

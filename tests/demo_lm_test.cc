@@ -260,13 +260,15 @@ TEST_F(ShortBuildTest, LoadedCheckpointAnswersWithLowLoss) {
   for (int64_t r = 0; r < 10; ++r) {
     batch.ids[r][batch.image_position].fill_(*tok->TokenToId(std::to_string(r % 10)));
   }
-  at::Tensor loss = CausalLmLoss(ForwardLogits(**model, batch.ids), batch.labels);
+  at::Tensor loss =
+      CausalLmLoss(ForwardLogits(**model, ForwardOptions(), batch.ids), batch.labels);
   EXPECT_LT(loss.item<double>(), 1.0);
   EXPECT_NEAR(loss.item<double>(), result_.final_answer_loss, 0.3);
   // The same dialogues with a random token at the image slot: the LM must depend on it.
   PromptBatch wrong = builder->Build(samples);
   wrong.ids.select(1, wrong.image_position).fill_(*tok->TokenToId("cat"));
-  at::Tensor wrong_loss = CausalLmLoss(ForwardLogits(**model, wrong.ids), wrong.labels);
+  at::Tensor wrong_loss =
+      CausalLmLoss(ForwardLogits(**model, ForwardOptions(), wrong.ids), wrong.labels);
   EXPECT_GT(wrong_loss.item<double>(), loss.item<double>());
 }
 

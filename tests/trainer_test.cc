@@ -65,7 +65,8 @@ class TrainerTest : public ::testing::Test {
   }
 
   std::unique_ptr<Tokenizer> tokenizer_;
-  std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<const LlamaModel> model_;
+  ForwardOptions forward_;  // the defaults
   std::unique_ptr<PromptBuilder> prompts_;
   MnistSet data_;
 };
@@ -73,7 +74,7 @@ class TrainerTest : public ::testing::Test {
 TEST_F(TrainerTest, RankSharesSumToTheOneProcessGradient) {
   TrainConfig one = Config();
   one.batch_size = 8;
-  auto single = Trainer::Create(*model_, *prompts_, data_, one, "");
+  auto single = Trainer::Create(*model_, forward_, *prompts_, data_, one, "");
   ASSERT_TRUE(single.ok()) << single.status();
   StepStats s = (*single)->ComputeGradients(0);
   std::vector<at::Tensor> want;
@@ -86,7 +87,7 @@ TEST_F(TrainerTest, RankSharesSumToTheOneProcessGradient) {
   std::vector<at::Tensor> sum;
   double loss_sum = 0;
   for (int64_t rank = 0; rank < 2; ++rank) {
-    auto t = Trainer::Create(*model_, *prompts_, data_, two, "");
+    auto t = Trainer::Create(*model_, forward_, *prompts_, data_, two, "");
     ASSERT_TRUE(t.ok()) << t.status();
     StepStats r = (*t)->ComputeGradients(rank);
     loss_sum += r.loss_sum;
@@ -109,8 +110,8 @@ TEST_F(TrainerTest, SharedPrefixPathEqualsThePlainPath) {
   fast.batch_size = 8;
   TrainConfig plain = fast;
   plain.reuse_prefix_kv = false;
-  auto a = Trainer::Create(*model_, *prompts_, data_, fast, "");
-  auto b = Trainer::Create(*model_, *prompts_, data_, plain, "");
+  auto a = Trainer::Create(*model_, forward_, *prompts_, data_, fast, "");
+  auto b = Trainer::Create(*model_, forward_, *prompts_, data_, plain, "");
   ASSERT_TRUE(a.ok() && b.ok());
   for (int step = 0; step < 2; ++step) {  // the second step reuses the cached prefix
     StepStats sa = (*a)->ComputeGradients(0);
@@ -146,7 +147,7 @@ TEST_F(TrainerTest, GradientMatchesFiniteDifferences) {
   at::Tensor pixels = at::rand({3, 784}, at::kDouble);
   auto loss_of = [&]() {
     at::Tensor embeds = SpliceImageEmbeds(**model, ids, projector->forward(pixels), 2);
-    AnswerLossTerms t = AnswerLoss(**model, embeds, labels);
+    AnswerLossTerms t = AnswerLoss(**model, ForwardOptions(), embeds, labels);
     return t.sum / t.tokens;
   };
   loss_of().backward();
@@ -180,17 +181,17 @@ TEST_F(TrainerTest, GradientMatchesFiniteDifferences) {
 TEST_F(TrainerTest, ResumeFromCheckpointContinuesBitForBit) {
   const std::string dir = testing::MakeTempDir("trainer");
   TrainConfig c = Config();
-  auto straight = Trainer::Create(*model_, *prompts_, data_, c, "");
+  auto straight = Trainer::Create(*model_, forward_, *prompts_, data_, c, "");
   ASSERT_TRUE(straight.ok()) << straight.status();
   const int64_t total = (*straight)->total_steps();
   ASSERT_EQ(total, 20);
   while (!(*straight)->done()) ASSERT_TRUE((*straight)->TrainStep().ok());
 
-  auto first = Trainer::Create(*model_, *prompts_, data_, c, "");
+  auto first = Trainer::Create(*model_, forward_, *prompts_, data_, c, "");
   ASSERT_TRUE(first.ok());
   for (int i = 0; i < 7; ++i) ASSERT_TRUE((*first)->TrainStep().ok());
   ASSERT_TRUE((*first)->SaveCheckpoint(dir + "/ckpt.safetensors").ok());
-  auto second = Trainer::Create(*model_, *prompts_, data_, c, dir + "/ckpt.safetensors");
+  auto second = Trainer::Create(*model_, forward_, *prompts_, data_, c, dir + "/ckpt.safetensors");
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_EQ((*second)->step(), 7);
   while (!(*second)->done()) ASSERT_TRUE((*second)->TrainStep().ok());
@@ -213,8 +214,8 @@ TEST_F(TrainerTest, LossScalingLeavesTheStepUnchanged) {
   plain.optimizer.lr = 0.05;
   TrainConfig scaled = plain;
   scaled.loss_scale.enabled = true;
-  auto a = Trainer::Create(*model_, *prompts_, data_, plain, "");
-  auto b = Trainer::Create(*model_, *prompts_, data_, scaled, "");
+  auto a = Trainer::Create(*model_, forward_, *prompts_, data_, plain, "");
+  auto b = Trainer::Create(*model_, forward_, *prompts_, data_, scaled, "");
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_FALSE((*a)->loss_scaler().enabled());
   EXPECT_EQ((*b)->loss_scaler().scale(), 4096);
@@ -246,7 +247,7 @@ TEST_F(TrainerTest, NonFiniteGradientsNeverReachTheProjector) {
     c.loss_scale.enabled = scaled;
     c.loss_scale.initial_scale = 4;
     c.loss_scale.min_scale = 1;
-    auto t = Trainer::Create(*model_, *prompts_, data_, c, "");
+    auto t = Trainer::Create(*model_, forward_, *prompts_, data_, c, "");
     ASSERT_TRUE(t.ok());
     {
       at::NoGradGuard no_grad;
@@ -281,15 +282,15 @@ TEST_F(TrainerTest, ResumeCarriesTheLossScale) {
   TrainConfig c = Config();
   c.loss_scale.enabled = true;
   c.loss_scale.growth_interval = 3;
-  auto straight = Trainer::Create(*model_, *prompts_, data_, c, "");
+  auto straight = Trainer::Create(*model_, forward_, *prompts_, data_, c, "");
   ASSERT_TRUE(straight.ok());
   while (!(*straight)->done()) ASSERT_TRUE((*straight)->TrainStep().ok());
-  auto first = Trainer::Create(*model_, *prompts_, data_, c, "");
+  auto first = Trainer::Create(*model_, forward_, *prompts_, data_, c, "");
   ASSERT_TRUE(first.ok());
   for (int i = 0; i < 7; ++i) ASSERT_TRUE((*first)->TrainStep().ok());
   EXPECT_EQ((*first)->loss_scaler().scale(), 4096 * 4);  // grew after steps 3 and 6
   ASSERT_TRUE((*first)->SaveCheckpoint(dir + "/ckpt.safetensors").ok());
-  auto second = Trainer::Create(*model_, *prompts_, data_, c, dir + "/ckpt.safetensors");
+  auto second = Trainer::Create(*model_, forward_, *prompts_, data_, c, dir + "/ckpt.safetensors");
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_EQ((*second)->loss_scaler().scale(), 4096 * 4);
   while (!(*second)->done()) ASSERT_TRUE((*second)->TrainStep().ok());
@@ -301,19 +302,21 @@ TEST_F(TrainerTest, ResumeCarriesTheLossScale) {
 TEST_F(TrainerTest, BadInputsAreRefusedWithoutTouchingFiles) {
   TrainConfig c = Config();
   c.batch_size = 0;
-  EXPECT_FALSE(Trainer::Create(*model_, *prompts_, data_, c, "").ok());
+  EXPECT_FALSE(Trainer::Create(*model_, forward_, *prompts_, data_, c, "").ok());
   c = Config();
   c.projector.output_dim = 4096;  // not the model's hidden size
-  auto bad = Trainer::Create(*model_, *prompts_, data_, c, "");
+  auto bad = Trainer::Create(*model_, forward_, *prompts_, data_, c, "");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("4096"), std::string::npos) << bad.status();
-  auto missing = Trainer::Create(*model_, *prompts_, data_, Config(), "/no/such/ckpt.safetensors");
+  auto missing =
+      Trainer::Create(*model_, forward_, *prompts_, data_, Config(), "/no/such/ckpt.safetensors");
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("/no/such/ckpt.safetensors"), std::string::npos);
   // A corrupt checkpoint is reported, and left as it was.
   const std::string dir = testing::MakeTempDir("trainer");
   ASSERT_TRUE(WriteFileAtomic(dir + "/bad.safetensors", "garbage!garbage!").ok());
-  EXPECT_FALSE(Trainer::Create(*model_, *prompts_, data_, Config(), dir + "/bad.safetensors").ok());
+  EXPECT_FALSE(Trainer::Create(*model_, forward_, *prompts_, data_, Config(),
+                               dir + "/bad.safetensors").ok());
   EXPECT_EQ(*ReadFile(dir + "/bad.safetensors"), "garbage!garbage!");
 }
 
@@ -348,7 +351,7 @@ TEST(DemoLmTrainingTest, ShortRunLearnsToReadDigits) {
   c.train_digits = 2000;
   c.optimizer.lr = 2e-3;
   c.seed = 1;
-  auto trainer = Trainer::Create(**model, *prompts, *train, c, "");
+  auto trainer = Trainer::Create(**model, ForwardOptions(), *prompts, *train, c, "");
   ASSERT_TRUE(trainer.ok()) << trainer.status();
   double first = 0, last = 0;
   int64_t steps = 0;

@@ -28,7 +28,8 @@ class VlmTest : public ::testing::Test {
       x_[name] = *t;
     }
   }
-  std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<const LlamaModel> model_;
+  ForwardOptions forward_;  // the defaults
   std::map<std::string, at::Tensor> x_;
 };
 
@@ -48,7 +49,7 @@ TEST_F(VlmTest, AnswerLossEqualsTransformersLossAndGradient) {
   at::Tensor image = x_["image_embeds"].clone().unsqueeze(1).requires_grad_(true);  // [2, 1, D]
   at::Tensor embeds =
       SpliceImageEmbeds(*model_, x_["input_ids"], image, x_["image_position"].item<int64_t>());
-  AnswerLossTerms terms = AnswerLoss(*model_, embeds, x_["labels"]);
+  AnswerLossTerms terms = AnswerLoss(*model_, forward_, embeds, x_["labels"]);
   EXPECT_EQ(terms.tokens, 2 * 4);  // the last 4 positions of each row are labelled
   at::Tensor loss = terms.sum / terms.tokens;
   loss.backward();
@@ -64,7 +65,7 @@ TEST_F(VlmTest, GenerateAnswersEqualsGreedyFromEmbeds) {
   GenerateParams params;
   params.max_new_tokens = x_["gen_from_embeds_output"].size(1);
   at::Tensor image = x_["image_embeds"].narrow(0, 0, 1).unsqueeze(1);
-  auto got = GenerateAnswers(*model_, prompt, image.repeat({3, 1, 1}), params);
+  auto got = GenerateAnswers(*model_, forward_, prompt, image.repeat({3, 1, 1}), params);
   ASSERT_EQ(got.size(), 3u);
   at::Tensor want = x_["gen_from_embeds_output"];
   std::vector<int64_t> w(want.data_ptr<int64_t>(), want.data_ptr<int64_t>() + want.size(1));
@@ -79,11 +80,11 @@ TEST_F(VlmTest, AnswerLossFromPrefixEqualsTransformersLossAndGradient) {
   std::vector<at::Tensor> grads;
   for (int64_t r = 0; r < 2; ++r) {
     at::Tensor ids = x_["input_ids"].narrow(0, r, 1);
-    PromptPrefix prefix = ComputePromptPrefix(*model_, ids, p);
+    PromptPrefix prefix = ComputePromptPrefix(*model_, forward_, ids, p);
     EXPECT_EQ(prefix.kv.length, p);
     at::Tensor image = x_["image_embeds"].narrow(0, r, 1).clone().unsqueeze(1).requires_grad_(true);
-    AnswerLossTerms terms =
-        AnswerLossFromPrefix(*model_, prefix, ids, image, p, x_["labels"].narrow(0, r, 1));
+    AnswerLossTerms terms = AnswerLossFromPrefix(*model_, forward_, prefix, ids, image, p,
+                                                 x_["labels"].narrow(0, r, 1));
     EXPECT_EQ(terms.tokens, 4);
     (terms.sum / 8).backward();
     total = total + terms.sum.detach() / 8;
@@ -105,10 +106,11 @@ TEST_F(VlmTest, AnswerLossFromPrefixEqualsPlainAnswerLoss) {
   labels[1][9] = ids[1][9];
   at::Tensor image0 = at::randn({2, 2, 64}, at::TensorOptions().dtype(at::kFloat));
   at::Tensor a = image0.clone().requires_grad_(true), b = image0.clone().requires_grad_(true);
-  AnswerLossTerms plain = AnswerLoss(*model_, SpliceImageEmbeds(*model_, ids, a, p), labels);
-  PromptPrefix prefix = ComputePromptPrefix(*model_, ids, p);
+  AnswerLossTerms plain =
+      AnswerLoss(*model_, forward_, SpliceImageEmbeds(*model_, ids, a, p), labels);
+  PromptPrefix prefix = ComputePromptPrefix(*model_, forward_, ids, p);
   ASSERT_TRUE(PrefixMatches(prefix, ids, p));
-  AnswerLossTerms fast = AnswerLossFromPrefix(*model_, prefix, ids, b, p, labels);
+  AnswerLossTerms fast = AnswerLossFromPrefix(*model_, forward_, prefix, ids, b, p, labels);
   EXPECT_EQ(plain.tokens, 4 + 2);
   EXPECT_EQ(fast.tokens, plain.tokens);
   EXPECT_LE(testing::RelError(fast.sum.reshape({1}), plain.sum.reshape({1})), 1e-6);
@@ -131,14 +133,14 @@ TEST_F(VlmTest, GenerateAnswersFromPrefixEqualsWithout) {
   params.max_new_tokens = 10;
   params.stop_at_eos = false;
   at::Tensor image = at::randn({5, 1, 64});
-  PromptPrefix prefix = ComputePromptPrefix(*model_, prompt.ids, p);
-  auto plain = GenerateAnswers(*model_, prompt, image, params);
-  auto fast = GenerateAnswers(*model_, prompt, image, params, &prefix);
+  PromptPrefix prefix = ComputePromptPrefix(*model_, forward_, prompt.ids, p);
+  auto plain = GenerateAnswers(*model_, forward_, prompt, image, params);
+  auto fast = GenerateAnswers(*model_, forward_, prompt, image, params, &prefix);
   EXPECT_EQ(fast, plain);
   // The first row's image from the fixture: transformers' own greedy tokens.
   params.max_new_tokens = x_["gen_from_embeds_output"].size(1);
-  auto fixture = GenerateAnswers(*model_, prompt, x_["image_embeds"].narrow(0, 0, 1).unsqueeze(1),
-                                 params, &prefix);
+  auto fixture = GenerateAnswers(*model_, forward_, prompt,
+                                 x_["image_embeds"].narrow(0, 0, 1).unsqueeze(1), params, &prefix);
   at::Tensor want = x_["gen_from_embeds_output"];
   EXPECT_EQ(fixture[0],
             std::vector<int64_t>(want.data_ptr<int64_t>(), want.data_ptr<int64_t>() + want.size(1)));

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/elapsed.h"
 #include "common/file_util.h"
+#include "common/forward_options.h"
 #include "common/llama_forward.h"
 #include "common/llama_weights.h"
 #include "common/log.h"
@@ -40,6 +41,9 @@ constexpr int64_t kBosId = 128000;
 constexpr int64_t kNumDigits = 10;
 constexpr char kAnswerTemplate[] = "The digit is {label}.";
 const std::vector<int64_t> kEosIds = {128001, 128008, 128009};
+// The demo LM trains and is checked under the product's default options, which its
+// builds (bitwise reproducible) have always used.
+constexpr ForwardOptions kForward{};
 
 
 LlamaConfig DemoConfig(const DemoLmOptions& o) {
@@ -184,7 +188,7 @@ StepLoss AnswerLoss(const LlamaModel& m, const TextBatch& batch, const at::Tenso
                     const std::vector<int64_t>& digit_ids, int64_t template_rows) {
   const at::Tensor& labels = batch.prompt.labels;  // [B, T]
   const int64_t b = labels.size(0), t = labels.size(1);
-  at::Tensor hidden = DecoderForward(m, embeds);   // [B, T, D]
+  at::Tensor hidden = DecoderForward(m, kForward, embeds);  // [B, T, D]
   // Position t predicts label t+1.
   at::Tensor shifted = at::constant_pad_nd(labels, {0, 1}, -100).narrow(1, 1, t);  // [B, T]
   at::Tensor is_digit = at::isin(shifted, at::tensor(digit_ids, at::kLong));       // [B, T]
@@ -232,7 +236,7 @@ double HeldOutAccuracy(const LlamaModel& m, const PromptBuilder& held_out,
   at::Tensor slot = batch.ids.select(1, batch.image_position);  // [B]
   for (size_t r = 0; r < samples.size(); ++r) slot[r].fill_(digit_ids[samples[r].label]);
   const int64_t b = batch.ids.size(0), t = batch.ids.size(1);
-  at::Tensor hidden = DecoderForward(m, EmbedTokens(m, batch.ids));  // [B, T, D]
+  at::Tensor hidden = DecoderForward(m, kForward, EmbedTokens(m, batch.ids));  // [B, T, D]
   at::Tensor shifted = at::constant_pad_nd(batch.labels, {0, 1}, -100).narrow(1, 1, t);
   at::Tensor answer = shifted.ne(-100);                                       // [B, T]
   at::Tensor where = answer.reshape({-1}).nonzero().squeeze(1);               // [N]

@@ -61,14 +61,14 @@ absl::Status EvaluateRange(const EvalInputs& in, int64_t begin, int64_t end,
     if (config.reuse_prefix_kv &&
         (prefix == nullptr || !PrefixMatches(*prefix, prompt.ids, prompt.image_position))) {
       prefix = std::make_unique<PromptPrefix>(
-          ComputePromptPrefix(model, prompt.ids, prompt.image_position));
+          ComputePromptPrefix(model, in.forward, prompt.ids, prompt.image_position));
     }
     for (int64_t b = begin; b < end; b += config.batch_size) {
       const int64_t e = std::min(end, b + config.batch_size);
       at::Tensor pixels = ImagesToTensor(*in.images, b, e).to(model.device);  // [n, 784]
       at::Tensor image = (*in.projector)->forward(pixels);                   // [n, k, D]
       std::vector<std::vector<int64_t>> answers =
-          GenerateAnswers(model, prompt, image, params, prefix.get());
+          GenerateAnswers(model, in.forward, prompt, image, params, prefix.get());
       for (int64_t i = 0; i < e - b; ++i) {
         LM_ASSIGN_OR_RETURN(std::string text, DecodeAnswer(*in.tokenizer, *in.prompts,
                                                            std::move(answers[i])));
@@ -93,7 +93,7 @@ absl::StatusOr<std::string> AnswerOne(const EvalInputs& in, const at::Tensor& pi
   const GenerationPrompt prompt = in.prompts->BuildGeneration(question);
   at::Tensor image = (*in.projector)->forward(pixels.reshape({1, -1}).to(in.model->device));
   std::vector<std::vector<int64_t>> answers =
-      GenerateAnswers(*in.model, prompt, image, ParamsFor(config, *in.prompts));
+      GenerateAnswers(*in.model, in.forward, prompt, image, ParamsFor(config, *in.prompts));
   return DecodeAnswer(*in.tokenizer, *in.prompts, std::move(answers[0]));
 }
 

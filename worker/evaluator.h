@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "common/eval_report.h"
+#include "common/forward_options.h"
 #include "common/llama_weights.h"
 #include "common/mnist_idx.h"
 #include "common/projector.h"
@@ -32,6 +33,7 @@ struct EvalInputs {
   const PromptBuilder* prompts = nullptr;  // its questions are the ones evaluated
   const Tokenizer* tokenizer = nullptr;
   const MnistSet* images = nullptr;
+  ForwardOptions forward;  // how the model computes the answers
 };
 
 // Answers images [begin, end) of inputs.images under every question and adds each to

@@ -84,9 +84,10 @@ absl::StatusOr<TrainState> TrainState::FromJson(const std::string& text,
   return s;
 }
 
-Trainer::Trainer(const LlamaModel& model, const PromptBuilder& prompts, const MnistSet& train,
-                 const TrainConfig& config)
+Trainer::Trainer(const LlamaModel& model, const ForwardOptions& forward,
+                 const PromptBuilder& prompts, const MnistSet& train, const TrainConfig& config)
     : model_(model),
+      forward_(forward),
       prompts_(prompts),
       config_(config),
       plan_(DataPlanConfig{
@@ -102,16 +103,18 @@ Trainer::Trainer(const LlamaModel& model, const PromptBuilder& prompts, const Mn
       }()) {}
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model,
+                                                         const ForwardOptions& forward,
                                                          const PromptBuilder& prompts,
                                                          const MnistSet& train,
                                                          const TrainConfig& config,
                                                          const std::string& resume_from) {
-  if (resume_from.empty()) return Create(model, prompts, train, config, nullptr);
+  if (resume_from.empty()) return Create(model, forward, prompts, train, config, nullptr);
   LM_ASSIGN_OR_RETURN(TrainCheckpoint ckpt, LoadTrainCheckpoint(resume_from));
-  return Create(model, prompts, train, config, &ckpt);
+  return Create(model, forward, prompts, train, config, &ckpt);
 }
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model,
+                                                         const ForwardOptions& forward,
                                                          const PromptBuilder& prompts,
                                                          const MnistSet& train,
                                                          const TrainConfig& config,
@@ -123,7 +126,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model
   if (config.projector.image_tokens != prompts.config().image_tokens) {
     return absl::InvalidArgumentError("projector and prompt disagree on image_tokens");
   }
-  std::unique_ptr<Trainer> t(new Trainer(model, prompts, train, config));
+  std::unique_ptr<Trainer> t(new Trainer(model, forward, prompts, train, config));
   const int64_t n = UsedDigits(config, train);
   // The training digits live on the device for the whole run: no host->device copy in
   // the step (28 MB for all 9,000 digits).
@@ -214,13 +217,13 @@ StepStats Trainer::ComputeShareGradients(const std::vector<PlannedSample>& mine,
       // The prefix is the same for every batch of a job; recomputed only if it changes.
       if (prefix_ == nullptr || !PrefixMatches(*prefix_, batch.ids, batch.image_position)) {
         prefix_ = std::make_unique<PromptPrefix>(
-            ComputePromptPrefix(model_, batch.ids, batch.image_position));
+            ComputePromptPrefix(model_, forward_, batch.ids, batch.image_position));
       }
-      terms = AnswerLossFromPrefix(model_, *prefix_, batch.ids, image, batch.image_position,
-                                   batch.labels);
+      terms = AnswerLossFromPrefix(model_, forward_, *prefix_, batch.ids, image,
+                                   batch.image_position, batch.labels);
     } else {
       at::Tensor embeds = SpliceImageEmbeds(model_, batch.ids, image, batch.image_position);
-      terms = AnswerLoss(model_, embeds, batch.labels);
+      terms = AnswerLoss(model_, forward_, embeds, batch.labels);
     }
     // Scaled: the summed loss times the scale (see LossScaleConfig), divided out of the
     // float32 gradients below; unscaled, the loss over the normalizer as always.

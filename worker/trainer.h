@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/data_plan.h"
+#include "common/forward_options.h"
 #include "common/llama_weights.h"
 #include "common/mnist_idx.h"
 #include "common/optimizer.h"
@@ -75,9 +76,11 @@ struct TrainState {
 
 class Trainer {
  public:
-  // `train` must outlive the trainer; its first config.train_digits samples are used.
+  // `model`, `prompts` and `train` must outlive the trainer; its first
+  // config.train_digits samples are used. Every forward pass runs under `forward`.
   // Pass a checkpoint path in `resume_from` to continue a run (empty: start fresh).
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const LlamaModel& model,
+                                                        const ForwardOptions& forward,
                                                         const PromptBuilder& prompts,
                                                         const MnistSet& train,
                                                         const TrainConfig& config,
@@ -85,6 +88,7 @@ class Trainer {
   // The same, resuming from a checkpoint already in memory (a worker downloads it from
   // the coordinator); null starts fresh.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const LlamaModel& model,
+                                                        const ForwardOptions& forward,
                                                         const PromptBuilder& prompts,
                                                         const MnistSet& train,
                                                         const TrainConfig& config,
@@ -128,14 +132,15 @@ class Trainer {
   absl::StatusOr<std::string> SerializeCheckpoint() const;
 
  private:
-  Trainer(const LlamaModel& model, const PromptBuilder& prompts, const MnistSet& train,
-          const TrainConfig& config);
+  Trainer(const LlamaModel& model, const ForwardOptions& forward, const PromptBuilder& prompts,
+          const MnistSet& train, const TrainConfig& config);
   // The L2 norm of the projector's gradients, summed in float64 (so it is finite exactly
   // when every gradient is); one host synchronization.
   double GradientNorm();
   // state_ with the loss scaler's current state, as a checkpoint records it.
   std::string StateJson() const;
   const LlamaModel& model_;
+  const ForwardOptions forward_;
   const PromptBuilder& prompts_;
   TrainConfig config_;
   DataPlan plan_;

@@ -116,7 +116,8 @@ TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env) {
     if (!parsed.ok()) return Fail(parsed.status(), false);
     resume = std::make_unique<TrainCheckpoint>(std::move(*parsed));
   }
-  auto trainer_or = Trainer::Create(*r.model, *prompts, *r.train, *config, resume.get());
+  auto trainer_or =
+      Trainer::Create(*r.model, r.forward, *prompts, *r.train, *config, resume.get());
   if (!trainer_or.ok()) return Fail(trainer_or.status(), false);
   Trainer& trainer = **trainer_or;
   if (resume == nullptr && !t.spec().init_from().empty()) {
@@ -333,7 +334,7 @@ TaskOutcome RunEvalTask(const v1::Task& task, const TaskEnv& env) {
   config.batch_size = t.spec().batch_size();
   config.max_new_tokens = t.spec().max_new_tokens();
   EvalReport report(prompt_config->questions);
-  EvalInputs inputs{r.model, &projector->projector, &*prompts, r.tokenizer, r.test};
+  EvalInputs inputs{r.model, &projector->projector, &*prompts, r.tokenizer, r.test, r.forward};
   const auto answers_start = std::chrono::steady_clock::now();
   double first_batch_ms = -1;
   absl::Status s = EvaluateRange(inputs, t.begin(), t.end(), config, &report,
@@ -370,7 +371,7 @@ absl::Status WarmUpEval(const WorkerResources& r) {
   config.max_new_tokens = 2;
   config.stop_at_eos = false;
   EvalReport report(prompt_config.questions);
-  EvalInputs inputs{r.model, &projector, &prompts, r.tokenizer, r.test};
+  EvalInputs inputs{r.model, &projector, &prompts, r.tokenizer, r.test, r.forward};
   return EvaluateRange(inputs, 0, std::min<int64_t>(2, r.test->size()), config, &report);
 }
 

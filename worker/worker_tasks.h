@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/forward_options.h"
 #include "common/llama_weights.h"
 #include "common/mnist_idx.h"
 #include "common/projector.h"
@@ -28,6 +29,7 @@ struct WorkerResources {
   const MnistSet* train = nullptr;
   const MnistSet* test = nullptr;
   std::string model_spec;
+  ForwardOptions forward;  // how the model computes, in every job (the worker's flags)
 };
 
 // The last evaluated checkpoint's projector, restored on the model's device, kept between
