@@ -20,10 +20,10 @@ struct ForwardOptions {
   bool fp32_residual = true;
   // bf16 models: the q/k/v projections write float32, and RoPE, attention and the KV
   // cache work on those values, rounded nowhere (else q, k and v are rounded to bf16 as
-  // in transformers). bf16's 8-bit significand lost 2.08e-2 of the tied fixture's logits
-  // without it (1.73e-2 with it; transformers' own bf16: 3.31e-2); it costs ~1% of the
-  // speed at 8B on an H100 and a KV cache twice the size. float16 (3 more bits) is left
-  // alone: 3.1e-3 either way. bench/RESULTS.md "bf16 within 2e-2".
+  // in transformers): bf16's 8-bit significand loses enough in those steps to matter
+  // against transformers' float32 logits, for a little speed and a KV cache twice the
+  // size. float16 (3 more bits) is left alone: it is close either way. The figures:
+  // bench/RESULTS.md, "bf16 within 2e-2".
   bool float32_attention = true;
 
   // Speed levers that change results only by float rounding; each can be turned off to
