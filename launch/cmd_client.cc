@@ -82,7 +82,7 @@ void PrintFinal(const v1::JobStatus& s) {
 
 // Text: a line per change and the final report; JSON: every status that differs from the
 // one before, the last one terminal; quiet: nothing.
-absl::Status Watch(CoordinatorClient& client, const std::string& job_id, Output output) {
+absl::Status Watch(JobClient& client, const std::string& job_id, Output output) {
   std::string last;
   absl::Status printed;
   LM_ASSIGN_OR_RETURN(

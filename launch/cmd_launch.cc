@@ -156,7 +156,7 @@ absl::Status WaitFor(const std::function<absl::StatusOr<bool>()>& ready, const s
 }
 
 // Watches a job with a progress bar until it ends; Ctrl-C cancels it.
-absl::StatusOr<v1::JobStatus> Follow(CoordinatorClient& client, const v1::JobStatus& submitted,
+absl::StatusOr<v1::JobStatus> Follow(JobClient& client, const v1::JobStatus& submitted,
                                      Cluster& cluster) {
   const bool train = submitted.kind() == v1::JOB_KIND_TRAIN;
   std::unique_ptr<Progress> progress;

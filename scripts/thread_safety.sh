@@ -17,7 +17,10 @@ entries = json.load(open(os.path.join(build_dir, "compile_commands.json")))
 failed, checked = [], 0
 for e in entries:
     src = e["file"]
-    if not os.path.exists(src) or "/tests/" in src or "_deps" in src:
+    # Tests are skipped, but not the fakes they share (tests/fake_*.cc), whose locks are
+    # real ones: the agent's threads call into them.
+    in_tests = "/tests/" in src and not os.path.basename(src).startswith("fake_")
+    if not os.path.exists(src) or in_tests or "_deps" in src:
         continue
     text = open(src, errors="replace").read()
     if "MutexLock" not in text and "absl::Mutex" not in text:

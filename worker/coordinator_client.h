@@ -1,6 +1,7 @@
 // The gRPC client of the coordinator's services, used by workers (registration,
 // heartbeats, shards, rendezvous, checkpoint upload) and by the command-line client
-// (jobs, checkpoint download). Every call carries a deadline (rpc_timeout, plus the
+// (jobs, checkpoint download): it implements both roles of coordinator_roles.h, whose
+// comments list each call's errors. Every call carries a deadline (rpc_timeout, plus the
 // requested wait for long polls) and bounded message sizes. A worker's calls after
 // registration carry its session (SetSession), which the coordinator checks against the
 // task or the rendezvous key they touch. Thread-safe (gRPC stubs are; the session is
@@ -19,7 +20,7 @@
 #include "common/job_spec.h"
 #include "common/net/security.h"
 #include "protos/llava.grpc.pb.h"
-#include "worker/rendezvous_client.h"
+#include "worker/coordinator_roles.h"
 
 namespace llava {
 
@@ -32,20 +33,20 @@ struct ClientOptions {
   std::shared_ptr<const RpcSecurity> security = RpcSecurity::Insecure();
 };
 
-class CoordinatorClient : public RendezvousClient {
+class CoordinatorClient : public WorkerCoordinator, public JobClient {
  public:
   explicit CoordinatorClient(ClientOptions options);
 
   // Workers.
-  absl::StatusOr<v1::RegisterWorkerResponse> Register(const v1::WorkerInfo& info);
+  absl::StatusOr<v1::RegisterWorkerResponse> Register(const v1::WorkerInfo& info) override;
   // The session that GetShard, the rendezvous and uploads speak for.
-  void SetSession(const std::string& worker_id, const std::string& session_id);
-  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request);
-  absl::Status ReportTaskResult(const v1::TaskResultRequest& request);
-  absl::StatusOr<v1::Shard> GetShard(const v1::TaskRef& ref, int64_t epoch);
-  absl::StatusOr<v1::ListWorkersResponse> ListWorkers();
+  void SetSession(const std::string& worker_id, const std::string& session_id) override;
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request) override;
+  absl::Status ReportTaskResult(const v1::TaskResultRequest& request) override;
+  absl::StatusOr<v1::Shard> GetShard(const v1::TaskRef& ref, int64_t epoch) override;
+  absl::StatusOr<v1::ListWorkersResponse> ListWorkers() override;
   absl::Status Leave(const std::string& worker_id, const std::string& session_id,
-                     const std::string& reason);
+                     const std::string& reason) override;
 
   // Rendezvous (the group's store).
   absl::Status Set(const std::string& key, const std::string& value) override;
@@ -53,27 +54,25 @@ class CoordinatorClient : public RendezvousClient {
 
   // Checkpoints; downloads verify size and SHA-256.
   absl::StatusOr<v1::CheckpointInfo> UploadCheckpoint(v1::CheckpointHeader header,
-                                                      const std::string& bytes);
-  struct Download {
-    v1::CheckpointHeader header;
-    std::string bytes;
-  };
+                                                      const std::string& bytes) override;
+  using Download = CheckpointDownload;
   // `projector_only`: without the optimizer state (eval, inference).
-  absl::StatusOr<Download> DownloadCheckpoint(const std::string& checkpoint, bool projector_only = false);
-  absl::StatusOr<v1::ListCheckpointsResponse> ListCheckpoints(const std::string& job_id);
+  absl::StatusOr<Download> DownloadCheckpoint(const std::string& checkpoint,
+                                              bool projector_only = false) override;
+  absl::StatusOr<v1::ListCheckpointsResponse> ListCheckpoints(const std::string& job_id) override;
 
   // Jobs.
-  absl::StatusOr<v1::JobStatus> Submit(const v1::SubmitJobRequest& request);
-  absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id, bool include_history);
+  absl::StatusOr<v1::JobStatus> Submit(const v1::SubmitJobRequest& request) override;
+  absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id, bool include_history) override;
   // Every page, oldest first.
-  absl::StatusOr<v1::ListJobsResponse> ListJobs();
-  absl::StatusOr<v1::JobStatus> CancelJob(const std::string& job_id);
-  absl::Status DeleteJob(const std::string& job_id);
+  absl::StatusOr<v1::ListJobsResponse> ListJobs() override;
+  absl::StatusOr<v1::JobStatus> CancelJob(const std::string& job_id) override;
+  absl::Status DeleteJob(const std::string& job_id) override;
   // Streams the job's status to `on_status` until the job ends (returns its last status)
   // or `timeout` passes (DEADLINE_EXCEEDED); reopens the stream when the server closes it
   // early.
   absl::StatusOr<v1::JobStatus> WatchJob(const std::string& job_id, std::chrono::milliseconds timeout,
-                                         const std::function<void(const v1::JobStatus&)>& on_status);
+                                         const std::function<void(const v1::JobStatus&)>& on_status) override;
 
   const ClientOptions& options() const { return options_; }
 

@@ -22,10 +22,19 @@ absl::Status WorkerOptions::Validate() const {
   return absl::OkStatus();
 }
 
+TaskOutcome RunWorkerTask(const v1::Task& task, const TaskEnv& env) {
+  return task.has_train() ? RunTrainTask(task, env) : RunEvalTask(task, env);
+}
+
 WorkerAgent::WorkerAgent(WorkerOptions options, WorkerResources resources)
+    : WorkerAgent(options, resources, std::make_unique<CoordinatorClient>(options.client)) {}
+
+WorkerAgent::WorkerAgent(WorkerOptions options, WorkerResources resources,
+                         std::unique_ptr<WorkerCoordinator> coordinator, TaskRunner run_task)
     : options_(std::move(options)),
       resources_(resources),
-      client_(options_.client),
+      client_(std::move(coordinator)),
+      run_task_(run_task ? std::move(run_task) : TaskRunner(RunWorkerTask)),
       metrics_registry_(std::make_shared<prometheus::Registry>()),
       metrics_(*metrics_registry_, options_.device) {
   info_.set_worker_id(options_.worker_id);
@@ -43,9 +52,9 @@ WorkerAgent::~WorkerAgent() {
 }
 
 absl::Status WorkerAgent::RegisterOnce() {
-  auto reply = client_.Register(info_);
+  auto reply = client_->Register(info_);
   if (!reply.ok()) return reply.status();
-  client_.SetSession(options_.worker_id, reply->session_id());
+  client_->SetSession(options_.worker_id, reply->session_id());
   absl::MutexLock lock(&mu_);
   session_id_ = reply->session_id();
   interval_ = std::chrono::milliseconds(std::max<int64_t>(1, reply->heartbeat_interval_ms()));
@@ -77,7 +86,7 @@ void WorkerAgent::StopAndLeave() {
   // Leave before abandoning the task: the coordinator then ends the attempt (aborting the
   // peers' collectives) at once and never hands this worker the restarted one.
   leaving_ = true;
-  absl::Status s = client_.Leave(options_.worker_id, session, "the worker is stopping (signal)");
+  absl::Status s = client_->Leave(options_.worker_id, session, "the worker is stopping (signal)");
   if (s.ok()) {
     LM_LOG(INFO) << "worker " << options_.worker_id << ": left the coordinator";
   } else {
@@ -115,7 +124,7 @@ void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
       // paces the loop.
       request.set_wait_ms(interval.count());
     }
-    auto reply = client_.Heartbeat(request);
+    auto reply = client_->Heartbeat(request);
     if (reply.ok()) {
       last_contact = std::chrono::steady_clock::now();
       absl::MutexLock lock(&mu_);
@@ -218,7 +227,7 @@ absl::Status WorkerAgent::Run(const std::atomic<bool>* stop) {
 
 void WorkerAgent::RunTask(const v1::Task& task) {
   TaskEnv env;
-  env.client = &client_;
+  env.client = client_.get();
   env.resources = resources_;
   env.collective_engine = options_.collective;
   env.gloo_host = options_.collective_host;
@@ -248,7 +257,7 @@ void WorkerAgent::RunTask(const v1::Task& task) {
   TaskOutcome outcome;
   // libtorch errors end the task, never the worker: this is the worker's one boundary.
   try {
-    outcome = task.has_train() ? RunTrainTask(task, env) : RunEvalTask(task, env);
+    outcome = run_task_(task, env);
   } catch (const std::exception& e) {
     outcome.status = absl::InternalError(absl::StrCat("exception: ", e.what()));
     outcome.retryable = true;
@@ -284,11 +293,11 @@ void WorkerAgent::RunTask(const v1::Task& task) {
     absl::MutexLock lock(&mu_);
     flush = MakeHeartbeatLocked(task.ref());
   }
-  if (client_.Heartbeat(flush).ok()) {  // never under mu_: the heartbeat thread needs it
+  if (client_->Heartbeat(flush).ok()) {  // never under mu_: the heartbeat thread needs it
     absl::MutexLock lock(&mu_);
     steps_.erase(steps_.begin(), steps_.begin() + std::min<size_t>(steps_.size(), flush.steps_size()));
   }
-  absl::Status s = client_.ReportTaskResult(result);
+  absl::Status s = client_->ReportTaskResult(result);
   if (!s.ok()) LM_LOG(WARNING) << "worker " << options_.worker_id << ": result not taken: " << s;
   absl::MutexLock lock(&mu_);
   running_.Clear();

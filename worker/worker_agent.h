@@ -3,12 +3,17 @@
 // receiving tasks and aborts), and runs tasks one at a time on the calling thread with the
 // model it loaded once. On stop (SIGTERM) it leaves the coordinator first, then abandons
 // its task at the next step boundary. Keeps the worker's metrics and tells a health
-// server when it is ready. Threads: Run()'s caller runs tasks; one heartbeat thread.
+// server when it is ready. It speaks to the coordinator through the WorkerCoordinator role
+// (coordinator_roles.h; gRPC by default) and runs a task through a TaskRunner (the real
+// training and eval tasks by default): tests put fakes behind both.
+// Threads: Run()'s caller runs tasks; one heartbeat thread.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,9 +44,20 @@ struct WorkerOptions {
   absl::Status Validate() const;
 };
 
+// Runs one task on the task thread and returns how it ended; called with the task's
+// environment (its abort flag, the callbacks for steps and the collective group).
+using TaskRunner = std::function<TaskOutcome(const v1::Task& task, const TaskEnv& env)>;
+
+// RunTrainTask or RunEvalTask, by the task's kind.
+TaskOutcome RunWorkerTask(const v1::Task& task, const TaskEnv& env);
+
 class WorkerAgent {
  public:
+  // Speaks gRPC to options.client.address and runs the real tasks.
   WorkerAgent(WorkerOptions options, WorkerResources resources);
+  // Speaks to `coordinator`, and runs tasks with `run_task` (null: RunWorkerTask).
+  WorkerAgent(WorkerOptions options, WorkerResources resources,
+              std::unique_ptr<WorkerCoordinator> coordinator, TaskRunner run_task = nullptr);
   ~WorkerAgent();
 
   // Serves until `*stop` turns true (a signal): the running task is abandoned at its
@@ -65,7 +81,8 @@ class WorkerAgent {
 
   WorkerOptions options_;
   WorkerResources resources_;
-  CoordinatorClient client_;
+  std::unique_ptr<WorkerCoordinator> client_;
+  TaskRunner run_task_;
   v1::WorkerInfo info_;
   std::shared_ptr<prometheus::Registry> metrics_registry_;
   WorkerMetrics metrics_;

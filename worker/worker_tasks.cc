@@ -128,7 +128,7 @@ TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env) {
 
   const CollectiveOptions co =
       GroupOptions(env, ref.rank(), t.world_size(), t.rendezvous_prefix(), t.collective_timeout_ms());
-  auto group = CreateCollective(co, env.client);
+  auto group = env.make_collective ? env.make_collective(co, env.client) : CreateCollective(co, env.client);
   if (!group.ok()) return Fail(group.status(), true, trainer.step());
   env.on_collective(group->get());
   struct Detach {  // the heartbeat thread must not see a destroyed group
@@ -233,7 +233,7 @@ bool CacheHolds(const v1::EvalTask& t, const TaskEnv& env) {
 }
 
 absl::StatusOr<std::string> DownloadProjector(const v1::EvalTask& t, const TaskEnv& env) {
-  LM_ASSIGN_OR_RETURN(CoordinatorClient::Download download,
+  LM_ASSIGN_OR_RETURN(CheckpointDownload download,
                       env.client->DownloadCheckpoint(t.checkpoint_id(), /*projector_only=*/true));
   return std::move(download.bytes);
 }

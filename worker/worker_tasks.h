@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -18,7 +19,7 @@
 #include "common/tokenizer.h"
 #include "protos/llava.pb.h"
 #include "worker/collective.h"
-#include "worker/coordinator_client.h"
+#include "worker/coordinator_roles.h"
 
 namespace llava {
 
@@ -47,12 +48,19 @@ struct EvalCheckpointCache {
   Projector projector{nullptr};
 };
 
+// Makes a rank's collective group; CreateCollective (collective.h) is the real one.
+using CollectiveFactory = std::function<absl::StatusOr<std::unique_ptr<Collective>>(
+    const CollectiveOptions& options, RendezvousClient* store)>;
+
 struct TaskEnv {
-  CoordinatorClient* client = nullptr;
+  WorkerCoordinator* client = nullptr;
   WorkerResources resources;
   std::string collective_engine = "gloo";
   std::string gloo_host = "127.0.0.1";
   std::atomic<bool>* abort = nullptr;
+  // Makes a training attempt's group; null: CreateCollective. Tests hand in a
+  // FakeCollective (tests/fake_collective.h) here.
+  CollectiveFactory make_collective;
   // The worker's; used by eval tasks only (may be null: no caching).
   EvalCheckpointCache* eval_cache = nullptr;
   std::string session_id;
