@@ -265,7 +265,7 @@ absl::StatusOr<std::string> StartCoordinator(const LaunchPlan& plan, Cluster& cl
 }
 
 // Starts the workers and waits until all have loaded the model and registered.
-absl::Status StartWorkers(const LaunchPlan& plan, const std::string& address, CoordinatorClient& client,
+absl::Status StartWorkers(const LaunchPlan& plan, const std::string& address, JobClient& client,
                           Cluster& cluster) {
   for (int64_t i = 0; i < plan.workers; ++i) {
     std::vector<std::string> argv = {
@@ -289,7 +289,7 @@ absl::Status StartWorkers(const LaunchPlan& plan, const std::string& address, Co
 
 // Runs the training job to its end; writes its record, loss curve and projector into the
 // run directory. The finished job.
-absl::StatusOr<v1::JobStatus> Train(const LaunchPlan& plan, CoordinatorClient& client, Cluster& cluster) {
+absl::StatusOr<v1::JobStatus> Train(const LaunchPlan& plan, JobClient& client, Cluster& cluster) {
   const std::string& dir = plan.dir;
   LM_ASSIGN_OR_RETURN(v1::JobStatus train_job, client.Submit(plan.train));
   std::cout << "training job " << train_job.job_id() << ": " << train_job.train().ShortDebugString() << "\n";
@@ -314,14 +314,14 @@ absl::StatusOr<v1::JobStatus> Train(const LaunchPlan& plan, CoordinatorClient& c
   }
   LM_RETURN_IF_ERROR(curve.WriteCsv(dir + "/loss.csv"));
   LM_RETURN_IF_ERROR(curve.WriteSvg(dir + "/loss.svg", "llava-mnist projector training (launch)"));
-  LM_ASSIGN_OR_RETURN(CoordinatorClient::Download ckpt, client.DownloadCheckpoint(trained.job_id()));
+  LM_ASSIGN_OR_RETURN(CheckpointDownload ckpt, client.DownloadCheckpoint(trained.job_id()));
   LM_RETURN_IF_ERROR(WriteFileAtomic(dir + "/projector.safetensors", ckpt.bytes));
   std::cout << "checkpoint " << dir << "/projector.safetensors (" << ckpt.header.checkpoint_id() << ")\n";
   return trained;
 }
 
 // Runs the eval job on the trained checkpoint; prints the report and writes it.
-absl::Status Evaluate(const LaunchPlan& plan, const std::string& train_job_id, CoordinatorClient& client,
+absl::Status Evaluate(const LaunchPlan& plan, const std::string& train_job_id, JobClient& client,
                       Cluster& cluster) {
   v1::SubmitJobRequest eval_request = plan.eval;
   eval_request.mutable_eval()->set_checkpoint(train_job_id);
