@@ -127,6 +127,31 @@ TEST_F(RecipeTest, FlagsGivenOverrideTheRecipe) {
   EXPECT_EQ(spec->checkpoint_every_steps(), 25);
   EXPECT_EQ(spec->weight_decay(), 0.1);  // the recipe's, not the flag's default
   EXPECT_EQ(spec->batch_size(), 32);
+  EXPECT_FALSE(spec->has_augment_shift());  // off unless asked for
+}
+
+TEST_F(RecipeTest, AugmentAndConvProjectorFlagsReachTheTrainer) {
+  absl::SetFlag(&FLAGS_recipe, Recipe("main.json"));
+  absl::SetFlag(&FLAGS_projector, "conv_mlp");
+  absl::SetFlag(&FLAGS_projector_hidden, 256);
+  absl::SetFlag(&FLAGS_augment_shift, 2.0);
+  absl::SetFlag(&FLAGS_augment_rotate, 10.0);
+  absl::SetFlag(&FLAGS_augment_scale, 0.1);
+  auto spec = TrainRunSpecFromFlags();
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->projector(), "conv_mlp");
+  EXPECT_EQ(spec->augment_shift(), 2.0);
+  auto config = OneProcessTrainConfig(*spec, "m", 64);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->projector.type, ProjectorType::kConvMlp);
+  EXPECT_EQ(config->projector.hidden_dim, 256);
+  EXPECT_EQ(config->augment.shift_px, 2.0);
+  EXPECT_EQ(config->augment.rotate_deg, 10.0);
+  EXPECT_EQ(config->augment.scale, 0.1);
+  absl::SetFlag(&FLAGS_augment_rotate, 200.0);
+  auto bad = TrainRunSpecFromFlags();
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(std::string(bad.status().message()).find("augment rotate"), std::string::npos);
 }
 
 TEST_F(RecipeTest, SeveralRanksRunAsMoreForwardPassesPerStep) {
