@@ -38,6 +38,8 @@ PARALLEL=${PARALLEL:-6}
 EVAL_DIGITS=${EVAL_DIGITS:--1}
 [[ -f .deps/prefix/env.sh ]] && source .deps/prefix/env.sh  # a scripts/gpu_build.sh build's libraries
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+# PARALLEL processes share the host's cores: a few intra-op threads each.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 PY=$(command -v python3 || echo /usr/bin/python3)
 
 PUBLISHED="What digit is this?|What is this number?"
