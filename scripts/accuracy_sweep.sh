@@ -50,7 +50,9 @@ AUG="--augment_shift 2 --augment_rotate 10 --augment_scale 0.1"
 AUG_STRONG="--augment_shift 3 --augment_rotate 15 --augment_scale 0.15"
 CONV="--projector conv_mlp --projector_hidden 1024"
 MAIN="--recipe recipes/main.json --batch_size 32"   # launch --workers 2's global batch, in one process
-BEST="--recipe recipes/best.json"
+# recipes/best.json before 2026-12-02 (mlp2x_gelu, 6 epochs, weight decay 0.1); the
+# sweep's conv_aug_e6 is recipes/best.json now.
+BEST="$MAIN --train_digits -1 --epochs 6 --weight_decay 0.1"
 # name|flags (one lever at a time against the main job's recipe, then combinations)
 RUNS=(
   "main|$MAIN"
