@@ -132,11 +132,16 @@ TEST_F(RecipeTest, FlagsGivenOverrideTheRecipe) {
   EXPECT_EQ(spec->checkpoint_every_steps(), 25);
   EXPECT_EQ(spec->weight_decay(), 0.1);  // the recipe's, not the flag's default
   EXPECT_EQ(spec->batch_size(), 32);
-  EXPECT_FALSE(spec->has_augment_shift());  // off unless asked for
+  EXPECT_EQ(spec->augment_shift(), 2.0);  // the recipe's, no flag given
 }
 
 TEST_F(RecipeTest, AugmentAndConvProjectorFlagsReachTheTrainer) {
   absl::SetFlag(&FLAGS_recipe, Recipe("main.json"));
+  {
+    auto plain = TrainRunSpecFromFlags();
+    ASSERT_TRUE(plain.ok()) << plain.status();
+    EXPECT_FALSE(plain->has_augment_shift());  // the main job: off unless asked for
+  }
   absl::SetFlag(&FLAGS_projector, "conv_mlp");
   absl::SetFlag(&FLAGS_projector_hidden, 256);
   absl::SetFlag(&FLAGS_augment_shift, 2.0);
@@ -146,6 +151,7 @@ TEST_F(RecipeTest, AugmentAndConvProjectorFlagsReachTheTrainer) {
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_EQ(spec->projector(), "conv_mlp");
   EXPECT_EQ(spec->augment_shift(), 2.0);
+  EXPECT_EQ(spec->projector_hidden(), 256);
   auto config = OneProcessTrainConfig(*spec, "m", 64);
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->projector.type, ProjectorType::kConvMlp);
