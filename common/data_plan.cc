@@ -91,6 +91,10 @@ std::vector<PlannedSample> DataPlan::StepSamples(int64_t step) const {
   return out;
 }
 
+uint64_t DataPlan::AugmentKey(int64_t epoch, int64_t index) const {
+  return Hash(config_.seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(index), 0xa06e0001);
+}
+
 std::vector<PlannedSample> DataPlan::RankSamples(int64_t step, int64_t rank,
                                                  int64_t world) const {
   return RankShare(StepSamples(step), rank, world);

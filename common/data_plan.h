@@ -46,6 +46,10 @@ class DataPlan {
   std::vector<PlannedSample> StepSamples(int64_t step) const;
   // Rank `rank`'s contiguous share of StepSamples(step) (sizes differ by at most one).
   std::vector<PlannedSample> RankSamples(int64_t step, int64_t rank, int64_t world) const;
+  // The key of training digit `index`'s augmentation in `epoch` (common/augment_config.h):
+  // a function of the seed, the epoch and the index alone, so that the digit is
+  // transformed the same way on any rank and in any batch, and differently each epoch.
+  uint64_t AugmentKey(int64_t epoch, int64_t index) const;
   // Rank `rank`'s contiguous share of a step's samples already in hand.
   static std::vector<PlannedSample> RankShare(const std::vector<PlannedSample>& step_samples,
                                               int64_t rank, int64_t world);

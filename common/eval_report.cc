@@ -65,6 +65,19 @@ Summary Summarize(const EvalReport& report) {
   return s;
 }
 
+// Adds a view's tallies to the view of the same name, or appends it.
+void AddViewCounts(const EvalView& from, std::vector<EvalView>* views) {
+  for (EvalView& v : *views) {
+    if (v.name != from.name) continue;
+    for (size_t q = 0; q < v.total.size(); ++q) {
+      v.correct[q] += from.correct[q];
+      v.total[q] += from.total[q];
+    }
+    return;
+  }
+  views->push_back(from);
+}
+
 ojson TallyJson(const Tally& t) {
   return ojson{{"samples", t.total}, {"correct", t.correct}, {"accuracy", t.Fraction()}};
 }
@@ -301,7 +314,38 @@ absl::Status EvalReport::Merge(const EvalReport& other) {
                                                    " (overlapping shards?)"));
   }
   samples_ = std::move(merged);
+  for (const EvalView& v : other.views_) AddViewCounts(v, &views_);
   for (const auto& [key, value] : other.metadata_) metadata_.emplace(key, value);
+  return absl::OkStatus();
+}
+
+double EvalView::Accuracy() const {
+  int64_t c = 0, t = 0;
+  for (size_t q = 0; q < total.size(); ++q) {
+    c += correct[q];
+    t += total[q];
+  }
+  return Tally{c, t}.Fraction();
+}
+
+double EvalView::QuestionAccuracy(int64_t q) const {
+  LM_CHECK(q >= 0 && q < static_cast<int64_t>(total.size())) << q;
+  return Tally{correct[q], total[q]}.Fraction();
+}
+
+absl::Status EvalReport::AddView(const std::string& name, const EvalReport& transformed) {
+  if (transformed.questions_ != questions_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("robustness view '", name, "': its eval asked other questions"));
+  }
+  const Summary s = Summarize(transformed);
+  EvalView view;
+  view.name = name;
+  for (const Tally& t : s.per_question) {
+    view.correct.push_back(t.correct);
+    view.total.push_back(t.total);
+  }
+  AddViewCounts(view, &views_);
   return absl::OkStatus();
 }
 
@@ -350,6 +394,25 @@ std::string EvalReport::ToJson() const {
   for (int64_t c = 0; c < num_classes_; ++c) columns.push_back(absl::StrCat(c));
   columns.push_back("none");
   top["confusion"] = ojson{{"rows_are", "label"}, {"columns", columns}, {"counts", s.confusion}};
+  if (!views_.empty()) {
+    top["robustness"] = ojson::array();
+    for (const EvalView& v : views_) {
+      Tally all;
+      ojson per_question = ojson::array();
+      for (size_t q = 0; q < questions_.size(); ++q) {
+        const Tally t{v.correct[q], v.total[q]};
+        all.correct += t.correct;
+        all.total += t.total;
+        ojson j{{"question", questions_[q]}};
+        j.update(TallyJson(t));
+        per_question.push_back(j);
+      }
+      ojson j{{"view", v.name}};
+      j.update(TallyJson(all));
+      j["per_question"] = per_question;
+      top["robustness"].push_back(j);
+    }
+  }
   top["samples"] = ojson::array();
   for (const EvalSample& sample : samples_) top["samples"].push_back(SampleJson(sample));
   std::string out;
@@ -393,6 +456,31 @@ absl::StatusOr<EvalReport> EvalReport::FromJson(const std::string& json,
         absl::StrCat("sample ", dup->index, " of question ", dup->question, " appears twice"));
   }
   LM_RETURN_IF_ERROR(CheckTotals(top, Summarize(report), source));
+  if (auto it = top.find("robustness"); it != top.end()) {
+    if (!it->is_array()) return FieldError(source, "robustness", "expected an array");
+    for (size_t i = 0; i < it->size(); ++i) {
+      const ojson& v = (*it)[i];
+      const std::string where = absl::StrCat("robustness[", i, "]");
+      if (!v.is_object()) return FieldError(source, where, "expected an object");
+      LM_ASSIGN_OR_RETURN(const ojson* name, Member(v, "view", where, source));
+      if (!name->is_string()) return FieldError(source, where + ".view", "expected a string");
+      LM_ASSIGN_OR_RETURN(const ojson* per_question, Member(v, "per_question", where, source));
+      if (!per_question->is_array() || per_question->size() != report.questions_.size()) {
+        return FieldError(source, where + ".per_question", "expected one entry per question");
+      }
+      EvalView view;
+      view.name = name->get<std::string>();
+      for (size_t q = 0; q < per_question->size(); ++q) {
+        const std::string entry = absl::StrCat(where, ".per_question[", q, "]");
+        if (!(*per_question)[q].is_object()) return FieldError(source, entry, "expected an object");
+        LM_ASSIGN_OR_RETURN(int64_t total, IntMember((*per_question)[q], "samples", 0, INT64_MAX, entry, source));
+        LM_ASSIGN_OR_RETURN(int64_t correct, IntMember((*per_question)[q], "correct", 0, total, entry, source));
+        view.total.push_back(total);
+        view.correct.push_back(correct);
+      }
+      AddViewCounts(view, &report.views_);
+    }
+  }
   return report;
 }
 
@@ -410,6 +498,28 @@ std::string EvalReport::ToTable(int64_t max_samples) const {
                     Percent(s.per_question[q])});
   }
   absl::StrAppend(&out, "\nPer question\n", FormatTable(rows));
+
+  if (!views_.empty()) {
+    rows = {{"view"}};
+    for (size_t q = 0; q < questions_.size(); ++q) rows[0].push_back(absl::StrCat("q", q));
+    rows[0].push_back("all");
+    rows.push_back({"original"});
+    for (size_t q = 0; q < questions_.size(); ++q) rows.back().push_back(Percent(s.per_question[q]));
+    rows.back().push_back(Percent(s.all));
+    for (const EvalView& v : views_) {
+      rows.push_back({v.name});
+      Tally all;
+      for (size_t q = 0; q < questions_.size(); ++q) {
+        const Tally t{v.correct[q], v.total[q]};
+        all.correct += t.correct;
+        all.total += t.total;
+        rows.back().push_back(Percent(t));
+      }
+      rows.back().push_back(Percent(all));
+    }
+    absl::StrAppend(&out, "\nRobustness (accuracy on transformed test digits, per question)\n",
+                    FormatTable(rows));
+  }
 
   rows = {{"label", "correct", "total", "accuracy"}};
   for (int64_t c = 0; c < num_classes_; ++c) {

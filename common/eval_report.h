@@ -22,6 +22,15 @@ struct EvalSample {
   std::optional<int> predicted;  // ParseAnswerDigit(answer); nullopt: no number
 };
 
+// The tallies of one robustness view: the same questions asked about transformed test
+// digits (e.g. "shift 2 px"), per question, without the samples.
+struct EvalView {
+  std::string name;
+  std::vector<int64_t> correct, total;  // per question
+  double Accuracy() const;              // over every question
+  double QuestionAccuracy(int64_t q) const;
+};
+
 class EvalReport {
  public:
   explicit EvalReport(std::vector<std::string> questions, int64_t num_classes = 10);
@@ -44,6 +53,11 @@ class EvalReport {
   // [label][predicted]: columns 0..num_classes-1 are predictions, none_column() the rest.
   std::vector<std::vector<int64_t>> Confusion() const;
 
+  // Adds the tallies of `transformed` (an eval of the same questions on transformed
+  // digits) as the view `name`; a view of that name already here is added to (so shards
+  // merge). Errors when the questions differ.
+  absl::Status AddView(const std::string& name, const EvalReport& transformed);
+  const std::vector<EvalView>& views() const { return views_; }
   // Free-form run description: model, checkpoint, images, seconds, images_per_s, ...
   std::map<std::string, std::string>& metadata() { return metadata_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
@@ -55,7 +69,8 @@ class EvalReport {
   const std::vector<EvalSample>& samples() const { return samples_; }
 
   // Pretty JSON with a fixed key order: metadata, questions, totals, per-question and
-  // per-class accuracy, confusion, then every sample. Answers that are not valid UTF-8
+  // per-class accuracy, confusion, the robustness views (when there are any), then every
+  // sample. Answers that are not valid UTF-8
   // are written with U+FFFD in place of the bad bytes.
   std::string ToJson() const;
   // Rebuilds a report from ToJson() output, rederiving every statistic from the samples
@@ -72,6 +87,7 @@ class EvalReport {
   int64_t num_classes_;
   std::map<std::string, std::string> metadata_;
   std::vector<EvalSample> samples_;  // sorted by (question, index), keys unique
+  std::vector<EvalView> views_;      // in the order added
 };
 
 }  // namespace llava

@@ -130,10 +130,12 @@ absl::Status ResolveTrainSpec(v1::TrainSpec* s) {
   auto type = ParseProjectorType(s->projector());
   if (!type.ok()) return Prefixed("train.projector: ", type.status());
   if (*type == ProjectorType::kLinear && s->projector_hidden() != 0) {
-    return absl::InvalidArgumentError("train.projector_hidden applies to mlp2x_gelu, not linear");
+    return absl::InvalidArgumentError(
+        "train.projector_hidden applies to mlp2x_gelu and conv_mlp, not linear");
   }
   LM_RETURN_IF_ERROR(Prefixed("train: ", OptimizerFromSpec(*s).Validate()));
   LM_RETURN_IF_ERROR(Prefixed("train: ", ScheduleFromSpec(*s).Validate()));
+  LM_RETURN_IF_ERROR(Prefixed("train: ", AugmentFromSpec(*s).Validate()));
   auto prompt = PromptFromSpec(*s);
   if (!prompt.ok()) return prompt.status();
   return absl::OkStatus();
@@ -196,6 +198,14 @@ ScheduleConfig ScheduleFromSpec(const v1::TrainSpec& s) {
   ScheduleConfig c;
   c.type = s.schedule();
   if (c.type == "cosine") c.warmup_ratio = s.warmup_ratio();
+  return c;
+}
+
+AugmentConfig AugmentFromSpec(const v1::TrainSpec& s) {
+  AugmentConfig c;
+  c.shift_px = s.augment_shift();
+  c.rotate_deg = s.augment_rotate();
+  c.scale = s.augment_scale();
   return c;
 }
 

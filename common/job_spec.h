@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/augment_config.h"
 #include "common/optimizer_config.h"
 #include "common/projector_config.h"
 #include "common/prompt_config.h"
@@ -54,6 +55,7 @@ absl::Status CheckCheckpointRef(absl::string_view field, absl::string_view ref);
 ProjectorConfig ProjectorFromSpec(const v1::TrainSpec& spec);
 OptimizerConfig OptimizerFromSpec(const v1::TrainSpec& spec);
 ScheduleConfig ScheduleFromSpec(const v1::TrainSpec& spec);
+AugmentConfig AugmentFromSpec(const v1::TrainSpec& spec);
 absl::StatusOr<PromptConfig> PromptFromSpec(const v1::TrainSpec& spec);
 absl::StatusOr<PromptConfig> PromptFromSpec(const v1::EvalSpec& spec, int64_t image_tokens);
 

@@ -10,10 +10,14 @@
 namespace llava {
 namespace {
 
-// One nn.Linear's parameters as a submodule, so that names read "fc1.weight" as in
-// PyTorch. Not torch::nn::Linear: its constructor draws from the global generator.
-std::shared_ptr<torch::nn::Module> MakeLinear(int64_t in, int64_t out, at::Generator& gen,
-                                              at::Tensor* weight, at::Tensor* bias) {
+// One nn.Linear's (or nn.Conv2d's: `shape` [out, in, kh, kw], fan_in = in*kh*kw)
+// parameters as a submodule, so that names read "fc1.weight" as in PyTorch. Not
+// torch::nn::Linear: its constructor draws from the global generator.
+std::shared_ptr<torch::nn::Module> MakeLayer(std::vector<int64_t> shape, at::Generator& gen,
+                                             at::Tensor* weight, at::Tensor* bias) {
+  const int64_t out = shape[0];
+  int64_t in = 1;
+  for (size_t i = 1; i < shape.size(); ++i) in *= shape[i];
   auto module = std::make_shared<torch::nn::Module>();
   auto options = at::TensorOptions().dtype(at::kFloat);
   // torch::nn::init::kaiming_uniform_(weight, a=sqrt(5)) computed the way torch does
@@ -22,7 +26,7 @@ std::shared_ptr<torch::nn::Module> MakeLinear(int64_t in, int64_t out, at::Gener
   const double gain = std::sqrt(2.0 / (1 + std::pow(a, 2)));
   const double weight_bound = std::sqrt(3.0) * (gain / std::sqrt(static_cast<double>(in)));
   const double bias_bound = 1 / std::sqrt(static_cast<double>(in));
-  at::Tensor w = at::empty({out, in}, options);  // [out, in]
+  at::Tensor w = at::empty(shape, options);  // [out, in] or [out, in, kh, kw]
   at::Tensor b = at::empty({out}, options);      // [out]
   {
     at::NoGradGuard no_grad;
@@ -40,13 +44,18 @@ ProjectorImpl::ProjectorImpl(const ProjectorConfig& config, uint64_t seed) : con
   absl::Status valid = config.Validate();
   LM_CHECK(valid.ok()) << valid;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  // Weights at even positions, each followed by its bias, in registration order.
   const auto shapes = ProjectorParameterShapes(config);
-  // shapes[0] is fc1.weight [out1, in], shapes[2] fc2.weight [out2, in2].
-  register_module("fc1", MakeLinear(shapes[0].second[1], shapes[0].second[0], gen,
-                                    &fc1_weight_, &fc1_bias_));
-  if (config.type == ProjectorType::kMlp2xGelu) {
-    register_module("fc2", MakeLinear(shapes[2].second[1], shapes[2].second[0], gen,
-                                      &fc2_weight_, &fc2_bias_));
+  const bool conv = config.type == ProjectorType::kConvMlp;
+  size_t i = 0;
+  if (conv) {
+    register_module("conv1", MakeLayer(shapes[0].second, gen, &conv1_weight_, &conv1_bias_));
+    register_module("conv2", MakeLayer(shapes[2].second, gen, &conv2_weight_, &conv2_bias_));
+    i = 4;
+  }
+  register_module("fc1", MakeLayer(shapes[i].second, gen, &fc1_weight_, &fc1_bias_));
+  if (config.type != ProjectorType::kLinear) {
+    register_module("fc2", MakeLayer(shapes[i + 2].second, gen, &fc2_weight_, &fc2_bias_));
   }
 }
 
@@ -55,8 +64,15 @@ at::Tensor ProjectorImpl::forward(const at::Tensor& pixels) {
       << "projector input must be [B, " << config_.input_dim << "], got " << pixels.sizes();
   // [B, in], normalized in the parameters' dtype.
   at::Tensor x = (pixels.to(fc1_weight_.scalar_type()) - config_.input_mean) / config_.input_std;
+  if (config_.type == ProjectorType::kConvMlp) {
+    const int64_t side = config_.ImageSide();
+    at::Tensor h = x.view({pixels.size(0), 1, side, side});                      // [B, 1, S, S]
+    h = at::max_pool2d(at::gelu(at::conv2d(h, conv1_weight_, conv1_bias_, 1, 1)), 2);  // [B, 32, S/2, S/2]
+    h = at::max_pool2d(at::gelu(at::conv2d(h, conv2_weight_, conv2_bias_, 1, 1)), 2);  // [B, 64, S/4, S/4]
+    x = h.flatten(1);                                                              // [B, 64*(S/4)^2]
+  }
   at::Tensor y = at::linear(x, fc1_weight_, fc1_bias_);  // [B, k*D] or [B, H]
-  if (config_.type == ProjectorType::kMlp2xGelu) {
+  if (config_.type != ProjectorType::kLinear) {
     y = at::linear(at::gelu(y), fc2_weight_, fc2_bias_);  // [B, k*D]
   }
   return y.view({pixels.size(0), config_.image_tokens, config_.output_dim});  // [B, k, D]

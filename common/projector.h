@@ -21,11 +21,11 @@ namespace llava {
 
 class ProjectorImpl : public torch::nn::Module {
  public:
-  // Float32 parameters on the CPU with torch's default Linear initialization
+  // Float32 parameters on the CPU with torch's default Linear and Conv2d initialization
   // (kaiming_uniform(a=sqrt(5)) weights, U(+-1/sqrt(fan_in)) biases), drawn from a local
   // CPU generator seeded with `seed` in parameter order: the values equal those of
-  // torch.manual_seed(seed) followed by constructing the nn.Linear layers in order, and
-  // the global torch RNG is left untouched. The config must be valid (LM_CHECK); use
+  // torch.manual_seed(seed) followed by constructing the nn.Conv2d and nn.Linear layers in
+  // order, and the global torch RNG is left untouched. The config must be valid (LM_CHECK); use
   // MakeProjector to validate user input.
   ProjectorImpl(const ProjectorConfig& config, uint64_t seed);
 
@@ -39,7 +39,9 @@ class ProjectorImpl : public torch::nn::Module {
 
  private:
   ProjectorConfig config_;
-  at::Tensor fc1_weight_, fc1_bias_, fc2_weight_, fc2_bias_;  // fc2 only for mlp2x_gelu
+  // conv1/conv2 only for conv_mlp; fc2 for mlp2x_gelu and conv_mlp.
+  at::Tensor conv1_weight_, conv1_bias_, conv2_weight_, conv2_bias_;
+  at::Tensor fc1_weight_, fc1_bias_, fc2_weight_, fc2_bias_;
 };
 
 TORCH_MODULE(Projector);

@@ -48,12 +48,18 @@ absl::Status ReadDouble(const json& j, const std::string& source, const char* fi
 absl::StatusOr<ProjectorType> ParseProjectorType(const std::string& name) {
   if (name == "linear") return ProjectorType::kLinear;
   if (name == "mlp2x_gelu") return ProjectorType::kMlp2xGelu;
+  if (name == "conv_mlp") return ProjectorType::kConvMlp;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown projector type '", name, "' (known: linear, mlp2x_gelu)"));
+      absl::StrCat("unknown projector type '", name, "' (known: linear, mlp2x_gelu, conv_mlp)"));
 }
 
 const char* ProjectorTypeName(ProjectorType type) {
-  return type == ProjectorType::kLinear ? "linear" : "mlp2x_gelu";
+  switch (type) {
+    case ProjectorType::kLinear: return "linear";
+    case ProjectorType::kMlp2xGelu: return "mlp2x_gelu";
+    case ProjectorType::kConvMlp: return "conv_mlp";
+  }
+  return "unknown";
 }
 
 absl::Status ProjectorConfig::Validate() const {
@@ -71,6 +77,14 @@ absl::Status ProjectorConfig::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat(
         "projector hidden_dim (", hidden_dim, ") only applies to mlp2x_gelu, not linear"));
   }
+  if (type == ProjectorType::kConvMlp && input_dim <= kMaxDim) {
+    const int64_t side = ImageSide();
+    if (side * side != input_dim || side % 4 != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "projector conv_mlp needs a square image whose side is divisible by 4 (two 2x2 "
+          "pools), got input_dim ", input_dim));
+    }
+  }
   if (!std::isfinite(input_mean)) {
     return absl::InvalidArgumentError("projector input_mean must be finite");
   }
@@ -86,6 +100,14 @@ absl::Status ProjectorConfig::Validate() const {
         ", image_tokens <= ", kMaxImageTokens, ")"));
   }
   return absl::OkStatus();
+}
+
+int64_t ProjectorConfig::ImageSide() const {
+  if (type != ProjectorType::kConvMlp) return 0;
+  int64_t side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(input_dim))));
+  while (side > 0 && side * side > input_dim) --side;
+  while ((side + 1) * (side + 1) <= input_dim) ++side;
+  return side;
 }
 
 int64_t ProjectorConfig::EffectiveHiddenDim() const {
@@ -150,6 +172,17 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> ProjectorParameterShap
     return {{"fc1.weight", {out, config.input_dim}}, {"fc1.bias", {out}}};
   }
   const int64_t hidden = config.EffectiveHiddenDim();
+  if (config.type == ProjectorType::kConvMlp) {
+    const int64_t pooled = config.ImageSide() / 4;
+    return {{"conv1.weight", {kConvChannels1, 1, 3, 3}},
+            {"conv1.bias", {kConvChannels1}},
+            {"conv2.weight", {kConvChannels2, kConvChannels1, 3, 3}},
+            {"conv2.bias", {kConvChannels2}},
+            {"fc1.weight", {hidden, kConvChannels2 * pooled * pooled}},
+            {"fc1.bias", {hidden}},
+            {"fc2.weight", {out, hidden}},
+            {"fc2.bias", {out}}};
+  }
   return {{"fc1.weight", {hidden, config.input_dim}},
           {"fc1.bias", {hidden}},
           {"fc2.weight", {out, hidden}},

@@ -173,6 +173,15 @@ const char* ExportFormatName(ExportFormat format) {
 absl::StatusOr<ProjectorExport> ExportProjector(const TrainCheckpoint& checkpoint,
                                                 ExportFormat format) {
   const ProjectorConfig& p = checkpoint.projector_config;
+  if (p.type == ProjectorType::kConvMlp) {
+    // Neither names a convolutional encoder before the projector; the checkpoint itself is
+    // plain safetensors (projector.conv1.weight, ...) that any loader reads.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--format ", ExportFormatName(format), ": a conv_mlp projector has a convolutional image "
+        "encoder, which neither transformers' LlavaMultiModalProjector nor LLaVA's "
+        "build_vision_projector holds; its checkpoint ", checkpoint.source,
+        " is safetensors with the PyTorch names (projector.conv1.weight, ...)"));
+  }
   ProjectorExport out;
   if (format == ExportFormat::kHf) {
     LM_RETURN_IF_ERROR(CheckHfFits(p));

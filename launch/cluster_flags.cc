@@ -150,6 +150,9 @@ absl::StatusOr<v1::TrainSpec> TrainSpecFromFlags(const std::string& base_json) {
   if (Given("init_from")) spec.set_init_from(absl::GetFlag(FLAGS_init_from));
   if (Given("keep_last")) spec.set_keep_last(absl::GetFlag(FLAGS_keep_last));
   if (Given("keep_best")) spec.set_keep_best(absl::GetFlag(FLAGS_keep_best));
+  if (Given("augment_shift")) spec.set_augment_shift(absl::GetFlag(FLAGS_augment_shift));
+  if (Given("augment_rotate")) spec.set_augment_rotate(absl::GetFlag(FLAGS_augment_rotate));
+  if (Given("augment_scale")) spec.set_augment_scale(absl::GetFlag(FLAGS_augment_scale));
   return spec;
 }
 

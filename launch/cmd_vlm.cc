@@ -6,6 +6,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/augment.h"
 #include "common/elapsed.h"
 #include "common/eval_report.h"
 #include "common/file_util.h"
@@ -37,6 +38,9 @@ ABSL_FLAG(std::string, report, "", "eval: write the report as JSON here (default
 ABSL_FLAG(std::string, image, "", "ask: a PNG of a digit (any size; converted as MNIST)");
 ABSL_FLAG(int64_t, index, -1, "ask: instead of --image, this index into --images (or the test split)");
 ABSL_FLAG(std::string, question, "What digit is this?", "ask: the question");
+ABSL_FLAG(bool, robustness, false,
+          "eval (and train's eval after training): also evaluate on the test digits shifted by "
+          "2 pixels and rotated by 10 degrees (the report's robustness views)");
 
 namespace llava {
 absl::StatusOr<EvalReport> EvaluateAndReport(const VlmRuntime& rt, Projector& projector,
@@ -146,6 +150,23 @@ absl::StatusOr<EvalReport> EvaluateAndReport(const VlmRuntime& rt, Projector& pr
                                    [&](int64_t done, int64_t) { progress.Update(done, {}); }));
   progress.Finish();
   const double secs = SecondsSince(start);
+  if (absl::GetFlag(FLAGS_robustness)) {
+    const auto views_start = std::chrono::steady_clock::now();
+    for (const RobustnessView& view : StandardRobustnessViews()) {
+      const MnistSet moved = TransformSet(test, view);
+      EvalInputs view_inputs = inputs;
+      view_inputs.images = &moved;
+      EvalReport view_report(prompt_config.questions);
+      Progress view_progress(absl::StrCat("eval (", view.name, ")"),
+                             moved.size() * static_cast<int64_t>(prompt_config.questions.size()),
+                             ProgressOptions());
+      LM_RETURN_IF_ERROR(EvaluateRange(view_inputs, 0, moved.size(), config, &view_report,
+                                       [&](int64_t done, int64_t) { view_progress.Update(done, {}); }));
+      view_progress.Finish();
+      LM_RETURN_IF_ERROR(report.AddView(view.name, view_report));
+    }
+    report.metadata()["robustness_seconds"] = absl::StrFormat("%.2f", SecondsSince(views_start));
+  }
   report.metadata()["checkpoint"] = ckpt_path;
   report.metadata()["model"] = absl::GetFlag(FLAGS_model);
   report.metadata()["images"] = std::to_string(test.size());

@@ -4,8 +4,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
-ABSL_FLAG(std::string, projector, "linear", "train: projector type, linear or mlp2x_gelu");
-ABSL_FLAG(int64_t, projector_hidden, 0, "train: mlp2x_gelu hidden width (0: the LLM's)");
+ABSL_FLAG(std::string, projector, "linear",
+          "train: projector type, linear, mlp2x_gelu or conv_mlp (a small conv encoder first)");
+ABSL_FLAG(int64_t, projector_hidden, 0, "train: mlp2x_gelu/conv_mlp hidden width (0: the LLM's)");
 ABSL_FLAG(std::string, optimizer, "adamw", "train: adamw or sgd");
 ABSL_FLAG(double, lr, 1e-3, "train: peak learning rate");
 ABSL_FLAG(double, weight_decay, 0.01, "train: decoupled weight decay (AdamW)");
@@ -28,6 +29,10 @@ ABSL_FLAG(std::string, answer_templates, "The digit is {label}.",
 ABSL_FLAG(std::string, prompt_style, "experiment",
           "experiment (the published experiment's format) or chat (Llama 3.1 chat template)");
 ABSL_FLAG(int64_t, image_tokens, 1, "embeddings the projector emits per image");
+ABSL_FLAG(double, augment_shift, 0,
+          "train: augmentation, shift each training digit by up to this many pixels per axis");
+ABSL_FLAG(double, augment_rotate, 0, "train: augmentation, rotate by up to this many degrees");
+ABSL_FLAG(double, augment_scale, 0, "train: augmentation, scale by a factor in [1 - s, 1 + s]");
 
 namespace llava {
 

@@ -30,6 +30,9 @@ ABSL_DECLARE_FLAG(std::string, questions);
 ABSL_DECLARE_FLAG(std::string, answer_templates);
 ABSL_DECLARE_FLAG(std::string, prompt_style);
 ABSL_DECLARE_FLAG(int64_t, image_tokens);
+ABSL_DECLARE_FLAG(double, augment_shift);
+ABSL_DECLARE_FLAG(double, augment_rotate);
+ABSL_DECLARE_FLAG(double, augment_scale);
 
 namespace llava {
 

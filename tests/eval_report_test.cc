@@ -226,6 +226,54 @@ TEST(EvalReportTest, JsonRoundTripKeepsEverything) {
   EXPECT_EQ(back->Confusion(), report.Confusion());
 }
 
+// The robustness views (eval --robustness): per-question tallies of the same questions on
+// transformed digits, in the JSON (before the samples), read back, summed over shards,
+// and in the table.
+TEST(EvalReportTest, RobustnessViewsTallyRoundTripMergeAndShow) {
+  EvalReport report = FixtureReport();
+  ASSERT_TRUE(report.AddView("shift 2 px", FixtureReport()).ok());  // q0 3/6, q1 5/6
+  ASSERT_EQ(report.views().size(), 1u);
+  const EvalView& v = report.views()[0];
+  EXPECT_EQ(v.name, "shift 2 px");
+  EXPECT_EQ(v.correct, (std::vector<int64_t>{3, 5}));
+  EXPECT_EQ(v.total, (std::vector<int64_t>{6, 6}));
+  EXPECT_DOUBLE_EQ(v.Accuracy(), 8.0 / 12.0);
+  EXPECT_DOUBLE_EQ(v.QuestionAccuracy(0), 0.5);
+
+  const std::string text = report.ToJson();
+  const size_t robustness = text.find("\n  \"robustness\": ");
+  ASSERT_NE(robustness, std::string::npos);
+  EXPECT_LT(text.find("\n  \"confusion\": "), robustness);
+  EXPECT_LT(robustness, text.find("\n  \"samples\": "));
+  auto j = json::parse(text);
+  EXPECT_EQ(j["robustness"][0]["view"], "shift 2 px");
+  EXPECT_EQ(j["robustness"][0]["correct"], 8);
+  EXPECT_EQ(j["robustness"][0]["per_question"][1]["accuracy"], 5.0 / 6.0);
+  auto back = EvalReport::FromJson(text, "report.json");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ToJson(), text);
+  // A report without views keeps its JSON as before.
+  EXPECT_EQ(FixtureReport().ToJson().find("robustness"), std::string::npos);
+
+  // Two shards' views add up.
+  EvalReport a(kQuestions), b(kQuestions);
+  for (EvalSample& s : FixtureSamples()) (s.index < 3 ? a : b).Add(std::move(s));
+  EvalReport va(kQuestions), vb(kQuestions);
+  for (EvalSample& s : FixtureSamples()) (s.index < 3 ? va : vb).Add(std::move(s));
+  ASSERT_TRUE(a.AddView("shift 2 px", va).ok());
+  ASSERT_TRUE(b.AddView("shift 2 px", vb).ok());
+  ASSERT_TRUE(a.Merge(b).ok());
+  ASSERT_EQ(a.views().size(), 1u);
+  EXPECT_EQ(a.views()[0].correct, v.correct);
+  EXPECT_EQ(a.views()[0].total, v.total);
+
+  const std::string table = report.ToTable();
+  EXPECT_THAT(table, HasSubstr("Robustness"));
+  EXPECT_THAT(table, HasSubstr("shift 2 px"));
+  EXPECT_THAT(table, HasSubstr("83.33%"));
+  EXPECT_FALSE(report.AddView("other", EvalReport({"Another question?"})).ok());
+}
+
 TEST(EvalReportTest, InvalidUtf8AnswerIsReplacedNotThrown) {
   EvalReport report(kQuestions);
   report.Add(Sample(0, 0, 7, "The digit is 7 \xE2\x80"));  // cut inside a character

@@ -429,6 +429,9 @@ TEST_F(JobSchedulerTest, AbsurdValuesAreRefusedAtTheDoorNamingTheField) {
       {"train.questions[0]", [](v1::TrainSpec* t) { t->add_questions(std::string(10000, 'q')); }},
       {"train.answer_templates[0]", [](v1::TrainSpec* t) { t->add_answer_templates(""); }},
       {"train.model", [](v1::TrainSpec* t) { t->set_model(std::string(7 << 20, 'm')); }},
+      {"augment shift", [](v1::TrainSpec* t) { t->set_augment_shift(1e9); }},
+      {"augment rotate", [](v1::TrainSpec* t) { t->set_augment_rotate(std::nan("")); }},
+      {"augment scale", [](v1::TrainSpec* t) { t->set_augment_scale(-0.5); }},
   };
   for (const Case& c : cases) {
     v1::SubmitJobRequest r = TrainRequest(1);

@@ -1,13 +1,19 @@
 // The projector: shapes, normalization, torch-identical seeded initialization, config
-// JSON, and its gradient against central finite differences in float64.
+// JSON, and its gradient against central finite differences in float64; conv_mlp's
+// checkpoint read back by C++ and recomputed by a standard-library Python reader.
 #include "common/projector.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <cmath>
+#include <sys/wait.h>
 
+#include <cmath>
+#include <cstdlib>
+
+#include "common/safetensors.h"
+#include "common/train_checkpoint.h"
 #include "tests/test_util.h"
 
 namespace llava {
@@ -173,7 +179,7 @@ void CheckGradient(const ProjectorConfig& config) {
     EXPECT_GT(numeric.abs().max().item<double>(), 1e-6) << name << ": gradient is all zero";
     ++checked;
   }
-  EXPECT_EQ(checked, config.type == ProjectorType::kLinear ? 2 : 4);
+  EXPECT_EQ(checked, static_cast<int>(ProjectorParameterShapes(config).size()));
 }
 
 TEST(ProjectorTest, GradientMatchesFiniteDifferencesLinear) {
@@ -182,6 +188,111 @@ TEST(ProjectorTest, GradientMatchesFiniteDifferencesLinear) {
 
 TEST(ProjectorTest, GradientMatchesFiniteDifferencesMlp) {
   CheckGradient(Config(ProjectorType::kMlp2xGelu, 6, 2, 10));
+}
+
+TEST(ProjectorTest, GradientMatchesFiniteDifferencesConvMlp) {
+  CheckGradient(Config(ProjectorType::kConvMlp, 6, 2, 10));
+}
+
+TEST(ProjectorTest, ConvMlpShapesMatchDeclaredOrder) {
+  for (int64_t k : {1, 3}) {
+    ProjectorConfig c = Config(ProjectorType::kConvMlp, 16, k, 24);
+    Projector p(c, 1);
+    auto params = p->NamedParameters();
+    auto shapes = ProjectorParameterShapes(c);
+    ASSERT_EQ(params.size(), 8u);
+    ASSERT_EQ(shapes.size(), 8u);
+    const std::vector<std::string> names = {"conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
+                                            "fc1.weight",   "fc1.bias",   "fc2.weight",   "fc2.bias"};
+    for (size_t i = 0; i < params.size(); ++i) {
+      EXPECT_EQ(params[i].first, names[i]);
+      EXPECT_EQ(shapes[i].first, names[i]);
+      EXPECT_EQ(params[i].second.sizes().vec(), shapes[i].second) << names[i];
+      EXPECT_TRUE(params[i].second.requires_grad());
+    }
+    EXPECT_EQ(shapes[0].second, (std::vector<int64_t>{32, 1, 3, 3}));
+    EXPECT_EQ(shapes[2].second, (std::vector<int64_t>{64, 32, 3, 3}));
+    EXPECT_EQ(shapes[4].second, (std::vector<int64_t>{24, 64 * 7 * 7}));
+    EXPECT_EQ(shapes[6].second, (std::vector<int64_t>{16 * k, 24}));
+    EXPECT_EQ(p->forward(Pixels(3, 4)).sizes(), (std::vector<int64_t>{3, k, 16}));
+  }
+}
+
+// The weights are what torch's nn.Conv2d and nn.Linear layers draw after manual_seed, in
+// order, and the forward is theirs: conv, GELU, 2x2 max pool twice, flatten, the MLP.
+TEST(ProjectorTest, ConvMlpIsTorchsLayersInOrder) {
+  const uint64_t seed = 99;
+  ProjectorConfig c = Config(ProjectorType::kConvMlp, 8, 2, 12);
+  torch::manual_seed(seed);
+  torch::nn::Conv2d conv1(torch::nn::Conv2dOptions(1, 32, 3).padding(1));
+  torch::nn::Conv2d conv2(torch::nn::Conv2dOptions(32, 64, 3).padding(1));
+  torch::nn::Linear fc1(64 * 7 * 7, 12);
+  torch::nn::Linear fc2(12, 16);
+  Projector p(c, seed);
+  auto params = p->NamedParameters();
+  const at::Tensor want_params[] = {conv1->weight, conv1->bias, conv2->weight, conv2->bias,
+                                    fc1->weight,   fc1->bias,   fc2->weight,   fc2->bias};
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_TRUE(at::equal(params[i].second, want_params[i])) << params[i].first;
+  }
+  at::Tensor px = Pixels(5, 6);
+  torch::NoGradGuard no_grad;
+  namespace F = torch::nn::functional;
+  at::Tensor x = ((px - 0.1307) / 0.3081).view({5, 1, 28, 28});
+  x = F::max_pool2d(F::gelu(conv1(x)), F::MaxPool2dFuncOptions(2));
+  x = F::max_pool2d(F::gelu(conv2(x)), F::MaxPool2dFuncOptions(2));
+  at::Tensor want = fc2(F::gelu(fc1(x.flatten(1)))).view({5, 2, 8});
+  EXPECT_LT(testing::RelError(p->forward(px), want), 1e-6);
+}
+
+TEST(ProjectorTest, ConvMlpNeedsASquareImageWithSideDivisibleBy4) {
+  ProjectorConfig c = Config(ProjectorType::kConvMlp, 8);
+  EXPECT_TRUE(c.Validate().ok());
+  for (int64_t bad : {780, 900, 1}) {  // not square; side 30; side 1
+    c.input_dim = bad;
+    EXPECT_THAT(std::string(c.Validate().message()), HasSubstr("square image")) << bad;
+  }
+  c.input_dim = 16 * 16;
+  EXPECT_TRUE(c.Validate().ok());
+  EXPECT_EQ(ProjectorParameterShapes(c)[4].second, (std::vector<int64_t>{8, 64 * 4 * 4}));
+  auto json = ProjectorConfig::FromJson(R"({"type":"conv_mlp","output_dim":8,"hidden_dim":4})", "j");
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_EQ(json->type, ProjectorType::kConvMlp);
+  EXPECT_EQ(*ProjectorConfig::FromJson(json->ToJson(), "again"), *json);
+}
+
+// A conv_mlp checkpoint is plain safetensors: it loads back bit for bit, and a reader
+// with Python's standard library alone (tests/python/conv_projector_check.py) finds
+// every tensor by its PyTorch name and recomputes the embeddings of two digits.
+TEST(ProjectorTest, ConvMlpCheckpointRoundTripAndPythonReadsIt) {
+  ProjectorConfig c = Config(ProjectorType::kConvMlp, 8, 2, 16);
+  Projector p(c, 5);
+  const std::string dir = testing::MakeTempDir("conv_checkpoint");
+  const std::string path = dir + "/projector.safetensors";
+  ASSERT_TRUE(SaveTrainCheckpoint(path, p, nullptr, "{}", "synthetic:tiny").ok());
+  auto ckpt = LoadTrainCheckpoint(path);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  EXPECT_EQ(ckpt->projector_config, c);
+  auto restored = RestoreProjector(*ckpt, at::kCPU);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  auto a = p->NamedParameters(), b = (*restored)->NamedParameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].first, b[i].first);
+    EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
+  }
+  at::Tensor px = Pixels(2, 8);
+  at::NoGradGuard no_grad;
+  at::Tensor embeddings = p->forward(px);
+  EXPECT_TRUE(at::equal((*restored)->forward(px), embeddings));
+  ASSERT_TRUE(WriteSafetensors(dir + "/reference.safetensors",
+                               {{"pixels", px.contiguous()}, {"embeddings", embeddings.contiguous()}})
+                  .ok());
+  const std::string command = "/usr/bin/python3 " + testing::SourceDir() +
+                              "/tests/python/conv_projector_check.py " + path + " " + dir +
+                              "/reference.safetensors";
+  const int rc = std::system(command.c_str());
+  EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 0) << command;
 }
 
 TEST(ProjectorTest, ConfigJsonRoundTrip) {
@@ -229,6 +340,8 @@ TEST(ProjectorTest, ConfigJsonErrorsNameSourceAndField) {
 TEST(ProjectorTest, ParseTypeAndMakeProjectorValidate) {
   EXPECT_EQ(*ParseProjectorType("linear"), ProjectorType::kLinear);
   EXPECT_EQ(*ParseProjectorType("mlp2x_gelu"), ProjectorType::kMlp2xGelu);
+  EXPECT_EQ(*ParseProjectorType("conv_mlp"), ProjectorType::kConvMlp);
+  EXPECT_STREQ(ProjectorTypeName(ProjectorType::kConvMlp), "conv_mlp");
   EXPECT_FALSE(ParseProjectorType("mlp").ok());
   auto bad = MakeProjector(Config(ProjectorType::kLinear, 0), 1);
   ASSERT_FALSE(bad.ok());

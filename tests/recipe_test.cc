@@ -54,7 +54,7 @@ void ExpectSameConfig(const TrainConfig& a, const TrainConfig& b) {
 }
 
 TEST_F(RecipeTest, EveryRecipeParsesAndValidates) {
-  for (const char* name : {"seed.json", "main.json", "best.json"}) {
+  for (const char* name : {"seed.json", "main.json", "best.json", "conv_aug3.json"}) {
     absl::SetFlag(&FLAGS_recipe, Recipe(name));
     auto spec = TrainRunSpecFromFlags();
     ASSERT_TRUE(spec.ok()) << name << ": " << spec.status();
@@ -89,7 +89,7 @@ TEST_F(RecipeTest, BestRecipeEqualsItsFlags) {
   ASSERT_TRUE(from_recipe.ok()) << from_recipe.status();
 
   absl::SetFlag(&FLAGS_recipe, "");
-  absl::SetFlag(&FLAGS_projector, "mlp2x_gelu");
+  absl::SetFlag(&FLAGS_projector, "conv_mlp");
   absl::SetFlag(&FLAGS_projector_hidden, 1024);
   absl::SetFlag(&FLAGS_lr, 2e-3);
   absl::SetFlag(&FLAGS_weight_decay, 0.1);
@@ -97,6 +97,9 @@ TEST_F(RecipeTest, BestRecipeEqualsItsFlags) {
   absl::SetFlag(&FLAGS_batch_size, 32);
   absl::SetFlag(&FLAGS_epochs, 6);
   absl::SetFlag(&FLAGS_train_digits, -1);
+  absl::SetFlag(&FLAGS_augment_shift, 2.0);
+  absl::SetFlag(&FLAGS_augment_rotate, 10.0);
+  absl::SetFlag(&FLAGS_augment_scale, 0.1);
   absl::SetFlag(&FLAGS_questions, kFivePhrasings);
   auto from_flags = TrainRunSpecFromFlags();
   ASSERT_TRUE(from_flags.ok()) << from_flags.status();
@@ -107,6 +110,8 @@ TEST_F(RecipeTest, BestRecipeEqualsItsFlags) {
   ExpectSameConfig(*a, *b);
   EXPECT_EQ(a->batch_size, 32);
   EXPECT_EQ(a->projector.hidden_dim, 1024);
+  EXPECT_EQ(a->projector.type, ProjectorType::kConvMlp);
+  EXPECT_EQ(a->augment.shift_px, 2.0);
   auto pa = PromptFromSpec(*from_recipe);
   auto pb = PromptFromSpec(*from_flags);
   ASSERT_TRUE(pa.ok() && pb.ok());
@@ -127,6 +132,37 @@ TEST_F(RecipeTest, FlagsGivenOverrideTheRecipe) {
   EXPECT_EQ(spec->checkpoint_every_steps(), 25);
   EXPECT_EQ(spec->weight_decay(), 0.1);  // the recipe's, not the flag's default
   EXPECT_EQ(spec->batch_size(), 32);
+  EXPECT_EQ(spec->augment_shift(), 2.0);  // the recipe's, no flag given
+}
+
+TEST_F(RecipeTest, AugmentAndConvProjectorFlagsReachTheTrainer) {
+  absl::SetFlag(&FLAGS_recipe, Recipe("main.json"));
+  {
+    auto plain = TrainRunSpecFromFlags();
+    ASSERT_TRUE(plain.ok()) << plain.status();
+    EXPECT_FALSE(plain->has_augment_shift());  // the main job: off unless asked for
+  }
+  absl::SetFlag(&FLAGS_projector, "conv_mlp");
+  absl::SetFlag(&FLAGS_projector_hidden, 256);
+  absl::SetFlag(&FLAGS_augment_shift, 2.0);
+  absl::SetFlag(&FLAGS_augment_rotate, 10.0);
+  absl::SetFlag(&FLAGS_augment_scale, 0.1);
+  auto spec = TrainRunSpecFromFlags();
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->projector(), "conv_mlp");
+  EXPECT_EQ(spec->augment_shift(), 2.0);
+  EXPECT_EQ(spec->projector_hidden(), 256);
+  auto config = OneProcessTrainConfig(*spec, "m", 64);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->projector.type, ProjectorType::kConvMlp);
+  EXPECT_EQ(config->projector.hidden_dim, 256);
+  EXPECT_EQ(config->augment.shift_px, 2.0);
+  EXPECT_EQ(config->augment.rotate_deg, 10.0);
+  EXPECT_EQ(config->augment.scale, 0.1);
+  absl::SetFlag(&FLAGS_augment_rotate, 200.0);
+  auto bad = TrainRunSpecFromFlags();
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(std::string(bad.status().message()).find("augment rotate"), std::string::npos);
 }
 
 TEST_F(RecipeTest, SeveralRanksRunAsMoreForwardPassesPerStep) {

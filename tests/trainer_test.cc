@@ -102,6 +102,62 @@ TEST_F(TrainerTest, RankSharesSumToTheOneProcessGradient) {
   for (size_t i = 0; i < want.size(); ++i) EXPECT_LE(testing::RelError(sum[i], want[i]), 1e-5);
 }
 
+// Augmentation is drawn per digit from the seed, the epoch and the digit's index, so the
+// ranks' shares of an augmented step still sum to the one process's gradient (N ranks x
+// B/N = 1 x B), the same seed gives the same step bit for bit, and it changes the step.
+TEST_F(TrainerTest, AugmentedRankSharesSumToTheOneProcessGradient) {
+  TrainConfig one = Config();
+  one.batch_size = 8;
+  one.augment.shift_px = 2;
+  one.augment.rotate_deg = 10;
+  one.augment.scale = 0.1;
+  auto grads = [](Trainer& t) {
+    std::vector<at::Tensor> out;
+    for (auto& [name, p] : t.projector()->NamedParameters()) out.push_back(p.grad().clone());
+    return out;
+  };
+  auto single = Trainer::Create(*model_, *prompts_, data_, one, "");
+  ASSERT_TRUE(single.ok()) << single.status();
+  const StepStats s = (*single)->ComputeGradients(0);
+  const std::vector<at::Tensor> want = grads(**single);
+
+  auto again = Trainer::Create(*model_, *prompts_, data_, one, "");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->ComputeGradients(0).loss_sum, s.loss_sum);
+  const std::vector<at::Tensor> same = grads(**again);
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_TRUE(at::equal(same[i], want[i]));
+
+  TrainConfig plain = one;
+  plain.augment = AugmentConfig();
+  auto unaugmented = Trainer::Create(*model_, *prompts_, data_, plain, "");
+  ASSERT_TRUE(unaugmented.ok());
+  EXPECT_NE((*unaugmented)->ComputeGradients(0).loss_sum, s.loss_sum);
+  EXPECT_GT(testing::RelError(grads(**unaugmented)[0], want[0]), 1e-3);
+
+  for (int64_t world : {2, 4}) {
+    TrainConfig sharded = one;
+    sharded.world_size = world;
+    sharded.batch_size = 2;  // world x (8 / world / 2) micro-batches x 2 = the same 8 samples
+    sharded.grad_accum = 8 / world / 2;
+    std::vector<at::Tensor> sum;
+    double loss_sum = 0;
+    for (int64_t rank = 0; rank < world; ++rank) {
+      auto t = Trainer::Create(*model_, *prompts_, data_, sharded, "");
+      ASSERT_TRUE(t.ok()) << t.status();
+      loss_sum += (*t)->ComputeGradients(rank).loss_sum;
+      const std::vector<at::Tensor> g = grads(**t);
+      for (size_t i = 0; i < g.size(); ++i) {
+        if (rank == 0) sum.push_back(g[i]);
+        else sum[i] += g[i];
+      }
+    }
+    EXPECT_NEAR(loss_sum, s.loss_sum, 1e-5 * std::abs(s.loss_sum)) << world << " ranks";
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_LE(testing::RelError(sum[i], want[i]), 1e-5) << world << " ranks";
+    }
+  }
+}
+
 // The product's fast path (the prompt prefix's keys and values computed once, each batch
 // run from the image position to the last answer position) against the plain path over
 // the whole prompt: the same loss and projector gradient on the same step.

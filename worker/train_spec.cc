@@ -23,6 +23,7 @@ absl::StatusOr<TrainConfig> TrainConfigFromSpec(const v1::TrainSpec& spec, const
   c.max_steps = spec.max_steps();
   c.train_digits = spec.train_digits();
   c.seed = spec.seed();
+  c.augment = AugmentFromSpec(spec);
   LM_RETURN_IF_ERROR(c.Validate());
   return c;
 }

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/augment.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
@@ -51,6 +52,7 @@ absl::Status TrainConfig::Validate() const {
   LM_RETURN_IF_ERROR(optimizer.Validate());
   LM_RETURN_IF_ERROR(schedule.Validate());
   LM_RETURN_IF_ERROR(loss_scale.Validate());
+  LM_RETURN_IF_ERROR(augment.Validate());
   return absl::OkStatus();
 }
 
@@ -64,6 +66,11 @@ std::string TrainState::ToJson(const TrainConfig& c) const {
                  {"seed", c.seed},             {"shuffle", c.shuffle},
                  {"lr", c.optimizer.lr},       {"optimizer", c.optimizer.type},
                  {"schedule", c.schedule.type}};
+  if (c.augment.enabled()) {
+    j["config"]["augment"] = {{"shift_px", c.augment.shift_px},
+                              {"rotate_deg", c.augment.rotate_deg},
+                              {"scale", c.augment.scale}};
+  }
   if (!loss_scale.is_null()) j["loss_scale"] = loss_scale;
   return j.dump();
 }
@@ -132,6 +139,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model
   // the step (28 MB for all 9,000 digits).
   t->pixels_ = ImagesToTensor(train, 0, n).to(model.device);  // [N, 784]
   t->labels_.assign(train.labels.begin(), train.labels.begin() + n);
+  t->image_rows_ = train.rows;
+  t->image_cols_ = train.cols;
   std::vector<NamedTensor> optimizer_state;  // from the checkpoint when resuming
   if (resume == nullptr) {
     t->projector_ = Projector(config.projector, config.seed);
@@ -211,7 +220,17 @@ StepStats Trainer::ComputeShareGradients(const std::vector<PlannedSample>& mine,
     std::vector<int64_t> index;
     for (const PlannedSample& s : micro) index.push_back(s.index);
     at::Tensor idx = at::tensor(index, at::kLong).to(model_.device);
-    at::Tensor image = projector_->forward(pixels_.index_select(0, idx));  // [b, k, D] f32
+    at::Tensor pixels = pixels_.index_select(0, idx);  // [b, 784]
+    if (config_.augment.enabled()) {
+      const int64_t epoch = plan_.EpochOfStep(state_.step);
+      std::vector<AugmentParams> params;
+      params.reserve(micro.size());
+      for (const PlannedSample& s : micro) {
+        params.push_back(DrawAugmentParams(config_.augment, plan_.AugmentKey(epoch, s.index)));
+      }
+      pixels = TransformPixels(pixels, params, image_rows_, image_cols_);
+    }
+    at::Tensor image = projector_->forward(pixels);  // [b, k, D] f32
     AnswerLossTerms terms;
     if (config_.reuse_prefix_kv) {
       // The prefix is the same for every batch of a job; recomputed only if it changes.

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/augment_config.h"
 #include "common/data_plan.h"
 #include "common/forward_options.h"
 #include "common/llama_weights.h"
@@ -39,6 +40,9 @@ struct TrainConfig {
   int64_t train_digits = 1000;  // the first N training digits; -1: all
   uint64_t seed = 0;
   bool shuffle = true;
+  // Random transforms of the training digits, drawn per sample from the seed, the epoch
+  // and the digit's index (DataPlan::AugmentKey): the same on any number of ranks.
+  AugmentConfig augment;
   // Compute the prompt's fixed prefix (before the image) once and run each batch from
   // the image position on (exact; false runs the whole prompt, for measuring).
   bool reuse_prefix_kv = true;
@@ -145,6 +149,7 @@ class Trainer {
   TrainConfig config_;
   DataPlan plan_;
   at::Tensor pixels_;  // [N, 784] float32 in [0, 1], on the model's device
+  int64_t image_rows_ = 28, image_cols_ = 28;
   std::vector<int64_t> labels_;
   Projector projector_{nullptr};
   std::unique_ptr<Optimizer> optimizer_;
