@@ -2,6 +2,7 @@
 
 #include <prometheus/registry.h>
 
+#include <algorithm>
 #include <chrono>
 #include <exception>
 
@@ -101,6 +102,12 @@ void WorkerAgent::StopAndLeave() {
   cv_.SignalAll();
 }
 
+void WorkerAgent::AckStepsLocked(int64_t sent_end) {
+  const int64_t n = std::clamp<int64_t>(sent_end - steps_base_, 0, static_cast<int64_t>(steps_.size()));
+  steps_.erase(steps_.begin(), steps_.begin() + n);
+  steps_base_ += n;
+}
+
 v1::HeartbeatRequest WorkerAgent::MakeHeartbeatLocked(const v1::TaskRef& running) const {
   v1::HeartbeatRequest request;
   request.set_worker_id(options_.worker_id);
@@ -116,10 +123,12 @@ void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
   while (!stop->load()) {
     std::chrono::milliseconds interval;
     v1::HeartbeatRequest request;
+    int64_t sent_end = 0;
     {
       absl::MutexLock lock(&mu_);
       interval = interval_;
       request = MakeHeartbeatLocked(running_);
+      sent_end = steps_base_ + static_cast<int64_t>(steps_.size());
       // Long poll: a task or abort arrives as soon as it is queued; the call itself
       // paces the loop.
       request.set_wait_ms(interval.count());
@@ -129,7 +138,7 @@ void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
       last_contact = std::chrono::steady_clock::now();
       absl::MutexLock lock(&mu_);
       // Only what was sent is dropped; steps added meanwhile go with the next beat.
-      steps_.erase(steps_.begin(), steps_.begin() + std::min<size_t>(steps_.size(), request.steps_size()));
+      AckStepsLocked(sent_end);
       if (reply->has_task()) {
         queue_.push_back(reply->task());
         cv_.SignalAll();
@@ -289,13 +298,15 @@ void WorkerAgent::RunTask(const v1::Task& task) {
   // Flush rank 0's last metrics with one heartbeat before the result, so that the job's
   // curve is complete when it ends.
   v1::HeartbeatRequest flush;
+  int64_t sent_end = 0;
   {
     absl::MutexLock lock(&mu_);
     flush = MakeHeartbeatLocked(task.ref());
+    sent_end = steps_base_ + static_cast<int64_t>(steps_.size());
   }
   if (client_->Heartbeat(flush).ok()) {  // never under mu_: the heartbeat thread needs it
     absl::MutexLock lock(&mu_);
-    steps_.erase(steps_.begin(), steps_.begin() + std::min<size_t>(steps_.size(), flush.steps_size()));
+    AckStepsLocked(sent_end);
   }
   absl::Status s = client_->ReportTaskResult(result);
   if (!s.ok()) LM_LOG(WARNING) << "worker " << options_.worker_id << ": result not taken: " << s;

@@ -76,6 +76,8 @@ class WorkerAgent {
   absl::Status RegisterOnce();
   void RunTask(const v1::Task& task);
   // A heartbeat carrying what is pending (under mu_); `running` the task to report.
+  // Drops the step records a heartbeat that carried them up to `sent_end` delivered.
+  void AckStepsLocked(int64_t sent_end) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::HeartbeatRequest MakeHeartbeatLocked(const v1::TaskRef& running) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -93,7 +95,12 @@ class WorkerAgent {
   std::chrono::milliseconds interval_ ABSL_GUARDED_BY(mu_){1000};
   std::deque<v1::Task> queue_ ABSL_GUARDED_BY(mu_);
   v1::TaskRef running_ ABSL_GUARDED_BY(mu_);
-  std::vector<v1::StepMetrics> steps_ ABSL_GUARDED_BY(mu_);  // not yet sent
+  std::vector<v1::StepMetrics> steps_ ABSL_GUARDED_BY(mu_);  // not yet acknowledged
+  // How many steps were ever dropped from steps_' front: steps_[i] is step record number
+  // steps_base_ + i. The heartbeat thread and a task's last flush may send the same records
+  // at once; each acknowledges up to the record number its request ended at, so one that
+  // comes back late drops nothing the other has not sent.
+  int64_t steps_base_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t eval_done_ ABSL_GUARDED_BY(mu_) = 0;
   Collective* collective_ ABSL_GUARDED_BY(mu_) = nullptr;
   EvalCheckpointCache eval_cache_;          // the task thread's only
