@@ -116,12 +116,12 @@ TEST_F(TrainerTest, AugmentedRankSharesSumToTheOneProcessGradient) {
     for (auto& [name, p] : t.projector()->NamedParameters()) out.push_back(p.grad().clone());
     return out;
   };
-  auto single = Trainer::Create(*model_, *prompts_, data_, one, "");
+  auto single = Trainer::Create(*model_, forward_, *prompts_, data_, one, "");
   ASSERT_TRUE(single.ok()) << single.status();
   const StepStats s = (*single)->ComputeGradients(0);
   const std::vector<at::Tensor> want = grads(**single);
 
-  auto again = Trainer::Create(*model_, *prompts_, data_, one, "");
+  auto again = Trainer::Create(*model_, forward_, *prompts_, data_, one, "");
   ASSERT_TRUE(again.ok());
   EXPECT_EQ((*again)->ComputeGradients(0).loss_sum, s.loss_sum);
   const std::vector<at::Tensor> same = grads(**again);
@@ -129,7 +129,7 @@ TEST_F(TrainerTest, AugmentedRankSharesSumToTheOneProcessGradient) {
 
   TrainConfig plain = one;
   plain.augment = AugmentConfig();
-  auto unaugmented = Trainer::Create(*model_, *prompts_, data_, plain, "");
+  auto unaugmented = Trainer::Create(*model_, forward_, *prompts_, data_, plain, "");
   ASSERT_TRUE(unaugmented.ok());
   EXPECT_NE((*unaugmented)->ComputeGradients(0).loss_sum, s.loss_sum);
   EXPECT_GT(testing::RelError(grads(**unaugmented)[0], want[0]), 1e-3);
@@ -142,7 +142,7 @@ TEST_F(TrainerTest, AugmentedRankSharesSumToTheOneProcessGradient) {
     std::vector<at::Tensor> sum;
     double loss_sum = 0;
     for (int64_t rank = 0; rank < world; ++rank) {
-      auto t = Trainer::Create(*model_, *prompts_, data_, sharded, "");
+      auto t = Trainer::Create(*model_, forward_, *prompts_, data_, sharded, "");
       ASSERT_TRUE(t.ok()) << t.status();
       loss_sum += (*t)->ComputeGradients(rank).loss_sum;
       const std::vector<at::Tensor> g = grads(**t);

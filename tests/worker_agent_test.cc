@@ -143,7 +143,7 @@ class WorkerAgentTest : public ::testing::Test {
     return WaitUntil([&] { return coordinator_->registrations().size() >= times && !coordinator_->session().empty(); });
   }
 
-  static LlamaModel* model_;
+  static const LlamaModel* model_;
   static MnistSet* digits_;
   std::unique_ptr<FakeCoordinator> fake_;
   FakeCoordinator* coordinator_ = nullptr;  // owned by the agent once started
@@ -154,7 +154,7 @@ class WorkerAgentTest : public ::testing::Test {
   absl::Status run_status_;
 };
 
-LlamaModel* WorkerAgentTest::model_ = nullptr;
+const LlamaModel* WorkerAgentTest::model_ = nullptr;
 MnistSet* WorkerAgentTest::digits_ = nullptr;
 
 TEST_F(WorkerAgentTest, RunsAQueuedTaskAndReportsItsResultAfterItsMetrics) {

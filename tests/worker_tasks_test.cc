@@ -147,7 +147,7 @@ class TrainTaskTest : public ::testing::Test {
   }
 
   static Tokenizer* tokenizer_;
-  static LlamaModel* model_;
+  static const LlamaModel* model_;
   static MnistSet* digits_;
   FakeCoordinator coordinator_;
   FakeCollective group_;
@@ -157,7 +157,7 @@ class TrainTaskTest : public ::testing::Test {
 };
 
 Tokenizer* TrainTaskTest::tokenizer_ = nullptr;
-LlamaModel* TrainTaskTest::model_ = nullptr;
+const LlamaModel* TrainTaskTest::model_ = nullptr;
 MnistSet* TrainTaskTest::digits_ = nullptr;
 
 TEST_F(TrainTaskTest, TrainsItsStepsOverTheGroupAndUploadsItsCheckpoints) {
