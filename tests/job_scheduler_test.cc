@@ -18,9 +18,13 @@
 #include "common/sha256.h"
 #include "common/train_checkpoint.h"
 #include "test_util.h"
+#include "tests/status_matchers.h"
 
 namespace llava {
 namespace {
+
+using ::llava::testing::StatusIs;
+using ::testing::HasSubstr;
 
 using std::chrono::milliseconds;
 
@@ -319,9 +323,12 @@ TEST_F(JobSchedulerTest, AWorkerThatLeavesEndsTheAttemptAtOnceAndTheReasonSaysSo
   const std::string s0 = Register("a"), s1 = Register("b");
   auto job = scheduler_->Submit(TrainRequest(2), Caller(), now_);
   ASSERT_TRUE(job.ok());
-  const v1::TaskRef survivor = Beat("a", s0).task().ref();
-  ASSERT_EQ(survivor.rank(), 0);
+  Beat("a", s0);
   Beat("b", s1);
+  v1::TaskRef survivor;
+  survivor.set_job_id(job->job_id());
+  survivor.set_attempt(1);
+  survivor.set_rank(0);
   ASSERT_TRUE(registry_->Leave("b", s1, "pod deleted").ok());
   EXPECT_TRUE(absl::IsNotFound(registry_->Leave("b", s1, "twice")));  // the session is gone
   // What LeaveWorker does after the registry took the leave; no Tick: the attempt ends
@@ -339,7 +346,8 @@ TEST_F(JobSchedulerTest, AWorkerThatLeavesEndsTheAttemptAtOnceAndTheReasonSaysSo
   *failed.mutable_ref() = survivor;
   failed.set_error("gloo all-reduce failed: Connection closed by peer");
   failed.set_retryable(true);
-  EXPECT_TRUE(absl::IsPermissionDenied(scheduler_->OnTaskResult(failed)));
+  EXPECT_THAT(scheduler_->OnTaskResult(failed),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("attempt 1 rank 0 is not running")));
   auto after = scheduler_->Get(job->job_id(), false);
   EXPECT_EQ(after->reason(), status->reason());
   EXPECT_EQ(after->restarts(), status->restarts());

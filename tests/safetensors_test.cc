@@ -97,7 +97,8 @@ TEST(SafetensorsTest, ReadsHuggingFaceFileMatchingItsRawBytes) {
   ASSERT_EQ(embed.at("dtype"), "F32");
   EXPECT_EQ((*file)->tensors().size(), raw.NumTensors());
   std::map<std::string, std::string> metadata;
-  for (const auto& [k, v] : raw.header.value("__metadata__", nlohmann::json::object()).items()) {
+  const nlohmann::json raw_metadata = raw.header.value("__metadata__", nlohmann::json::object());
+  for (const auto& [k, v] : raw_metadata.items()) {
     metadata[k] = v.get<std::string>();
   }
   EXPECT_EQ((*file)->metadata(), metadata);
