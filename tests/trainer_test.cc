@@ -8,24 +8,14 @@
 #include "common/file_util.h"
 #include "common/train_checkpoint.h"
 #include "common/vlm.h"
+#include "tests/synthetic_digits.h"
 #include "tests/test_util.h"
 #include "worker/evaluator.h"
 
 namespace llava {
 namespace {
 
-// n synthetic "digits": label-dependent bars, so that a projector can tell them apart.
-MnistSet SyntheticDigits(int64_t n) {
-  MnistSet set;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t label = i % 10;
-    for (int64_t p = 0; p < 784; ++p) {
-      set.pixels.push_back(static_cast<uint8_t>(((p / 28 + label * 3) % 28 < 6) ? 200 : (i * 7 + p) % 31));
-    }
-    set.labels.push_back(static_cast<uint8_t>(label));
-  }
-  return set;
-}
+using testing::SyntheticDigits;
 
 // synthetic:tiny has the real Llama 3.1 vocabulary, so the real tokenizer and prompt
 // serve; its weights are random, which is all that the mechanics tested here need.

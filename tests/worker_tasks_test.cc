@@ -19,6 +19,7 @@
 #include "common/train_checkpoint.h"
 #include "tests/fake_collective.h"
 #include "tests/fake_coordinator.h"
+#include "tests/synthetic_digits.h"
 #include "tests/test_util.h"
 #include "worker/worker_tasks.h"
 
@@ -45,18 +46,7 @@ using testing::FakeCollective;
 using testing::FakeCoordinator;
 using Call = FakeCoordinator::Call;
 
-// n synthetic "digits": label-dependent bars.
-MnistSet SyntheticDigits(int64_t n) {
-  MnistSet set;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t label = i % 10;
-    for (int64_t p = 0; p < 784; ++p) {
-      set.pixels.push_back(static_cast<uint8_t>(((p / 28 + label * 3) % 28 < 6) ? 200 : (i * 7 + p) % 31));
-    }
-    set.labels.push_back(static_cast<uint8_t>(label));
-  }
-  return set;
-}
+using testing::SyntheticDigits;
 
 // The rank's shards as the coordinator's scheduler cuts them from the job's data plan.
 FakeCoordinator::ShardSource PlanShards(const v1::TrainSpec& spec, int64_t world) {
