@@ -135,6 +135,15 @@ class WorkerAgentTest : public ::testing::Test {
       returned_ = true;
     });
   }
+  // Starts the agent, hands it `task` (running until aborted) as `ref`, and waits until it
+  // runs.
+  void StartARunningTask(ScriptedTask& task, const v1::TaskRef& ref, WorkerOptions options = Options()) {
+    task.steps = -1;
+    Start(task.Runner(), std::move(options));
+    ASSERT_TRUE(Registered());
+    coordinator_->QueueTask(TrainTask(ref));
+    ASSERT_TRUE(WaitUntil([&] { return task.started.load() == 1; }));
+  }
   void StopAndJoin() {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
@@ -220,13 +229,9 @@ TEST_F(WorkerAgentTest, ATaskThatThrowsFailsRetryablyAndTheWorkerGoesOn) {
 // coordinator has counted it lost), aborting its group.
 TEST_F(WorkerAgentTest, AForgottenSessionRegistersAgainAndAbandonsTheOldSessionsTask) {
   ScriptedTask task;
-  task.steps = -1;
   FakeCollective group;
   task.group = &group;
-  Start(task.Runner());
-  ASSERT_TRUE(Registered());
-  coordinator_->QueueTask(TrainTask(Ref("train-000001", 1)));
-  ASSERT_TRUE(WaitUntil([&] { return task.started.load() == 1; }));
+  ASSERT_NO_FATAL_FAILURE(StartARunningTask(task, Ref("train-000001", 1)));
 
   coordinator_->ForgetSessions();
   ASSERT_TRUE(Registered(2));
@@ -243,13 +248,9 @@ TEST_F(WorkerAgentTest, AForgottenSessionRegistersAgainAndAbandonsTheOldSessions
 
 TEST_F(WorkerAgentTest, AnUnreachableCoordinatorStopsTheWorkerOnlyAfterCoordinatorLostAfter) {
   ScriptedTask task;
-  task.steps = -1;
   WorkerOptions options = Options();
   options.coordinator_lost_after = milliseconds(300);
-  Start(task.Runner(), options);
-  ASSERT_TRUE(Registered());
-  coordinator_->QueueTask(TrainTask(Ref("train-000001", 1)));
-  ASSERT_TRUE(WaitUntil([&] { return task.started.load() == 1; }));
+  ASSERT_NO_FATAL_FAILURE(StartARunningTask(task, Ref("train-000001", 1), options));
 
   // A few failed heartbeats within the window are ridden out.
   coordinator_->FailNext(Call::kHeartbeat, absl::UnavailableError("connection refused"), 3);
@@ -270,14 +271,10 @@ TEST_F(WorkerAgentTest, AnUnreachableCoordinatorStopsTheWorkerOnlyAfterCoordinat
 
 TEST_F(WorkerAgentTest, AnAbortInAHeartbeatReplyAbandonsThatTaskAndItsGroupOnly) {
   ScriptedTask task;
-  task.steps = -1;
   FakeCollective group;
   task.group = &group;
-  Start(task.Runner());
-  ASSERT_TRUE(Registered());
   const v1::TaskRef ref = Ref("train-000001", 1);
-  coordinator_->QueueTask(TrainTask(ref));
-  ASSERT_TRUE(WaitUntil([&] { return task.started.load() == 1; }));
+  ASSERT_NO_FATAL_FAILURE(StartARunningTask(task, ref));
 
   // Another attempt's abort is not this task's.
   coordinator_->QueueAbort(Ref("train-000001", 0));
@@ -309,13 +306,9 @@ TEST_F(WorkerAgentTest, AnAbortInAHeartbeatReplyAbandonsThatTaskAndItsGroupOnly)
 // only then abandons its task; a left session takes no result.
 TEST_F(WorkerAgentTest, StopLeavesTheCoordinatorBeforeAbandoningTheTask) {
   ScriptedTask task;
-  task.steps = -1;
   std::atomic<int64_t> leaves_when_aborted{-1};
   task.on_abort = [&] { leaves_when_aborted = coordinator_->count(Call::kLeave); };
-  Start(task.Runner());
-  ASSERT_TRUE(Registered());
-  coordinator_->QueueTask(TrainTask(Ref("train-000001", 1)));
-  ASSERT_TRUE(WaitUntil([&] { return task.started.load() == 1; }));
+  ASSERT_NO_FATAL_FAILURE(StartARunningTask(task, Ref("train-000001", 1)));
 
   StopAndJoin();
   EXPECT_TRUE(run_status_.ok()) << run_status_;
