@@ -72,6 +72,9 @@ RUNS=(
   "conv_aug_e2|$MAIN $CONV $AUG --epochs 2"
   "conv_aug_e3|$MAIN $CONV $AUG --epochs 3"
   "conv_aug_e6|$MAIN $CONV $AUG --epochs 6 --weight_decay 0.1"
+  "conv_aug_e8|$MAIN $CONV $AUG --epochs 8 --weight_decay 0.1"
+  "conv_aug_e10|$MAIN $CONV $AUG --epochs 10 --weight_decay 0.1"
+  "conv_aug_e15|$MAIN $CONV $AUG --epochs 15 --weight_decay 0.1"
   "best|$BEST"
   "best_aug|$BEST $AUG"
 )
