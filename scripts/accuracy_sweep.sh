@@ -49,9 +49,11 @@ HELD_OUT="Which digit is depicted?|What number is pictured?|Can you read this di
 AUG="--augment_shift 2 --augment_rotate 10 --augment_scale 0.1"
 AUG_STRONG="--augment_shift 3 --augment_rotate 15 --augment_scale 0.15"
 CONV="--projector conv_mlp --projector_hidden 1024"
-MAIN="--recipe recipes/main.json --batch_size 32"   # launch --workers 2's global batch, in one process
-# recipes/best.json before 2026-12-02 (mlp2x_gelu, 6 epochs, weight decay 0.1); the
-# sweep's conv_aug_e6 is recipes/best.json now.
+# The levers are measured against the main job's recipe before 2026-12-03, now
+# recipes/quick.json (mlp2x_gelu, one epoch), at launch --workers 2's global batch in one
+# process. conv_aug_e3 is recipes/main.json now, conv_aug_e15 recipes/best.json.
+MAIN="--recipe recipes/quick.json --batch_size 32"
+# recipes/best.json before 2026-12-02 (mlp2x_gelu, 6 epochs, weight decay 0.1).
 BEST="$MAIN --train_digits -1 --epochs 6 --weight_decay 0.1"
 # name|flags (one lever at a time against the main job's recipe, then combinations)
 RUNS=(

@@ -54,7 +54,7 @@ void ExpectSameConfig(const TrainConfig& a, const TrainConfig& b) {
 }
 
 TEST_F(RecipeTest, EveryRecipeParsesAndValidates) {
-  for (const char* name : {"seed.json", "main.json", "best.json", "conv_aug3.json"}) {
+  for (const char* name : {"seed.json", "quick.json", "main.json", "best.json"}) {
     absl::SetFlag(&FLAGS_recipe, Recipe(name));
     auto spec = TrainRunSpecFromFlags();
     ASSERT_TRUE(spec.ok()) << name << ": " << spec.status();
@@ -95,7 +95,7 @@ TEST_F(RecipeTest, BestRecipeEqualsItsFlags) {
   absl::SetFlag(&FLAGS_weight_decay, 0.1);
   absl::SetFlag(&FLAGS_schedule, "cosine");
   absl::SetFlag(&FLAGS_batch_size, 32);
-  absl::SetFlag(&FLAGS_epochs, 6);
+  absl::SetFlag(&FLAGS_epochs, 15);
   absl::SetFlag(&FLAGS_train_digits, -1);
   absl::SetFlag(&FLAGS_augment_shift, 2.0);
   absl::SetFlag(&FLAGS_augment_rotate, 10.0);
@@ -136,11 +136,11 @@ TEST_F(RecipeTest, FlagsGivenOverrideTheRecipe) {
 }
 
 TEST_F(RecipeTest, AugmentAndConvProjectorFlagsReachTheTrainer) {
-  absl::SetFlag(&FLAGS_recipe, Recipe("main.json"));
+  absl::SetFlag(&FLAGS_recipe, Recipe("quick.json"));
   {
     auto plain = TrainRunSpecFromFlags();
     ASSERT_TRUE(plain.ok()) << plain.status();
-    EXPECT_FALSE(plain->has_augment_shift());  // the main job: off unless asked for
+    EXPECT_FALSE(plain->has_augment_shift());  // off unless a recipe or flag asks for it
   }
   absl::SetFlag(&FLAGS_projector, "conv_mlp");
   absl::SetFlag(&FLAGS_projector_hidden, 256);
@@ -187,9 +187,11 @@ TEST_F(RecipeTest, LaunchBuiltInIsMainJson) {
   auto spec = TrainSpecFromFlags(*json);
   ASSERT_TRUE(spec.ok()) << spec.status();
   ASSERT_TRUE(ResolveTrainSpec(&*spec).ok());
-  EXPECT_EQ(spec->projector(), "mlp2x_gelu");
+  EXPECT_EQ(spec->projector(), "conv_mlp");
   EXPECT_EQ(spec->projector_hidden(), 1024);
   EXPECT_EQ(spec->batch_size(), 16);
+  EXPECT_EQ(spec->epochs(), 3);
+  EXPECT_EQ(spec->augment_shift(), 2.0);
   EXPECT_EQ(spec->train_digits(), 9000);
   EXPECT_EQ(spec->checkpoint_every_steps(), 50);
   EXPECT_EQ(spec->questions_size(), 5);
