@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs setup (installs, fetches data, builds the binaries; each step only if needed), builds
 # the tests, runs every fuzz target for LLAVA_FUZZ_SECONDS each (default 20; 0 skips them;
-# scripts/fuzz.sh), then the whole test suite with ctest. Extra arguments go to ctest (e.g. -R tokenizer), and
-# then the fuzz targets do not run.
+# scripts/fuzz.sh), then the whole test suite with ctest. Extra arguments go to ctest (e.g.
+# -R tokenizer), and then the fuzz targets do not run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
