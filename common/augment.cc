@@ -19,7 +19,8 @@ at::Tensor TransformPixels(const at::Tensor& pixels, const std::vector<AugmentPa
   coef.reserve(6 * params.size());
   constexpr double kPi = 3.14159265358979323846;
   for (const AugmentParams& p : params) {
-    const double a = p.angle_deg * kPi / 180.0, c = std::cos(a) / p.scale, s = std::sin(a) / p.scale;
+    const double a = p.angle_deg * kPi / 180.0, c = std::cos(a) / p.scale,
+                 s = std::sin(a) / p.scale;
     const double sx = 2.0 / static_cast<double>(cols), sy = 2.0 / static_cast<double>(rows);
     const double m00 = sx * c, m01 = sx * s, m10 = -sy * s, m11 = sy * c;
     for (double v : {m00, m01, -(m00 * p.dx + m01 * p.dy), m10, m11, -(m10 * p.dx + m11 * p.dy)}) {
@@ -28,14 +29,17 @@ at::Tensor TransformPixels(const at::Tensor& pixels, const std::vector<AugmentPa
   }
   const auto f32 = at::TensorOptions().dtype(at::kFloat).device(pixels.device());
   at::Tensor k = at::tensor(coef, at::kFloat).view({b, 6, 1, 1}).to(pixels.device());
-  at::Tensor u = (at::arange(cols, f32) + (0.5 - 0.5 * static_cast<double>(cols))).view({1, 1, cols});
-  at::Tensor v = (at::arange(rows, f32) + (0.5 - 0.5 * static_cast<double>(rows))).view({1, rows, 1});
+  at::Tensor u =
+      (at::arange(cols, f32) + (0.5 - 0.5 * static_cast<double>(cols))).view({1, 1, cols});
+  at::Tensor v =
+      (at::arange(rows, f32) + (0.5 - 0.5 * static_cast<double>(rows))).view({1, rows, 1});
   auto col = [&](int64_t i) { return k.select(1, i); };  // [B, 1, 1]
-  at::Tensor gx = col(0) * u + col(1) * v + col(2);       // [B, rows, cols]
+  at::Tensor gx = col(0) * u + col(1) * v + col(2);      // [B, rows, cols]
   at::Tensor gy = col(3) * u + col(4) * v + col(5);
-  at::Tensor grid = at::stack({gx, gy}, -1);              // [B, rows, cols, 2]
+  at::Tensor grid = at::stack({gx, gy}, -1);  // [B, rows, cols, 2]
   at::Tensor images = pixels.to(at::kFloat).view({b, 1, rows, cols});
-  at::Tensor out = at::grid_sampler(images, grid, /*bilinear*/ 0, /*zeros*/ 0, /*align_corners=*/false);
+  at::Tensor out =
+      at::grid_sampler(images, grid, /*bilinear*/ 0, /*zeros*/ 0, /*align_corners=*/false);
   return out.reshape({b, rows * cols});
 }
 
@@ -67,7 +71,8 @@ MnistSet TransformSet(const MnistSet& set, const RobustnessView& view) {
   at::Tensor pixels = ImagesToTensor(set, 0, set.size());
   at::Tensor moved = TransformPixels(pixels, params, set.rows, set.cols);
   at::Tensor bytes = (moved.clamp(0, 1) * 255.0).round().to(at::kByte).contiguous();
-  std::copy(bytes.data_ptr<uint8_t>(), bytes.data_ptr<uint8_t>() + bytes.numel(), out.pixels.begin());
+  std::copy(bytes.data_ptr<uint8_t>(), bytes.data_ptr<uint8_t>() + bytes.numel(),
+            out.pixels.begin());
   return out;
 }
 

@@ -42,9 +42,8 @@ absl::Status DataPlanConfig::Validate() const {
   const int64_t steps_per_epoch = num_samples / global_batch + (num_samples % global_batch != 0);
   int64_t total = 0;
   if (__builtin_mul_overflow(steps_per_epoch, epochs, &total)) {
-    return absl::InvalidArgumentError(absl::StrCat("data plan: ", steps_per_epoch,
-                                                   " steps per epoch x ", epochs,
-                                                   " epochs overflows"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data plan: ", steps_per_epoch, " steps per epoch x ", epochs, " epochs overflows"));
   }
   return absl::OkStatus();
 }
@@ -52,7 +51,8 @@ absl::Status DataPlanConfig::Validate() const {
 DataPlan::DataPlan(const DataPlanConfig& config) : config_(config) {
   const absl::Status valid = config.Validate();
   LM_CHECK(valid.ok()) << valid;
-  steps_per_epoch_ = config.num_samples / config.global_batch + (config.num_samples % config.global_batch != 0);
+  steps_per_epoch_ =
+      config.num_samples / config.global_batch + (config.num_samples % config.global_batch != 0);
   total_steps_ = steps_per_epoch_ * config.epochs;
   if (config.max_steps >= 0) total_steps_ = std::min(total_steps_, config.max_steps);
 }
@@ -83,9 +83,8 @@ std::vector<PlannedSample> DataPlan::StepSamples(int64_t step) const {
     s.index = order[pos];
     s.question = static_cast<int64_t>(Hash(config_.seed, epoch, pos, 0x9e571011) %
                                       static_cast<uint64_t>(config_.num_questions));
-    s.answer_template = static_cast<int64_t>(
-        Hash(config_.seed, epoch, pos, 0xa2257e01) %
-        static_cast<uint64_t>(config_.num_answer_templates));
+    s.answer_template = static_cast<int64_t>(Hash(config_.seed, epoch, pos, 0xa2257e01) %
+                                             static_cast<uint64_t>(config_.num_answer_templates));
     out.push_back(s);
   }
   return out;
@@ -95,13 +94,12 @@ uint64_t DataPlan::AugmentKey(int64_t epoch, int64_t index) const {
   return Hash(config_.seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(index), 0xa06e0001);
 }
 
-std::vector<PlannedSample> DataPlan::RankSamples(int64_t step, int64_t rank,
-                                                 int64_t world) const {
+std::vector<PlannedSample> DataPlan::RankSamples(int64_t step, int64_t rank, int64_t world) const {
   return RankShare(StepSamples(step), rank, world);
 }
 
-std::vector<PlannedSample> DataPlan::RankShare(const std::vector<PlannedSample>& all,
-                                               int64_t rank, int64_t world) {
+std::vector<PlannedSample> DataPlan::RankShare(const std::vector<PlannedSample>& all, int64_t rank,
+                                               int64_t world) {
   LM_CHECK(rank >= 0 && rank < world);
   const int64_t n = static_cast<int64_t>(all.size());
   const int64_t begin = n * rank / world, end = n * (rank + 1) / world;

@@ -12,10 +12,10 @@
 namespace llava {
 
 struct DataPlanConfig {
-  int64_t num_samples = 0;    // training digits used (the first N of the set)
-  int64_t global_batch = 1;   // samples per optimizer step, over all ranks
+  int64_t num_samples = 0;   // training digits used (the first N of the set)
+  int64_t global_batch = 1;  // samples per optimizer step, over all ranks
   int64_t epochs = 1;
-  int64_t max_steps = -1;     // -1: as many as the epochs give
+  int64_t max_steps = -1;  // -1: as many as the epochs give
   uint64_t seed = 0;
   bool shuffle = true;
   int64_t num_questions = 1;

@@ -11,7 +11,8 @@ inline double SecondsSince(std::chrono::steady_clock::time_point start) {
 }
 
 inline double MsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
 }
 
 }  // namespace llava

@@ -473,8 +473,10 @@ absl::StatusOr<EvalReport> EvalReport::FromJson(const std::string& json,
       for (size_t q = 0; q < per_question->size(); ++q) {
         const std::string entry = absl::StrCat(where, ".per_question[", q, "]");
         if (!(*per_question)[q].is_object()) return FieldError(source, entry, "expected an object");
-        LM_ASSIGN_OR_RETURN(int64_t total, IntMember((*per_question)[q], "samples", 0, INT64_MAX, entry, source));
-        LM_ASSIGN_OR_RETURN(int64_t correct, IntMember((*per_question)[q], "correct", 0, total, entry, source));
+        LM_ASSIGN_OR_RETURN(int64_t total,
+                            IntMember((*per_question)[q], "samples", 0, INT64_MAX, entry, source));
+        LM_ASSIGN_OR_RETURN(int64_t correct,
+                            IntMember((*per_question)[q], "correct", 0, total, entry, source));
         view.total.push_back(total);
         view.correct.push_back(correct);
       }
@@ -504,7 +506,8 @@ std::string EvalReport::ToTable(int64_t max_samples) const {
     for (size_t q = 0; q < questions_.size(); ++q) rows[0].push_back(absl::StrCat("q", q));
     rows[0].push_back("all");
     rows.push_back({"original"});
-    for (size_t q = 0; q < questions_.size(); ++q) rows.back().push_back(Percent(s.per_question[q]));
+    for (size_t q = 0; q < questions_.size(); ++q)
+      rows.back().push_back(Percent(s.per_question[q]));
     rows.back().push_back(Percent(s.all));
     for (const EvalView& v : views_) {
       rows.push_back({v.name});

@@ -72,9 +72,12 @@ class LinearFloat32OutFunction : public torch::autograd::Function<LinearFloat32O
 #ifdef LLAVA_HAVE_CUDA
 cuda::ElementType TypeOf(const at::Tensor& t) {
   switch (t.scalar_type()) {
-    case at::kHalf: return cuda::ElementType::kFloat16;
-    case at::kBFloat16: return cuda::ElementType::kBFloat16;
-    default: return cuda::ElementType::kFloat32;
+    case at::kHalf:
+      return cuda::ElementType::kFloat16;
+    case at::kBFloat16:
+      return cuda::ElementType::kBFloat16;
+    default:
+      return cuda::ElementType::kFloat32;
   }
 }
 
@@ -117,8 +120,7 @@ bool SwiGluIsFused(const at::Tensor& gate, const at::Tensor& up) {
 #ifdef LLAVA_HAVE_CUDA
   const at::ScalarType t = gate.scalar_type();
   return gate.is_cuda() && up.device() == gate.device() && up.scalar_type() == t &&
-         gate.sizes() == up.sizes() &&
-         (t == at::kFloat || t == at::kHalf || t == at::kBFloat16);
+         gate.sizes() == up.sizes() && (t == at::kFloat || t == at::kHalf || t == at::kBFloat16);
 #else
   return false;
 #endif

@@ -20,8 +20,8 @@ bool SwiGluIsFused(const at::Tensor& gate, const at::Tensor& up);
 // matmul sums them, the sum written without rounding it to the half dtype. On CUDA with
 // torch >= 2.9 one cuBLAS call (at::mm's out_dtype); on CUDA before 2.9 the half matmul
 // rounded, then upcast (warned once: the precision is transformers'); on the CPU through
-// float32 copies (slow at 8B, exact). Differentiable in x (the weight is frozen); x's gradient is a half
-// matmul of the float32 incoming gradient rounded to x's dtype.
+// float32 copies (slow at 8B, exact). Differentiable in x (the weight is frozen); x's gradient is a
+// half matmul of the float32 incoming gradient rounded to x's dtype.
 at::Tensor LinearFloat32Out(const at::Tensor& x, const at::Tensor& weight);
 
 }  // namespace llava

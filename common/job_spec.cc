@@ -43,9 +43,8 @@ namespace {
 absl::Status CheckPhrasings(const std::string& field,
                             const google::protobuf::RepeatedPtrField<std::string>& values) {
   if (values.size() > JobLimits::kMaxPhrasings) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " has ", values.size(),
-                                                   " entries, over the limit of ",
-                                                   JobLimits::kMaxPhrasings));
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, " has ", values.size(), " entries, over the limit of ", JobLimits::kMaxPhrasings));
   }
   for (int i = 0; i < values.size(); ++i) {
     LM_RETURN_IF_ERROR(CheckText(absl::StrCat(field, "[", i, "]"), values[i],
@@ -92,10 +91,11 @@ void FillTrainDefaults(v1::TrainSpec* s) {
 absl::Status CheckTrainBounds(const v1::TrainSpec& s) {
   using L = JobLimits;
   LM_RETURN_IF_ERROR(CheckText("train.model", s.model(), L::kMaxModelBytes));
-  for (const auto& [field, value] : {std::pair<const char*, const std::string*>{"train.projector", &s.projector()},
-                                     {"train.optimizer", &s.optimizer()},
-                                     {"train.schedule", &s.schedule()},
-                                     {"train.prompt_style", &s.prompt_style()}}) {
+  for (const auto& [field, value] :
+       {std::pair<const char*, const std::string*>{"train.projector", &s.projector()},
+        {"train.optimizer", &s.optimizer()},
+        {"train.schedule", &s.schedule()},
+        {"train.prompt_style", &s.prompt_style()}}) {
     LM_RETURN_IF_ERROR(CheckText(field, *value, 32));
   }
   LM_RETURN_IF_ERROR(CheckRange("train.batch_size", s.batch_size(), 1, L::kMaxBatch));
@@ -113,7 +113,8 @@ absl::Status CheckTrainBounds(const v1::TrainSpec& s) {
   LM_RETURN_IF_ERROR(CheckRange("train.max_restarts", s.max_restarts(), 0, L::kMaxRestarts));
   LM_RETURN_IF_ERROR(CheckRange("train.keep_last", s.keep_last(), 1, L::kMaxKeepCheckpoints));
   LM_RETURN_IF_ERROR(CheckRange("train.keep_best", s.keep_best(), 0, L::kMaxKeepCheckpoints));
-  if (!s.init_from().empty()) LM_RETURN_IF_ERROR(CheckCheckpointRef("train.init_from", s.init_from()));
+  if (!s.init_from().empty())
+    LM_RETURN_IF_ERROR(CheckCheckpointRef("train.init_from", s.init_from()));
   LM_RETURN_IF_ERROR(CheckRange("train.lr", s.lr(), 0.0, L::kMaxLr));
   LM_RETURN_IF_ERROR(CheckRange("train.weight_decay", s.weight_decay(), 0.0, L::kMaxWeightDecay));
   LM_RETURN_IF_ERROR(CheckRange("train.warmup_ratio", s.warmup_ratio(), 0.0, 1.0));
@@ -144,7 +145,8 @@ absl::Status ResolveTrainSpec(v1::TrainSpec* s) {
 absl::Status ResolveEvalSpec(v1::EvalSpec* s) {
   using L = JobLimits;
   if (s->checkpoint().empty()) {
-    return absl::InvalidArgumentError("eval.checkpoint is empty (a checkpoint id or a training job id)");
+    return absl::InvalidArgumentError(
+        "eval.checkpoint is empty (a checkpoint id or a training job id)");
   }
   if (s->questions().empty()) {
     for (const std::string& q : DefaultEvalQuestions()) s->add_questions(q);
@@ -229,8 +231,7 @@ absl::StatusOr<PromptConfig> MakePrompt(const std::string& style, const std::str
 
 absl::StatusOr<PromptConfig> PromptFromSpec(const v1::TrainSpec& s) {
   return MakePrompt(s.prompt_style(), "train", {s.questions().begin(), s.questions().end()},
-                    {s.answer_templates().begin(), s.answer_templates().end()},
-                    s.image_tokens());
+                    {s.answer_templates().begin(), s.answer_templates().end()}, s.image_tokens());
 }
 
 absl::StatusOr<PromptConfig> PromptFromSpec(const v1::EvalSpec& s, int64_t image_tokens) {

@@ -21,13 +21,12 @@ using json = nlohmann::json;
 
 absl::Status FieldError(const std::string& source, absl::string_view field,
                         absl::string_view problem) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(source, ": field '", field, "' ", problem));
+  return absl::InvalidArgumentError(absl::StrCat(source, ": field '", field, "' ", problem));
 }
 
 // Reads an integer field; absent is fine when `required` is false.
-absl::Status ReadInt(const json& j, const std::string& source, const char* field,
-                     bool required, int64_t* out) {
+absl::Status ReadInt(const json& j, const std::string& source, const char* field, bool required,
+                     int64_t* out) {
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) {
     return required ? FieldError(source, field, "is missing") : absl::OkStatus();
@@ -37,8 +36,8 @@ absl::Status ReadInt(const json& j, const std::string& source, const char* field
   return absl::OkStatus();
 }
 
-absl::Status ReadDouble(const json& j, const std::string& source, const char* field,
-                        bool required, double* out) {
+absl::Status ReadDouble(const json& j, const std::string& source, const char* field, bool required,
+                        double* out) {
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) {
     return required ? FieldError(source, field, "is missing") : absl::OkStatus();
@@ -97,10 +96,8 @@ absl::Status ReadRope(const json& j, const std::string& source, RopeConfig* rope
   }
   rope->type = RopeType::kLlama3;
   LM_RETURN_IF_ERROR(ReadDouble(*params, where, "factor", true, &rope->factor));
-  LM_RETURN_IF_ERROR(
-      ReadDouble(*params, where, "low_freq_factor", true, &rope->low_freq_factor));
-  LM_RETURN_IF_ERROR(
-      ReadDouble(*params, where, "high_freq_factor", true, &rope->high_freq_factor));
+  LM_RETURN_IF_ERROR(ReadDouble(*params, where, "low_freq_factor", true, &rope->low_freq_factor));
+  LM_RETURN_IF_ERROR(ReadDouble(*params, where, "high_freq_factor", true, &rope->high_freq_factor));
   LM_RETURN_IF_ERROR(ReadInt(*params, where, "original_max_position_embeddings", true,
                              &rope->original_max_position_embeddings));
   return absl::OkStatus();
@@ -142,19 +139,19 @@ absl::Status LlamaConfig::Validate() const {
   LM_RETURN_IF_ERROR(CheckPositive("head_dim", head_dim));
   LM_RETURN_IF_ERROR(CheckPositive("max_position_embeddings", max_position_embeddings));
   if (num_attention_heads % num_key_value_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "num_attention_heads (", num_attention_heads,
-        ") must be a multiple of num_key_value_heads (", num_key_value_heads, ")"));
+    return absl::InvalidArgumentError(absl::StrCat("num_attention_heads (", num_attention_heads,
+                                                   ") must be a multiple of num_key_value_heads (",
+                                                   num_key_value_heads, ")"));
   }
   if (head_dim % 2 != 0) {
     return absl::InvalidArgumentError(absl::StrCat("head_dim must be even, got ", head_dim));
   }
   if (!CountParameters(*this)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the sizes (vocab_size ", vocab_size, ", hidden_size ", hidden_size,
-        ", intermediate_size ", intermediate_size, ", num_hidden_layers ", num_hidden_layers,
-        ", num_attention_heads ", num_attention_heads, ", num_key_value_heads ",
-        num_key_value_heads, ", head_dim ", head_dim, ") give more parameters than int64 holds"));
+        "the sizes (vocab_size ", vocab_size, ", hidden_size ", hidden_size, ", intermediate_size ",
+        intermediate_size, ", num_hidden_layers ", num_hidden_layers, ", num_attention_heads ",
+        num_attention_heads, ", num_key_value_heads ", num_key_value_heads, ", head_dim ", head_dim,
+        ") give more parameters than int64 holds"));
   }
   if (!(rms_norm_eps > 0)) return absl::InvalidArgumentError("rms_norm_eps must be > 0");
   if (!(rope.theta > 0)) return absl::InvalidArgumentError("rope_theta must be > 0");
@@ -185,12 +182,13 @@ int64_t LlamaConfig::NumParameters() const {
 absl::StatusOr<LlamaConfig> ParseLlamaConfig(std::string_view json_text,
                                              const std::string& source) {
   if (auto at = JsonNestingExceeds(json_text)) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": JSON nested deeper than ",
-                                                   kMaxJsonDepth, " levels at byte ", *at));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": JSON nested deeper than ", kMaxJsonDepth, " levels at byte ", *at));
   }
   json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON"));
-  if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
+  if (!j.is_object())
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
 
   // Refuse architectures whose forward pass differs from Llama's, rather than computing
   // something silently wrong.
@@ -199,14 +197,14 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(std::string_view json_text,
     model_type = it->get<std::string>();
   }
   if (model_type != "llama") {
-    return absl::UnimplementedError(absl::StrCat(
-        source, ": model_type '", model_type, "' is not supported (only 'llama')"));
+    return absl::UnimplementedError(
+        absl::StrCat(source, ": model_type '", model_type, "' is not supported (only 'llama')"));
   }
   if (auto it = j.find("architectures"); it != j.end() && it->is_array()) {
     for (const json& a : *it) {
       if (!a.is_string() || a.get<std::string>() != "LlamaForCausalLM") {
-        return absl::UnimplementedError(absl::StrCat(
-            source, ": architecture ", a.dump(), " is not supported (only LlamaForCausalLM)"));
+        return absl::UnimplementedError(absl::StrCat(source, ": architecture ", a.dump(),
+                                                     " is not supported (only LlamaForCausalLM)"));
       }
     }
   }
@@ -215,13 +213,13 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(std::string_view json_text,
       return absl::UnimplementedError(absl::StrCat(source, ": ", flag, "=true is not supported"));
     }
   }
-  if (auto it = j.find("hidden_act"); it != j.end() && it->is_string() &&
-                                      it->get<std::string>() != "silu") {
+  if (auto it = j.find("hidden_act");
+      it != j.end() && it->is_string() && it->get<std::string>() != "silu") {
     return absl::UnimplementedError(
         absl::StrCat(source, ": hidden_act '", it->get<std::string>(), "' is not supported"));
   }
-  if (auto it = j.find("pretraining_tp"); it != j.end() && it->is_number_integer() &&
-                                          it->get<int64_t>() != 1) {
+  if (auto it = j.find("pretraining_tp");
+      it != j.end() && it->is_number_integer() && it->get<int64_t>() != 1) {
     return absl::UnimplementedError(absl::StrCat(source, ": pretraining_tp != 1 is not supported"));
   }
 
@@ -288,13 +286,13 @@ absl::StatusOr<LlamaConfig> LoadLlamaConfig(const std::string& checkpoint_dir) {
 }
 
 std::string DescribeConfig(const LlamaConfig& c) {
-  return absl::StrCat(
-      "llama vocab=", c.vocab_size, " hidden=", c.hidden_size, " layers=",
-      c.num_hidden_layers, " heads=", c.num_attention_heads, "/", c.num_key_value_heads,
-      " head_dim=", c.head_dim, " ffn=", c.intermediate_size,
-      " rope=", c.rope.type == RopeType::kLlama3 ? "llama3" : "default", "(theta=",
-      c.rope.theta, ") tied=", c.tie_word_embeddings ? "yes" : "no",
-      " eos=[", absl::StrJoin(c.eos_token_ids, ","), "] params=", c.NumParameters());
+  return absl::StrCat("llama vocab=", c.vocab_size, " hidden=", c.hidden_size,
+                      " layers=", c.num_hidden_layers, " heads=", c.num_attention_heads, "/",
+                      c.num_key_value_heads, " head_dim=", c.head_dim, " ffn=", c.intermediate_size,
+                      " rope=", c.rope.type == RopeType::kLlama3 ? "llama3" : "default",
+                      "(theta=", c.rope.theta, ") tied=", c.tie_word_embeddings ? "yes" : "no",
+                      " eos=[", absl::StrJoin(c.eos_token_ids, ","),
+                      "] params=", c.NumParameters());
 }
 
 }  // namespace llava

@@ -40,7 +40,7 @@ struct LlamaConfig {
   RopeConfig rope;
   bool tie_word_embeddings = false;
   int64_t bos_token_id = -1;
-  std::vector<int64_t> eos_token_ids;  // `eos_token_id` may be a number or a list
+  std::vector<int64_t> eos_token_ids;   // `eos_token_id` may be a number or a list
   std::string torch_dtype = "float32";  // as stored ("dtype" or "torch_dtype")
 
   absl::Status Validate() const;
@@ -51,8 +51,7 @@ struct LlamaConfig {
 };
 
 // Parses config.json text; `source` names the file in errors.
-absl::StatusOr<LlamaConfig> ParseLlamaConfig(std::string_view json_text,
-                                             const std::string& source);
+absl::StatusOr<LlamaConfig> ParseLlamaConfig(std::string_view json_text, const std::string& source);
 // Reads <dir>/config.json, then <dir>/generation_config.json's eos_token_id if present
 // (generation stops at the union of both, as transformers' generate does).
 absl::StatusOr<LlamaConfig> LoadLlamaConfig(const std::string& checkpoint_dir);

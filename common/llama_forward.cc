@@ -68,7 +68,7 @@ struct Rope {
 Rope MakeRope(const LlamaModel& m, int64_t start, int64_t t, at::ScalarType dtype) {
   at::Tensor pos = at::arange(start, start + t, m.inv_freq.options().dtype(at::kFloat));
   at::Tensor freqs = at::outer(pos, m.inv_freq);  // [T, hd/2]
-  at::Tensor emb = at::cat({freqs, freqs}, -1);    // [T, hd]
+  at::Tensor emb = at::cat({freqs, freqs}, -1);   // [T, hd]
   Rope r;
   r.cos = emb.cos().to(dtype);
   r.sin = emb.sin().to(dtype);
@@ -104,8 +104,8 @@ at::Tensor RepeatKv(const at::Tensor& x, int64_t groups) {
 // Which keys each query may see: queries at absolute positions past .. past+T-1, keys at
 // 0 .. S-1. Built once per forward pass (not per layer).
 struct AttentionMask {
-  bool causal = false;              // top-left causal (past == 0 and T == S)
-  c10::optional<at::Tensor> mask;   // [T, S] bool, true = attend; none when T == 1
+  bool causal = false;             // top-left causal (past == 0 and T == S)
+  c10::optional<at::Tensor> mask;  // [T, S] bool, true = attend; none when T == 1
   // The mask of grouped-query attention with the query heads folded into the query
   // length (see GroupedAttention): row i*T + t is row t of `mask`. [G*T, S]
   c10::optional<at::Tensor> folded;
@@ -121,8 +121,8 @@ AttentionMask MakeAttentionMask(int64_t past, int64_t t, int64_t groups,
   }
   at::Tensor qi = at::arange(past, past + t, options.dtype(at::kLong)).unsqueeze(1);  // [T, 1]
   at::Tensor kj = at::arange(0, past + t, options.dtype(at::kLong)).unsqueeze(0);     // [1, S]
-  m.mask = kj <= qi;  // [T, S]
-  if (groups > 1) m.folded = m.mask->repeat({groups, 1});  // [G*T, S]
+  m.mask = kj <= qi;                                                                  // [T, S]
+  if (groups > 1) m.folded = m.mask->repeat({groups, 1});                             // [G*T, S]
   return m;
 }
 
@@ -131,8 +131,8 @@ AttentionMask MakeAttentionMask(int64_t past, int64_t t, int64_t groups,
 constexpr int64_t kMaxMaterializedScores = 1 << 16;
 
 // q [B, H, T, hd], k/v [B, H, S, hd]; mask [T, S] bool (true = attend) unless causal.
-at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     bool causal, const c10::optional<at::Tensor>& mask) {
+at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
+                     const c10::optional<at::Tensor>& mask) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
   const int64_t t = q.size(2), s = k.size(2);
 #if TORCH_VERSION_MAJOR >= 2
@@ -173,7 +173,7 @@ at::Tensor GroupedAttention(const ForwardOptions& o, const at::Tensor& q, const 
   // row i*T + t for head j*groups + i at position t, each with its position's mask row:
   // the keys and values are read in place instead of copied per query head. Exact.
   LM_CHECK(t == 1 || am.folded.has_value());
-  at::Tensor qf = q.reshape({b, hkv, groups * t, hd});                 // [B, Hkv, G*T, hd]
+  at::Tensor qf = q.reshape({b, hkv, groups * t, hd});                  // [B, Hkv, G*T, hd]
   return Attention(qf, k, v, false, am.folded).reshape({b, h, t, hd});  // [B, H, T, hd]
 }
 
@@ -216,9 +216,9 @@ at::Tensor AttentionBlock(const LlamaModel& m, const ForwardOptions& o, const Ll
     k = at::cat({pk.narrow(2, 0, prefix->length).expand({b, -1, -1, -1}), k}, 2);
     v = at::cat({pv.narrow(2, 0, prefix->length).expand({b, -1, -1, -1}), v}, 2);
   }
-  at::Tensor out = GroupedAttention(o, q, k, v, am);  // [B, H, T, hd]
+  at::Tensor out = GroupedAttention(o, q, k, v, am);                      // [B, H, T, hd]
   out = out.transpose(1, 2).reshape({b, t, c.num_attention_heads * hd});  // [B, T, H*hd]
-  return Linear(out.to(m.dtype), w.o_proj, Float32BlockOutputs(m, o));   // [B, T, D]
+  return Linear(out.to(m.dtype), w.o_proj, Float32BlockOutputs(m, o));    // [B, T, D]
 }
 
 at::Tensor Mlp(const LlamaModel& m, const ForwardOptions& o, const LlamaLayerWeights& w,
@@ -229,8 +229,7 @@ at::Tensor Mlp(const LlamaModel& m, const ForwardOptions& o, const LlamaLayerWei
 
 }  // namespace
 
-KvCache MakeKvCache(const LlamaModel& m, const ForwardOptions& o, int64_t batch,
-                    int64_t capacity) {
+KvCache MakeKvCache(const LlamaModel& m, const ForwardOptions& o, int64_t batch, int64_t capacity) {
   const LlamaConfig& c = m.config;
   KvCache cache;
   const at::TensorOptions to = at::TensorOptions().dtype(KvCacheDtype(m, o)).device(m.device);
@@ -311,8 +310,8 @@ at::Tensor DecoderForward(const LlamaModel& m, const ForwardOptions& o,
   for (size_t i = 0; i < m.weights.layers.size(); ++i) {
     const LlamaLayerWeights& w = m.weights.layers[i];
     // A float32 block output is rounded first where the stream is in the model dtype.
-    at::Tensor attn = AttentionBlock(m, o, w, RmsNorm(m, o, h, w.input_layernorm, eps), rope,
-                                     mask, static_cast<int64_t>(i), cache, prefix);
+    at::Tensor attn = AttentionBlock(m, o, w, RmsNorm(m, o, h, w.input_layernorm, eps), rope, mask,
+                                     static_cast<int64_t>(i), cache, prefix);
     h = h + attn.to(h.scalar_type());
     h = h + Mlp(m, o, w, RmsNorm(m, o, h, w.post_attention_layernorm, eps)).to(h.scalar_type());
   }

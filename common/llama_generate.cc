@@ -21,17 +21,16 @@ std::vector<std::vector<int64_t>> GreedyGenerateFromEmbeds(const LlamaModel& mod
       params.eos_token_ids.empty() ? model.config.eos_token_ids : params.eos_token_ids;
   at::Tensor eos_ids = at::tensor(eos, at::kLong).to(model.device);
   const int64_t capacity = t + std::max<int64_t>(params.max_new_tokens, 1);
-  KvCache cache =
-      prefix == nullptr
-          ? MakeKvCache(model, options, b, capacity)
-          : MakeKvCacheFromPrefix(model, options, *prefix, b, prefix->length + capacity);
+  KvCache cache = prefix == nullptr ? MakeKvCache(model, options, b, capacity)
+                                    : MakeKvCacheFromPrefix(model, options, *prefix, b,
+                                                            prefix->length + capacity);
 
   std::vector<at::Tensor> steps;  // each [B] int64, on the device
   at::Tensor finished = at::zeros({b}, at::TensorOptions().dtype(at::kBool).device(model.device));
   at::Tensor hidden = DecoderForward(model, options, inputs_embeds, &cache);  // [B, T, D]
   for (int64_t step = 0; step < params.max_new_tokens; ++step) {
     at::Tensor logits = LmHeadLogits(model, hidden.select(1, hidden.size(1) - 1));  // [B, V]
-    at::Tensor next = logits.argmax(-1);                                             // [B]
+    at::Tensor next = logits.argmax(-1);                                            // [B]
     steps.push_back(next);
     if (eos.size() > 0) finished = finished.logical_or(at::isin(next, eos_ids));
     if (step + 1 == params.max_new_tokens) break;
@@ -60,8 +59,7 @@ std::vector<std::vector<int64_t>> GreedyGenerate(const LlamaModel& model,
                                                  const at::Tensor& ids,
                                                  const GenerateParams& params) {
   at::NoGradGuard no_grad;
-  return GreedyGenerateFromEmbeds(model, options, EmbedTokens(model, ids.to(model.device)),
-                                  params);
+  return GreedyGenerateFromEmbeds(model, options, EmbedTokens(model, ids.to(model.device)), params);
 }
 
 }  // namespace llava

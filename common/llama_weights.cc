@@ -71,9 +71,10 @@ struct Loader {
     // bfloat16 and float32 reach 3e38, float16 only 65,504: a weight beyond it would
     // become inf and poison every activation it touches.
     if (options.dtype == at::kHalf && !at::isfinite(t).all().item<bool>()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          ckpt.path(), ": tensor ", name, " does not fit float16 (a value beyond +-65504, or "
-          "not finite): load this checkpoint as bfloat16 (--dtype bfloat16)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(ckpt.path(), ": tensor ", name,
+                       " does not fit float16 (a value beyond +-65504, or "
+                       "not finite): load this checkpoint as bfloat16 (--dtype bfloat16)"));
     }
     return t;
   }
@@ -86,8 +87,7 @@ struct Loader {
   }
 };
 
-absl::Status LoadLayer(const Loader& l, const LlamaConfig& c, int64_t i,
-                       LlamaLayerWeights* w) {
+absl::Status LoadLayer(const Loader& l, const LlamaConfig& c, int64_t i, LlamaLayerWeights* w) {
   const std::string p = absl::StrCat("model.layers.", i, ".");
   const int64_t d = c.hidden_size, f = c.intermediate_size;
   const int64_t q = c.num_attention_heads * c.head_dim;
@@ -141,8 +141,8 @@ at::ScalarType NormDtype(at::ScalarType model_dtype) {
 absl::StatusOr<LlamaConfig> SyntheticConfig(const std::string& name) {
   if (name == "llama-3.1-8b") return ParseLlamaConfig(kLlama31_8B, "synthetic:llama-3.1-8b");
   if (name == "tiny") return ParseLlamaConfig(kTiny, "synthetic:tiny");
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown synthetic model '", name, "' (known: llama-3.1-8b, tiny)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown synthetic model '", name, "' (known: llama-3.1-8b, tiny)"));
 }
 
 std::unique_ptr<LlamaModel> MakeRandomLlama(const LlamaConfig& c, const ModelOptions& options) {
@@ -197,9 +197,9 @@ absl::StatusOr<std::unique_ptr<const LlamaModel>> LoadLlama(const std::string& s
 #if TORCH_VERSION_MAJOR < 2
   // libtorch 1.x has no float16 matmul on the CPU: refused here, not at the first step.
   if (options.dtype == at::kHalf && options.device.is_cpu()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model ", spec, ": float16 on the CPU needs libtorch 2.x (this is ", TORCH_VERSION,
-        "); use float32 or bfloat16, or a CUDA device"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model ", spec, ": float16 on the CPU needs libtorch 2.x (this is ",
+                     TORCH_VERSION, "); use float32 or bfloat16, or a CUDA device"));
   }
 #endif
   std::unique_ptr<LlamaModel> model;
@@ -222,8 +222,8 @@ absl::StatusOr<std::unique_ptr<const LlamaModel>> LoadLlama(const std::string& s
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   LM_LOG(INFO) << "loaded " << spec << " on " << options.device << " as "
-               << at::toString(options.dtype) << " in " << secs << " s: "
-               << DescribeConfig(model->config);
+               << at::toString(options.dtype) << " in " << secs
+               << " s: " << DescribeConfig(model->config);
   return std::unique_ptr<const LlamaModel>(std::move(model));
 }
 

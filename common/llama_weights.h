@@ -74,8 +74,7 @@ absl::StatusOr<LlamaConfig> SyntheticConfig(const std::string& name);
 
 // A model of `config` with random weights (normal, std 0.02; norms one) made directly
 // on the target device and dtype. Not const: `make-demo-lm` trains its weights.
-std::unique_ptr<LlamaModel> MakeRandomLlama(const LlamaConfig& config,
-                                            const ModelOptions& options);
+std::unique_ptr<LlamaModel> MakeRandomLlama(const LlamaConfig& config, const ModelOptions& options);
 
 // Parses "cpu", "cuda", "cuda:1", "auto" (cuda:0 if available) into a device.
 absl::StatusOr<at::Device> ParseDevice(const std::string& text);

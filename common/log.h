@@ -39,18 +39,14 @@ void InitLogging(const char* argv0);
 
 }  // namespace llava::log
 
-#define LM_LOG(severity) \
-  ::llava::log::Line(__FILE__, __LINE__, ::llava::log::severity).stream()
+#define LM_LOG(severity) ::llava::log::Line(__FILE__, __LINE__, ::llava::log::severity).stream()
 
 // Invariant checks (programming errors, CUDA/NCCL return codes): log with file:line and
 // abort. Never for validating user input: that returns absl::Status.
-#define LM_CHECK(cond)                  \
-  (cond) ? (void)0                      \
-         : ::llava::log::Voidify() &    \
-               LM_LOG(FATAL) << "Check failed: " #cond " "
+#define LM_CHECK(cond) \
+  (cond) ? (void)0 : ::llava::log::Voidify() & LM_LOG(FATAL) << "Check failed: " #cond " "
 
-#define LM_CHECK_OP(a, op, b) \
-  LM_CHECK((a)op(b)) << "(" << (a) << " vs " << (b) << ") "
+#define LM_CHECK_OP(a, op, b) LM_CHECK((a)op(b)) << "(" << (a) << " vs " << (b) << ") "
 #define LM_CHECK_EQ(a, b) LM_CHECK_OP(a, ==, b)
 #define LM_CHECK_NE(a, b) LM_CHECK_OP(a, !=, b)
 #define LM_CHECK_LT(a, b) LM_CHECK_OP(a, <, b)

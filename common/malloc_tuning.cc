@@ -12,7 +12,8 @@ namespace llava {
 
 bool KeepFreedMemoryForReuse(std::string* why) {
 #if defined(__GLIBC__)
-  if (const char* t = std::getenv("GLIBC_TUNABLES"); t != nullptr && std::strstr(t, "glibc.malloc.") != nullptr) {
+  if (const char* t = std::getenv("GLIBC_TUNABLES");
+      t != nullptr && std::strstr(t, "glibc.malloc.") != nullptr) {
     *why = "GLIBC_TUNABLES sets malloc tunables; they stand";
     return false;
   }

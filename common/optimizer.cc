@@ -37,7 +37,8 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(
     // A plain reference: clang before 16 cannot capture a structured binding.
     const std::string& param_name = name;
     auto bad = [&param_name](const std::string& what) {
-      return absl::InvalidArgumentError(absl::StrCat("optimizer parameter '", param_name, "': ", what));
+      return absl::InvalidArgumentError(
+          absl::StrCat("optimizer parameter '", param_name, "': ", what));
     };
     if (name.empty() || name == kStepName) return bad("reserved or empty name");
     if (!seen.insert(name).second) return bad("duplicate name");
@@ -122,8 +123,7 @@ std::vector<NamedTensor> Optimizer::StateTensors() const {
 
 absl::Status Optimizer::LoadState(const std::map<std::string, at::Tensor>& state) {
   auto bad = [](const std::string& name, const std::string& what) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("optimizer state tensor '", name, "': ", what));
+    return absl::InvalidArgumentError(absl::StrCat("optimizer state tensor '", name, "': ", what));
   };
   // Check everything first: a half-loaded state would silently corrupt training.
   std::set<std::string> expected;
@@ -143,14 +143,14 @@ absl::Status Optimizer::LoadState(const std::map<std::string, at::Tensor>& state
                                          ShapeString(mine.tensor.sizes())));
     }
     if (t.scalar_type() != mine.tensor.scalar_type()) {
-      return bad(mine.name, absl::StrCat("dtype ", c10::toString(t.scalar_type()),
-                                         ", expected ", c10::toString(mine.tensor.scalar_type())));
+      return bad(mine.name, absl::StrCat("dtype ", c10::toString(t.scalar_type()), ", expected ",
+                                         c10::toString(mine.tensor.scalar_type())));
     }
   }
   for (const auto& [name, t] : state) {
     if (expected.count(name) == 0) {
-      return bad(name, absl::StrCat("unexpected for optimizer ", config_.type,
-                                    " over these parameters"));
+      return bad(name,
+                 absl::StrCat("unexpected for optimizer ", config_.type, " over these parameters"));
     }
   }
   const int64_t step = state.at(kStepName).item<int64_t>();

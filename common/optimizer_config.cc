@@ -50,8 +50,8 @@ int64_t ScheduleConfig::WarmupSteps(int64_t total_steps) const {
   return static_cast<int64_t>(std::ceil(warmup_ratio * static_cast<double>(total_steps)));
 }
 
-double LearningRate(const OptimizerConfig& optimizer, const ScheduleConfig& schedule,
-                    int64_t step, int64_t total_steps) {
+double LearningRate(const OptimizerConfig& optimizer, const ScheduleConfig& schedule, int64_t step,
+                    int64_t total_steps) {
   const double lr = optimizer.lr;
   const int64_t warmup = schedule.WarmupSteps(total_steps);
   if (step < warmup) {

@@ -36,7 +36,7 @@ struct ScheduleConfig {
 // lr * step / warmup during warmup (so 0 at step 0, as HF's LambdaLR), then lr
 // (constant) or lr * 0.5 * (1 + cos(pi * progress)), progress = (step - warmup) /
 // max(1, total - warmup), clamped at 0 past the end.
-double LearningRate(const OptimizerConfig& optimizer, const ScheduleConfig& schedule,
-                    int64_t step, int64_t total_steps);
+double LearningRate(const OptimizerConfig& optimizer, const ScheduleConfig& schedule, int64_t step,
+                    int64_t total_steps);
 
 }  // namespace llava

@@ -27,7 +27,7 @@ std::shared_ptr<torch::nn::Module> MakeLayer(std::vector<int64_t> shape, at::Gen
   const double weight_bound = std::sqrt(3.0) * (gain / std::sqrt(static_cast<double>(in)));
   const double bias_bound = 1 / std::sqrt(static_cast<double>(in));
   at::Tensor w = at::empty(shape, options);  // [out, in] or [out, in, kh, kw]
-  at::Tensor b = at::empty({out}, options);      // [out]
+  at::Tensor b = at::empty({out}, options);  // [out]
   {
     at::NoGradGuard no_grad;
     w.uniform_(-weight_bound, weight_bound, gen);
@@ -66,10 +66,12 @@ at::Tensor ProjectorImpl::forward(const at::Tensor& pixels) {
   at::Tensor x = (pixels.to(fc1_weight_.scalar_type()) - config_.input_mean) / config_.input_std;
   if (config_.type == ProjectorType::kConvMlp) {
     const int64_t side = config_.ImageSide();
-    at::Tensor h = x.view({pixels.size(0), 1, side, side});                      // [B, 1, S, S]
-    h = at::max_pool2d(at::gelu(at::conv2d(h, conv1_weight_, conv1_bias_, 1, 1)), 2);  // [B, 32, S/2, S/2]
-    h = at::max_pool2d(at::gelu(at::conv2d(h, conv2_weight_, conv2_bias_, 1, 1)), 2);  // [B, 64, S/4, S/4]
-    x = h.flatten(1);                                                              // [B, 64*(S/4)^2]
+    at::Tensor h = x.view({pixels.size(0), 1, side, side});  // [B, 1, S, S]
+    h = at::max_pool2d(at::gelu(at::conv2d(h, conv1_weight_, conv1_bias_, 1, 1)),
+                       2);  // [B, 32, S/2, S/2]
+    h = at::max_pool2d(at::gelu(at::conv2d(h, conv2_weight_, conv2_bias_, 1, 1)),
+                       2);  // [B, 64, S/4, S/4]
+    x = h.flatten(1);       // [B, 64*(S/4)^2]
   }
   at::Tensor y = at::linear(x, fc1_weight_, fc1_bias_);  // [B, k*D] or [B, H]
   if (config_.type != ProjectorType::kLinear) {

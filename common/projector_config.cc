@@ -25,8 +25,8 @@ absl::Status FieldError(const std::string& source, const std::string& field,
       absl::StrCat(source, ": projector config field '", field, "' ", problem));
 }
 
-absl::Status ReadInt(const json& j, const std::string& source, const char* field,
-                     bool required, int64_t* out) {
+absl::Status ReadInt(const json& j, const std::string& source, const char* field, bool required,
+                     int64_t* out) {
   auto it = j.find(field);
   if (it == j.end()) return required ? FieldError(source, field, "is missing") : absl::OkStatus();
   if (!it->is_number_integer()) return FieldError(source, field, "must be an integer");
@@ -34,8 +34,7 @@ absl::Status ReadInt(const json& j, const std::string& source, const char* field
   return absl::OkStatus();
 }
 
-absl::Status ReadDouble(const json& j, const std::string& source, const char* field,
-                        double* out) {
+absl::Status ReadDouble(const json& j, const std::string& source, const char* field, double* out) {
   auto it = j.find(field);
   if (it == j.end()) return absl::OkStatus();
   if (!it->is_number()) return FieldError(source, field, "must be a number");
@@ -55,9 +54,12 @@ absl::StatusOr<ProjectorType> ParseProjectorType(const std::string& name) {
 
 const char* ProjectorTypeName(ProjectorType type) {
   switch (type) {
-    case ProjectorType::kLinear: return "linear";
-    case ProjectorType::kMlp2xGelu: return "mlp2x_gelu";
-    case ProjectorType::kConvMlp: return "conv_mlp";
+    case ProjectorType::kLinear:
+      return "linear";
+    case ProjectorType::kMlp2xGelu:
+      return "mlp2x_gelu";
+    case ProjectorType::kConvMlp:
+      return "conv_mlp";
   }
   return "unknown";
 }
@@ -74,15 +76,16 @@ absl::Status ProjectorConfig::Validate() const {
         absl::StrCat("projector hidden_dim must be >= 0, got ", hidden_dim));
   }
   if (type == ProjectorType::kLinear && hidden_dim != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "projector hidden_dim (", hidden_dim, ") only applies to mlp2x_gelu, not linear"));
+    return absl::InvalidArgumentError(absl::StrCat("projector hidden_dim (", hidden_dim,
+                                                   ") only applies to mlp2x_gelu, not linear"));
   }
   if (type == ProjectorType::kConvMlp && input_dim <= kMaxDim) {
     const int64_t side = ImageSide();
     if (side * side != input_dim || side % 4 != 0) {
       return absl::InvalidArgumentError(absl::StrCat(
           "projector conv_mlp needs a square image whose side is divisible by 4 (two 2x2 "
-          "pools), got input_dim ", input_dim));
+          "pools), got input_dim ",
+          input_dim));
     }
   }
   if (!std::isfinite(input_mean)) {
@@ -95,9 +98,9 @@ absl::Status ProjectorConfig::Validate() const {
   // Bounds far above any real model, so that parameter counts cannot overflow int64.
   if (input_dim > kMaxDim || output_dim > kMaxDim || hidden_dim > kMaxDim ||
       image_tokens > kMaxImageTokens) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "projector dimensions are implausibly large (dims <= ", kMaxDim,
-        ", image_tokens <= ", kMaxImageTokens, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("projector dimensions are implausibly large (dims <= ", kMaxDim,
+                     ", image_tokens <= ", kMaxImageTokens, ")"));
   }
   return absl::OkStatus();
 }
@@ -117,8 +120,8 @@ int64_t ProjectorConfig::EffectiveHiddenDim() const {
 
 std::string ProjectorConfig::ToJson() const {
   json j = {{"type", ProjectorTypeName(type)}, {"input_dim", input_dim},
-            {"output_dim", output_dim},         {"hidden_dim", hidden_dim},
-            {"image_tokens", image_tokens},     {"input_mean", input_mean},
+            {"output_dim", output_dim},        {"hidden_dim", hidden_dim},
+            {"image_tokens", image_tokens},    {"input_mean", input_mean},
             {"input_std", input_std}};
   return j.dump();
 }
@@ -127,8 +130,7 @@ absl::StatusOr<ProjectorConfig> ProjectorConfig::FromJson(const std::string& jso
                                                           const std::string& source) {
   json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": projector config is not valid JSON"));
+    return absl::InvalidArgumentError(absl::StrCat(source, ": projector config is not valid JSON"));
   }
   if (!j.is_object()) {
     return absl::InvalidArgumentError(
@@ -195,9 +197,9 @@ absl::Status CheckProjectorCompatible(const ProjectorConfig& from, const Project
       from.input_mean == to.input_mean && from.input_std == to.input_std) {
     return absl::OkStatus();
   }
-  return absl::InvalidArgumentError(absl::StrCat(source, ": its projector (", from.ToJson(),
-                                                 ") does not fit the requested one (", to.ToJson(),
-                                                 "): kind, shapes and input normalization must match"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(source, ": its projector (", from.ToJson(), ") does not fit the requested one (",
+                   to.ToJson(), "): kind, shapes and input normalization must match"));
 }
 
 }  // namespace llava

@@ -35,9 +35,9 @@ const char* ProjectorTypeName(ProjectorType type);
 
 struct ProjectorConfig {
   ProjectorType type = ProjectorType::kLinear;
-  int64_t input_dim = 784;  // 28*28 pixels; conv_mlp: a square image, side divisible by 4
-  int64_t output_dim = 0;   // the LLM's hidden size D
-  int64_t hidden_dim = 0;   // mlp2x_gelu and conv_mlp; 0 means output_dim
+  int64_t input_dim = 784;   // 28*28 pixels; conv_mlp: a square image, side divisible by 4
+  int64_t output_dim = 0;    // the LLM's hidden size D
+  int64_t hidden_dim = 0;    // mlp2x_gelu and conv_mlp; 0 means output_dim
   int64_t image_tokens = 1;  // k embeddings per image
   // Applied to pixels in [0,1] before the first layer, as torchvision's Normalize with
   // MNIST's statistics in the experiment.

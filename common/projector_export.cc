@@ -32,7 +32,8 @@ json InputDescription(const TrainCheckpoint& c) {
       {"pixel_scale", 1.0 / 255.0},
       {"image_mean", p.input_mean},
       {"image_std", p.input_std},
-      {"normalization", "x = (byte / 255 - image_mean) / image_std, per pixel, before the first layer"},
+      {"normalization",
+       "x = (byte / 255 - image_mean) / image_std, per pixel, before the first layer"},
       {"projector_type", ProjectorTypeName(p.type)},
       {"image_tokens", p.image_tokens},
       {"output", absl::StrCat("[", p.image_tokens * p.output_dim, "] reshaped to [", p.image_tokens,
@@ -71,12 +72,18 @@ json HfConfig(const TrainCheckpoint& c) {
       {"image_seq_length", p.image_tokens},
       // No vision tower: one "patch" that is the whole 28x28x1 digit, 784 features.
       {"vision_config",
-       {{"model_type", "clip_vision_model"}, {"hidden_size", p.input_dim}, {"image_size", 28},
-        {"patch_size", 28}, {"num_channels", 1}, {"num_attention_heads", 16},
+       {{"model_type", "clip_vision_model"},
+        {"hidden_size", p.input_dim},
+        {"image_size", 28},
+        {"patch_size", 28},
+        {"num_channels", 1},
+        {"num_attention_heads", 16},
         {"intermediate_size", 4 * p.input_dim}}},
       // Only the LLM's width is known here; the heads are Llama's (head_dim 128) when they fit.
       {"text_config",
-       {{"model_type", "llama"}, {"hidden_size", out}, {"num_attention_heads", heads},
+       {{"model_type", "llama"},
+        {"hidden_size", out},
+        {"num_attention_heads", heads},
         {"num_key_value_heads", heads % 4 == 0 ? heads / 4 : heads}}},
       {"llava_mnist", InputDescription(c)},
   };
@@ -104,7 +111,8 @@ json LlavaConfig(const TrainCheckpoint& c) {
 std::string Readme(const TrainCheckpoint& c, ExportFormat format, const std::string& weights_file) {
   const ProjectorConfig& p = c.projector_config;
   const bool mlp = p.type == ProjectorType::kMlp2xGelu;
-  const int64_t in = p.input_dim, hidden = p.EffectiveHiddenDim(), out = p.output_dim * p.image_tokens;
+  const int64_t in = p.input_dim, hidden = p.EffectiveHiddenDim(),
+                out = p.output_dim * p.image_tokens;
   std::string load;
   if (format == ExportFormat::kHf && mlp) {
     load = absl::StrCat(
@@ -114,15 +122,23 @@ std::string Readme(const TrainCheckpoint& c, ExportFormat format, const std::str
         "from transformers.models.llava.modeling_llava import LlavaMultiModalProjector\n\n"
         "config = LlavaConfig.from_pretrained(\".\")  # this directory's config.json\n"
         "projector = LlavaMultiModalProjector(config)\n"
-        "state = load_file(\"", weights_file, "\")\n"
-        "projector.load_state_dict({k.removeprefix(\"multi_modal_projector.\"): v for k, v in state.items()})\n");
+        "state = load_file(\"",
+        weights_file,
+        "\")\n"
+        "projector.load_state_dict({k.removeprefix(\"multi_modal_projector.\"): v for k, v in "
+        "state.items()})\n");
   } else if (format == ExportFormat::kHf) {
     load = absl::StrCat(
         "import torch\n"
         "from safetensors.torch import load_file\n\n"
-        "state = load_file(\"", weights_file, "\")\n"
-        "projector = torch.nn.Linear(", in, ", ", out, ")\n"
-        "projector.load_state_dict({k.removeprefix(\"multi_modal_projector.linear_1.\"): v for k, v in state.items()})\n");
+        "state = load_file(\"",
+        weights_file,
+        "\")\n"
+        "projector = torch.nn.Linear(",
+        in, ", ", out,
+        ")\n"
+        "projector.load_state_dict({k.removeprefix(\"multi_modal_projector.linear_1.\"): v for k, "
+        "v in state.items()})\n");
   } else {
     const std::string module =
         mlp ? absl::StrCat("torch.nn.Sequential(torch.nn.Linear(", in, ", ", hidden,
@@ -131,30 +147,38 @@ std::string Readme(const TrainCheckpoint& c, ExportFormat format, const std::str
     load = absl::StrCat(
         "import torch\n"
         "from safetensors.torch import load_file\n\n"
-        "state = load_file(\"", weights_file, "\")\n"
-        "projector = ", module, "  # LLaVA's build_vision_projector(\"", ProjectorTypeName(p.type), "\")\n"
-        "projector.load_state_dict({k.removeprefix(\"model.mm_projector.\"): v for k, v in state.items()})\n");
+        "state = load_file(\"",
+        weights_file,
+        "\")\n"
+        "projector = ",
+        module, "  # LLaVA's build_vision_projector(\"", ProjectorTypeName(p.type),
+        "\")\n"
+        "projector.load_state_dict({k.removeprefix(\"model.mm_projector.\"): v for k, v in "
+        "state.items()})\n");
   }
   return absl::StrCat(
-      "# llava-mnist projector (", ExportFormatName(format), " names)\n\n",
-      "A ", ProjectorTypeName(p.type), " projector trained by llava-mnist against `", c.model_spec,
-      "`, exported from `", c.source, "`.\n\n",
-      "- `", weights_file, "`: float32 safetensors, ",
-      format == ExportFormat::kHf ? "transformers' `LlavaForConditionalGeneration` names (`multi_modal_projector.*`)"
-                                  : "LLaVA's `mm_projector` names (`model.mm_projector.*`)",
-      ".\n- `config.json`: the shapes, and under `llava_mnist` the input and where it came from.\n\n",
-      "## Input\n\n",
-      "No vision encoder: the input is the ", in, " raw pixels of a 28x28 digit, row-major, each byte b "
-      "normalized as `x = (b / 255 - ", p.input_mean, ") / ", p.input_std,
+      "# llava-mnist projector (", ExportFormatName(format), " names)\n\n", "A ",
+      ProjectorTypeName(p.type), " projector trained by llava-mnist against `", c.model_spec,
+      "`, exported from `", c.source, "`.\n\n", "- `", weights_file, "`: float32 safetensors, ",
+      format == ExportFormat::kHf
+          ? "transformers' `LlavaForConditionalGeneration` names (`multi_modal_projector.*`)"
+          : "LLaVA's `mm_projector` names (`model.mm_projector.*`)",
+      ".\n- `config.json`: the shapes, and under `llava_mnist` the input and where it came "
+      "from.\n\n",
+      "## Input\n\n", "No vision encoder: the input is the ", in,
+      " raw pixels of a 28x28 digit, row-major, each byte b "
+      "normalized as `x = (b / 255 - ",
+      p.input_mean, ") / ", p.input_std,
       "` before the first layer (the weights expect normalized pixels). The output (", out,
       " values) is ", p.image_tokens, " embedding(s) of width ", p.output_dim,
       " for the LLM's input sequence (`reshape(", p.image_tokens, ", ", p.output_dim, ")`).\n\n",
-      mlp ? "The activation is the exact (erf) GELU: transformers' `gelu`, `torch.nn.GELU()`.\n\n" : "",
+      mlp ? "The activation is the exact (erf) GELU: transformers' `gelu`, `torch.nn.GELU()`.\n\n"
+          : "",
       "## Load\n\n```python\n", load,
       "\npixels = torch.tensor(digit_bytes, dtype=torch.float32).view(1, ", in, ") / 255\n",
       "embeddings = projector((pixels - ", p.input_mean, ") / ", p.input_std, ").view(1, ",
-      p.image_tokens, ", ", p.output_dim, ")\n```\n\n",
-      "If `", kReferenceFile, "` is here, it holds digits (`pixels`, byte/255), their `labels` and the "
+      p.image_tokens, ", ", p.output_dim, ")\n```\n\n", "If `", kReferenceFile,
+      "` is here, it holds digits (`pixels`, byte/255), their `labels` and the "
       "`embeddings` llava-mnist's projector gives them: the loaded projector should match them.\n");
 }
 
@@ -177,10 +201,11 @@ absl::StatusOr<ProjectorExport> ExportProjector(const TrainCheckpoint& checkpoin
     // Neither names a convolutional encoder before the projector; the checkpoint itself is
     // plain safetensors (projector.conv1.weight, ...) that any loader reads.
     return absl::InvalidArgumentError(absl::StrCat(
-        "--format ", ExportFormatName(format), ": a conv_mlp projector has a convolutional image "
+        "--format ", ExportFormatName(format),
+        ": a conv_mlp projector has a convolutional image "
         "encoder, which neither transformers' LlavaMultiModalProjector nor LLaVA's "
-        "build_vision_projector holds; its checkpoint ", checkpoint.source,
-        " is safetensors with the PyTorch names (projector.conv1.weight, ...)"));
+        "build_vision_projector holds; its checkpoint ",
+        checkpoint.source, " is safetensors with the PyTorch names (projector.conv1.weight, ...)"));
   }
   ProjectorExport out;
   if (format == ExportFormat::kHf) {

@@ -11,22 +11,24 @@ namespace llava {
 namespace {
 
 struct StyleText {
-  std::string prefix;           // before the image
-  std::string after_question;   // between the question and the answer
+  std::string prefix;          // before the image
+  std::string after_question;  // between the question and the answer
 };
 
 StyleText TextFor(PromptStyle style) {
   if (style == PromptStyle::kLlama31Chat) {
     // What the checkpoint's chat_template renders for a conversation with no system
     // message (the template always writes the knowledge-cutoff lines).
-    return {"<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
-            "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>"
-            "<|start_header_id|>user<|end_header_id|>\n\n",
-            "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"};
+    return {
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+        "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\n",
+        "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"};
   }
-  return {"<|begin_of_text|><|start_header_id|>system<|end_header_id|><|eot_id|>"
-          "<|start_header_id|>user<|end_header_id|>",
-          "<|start_header_id|>assistant<|end_header_id|>"};
+  return {
+      "<|begin_of_text|><|start_header_id|>system<|end_header_id|><|eot_id|>"
+      "<|start_header_id|>user<|end_header_id|>",
+      "<|start_header_id|>assistant<|end_header_id|>"};
 }
 
 }  // namespace
@@ -71,8 +73,7 @@ PromptBatch PromptBuilder::Build(const std::vector<PromptSample>& samples) const
   int64_t t = 0;
   for (const PromptSample& s : samples) {
     LM_CHECK(s.question >= 0 && s.question < static_cast<int64_t>(question_suffix_.size()));
-    LM_CHECK(s.answer_template >= 0 &&
-             s.answer_template < static_cast<int64_t>(answers_.size()));
+    LM_CHECK(s.answer_template >= 0 && s.answer_template < static_cast<int64_t>(answers_.size()));
     LM_CHECK(s.label >= 0 && s.label < config_.num_labels) << s.label;
     t = std::max<int64_t>(t, image_pos + k + question_suffix_[s.question].size() +
                                  answers_[s.answer_template][s.label].size());

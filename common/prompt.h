@@ -27,8 +27,8 @@ struct PromptSample {
 // A batch of prompts as token ids, right-padded: causal attention never lets a padded
 // position influence an earlier one, so padding at the end needs no attention mask.
 struct PromptBatch {
-  at::Tensor ids;     // [B, T] int64; image slots and padding hold pad_id
-  at::Tensor labels;  // [B, T] int64; -100 except the answer tokens (ids there)
+  at::Tensor ids;              // [B, T] int64; image slots and padding hold pad_id
+  at::Tensor labels;           // [B, T] int64; -100 except the answer tokens (ids there)
   int64_t image_position = 0;  // first image slot, the same for every row
   int64_t image_tokens = 1;
   std::vector<int64_t> answer_begin;  // per row: position of the first answer token
@@ -62,8 +62,8 @@ class PromptBuilder {
 
  private:
   PromptConfig config_;
-  std::vector<int64_t> prefix_;                          // before the image
-  std::vector<std::vector<int64_t>> question_suffix_;    // per question: after the image
+  std::vector<int64_t> prefix_;                             // before the image
+  std::vector<std::vector<int64_t>> question_suffix_;       // per question: after the image
   std::vector<std::vector<std::vector<int64_t>>> answers_;  // [template][label]
   std::vector<int64_t> stop_ids_;
   int64_t pad_id_ = 0;

@@ -36,9 +36,9 @@ struct ScalarRow {
 };
 
 constexpr ScalarRow kScalars[] = {
-    {StDtype::kBool, at::kBool}, {StDtype::kU8, at::kByte},      {StDtype::kI8, at::kChar},
-    {StDtype::kI16, at::kShort}, {StDtype::kF16, at::kHalf},     {StDtype::kBF16, at::kBFloat16},
-    {StDtype::kI32, at::kInt},   {StDtype::kF32, at::kFloat},    {StDtype::kF64, at::kDouble},
+    {StDtype::kBool, at::kBool}, {StDtype::kU8, at::kByte},   {StDtype::kI8, at::kChar},
+    {StDtype::kI16, at::kShort}, {StDtype::kF16, at::kHalf},  {StDtype::kBF16, at::kBFloat16},
+    {StDtype::kI32, at::kInt},   {StDtype::kF32, at::kFloat}, {StDtype::kF64, at::kDouble},
     {StDtype::kI64, at::kLong},
 };
 
@@ -52,8 +52,8 @@ absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.
 
 absl::Status TensorError(absl::StatusCode code, const std::string& file, std::string_view tensor,
                          absl::string_view what) {
-  return absl::Status(code,
-                      absl::StrCat("safetensors file ", file, ": tensor '", AV(tensor), "': ", what));
+  return absl::Status(
+      code, absl::StrCat("safetensors file ", file, ": tensor '", AV(tensor), "': ", what));
 }
 
 absl::Status FileError(absl::StatusCode code, const std::string& file, absl::string_view what) {
@@ -136,8 +136,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   buffer->map = map;
   buffer->data = static_cast<const uint8_t*>(map);
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile(path, std::move(buffer)));
-  LM_ASSIGN_OR_RETURN(file->header_, ParseSafetensorsHeader(file->buffer_->data, file->buffer_->size,
-                                                            file->path_));
+  LM_ASSIGN_OR_RETURN(
+      file->header_, ParseSafetensorsHeader(file->buffer_->data, file->buffer_->size, file->path_));
   return file;
 }
 
@@ -149,8 +149,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::FromBytes(
   buffer->data = reinterpret_cast<const uint8_t*>(buffer->owned.data());
   buffer->size = buffer->owned.size();
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile(source_name, std::move(buffer)));
-  LM_ASSIGN_OR_RETURN(file->header_, ParseSafetensorsHeader(file->buffer_->data, file->buffer_->size,
-                                                            file->path_));
+  LM_ASSIGN_OR_RETURN(
+      file->header_, ParseSafetensorsHeader(file->buffer_->data, file->buffer_->size, file->path_));
   return file;
 }
 
@@ -166,9 +166,9 @@ absl::StatusOr<at::Tensor> SafetensorsFile::Load(std::string_view name,
     // torch assumes bools are 0 or 1; any other byte is undefined behaviour downstream.
     for (size_t i = 0; i < nbytes; ++i) {
       if (src[i] > 1) {
-        return TensorError(absl::StatusCode::kDataLoss, path_, name,
-                           absl::StrCat("BOOL byte ", i, " is ", static_cast<int>(src[i]),
-                                        ", not 0 or 1"));
+        return TensorError(
+            absl::StatusCode::kDataLoss, path_, name,
+            absl::StrCat("BOOL byte ", i, " is ", static_cast<int>(src[i]), ", not 0 or 1"));
       }
     }
   }
@@ -253,8 +253,7 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
       LM_RETURN_IF_ERROR(ckpt->OpenSharded(index));
     } else {
       return absl::NotFoundError(absl::StrCat("checkpoint directory ", dir_or_file,
-                                              " holds neither ", kSingleName, " nor ",
-                                              kIndexName));
+                                              " holds neither ", kSingleName, " nor ", kIndexName));
     }
   } else if (!FileExists(dir_or_file)) {
     return absl::NotFoundError(absl::StrCat("checkpoint ", dir_or_file, " does not exist"));
@@ -300,8 +299,8 @@ absl::Status Checkpoint::OpenSharded(const std::string& index_file) {
     std::string shard_path = dir.empty() ? shard : absl::StrCat(dir, "/", shard);
     auto file = SafetensorsFile::Open(shard_path);
     if (!file.ok()) {
-      return absl::Status(file.status().code(), absl::StrCat(source, ": shard '", shard,
-                                                             "': ", file.status().message()));
+      return absl::Status(file.status().code(),
+                          absl::StrCat(source, ": shard '", shard, "': ", file.status().message()));
     }
     slot = files_.size();
     for (const auto& [key, value] : (*file)->metadata()) metadata_.emplace(key, value);
@@ -357,8 +356,8 @@ absl::StatusOr<at::Tensor> Checkpoint::LoadWithShape(std::string_view name,
   // Checked before reading so a wrong model config fails fast, without a large copy.
   if (located.second->shape != shape) {
     return TensorError(absl::StatusCode::kInvalidArgument, located.first->path(), name,
-                       absl::StrCat("has shape ", ShapeString(located.second->shape),
-                                    ", expected ", ShapeString(shape)));
+                       absl::StrCat("has shape ", ShapeString(located.second->shape), ", expected ",
+                                    ShapeString(shape)));
   }
   return located.first->Load(name, options);
 }
@@ -396,8 +395,8 @@ absl::Status PrepareTensors(const std::vector<NamedTensor>& tensors, std::vector
 
 }  // namespace
 
-absl::StatusOr<std::string> SerializeSafetensors(const std::vector<NamedTensor>& tensors,
-                                                 const std::map<std::string, std::string>& metadata) {
+absl::StatusOr<std::string> SerializeSafetensors(
+    const std::vector<NamedTensor>& tensors, const std::map<std::string, std::string>& metadata) {
   std::vector<at::Tensor> cpu;
   std::vector<StRawTensor> raw;
   cpu.reserve(tensors.size());  // `raw` points into these tensors' storage

@@ -43,8 +43,8 @@ class SafetensorsFile {
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
   // Parses a whole file held in memory (e.g. received over RPC); `source_name` stands
   // in for the path in error messages.
-  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> FromBytes(
-      std::string bytes, const std::string& source_name);
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> FromBytes(std::string bytes,
+                                                                    const std::string& source_name);
 
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
@@ -87,8 +87,7 @@ class Checkpoint {
       std::string_view name) const;
   absl::StatusOr<at::Tensor> Load(std::string_view name, const LoadOptions& options = {}) const;
   // Loads `name`, checking its shape equals `shape` (error names file, tensor, both shapes).
-  absl::StatusOr<at::Tensor> LoadWithShape(std::string_view name,
-                                           const std::vector<int64_t>& shape,
+  absl::StatusOr<at::Tensor> LoadWithShape(std::string_view name, const std::vector<int64_t>& shape,
                                            const LoadOptions& options = {}) const;
   // The single file's __metadata__, or the shards' merged (first shard by file name wins
   // on conflicting keys).

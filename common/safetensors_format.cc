@@ -57,7 +57,8 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 // "safetensors file F: tensor 'T': what" -- every header error names file and tensor.
 absl::Status TensorError(absl::StatusCode code, const std::string& file, const std::string& tensor,
                          absl::string_view what) {
-  return absl::Status(code, absl::StrCat("safetensors file ", file, ": tensor '", tensor, "': ", what));
+  return absl::Status(code,
+                      absl::StrCat("safetensors file ", file, ": tensor '", tensor, "': ", what));
 }
 
 absl::Status FileError(absl::StatusCode code, const std::string& file, absl::string_view what) {
@@ -104,8 +105,10 @@ absl::StatusOr<StTensorInfo> ParseEntry(const std::string& file, const std::stri
   uint64_t numel = 1;
   for (const json& d : *shape_it) {
     int64_t dim = 0;
-    if (!JsonToInt64(d, &dim)) return bad(absl::StrCat("shape entry ", d.dump(), " is not an integer"));
-    if (dim < 0) return bad(absl::StrCat("negative dimension ", dim, " in shape ", shape_it->dump()));
+    if (!JsonToInt64(d, &dim))
+      return bad(absl::StrCat("shape entry ", d.dump(), " is not an integer"));
+    if (dim < 0)
+      return bad(absl::StrCat("negative dimension ", dim, " in shape ", shape_it->dump()));
     info.shape.push_back(dim);
     if (__builtin_mul_overflow(numel, static_cast<uint64_t>(dim), &numel)) {
       return bad(absl::StrCat("shape ", shape_it->dump(), " overflows the element count"));
@@ -152,10 +155,10 @@ absl::Status CheckNoOverlap(const std::string& file, const std::vector<StTensorI
     const StTensorInfo& prev = *by_begin[i - 1];
     const StTensorInfo& cur = *by_begin[i];
     if (cur.begin < prev.end) {
-      return TensorError(absl::StatusCode::kDataLoss, file, cur.name,
-                         absl::StrCat("data_offsets [", cur.begin, ", ", cur.end,
-                                      "] overlap tensor '", prev.name, "' at [", prev.begin,
-                                      ", ", prev.end, "]"));
+      return TensorError(
+          absl::StatusCode::kDataLoss, file, cur.name,
+          absl::StrCat("data_offsets [", cur.begin, ", ", cur.end, "] overlap tensor '", prev.name,
+                       "' at [", prev.begin, ", ", prev.end, "]"));
     }
   }
   return absl::OkStatus();
@@ -180,13 +183,14 @@ absl::StatusOr<std::string> BuildHeader(const std::vector<StRawTensor>& tensors,
                                         const std::map<std::string, std::string>& metadata) {
   std::string header = "{";
   try {
-    if (!metadata.empty()) absl::StrAppend(&header, "\"", kMetadataKey, "\":", json(metadata).dump());
+    if (!metadata.empty())
+      absl::StrAppend(&header, "\"", kMetadataKey, "\":", json(metadata).dump());
     uint64_t offset = 0;
     for (const StRawTensor& t : tensors) {
       if (header.size() > 1) header += ',';
       absl::StrAppend(&header, json(t.name).dump(), ":{\"dtype\":\"", StDtypeName(t.dtype),
-                      "\",\"shape\":[", absl::StrJoin(t.shape, ","),
-                      "],\"data_offsets\":[", offset, ",", offset + t.bytes.size(), "]}");
+                      "\",\"shape\":[", absl::StrJoin(t.shape, ","), "],\"data_offsets\":[", offset,
+                      ",", offset + t.bytes.size(), "]}");
       offset += t.bytes.size();
     }
   } catch (const json::exception& e) {
@@ -209,8 +213,8 @@ absl::StatusOr<json> ParseJsonNoDuplicates(const char* begin, const char* end,
     std::string last_key;
   };
   if (auto at = JsonNestingExceeds(std::string_view(begin, end - begin))) {
-    return absl::DataLossError(absl::StrCat(source, ": JSON nested deeper than ", kMaxJsonDepth,
-                                            " levels at byte ", *at));
+    return absl::DataLossError(
+        absl::StrCat(source, ": JSON nested deeper than ", kMaxJsonDepth, " levels at byte ", *at));
   }
   std::vector<Frame> stack;
   std::string duplicate, duplicate_owner;
@@ -288,8 +292,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(const uint8_t* base, ui
   }
   if (header_len > size - 8) {
     return FileError(absl::StatusCode::kDataLoss, source,
-                     absl::StrCat("header length ", header_len, " runs past the end of the ",
-                                  size, "-byte file"));
+                     absl::StrCat("header length ", header_len, " runs past the end of the ", size,
+                                  "-byte file"));
   }
   out.data_start = 8 + header_len;
   const uint64_t data_size = size - out.data_start;
@@ -314,7 +318,6 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(const uint8_t* base, ui
   return out;
 }
 
-
 absl::Status CheckTensorName(const std::string& name, std::set<std::string_view>* seen) {
   auto bad = [&](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat("cannot serialize tensor '", name, "': ", what));
@@ -325,18 +328,19 @@ absl::Status CheckTensorName(const std::string& name, std::set<std::string_view>
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> SerializeSafetensorsBytes(std::vector<StRawTensor> tensors,
-                                                      const std::map<std::string, std::string>& metadata) {
+absl::StatusOr<std::string> SerializeSafetensorsBytes(
+    std::vector<StRawTensor> tensors, const std::map<std::string, std::string>& metadata) {
   std::set<std::string_view> seen;
   for (const StRawTensor& t : tensors) {
     LM_RETURN_IF_ERROR(CheckTensorName(t.name, &seen));
     uint64_t nbytes = StDtypeSize(t.dtype);
     bool fits = true;
-    for (int64_t d : t.shape) fits = fits && d >= 0 && !__builtin_mul_overflow(nbytes, uint64_t(d), &nbytes);
+    for (int64_t d : t.shape)
+      fits = fits && d >= 0 && !__builtin_mul_overflow(nbytes, uint64_t(d), &nbytes);
     if (!fits || nbytes != t.bytes.size()) {
-      return absl::InvalidArgumentError(absl::StrCat("cannot serialize tensor '", t.name, "': ",
-                                                     t.bytes.size(), " bytes for ", StDtypeName(t.dtype),
-                                                     " ", ShapeString(t.shape)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot serialize tensor '", t.name, "': ", t.bytes.size(), " bytes for ",
+                       StDtypeName(t.dtype), " ", ShapeString(t.shape)));
     }
   }
   // Rust's order: larger elements first, so that each tensor starts aligned.

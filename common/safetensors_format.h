@@ -76,8 +76,8 @@ absl::Status CheckTensorName(const std::string& name, std::set<std::string_view>
 // section is ordered by element size descending then by name, so that every tensor is
 // aligned for its dtype, and the header lists tensors in that order, after "__metadata__"
 // (omitted when empty), padded with spaces to 8 bytes.
-absl::StatusOr<std::string> SerializeSafetensorsBytes(std::vector<StRawTensor> tensors,
-                                                      const std::map<std::string, std::string>& metadata);
+absl::StatusOr<std::string> SerializeSafetensorsBytes(
+    std::vector<StRawTensor> tensors, const std::map<std::string, std::string>& metadata);
 
 // The file of `bytes` with only the tensors `keep` accepts, copied by their byte ranges
 // (no decoding), and the same metadata: byte-identical to writing those tensors anew.
@@ -87,9 +87,9 @@ absl::StatusOr<std::string> SelectSafetensors(const std::string& bytes,
   std::vector<StRawTensor> kept;
   for (const StTensorInfo& info : header.tensors) {
     if (!keep(info)) continue;
-    kept.push_back({info.name, info.dtype, info.shape,
-                    std::string_view(bytes).substr(header.data_start + info.begin,
-                                                   info.end - info.begin)});
+    kept.push_back(
+        {info.name, info.dtype, info.shape,
+         std::string_view(bytes).substr(header.data_start + info.begin, info.end - info.begin)});
   }
   return SerializeSafetensorsBytes(std::move(kept), header.metadata);
 }

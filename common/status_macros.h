@@ -7,10 +7,10 @@
 #define LM_STATUS_CONCAT_INNER(a, b) a##b
 #define LM_STATUS_CONCAT(a, b) LM_STATUS_CONCAT_INNER(a, b)
 
-#define LM_RETURN_IF_ERROR(expr)                     \
-  do {                                               \
-    ::absl::Status lm_status_ = (expr);              \
-    if (!lm_status_.ok()) return lm_status_;         \
+#define LM_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::absl::Status lm_status_ = (expr);      \
+    if (!lm_status_.ok()) return lm_status_; \
   } while (0)
 
 #define LM_ASSIGN_OR_RETURN(lhs, expr) \

@@ -34,7 +34,8 @@ void PutLittle(uint64_t v, int bytes, std::string* out) {
 
 uint64_t GetLittle(const char* p, int bytes) {
   uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  for (int i = 0; i < bytes; ++i)
+    v |= static_cast<uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
   return v;
 }
 
@@ -71,7 +72,8 @@ absl::StatusOr<std::vector<std::string>> ReadRecords(const std::string& path) {
   size_t at = 0;
   while (at < bytes.size()) {
     if (bytes.size() - at < 12) {
-      return absl::DataLossError(absl::StrCat(path, ": record at byte ", at, " is cut short in its header"));
+      return absl::DataLossError(
+          absl::StrCat(path, ": record at byte ", at, " is cut short in its header"));
     }
     const absl::string_view header(bytes.data() + at, 8);
     if (GetLittle(bytes.data() + at + 8, 4) != MaskCrc(Crc32c(header))) {
@@ -104,8 +106,8 @@ absl::StatusOr<std::unique_ptr<TbEventWriter>> TbEventWriter::Create(const std::
   std::FILE* file = nullptr;
   // "x": never opens an existing file (another process's, or one from the same second).
   for (int tries = 0; tries < 100 && file == nullptr; ++tries) {
-    path = absl::StrCat(dir, "/events.out.tfevents.", static_cast<int64_t>(now), ".", HostName(), ".",
-                        getpid(), ".", counter.fetch_add(1));
+    path = absl::StrCat(dir, "/events.out.tfevents.", static_cast<int64_t>(now), ".", HostName(),
+                        ".", getpid(), ".", counter.fetch_add(1));
     file = std::fopen(path.c_str(), "wbx");
     if (file == nullptr && errno != EEXIST) {
       return absl::InternalError(absl::StrCat(path, ": cannot create: ", std::strerror(errno)));
@@ -126,7 +128,8 @@ TbEventWriter::~TbEventWriter() {
 
 absl::Status TbEventWriter::WriteEvent(const std::string& serialized) {
   const std::string record = FrameRecord(serialized);
-  if (std::fwrite(record.data(), 1, record.size(), file_) != record.size() || std::fflush(file_) != 0) {
+  if (std::fwrite(record.data(), 1, record.size(), file_) != record.size() ||
+      std::fflush(file_) != 0) {
     return absl::InternalError(absl::StrCat(path_, ": cannot write: ", std::strerror(errno)));
   }
   return absl::OkStatus();
@@ -146,7 +149,8 @@ absl::Status TbEventWriter::WriteScalars(int64_t step, double wall_time,
   return WriteEvent(event.SerializeAsString());
 }
 
-absl::Status TbEventWriter::WriteRestart(int64_t step, double wall_time, const std::string& checkpoint) {
+absl::Status TbEventWriter::WriteRestart(int64_t step, double wall_time,
+                                         const std::string& checkpoint) {
   tensorboard::Event event;
   event.set_wall_time(wall_time);
   event.set_step(step);

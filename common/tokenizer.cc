@@ -878,8 +878,8 @@ absl::Status BuildIdTable(Tokenizer::Impl* impl) {
 absl::StatusOr<std::shared_ptr<Tokenizer::Impl>> BuildImpl(std::string_view json_text,
                                                            const std::string& source) {
   if (auto at = JsonNestingExceeds(json_text)) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": JSON nested deeper than ",
-                                                   kMaxJsonDepth, " levels at byte ", *at));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": JSON nested deeper than ", kMaxJsonDepth, " levels at byte ", *at));
   }
   Json root;
   try {

@@ -63,7 +63,8 @@ absl::Status LoadTensors(const SafetensorsFile& file, TrainCheckpoint* out) {
 absl::StatusOr<TrainCheckpoint> ParseFile(const SafetensorsFile& file) {
   TrainCheckpoint out;
   out.source = file.path();
-  LM_ASSIGN_OR_RETURN(TrainCheckpointLayout layout, CheckTrainCheckpoint(file.header(), file.path()));
+  LM_ASSIGN_OR_RETURN(TrainCheckpointLayout layout,
+                      CheckTrainCheckpoint(file.header(), file.path()));
   out.projector_config = std::move(layout.projector_config);
   out.train_state_json = std::move(layout.train_state_json);
   out.model_spec = std::move(layout.model_spec);
@@ -78,8 +79,8 @@ absl::Status SaveTrainCheckpoint(const std::string& path, Projector& projector,
                                  const std::string& model_spec) {
   auto bytes = Serialize(projector, optimizer, train_state_json, model_spec);
   if (!bytes.ok()) {
-    return absl::Status(bytes.status().code(), absl::StrCat("saving checkpoint ", path, ": ",
-                                                            bytes.status().message()));
+    return absl::Status(bytes.status().code(),
+                        absl::StrCat("saving checkpoint ", path, ": ", bytes.status().message()));
   }
   return WriteFileAtomic(path, *bytes);
 }
@@ -96,8 +97,7 @@ absl::StatusOr<TrainCheckpoint> LoadTrainCheckpoint(const std::string& path) {
   return ParseFile(*file);
 }
 
-absl::StatusOr<TrainCheckpoint> ParseTrainCheckpoint(std::string bytes,
-                                                     const std::string& source) {
+absl::StatusOr<TrainCheckpoint> ParseTrainCheckpoint(std::string bytes, const std::string& source) {
   LM_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file,
                       SafetensorsFile::FromBytes(std::move(bytes), source));
   return ParseFile(*file);
@@ -124,7 +124,7 @@ absl::StatusOr<Projector> RestoreProjector(const TrainCheckpoint& checkpoint, at
       at::Tensor& param = params[i].second;
       if (stored.name != params[i].first) {
         return CheckpointTensorError(absl::StatusCode::kInvalidArgument, source, stored.name,
-                           absl::StrCat("found where '", params[i].first, "' belongs"));
+                                     absl::StrCat("found where '", params[i].first, "' belongs"));
       }
       if (!stored.tensor.defined() || stored.tensor.sizes() != param.sizes()) {
         return CheckpointTensorError(
@@ -138,8 +138,7 @@ absl::StatusOr<Projector> RestoreProjector(const TrainCheckpoint& checkpoint, at
     projector->to(device);
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": cannot restore the projector on ",
-                                                   device.str(), ": ",
-                                                   e.what_without_backtrace()));
+                                                   device.str(), ": ", e.what_without_backtrace()));
   }
   return projector;
 }
@@ -161,9 +160,9 @@ absl::Status RestoreOptimizer(const TrainCheckpoint& checkpoint, Optimizer& opti
 absl::Status CheckProjectorFitsModel(const ProjectorConfig& config, int64_t hidden_size,
                                      const std::string& source) {
   if (config.output_dim != hidden_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": projector output_dim ", config.output_dim,
-        " does not match the model's hidden_size ", hidden_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": projector output_dim ", config.output_dim,
+                     " does not match the model's hidden_size ", hidden_size));
   }
   return absl::OkStatus();
 }

@@ -26,8 +26,7 @@ absl::StatusOr<std::string> RequiredField(const std::map<std::string, std::strin
   auto it = metadata.find(field);
   if (it == metadata.end()) {
     return FieldError(source, field,
-                      absl::StrCat("is missing (not a ", kTrainCheckpointFormat,
-                                   " checkpoint?)"));
+                      absl::StrCat("is missing (not a ", kTrainCheckpointFormat, " checkpoint?)"));
   }
   return it->second;
 }
@@ -47,12 +46,11 @@ absl::Status CheckMetadata(const std::map<std::string, std::string>& metadata,
   }
   LM_ASSIGN_OR_RETURN(std::string version, RequiredField(metadata, source, "version"));
   if (version != kTrainCheckpointVersion) {
-    return FieldError(source, "version",
-                      absl::StrCat("is '", version, "'; this build reads version ",
-                                   kTrainCheckpointVersion));
+    return FieldError(
+        source, "version",
+        absl::StrCat("is '", version, "'; this build reads version ", kTrainCheckpointVersion));
   }
-  LM_ASSIGN_OR_RETURN(std::string config_json,
-                      RequiredField(metadata, source, "projector_config"));
+  LM_ASSIGN_OR_RETURN(std::string config_json, RequiredField(metadata, source, "projector_config"));
   LM_ASSIGN_OR_RETURN(
       out->projector_config,
       ProjectorConfig::FromJson(config_json,
@@ -77,15 +75,15 @@ absl::Status CheckTensors(const SafetensorsHeader& header, const std::string& so
                                                 " projector nor optimizer state"));
     }
     if (info.shape != it->second) {
-      return CheckpointTensorError(absl::StatusCode::kInvalidArgument, source, info.name,
-                                   absl::StrCat("has shape ", ShapeString(info.shape), ", expected ",
-                                                ShapeString(it->second), " for projector_config ",
-                                                config.ToJson()));
+      return CheckpointTensorError(
+          absl::StatusCode::kInvalidArgument, source, info.name,
+          absl::StrCat("has shape ", ShapeString(info.shape), ", expected ",
+                       ShapeString(it->second), " for projector_config ", config.ToJson()));
     }
     if (!StDtypeIsFloating(info.dtype)) {
-      return CheckpointTensorError(absl::StatusCode::kInvalidArgument, source, info.name,
-                                   absl::StrCat("has dtype ", StDtypeName(info.dtype),
-                                                ", expected a floating-point type"));
+      return CheckpointTensorError(
+          absl::StatusCode::kInvalidArgument, source, info.name,
+          absl::StrCat("has dtype ", StDtypeName(info.dtype), ", expected a floating-point type"));
     }
   }
   for (const auto& param : ProjectorParameterShapes(config)) {

@@ -16,8 +16,8 @@ bool IdChar(char c) {
 
 absl::Status CheckId(absl::string_view field, absl::string_view value) {
   if (value.empty() || value.size() > kMaxIdBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " must be 1-", kMaxIdBytes,
-                                                   " characters, got ", value.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " must be 1-", kMaxIdBytes, " characters, got ", value.size()));
   }
   for (char c : value) {
     if (!IdChar(c)) {

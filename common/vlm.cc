@@ -16,8 +16,7 @@ at::Tensor SpliceImageEmbeds(const LlamaModel& model, const at::Tensor& ids,
   const int64_t t = ids.size(1), k = image_embeds.size(1);
   LM_CHECK_LE(image_position + k, t);
   at::Tensor embeds = EmbedTokens(model, ids.to(model.device));  // [B, T, D]
-  return at::cat({embeds.narrow(1, 0, image_position),
-                  image_embeds.to(model.device, model.dtype),
+  return at::cat({embeds.narrow(1, 0, image_position), image_embeds.to(model.device, model.dtype),
                   embeds.narrow(1, image_position + k, t - image_position - k)},
                  1);  // [B, T, D]
 }
@@ -33,9 +32,10 @@ AnswerLossTerms LossFromHidden(const LlamaModel& model, const at::Tensor& hidden
   // The positions are found on the host, where the labels were built, so that the device
   // never waits for a nonzero() in the step.
   at::Tensor target = labels.to(at::kCPU).narrow(1, start + 1, s).reshape({-1});  // [B*s]
-  at::Tensor where = (target != -100).nonzero().squeeze(1);                         // [N]
+  at::Tensor where = (target != -100).nonzero().squeeze(1);                       // [N]
   at::Tensor wanted = target.index_select(0, where).to(model.device, /*non_blocking=*/true);
-  at::Tensor rows = hidden.narrow(1, 0, s).reshape({b * s, d})
+  at::Tensor rows = hidden.narrow(1, 0, s)
+                        .reshape({b * s, d})
                         .index_select(0, where.to(model.device, /*non_blocking=*/true));
   // The loss in at least float32, as transformers upcasts (float64 stays float64).
   at::Tensor logits = LmHeadLogits(model, rows);  // [N, V]
@@ -85,18 +85,15 @@ AnswerLossTerms AnswerLossFromPrefix(const LlamaModel& model, const ForwardOptio
   LM_CHECK_GT(labelled.size(0), 0) << "no labelled position";
   const int64_t last = labelled[-1][0].item<int64_t>();
   const int64_t end = std::max(last, image_position + k);  // the image itself is always run
-  at::Tensor suffix = ids.narrow(1, image_position, end - image_position);  // [B, S]
-  at::Tensor embeds = SpliceImageEmbeds(model, suffix, image_embeds, 0);    // [B, S, D]
+  at::Tensor suffix = ids.narrow(1, image_position, end - image_position);          // [B, S]
+  at::Tensor embeds = SpliceImageEmbeds(model, suffix, image_embeds, 0);            // [B, S, D]
   at::Tensor hidden = DecoderForward(model, options, embeds, nullptr, &prefix.kv);  // [B, S, D]
   return LossFromHidden(model, hidden, image_position, labels);
 }
 
-std::vector<std::vector<int64_t>> GenerateAnswers(const LlamaModel& model,
-                                                  const ForwardOptions& options,
-                                                  const GenerationPrompt& prompt,
-                                                  const at::Tensor& image_embeds,
-                                                  const GenerateParams& params,
-                                                  const PromptPrefix* prefix) {
+std::vector<std::vector<int64_t>> GenerateAnswers(
+    const LlamaModel& model, const ForwardOptions& options, const GenerationPrompt& prompt,
+    const at::Tensor& image_embeds, const GenerateParams& params, const PromptPrefix* prefix) {
   at::NoGradGuard no_grad;
   const int64_t b = image_embeds.size(0);
   if (prefix != nullptr) {
@@ -104,9 +101,8 @@ std::vector<std::vector<int64_t>> GenerateAnswers(const LlamaModel& model,
         << "the prompt prefix differs";
     const int64_t p = prompt.image_position, t = prompt.ids.size(1);
     at::Tensor suffix = prompt.ids.narrow(1, p, t - p).expand({b, t - p});  // [B, T-P]
-    return GreedyGenerateFromEmbeds(model, options,
-                                    SpliceImageEmbeds(model, suffix, image_embeds, 0), params,
-                                    &prefix->kv);
+    return GreedyGenerateFromEmbeds(
+        model, options, SpliceImageEmbeds(model, suffix, image_embeds, 0), params, &prefix->kv);
   }
   at::Tensor ids = prompt.ids.expand({b, prompt.ids.size(1)});
   at::Tensor embeds = SpliceImageEmbeds(model, ids, image_embeds, prompt.image_position);

@@ -23,7 +23,8 @@ namespace {
 constexpr char kQuarantineSuffix[] = ".quarantined";
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
@@ -33,7 +34,8 @@ absl::Status CheckpointStoreOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("--keep_checkpoints must be in [1, ", JobLimits::kMaxKeepCheckpoints, "]"));
   }
-  if (max_job_bytes < 1) return absl::InvalidArgumentError("--max_job_checkpoint_bytes must be >= 1");
+  if (max_job_bytes < 1)
+    return absl::InvalidArgumentError("--max_job_checkpoint_bytes must be >= 1");
   return absl::OkStatus();
 }
 
@@ -54,9 +56,12 @@ absl::StatusOr<std::unique_ptr<CheckpointStore>> CheckpointStore::Open(
   for (const std::string& job : ListDir(dir)) {
     if (!IsDirectory(dir + "/" + job)) continue;
     for (const std::string& name : ListDir(dir + "/" + job)) {
-      if (EndsWith(name, kQuarantineSuffix) && !EndsWith(name, std::string(".safetensors") + kQuarantineSuffix)) {
+      if (EndsWith(name, kQuarantineSuffix) &&
+          !EndsWith(name, std::string(".safetensors") + kQuarantineSuffix)) {
         auto note = ReadFile(dir + "/" + job + "/" + name);
-        if (note.ok()) store->quarantined_[job].push_back(std::string(absl::StripTrailingAsciiWhitespace(*note)));
+        if (note.ok())
+          store->quarantined_[job].push_back(
+              std::string(absl::StripTrailingAsciiWhitespace(*note)));
         continue;
       }
       if (name.size() < 5 || name.substr(name.size() - 5) != ".json") continue;
@@ -86,9 +91,9 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Put(const std::string& job_i
   }
   const std::string actual = Sha256Hex(bytes);
   if (actual != sha256_hex) {
-    return absl::DataLossError(absl::StrCat("checkpoint of ", job_id, " step ", step,
-                                            ": SHA-256 ", actual, " does not match the sent ",
-                                            sha256_hex, "; nothing stored"));
+    return absl::DataLossError(absl::StrCat("checkpoint of ", job_id, " step ", step, ": SHA-256 ",
+                                            actual, " does not match the sent ", sha256_hex,
+                                            "; nothing stored"));
   }
   v1::CheckpointInfo info;
   info.set_checkpoint_id(MakeId(job_id, step));
@@ -156,7 +161,8 @@ std::set<std::string> RetainedIds(const std::vector<v1::CheckpointInfo>& checkpo
   std::sort(by_step.begin(), by_step.end(),
             [](const auto* a, const auto* b) { return a->step() > b->step(); });
   std::sort(scored.begin(), scored.end(), [](const auto* a, const auto* b) {
-    return std::make_pair(a->eval_accuracy(), a->step()) > std::make_pair(b->eval_accuracy(), b->step());
+    return std::make_pair(a->eval_accuracy(), a->step()) >
+           std::make_pair(b->eval_accuracy(), b->step());
   });
   std::set<std::string> kept;
   for (size_t i = 0; i < by_step.size() && static_cast<int64_t>(i) < retention.keep_last; ++i) {
@@ -208,8 +214,9 @@ void CheckpointStore::Prune(const std::string& job_id) {
   }
 }
 
-absl::Status CheckpointStore::RecordEval(const std::string& checkpoint_id, const std::string& sha256,
-                                         const std::string& eval_job_id, double accuracy) {
+absl::Status CheckpointStore::RecordEval(const std::string& checkpoint_id,
+                                         const std::string& sha256, const std::string& eval_job_id,
+                                         double accuracy) {
   v1::CheckpointInfo info;
   {
     absl::MutexLock sidecar_lock(&sidecar_mu_);
@@ -217,11 +224,13 @@ absl::Status CheckpointStore::RecordEval(const std::string& checkpoint_id, const
       absl::MutexLock lock(&mu_);
       auto it = by_id_.find(checkpoint_id);
       if (it == by_id_.end()) {
-        return absl::NotFoundError(absl::StrCat("checkpoint '", checkpoint_id, "' is not in the store"));
+        return absl::NotFoundError(
+            absl::StrCat("checkpoint '", checkpoint_id, "' is not in the store"));
       }
       if (it->second.sha256() != sha256) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "checkpoint '", checkpoint_id, "' was rewritten since the eval read it (a restarted attempt)"));
+        return absl::FailedPreconditionError(
+            absl::StrCat("checkpoint '", checkpoint_id,
+                         "' was rewritten since the eval read it (a restarted attempt)"));
       }
       it->second.set_eval_job_id(eval_job_id);
       it->second.set_eval_accuracy(accuracy);
@@ -238,8 +247,9 @@ absl::Status CheckpointStore::Pin(const std::string& checkpoint_id, const std::s
   {
     absl::MutexLock lock(&mu_);
     if (by_id_.count(checkpoint_id) == 0) {
-      return absl::NotFoundError(absl::StrCat(
-          "checkpoint '", checkpoint_id, "' is not in the store (pruned, quarantined or never stored)"));
+      return absl::NotFoundError(
+          absl::StrCat("checkpoint '", checkpoint_id,
+                       "' is not in the store (pruned, quarantined or never stored)"));
     }
     auto it = pins_.find(holder);
     if (it != pins_.end() && it->second != checkpoint_id) released = it->second;
@@ -274,14 +284,16 @@ void CheckpointStore::PruneJobOf(const std::string& checkpoint_id) {
   Prune(job);
 }
 
-absl::StatusOr<ProjectorConfig> CheckpointStore::ReadProjectorConfig(const v1::CheckpointInfo& info) {
+absl::StatusOr<ProjectorConfig> CheckpointStore::ReadProjectorConfig(
+    const v1::CheckpointInfo& info) {
   LM_ASSIGN_OR_RETURN(std::shared_ptr<const Derived> derived, ReadProjectorOnly(info));
   // The header alone: the coordinator decodes no tensor.
   const std::string& bytes = derived->bytes;
   LM_ASSIGN_OR_RETURN(SafetensorsHeader header,
-                      ParseSafetensorsHeader(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
-                                             info.checkpoint_id()));
-  LM_ASSIGN_OR_RETURN(TrainCheckpointLayout layout, CheckTrainCheckpoint(header, info.checkpoint_id()));
+                      ParseSafetensorsHeader(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                             bytes.size(), info.checkpoint_id()));
+  LM_ASSIGN_OR_RETURN(TrainCheckpointLayout layout,
+                      CheckTrainCheckpoint(header, info.checkpoint_id()));
   return layout.projector_config;
 }
 
@@ -295,7 +307,8 @@ void CheckpointStore::Quarantine(const v1::CheckpointInfo& info, const std::stri
   absl::Status s = WriteFileAtomic(dir_ + "/" + id + kQuarantineSuffix, note + "\n");
   quarantined_[info.job_id()].push_back(note);
   LM_LOG(ERROR) << "checkpoint " << id << " quarantined: " << why
-                << (s.ok() ? std::string() : absl::StrCat(" (note not written: ", s.message(), ")"));
+                << (s.ok() ? std::string()
+                           : absl::StrCat(" (note not written: ", s.message(), ")"));
 }
 
 std::vector<std::string> CheckpointStore::Quarantined(const std::string& job_id) const {
@@ -328,8 +341,8 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Find(const std::string& id_o
     }
   }
   if (latest == nullptr) {
-    return absl::NotFoundError(absl::StrCat("no checkpoint or job with checkpoints named '",
-                                            id_or_job, "'"));
+    return absl::NotFoundError(
+        absl::StrCat("no checkpoint or job with checkpoints named '", id_or_job, "'"));
   }
   return *latest;
 }
@@ -341,14 +354,15 @@ absl::StatusOr<std::string> CheckpointStore::Read(const v1::CheckpointInfo& info
   if (!bytes.ok()) {
     if (!absl::IsNotFound(bytes.status())) return bytes.status();  // I/O: maybe transient
     why = "its file is missing";
-  } else if (static_cast<int64_t>(bytes->size()) != info.size_bytes() || Sha256Hex(*bytes) != info.sha256()) {
+  } else if (static_cast<int64_t>(bytes->size()) != info.size_bytes() ||
+             Sha256Hex(*bytes) != info.sha256()) {
     why = "its bytes differ from the SHA-256 recorded when it was stored";
   } else {
     return bytes;
   }
   Quarantine(info, why);
-  return absl::DataLossError(absl::StrCat("checkpoint ", info.checkpoint_id(), " (", path, "): ", why,
-                                          "; quarantined"));
+  return absl::DataLossError(
+      absl::StrCat("checkpoint ", info.checkpoint_id(), " (", path, "): ", why, "; quarantined"));
 }
 
 absl::StatusOr<std::shared_ptr<const CheckpointStore::Derived>> CheckpointStore::ReadProjectorOnly(
@@ -363,7 +377,8 @@ absl::StatusOr<std::shared_ptr<const CheckpointStore::Derived>> CheckpointStore:
   }
   LM_ASSIGN_OR_RETURN(std::string bytes, Read(info));
   auto derived = std::make_shared<Derived>();
-  LM_ASSIGN_OR_RETURN(derived->bytes, ProjectorOnlyCheckpoint(std::move(bytes), PathOf(info.checkpoint_id())));
+  LM_ASSIGN_OR_RETURN(derived->bytes,
+                      ProjectorOnlyCheckpoint(std::move(bytes), PathOf(info.checkpoint_id())));
   derived->sha256 = Sha256Hex(derived->bytes);
   absl::MutexLock lock(&mu_);
   derived_.emplace_back(key, derived);

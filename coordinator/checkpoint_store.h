@@ -42,7 +42,7 @@ struct Retention {
 };
 
 struct CheckpointStoreOptions {
-  int64_t keep_last = 3;                    // per job, >= 1
+  int64_t keep_last = 3;                      // per job, >= 1
   int64_t max_job_bytes = int64_t{16} << 30;  // the kept checkpoints of one job together
 
   absl::Status Validate() const;
@@ -50,8 +50,8 @@ struct CheckpointStoreOptions {
 
 class CheckpointStore {
  public:
-  static absl::StatusOr<std::unique_ptr<CheckpointStore>> Open(
-      const std::string& dir, CheckpointStoreOptions options = {});
+  static absl::StatusOr<std::unique_ptr<CheckpointStore>> Open(const std::string& dir,
+                                                               CheckpointStoreOptions options = {});
 
   // Verifies `bytes` against `sha256_hex`, then stores them as `job_id`'s checkpoint at
   // `step` (replacing one at the same step: a restarted attempt redoes steps), then prunes
@@ -125,7 +125,7 @@ class CheckpointStore {
   // replaced checkpoint is derived again), newest last.
   std::deque<std::pair<std::string, std::shared_ptr<const Derived>>> derived_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Retention> retention_ ABSL_GUARDED_BY(mu_);  // by job
-  std::map<std::string, std::string> pins_ ABSL_GUARDED_BY(mu_);  // holder -> checkpoint id
+  std::map<std::string, std::string> pins_ ABSL_GUARDED_BY(mu_);     // holder -> checkpoint id
 };
 
 // Of a job's checkpoints, the ids `retention` keeps: the newest keep_last steps and the

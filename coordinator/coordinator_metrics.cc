@@ -33,9 +33,11 @@ class ClusterCollector : public prometheus::Collectable {
     auto lr = ScrapeFamily("llava_job_learning_rate", "learning rate of the last step");
     auto speed = ScrapeFamily("llava_job_samples_per_second",
                               "training samples per second of the whole group, this attempt");
-    auto restarts = ScrapeFamily("llava_job_restarts_total", "restarts from a checkpoint", /*counter=*/true);
+    auto restarts =
+        ScrapeFamily("llava_job_restarts_total", "restarts from a checkpoint", /*counter=*/true);
     auto answers = ScrapeFamily("llava_job_eval_answers_done", "eval answers done");
-    auto accuracy = ScrapeFamily("llava_job_eval_accuracy", "eval accuracy over every question (finished jobs)");
+    auto accuracy = ScrapeFamily("llava_job_eval_accuracy",
+                                 "eval accuracy over every question (finished jobs)");
 
     std::vector<v1::JobStatus> jobs = scheduler_->List();  // submission order
     size_t finished_left = kFinishedJobsExported;
@@ -79,8 +81,8 @@ class ClusterCollector : public prometheus::Collectable {
 
 }  // namespace
 
-CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& registry, const JobScheduler* scheduler,
-                                       const WorkerRegistry* workers)
+CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& registry,
+                                       const JobScheduler* scheduler, const WorkerRegistry* workers)
     : rpc_(registry),
       checkpoint_bytes_(prometheus::BuildCounter()
                             .Name("llava_checkpoint_bytes_total")
@@ -100,9 +102,11 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& registry, const Job
 
 void CoordinatorMetrics::RecordCheckpoint(const std::string& direction, const std::string& content,
                                           int64_t bytes, double seconds) {
-  checkpoint_bytes_.Add({{"direction", direction}, {"content", content}}).Increment(static_cast<double>(bytes));
+  checkpoint_bytes_.Add({{"direction", direction}, {"content", content}})
+      .Increment(static_cast<double>(bytes));
   checkpoint_transfers_.Add({{"direction", direction}, {"content", content}}).Increment();
-  static const prometheus::Histogram::BucketBoundaries kBuckets = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {0.01, 0.05, 0.1, 0.25, 0.5, 1,
+                                                                   2.5,  5,    10,  30,   60};
   checkpoint_seconds_.Add({{"direction", direction}}, kBuckets).Observe(seconds);
 }
 

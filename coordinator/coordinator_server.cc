@@ -30,13 +30,16 @@ absl::Status CoordinatorOptions::Validate() const {
     return absl::InvalidArgumentError("worker_timeout must exceed heartbeat_interval");
   }
   if (checkpoint_chunk_bytes <= 0 || checkpoint_chunk_bytes + 4096 > max_message_bytes) {
-    return absl::InvalidArgumentError("checkpoint_chunk_bytes must be > 0 and fit in max_message_bytes");
+    return absl::InvalidArgumentError(
+        "checkpoint_chunk_bytes must be > 0 and fit in max_message_bytes");
   }
-  if (max_checkpoint_bytes <= 0) return absl::InvalidArgumentError("--max_checkpoint_bytes must be > 0");
+  if (max_checkpoint_bytes <= 0)
+    return absl::InvalidArgumentError("--max_checkpoint_bytes must be > 0");
   if (max_jobs <= 0) return absl::InvalidArgumentError("--max_jobs must be > 0");
   if (max_workers <= 0) return absl::InvalidArgumentError("--max_workers must be > 0");
   if (max_long_polls <= 0) return absl::InvalidArgumentError("--max_long_polls must be > 0");
-  if (finished_job_ttl.count() < 0) return absl::InvalidArgumentError("--finished_job_ttl_ms must be >= 0");
+  if (finished_job_ttl.count() < 0)
+    return absl::InvalidArgumentError("--finished_job_ttl_ms must be >= 0");
   LM_RETURN_IF_ERROR(positive("max_connection_idle", max_connection_idle));
   CheckpointStoreOptions store;
   store.keep_last = keep_checkpoints;
@@ -56,33 +59,37 @@ absl::Status CoordinatorServer::Start() {
   CheckpointStoreOptions store;
   store.keep_last = options_.keep_checkpoints;
   store.max_job_bytes = options_.max_job_checkpoint_bytes;
-  LM_ASSIGN_OR_RETURN(checkpoints_, CheckpointStore::Open(options_.state_dir + "/checkpoints", store));
+  LM_ASSIGN_OR_RETURN(checkpoints_,
+                      CheckpointStore::Open(options_.state_dir + "/checkpoints", store));
   SchedulerOptions so;
   so.restart_wait = options_.restart_wait;
   so.collective_timeout = options_.collective_timeout;
   so.state_dir = options_.state_dir;
-  so.tensorboard_dir =
-      options_.tensorboard_dir.empty() ? options_.state_dir + "/tensorboard" : options_.tensorboard_dir;
+  so.tensorboard_dir = options_.tensorboard_dir.empty() ? options_.state_dir + "/tensorboard"
+                                                        : options_.tensorboard_dir;
   so.finished_job_ttl = options_.finished_job_ttl;
   so.max_jobs = options_.max_jobs;
-  scheduler_ = std::make_unique<JobScheduler>(so, registry_.get(), checkpoints_.get(), rendezvous_.get());
+  scheduler_ =
+      std::make_unique<JobScheduler>(so, registry_.get(), checkpoints_.get(), rendezvous_.get());
   LM_RETURN_IF_ERROR(scheduler_->LoadState());
 
   // Metrics are kept whether or not they are served: the handlers never check.
   metrics_registry_ = std::make_shared<prometheus::Registry>();
-  metrics_ = std::make_unique<CoordinatorMetrics>(*metrics_registry_, scheduler_.get(), registry_.get());
+  metrics_ =
+      std::make_unique<CoordinatorMetrics>(*metrics_registry_, scheduler_.get(), registry_.get());
   if (!options_.metrics_listen.empty()) {
     LM_ASSIGN_OR_RETURN(metrics_endpoint_, MetricsEndpoint::Start(options_.metrics_listen));
     metrics_endpoint_->Add(metrics_registry_);
     metrics_endpoint_->Add(metrics_->cluster());
   }
   if (!options_.health_listen.empty()) {
-    LM_ASSIGN_OR_RETURN(health_, HealthServer::Start(options_.health_listen, "coordinator", options_.listen));
+    LM_ASSIGN_OR_RETURN(
+        health_, HealthServer::Start(options_.health_listen, "coordinator", options_.listen));
   }
 
   long_polls_ = std::make_unique<LongPollGate>(options_.max_long_polls);
-  Components c{registry_.get(), scheduler_.get(), rendezvous_.get(), checkpoints_.get(),
-               metrics_.get(), long_polls_.get(), &stopping_};
+  Components c{registry_.get(), scheduler_.get(),  rendezvous_.get(), checkpoints_.get(),
+               metrics_.get(),  long_polls_.get(), &stopping_};
   ServiceOptions o;
   o.tokens_required = options_.security->has_token();
   o.heartbeat_interval = options_.heartbeat_interval;
@@ -131,7 +138,8 @@ absl::Status CoordinatorServer::Start() {
                << (options_.security->has_token() ? ", bearer token" : "") << "), state in "
                << options_.state_dir;
   if (health_) LM_LOG(INFO) << "coordinator: health probes on port " << health_->port();
-  if (metrics_endpoint_) LM_LOG(INFO) << "coordinator: metrics on port " << metrics_endpoint_->port();
+  if (metrics_endpoint_)
+    LM_LOG(INFO) << "coordinator: metrics on port " << metrics_endpoint_->port();
   return absl::OkStatus();
 }
 

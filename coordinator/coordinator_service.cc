@@ -46,15 +46,14 @@ grpc::Status Invalid(const std::string& message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
 }
 
-
 // PERMISSION_DENIED unless the caller holds one of `roles`.
 absl::Status Require(const grpc::ServerContext* context, const ServiceOptions& o, unsigned roles,
                      const char* method, Caller* out = nullptr) {
   Caller caller = CallerOf(*context, o.tokens_required);
   if ((caller.roles & roles) == 0) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        method, ": the caller '", caller.name, "' (", RolesName(caller.roles), ") lacks the role: ",
-        RolesName(roles)));
+    return absl::PermissionDeniedError(absl::StrCat(method, ": the caller '", caller.name, "' (",
+                                                    RolesName(caller.roles),
+                                                    ") lacks the role: ", RolesName(roles)));
   }
   if (out != nullptr) *out = std::move(caller);
   return absl::OkStatus();
@@ -70,8 +69,10 @@ absl::Status CheckSessionFields(const char* method, const std::string& worker_id
 
 absl::Status CheckTaskRef(const char* method, const v1::TaskRef& ref) {
   LM_RETURN_IF_ERROR(CheckId(absl::StrCat(method, ": ref.job_id"), ref.job_id()));
-  LM_RETURN_IF_ERROR(CheckRange(absl::StrCat(method, ": ref.attempt"), ref.attempt(), 1, INT32_MAX));
-  return CheckRange(absl::StrCat(method, ": ref.rank"), ref.rank(), 0, JobLimits::kMaxWorldSize - 1);
+  LM_RETURN_IF_ERROR(
+      CheckRange(absl::StrCat(method, ": ref.attempt"), ref.attempt(), 1, INT32_MAX));
+  return CheckRange(absl::StrCat(method, ": ref.rank"), ref.rank(), 0,
+                    JobLimits::kMaxWorldSize - 1);
 }
 
 absl::Status CheckHeartbeat(const v1::HeartbeatRequest& r) {
@@ -79,10 +80,11 @@ absl::Status CheckHeartbeat(const v1::HeartbeatRequest& r) {
   if (r.wait_ms() < 0) return absl::InvalidArgumentError("Heartbeat: wait_ms must be >= 0");
   if (r.has_running()) LM_RETURN_IF_ERROR(CheckTaskRef("Heartbeat: running", r.running()));
   if (r.steps_size() > kMaxHeartbeatSteps) {
-    return absl::InvalidArgumentError(absl::StrCat("Heartbeat: ", r.steps_size(),
-                                                   " steps, over the limit of ", kMaxHeartbeatSteps));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Heartbeat: ", r.steps_size(), " steps, over the limit of ", kMaxHeartbeatSteps));
   }
-  return CheckRange("Heartbeat: eval_images_done", r.eval_images_done(), 0, JobLimits::kMaxDigits * JobLimits::kMaxPhrasings);
+  return CheckRange("Heartbeat: eval_images_done", r.eval_images_done(), 0,
+                    JobLimits::kMaxDigits * JobLimits::kMaxPhrasings);
 }
 
 absl::Status CheckPage(const char* method, int64_t page_size) {
@@ -93,7 +95,8 @@ absl::Status CheckPage(const char* method, int64_t page_size) {
 
 // ---- JobService
 
-grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context, const v1::SubmitJobRequest* request,
+grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
+                                       const v1::SubmitJobRequest* request,
                                        v1::JobStatus* response) {
   Caller caller;
   if (auto s = Require(context, o_, kRoleClient, "SubmitJob", &caller); !s.ok()) return ToGrpc(s);
@@ -139,7 +142,8 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
+grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context,
+                                      const v1::ListJobsRequest* request,
                                       v1::ListJobsResponse* response) {
   if (auto s = Require(context, o_, kRoleClient, "ListJobs"); !s.ok()) return ToGrpc(s);
   if (auto s = CheckPage("ListJobs", request->page_size()); !s.ok()) return ToGrpc(s);
@@ -150,7 +154,8 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context, const v1::Li
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request,
+grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context,
+                                       const v1::CancelJobRequest* request,
                                        v1::JobStatus* response) {
   Caller caller;
   if (auto s = Require(context, o_, kRoleClient, "CancelJob", &caller); !s.ok()) return ToGrpc(s);
@@ -161,7 +166,8 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context, const v1::C
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::DeleteJob(grpc::ServerContext* context, const v1::DeleteJobRequest* request,
+grpc::Status JobServiceImpl::DeleteJob(grpc::ServerContext* context,
+                                       const v1::DeleteJobRequest* request,
                                        v1::DeleteJobResponse*) {
   Caller caller;
   if (auto s = Require(context, o_, kRoleClient, "DeleteJob", &caller); !s.ok()) return ToGrpc(s);
@@ -178,14 +184,15 @@ grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,
   auto session = c_.registry->Register(request->info(), Clock::now());
   if (!session.ok()) return ToGrpc(session.status());
   LM_LOG(INFO) << "worker " << request->info().worker_id() << " registered ("
-               << ForLog(request->info().device(), 64) << ", " << ForLog(request->info().model(), 256)
-               << ")";
+               << ForLog(request->info().device(), 64) << ", "
+               << ForLog(request->info().model(), 256) << ")";
   response->set_session_id(*session);
   response->set_heartbeat_interval_ms(o_.heartbeat_interval.count());
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,
+grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
+                                          const v1::HeartbeatRequest* request,
                                           v1::HeartbeatResponse* response) {
   if (auto s = Require(context, o_, kRoleWorker, "Heartbeat"); !s.ok()) return ToGrpc(s);
   if (auto s = CheckHeartbeat(*request); !s.ok()) return ToGrpc(s);
@@ -193,12 +200,14 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context, const v1
   if (!reply.ok()) return ToGrpc(reply.status());
   // Metrics first: the long poll below must not delay the job's progress.
   c_.scheduler->OnHeartbeat(*request);
-  if (!reply->has_task() && reply->abort_size() == 0 && request->wait_ms() > 0 && !c_.stopping->load()) {
+  if (!reply->has_task() && reply->abort_size() == 0 && request->wait_ms() > 0 &&
+      !c_.stopping->load()) {
     // Over the gate's limit the worker simply polls again after its interval.
     LongPollGate::Ticket ticket(c_.long_polls);
     if (ticket.ok()) {
       const auto wait = std::min(milliseconds(request->wait_ms()), o_.heartbeat_interval);
-      reply = c_.registry->WaitForMail(request->worker_id(), request->session_id(), Clock::now() + wait);
+      reply = c_.registry->WaitForMail(request->worker_id(), request->session_id(),
+                                       Clock::now() + wait);
       if (!reply.ok()) return ToGrpc(reply.status());
     }
   }
@@ -210,10 +219,12 @@ grpc::Status WorkerServiceImpl::ReportTaskResult(grpc::ServerContext* context,
                                                  const v1::TaskResultRequest* request,
                                                  v1::TaskResultResponse*) {
   if (auto s = Require(context, o_, kRoleWorker, "ReportTaskResult"); !s.ok()) return ToGrpc(s);
-  absl::Status s = CheckSessionFields("ReportTaskResult", request->worker_id(), request->session_id());
+  absl::Status s =
+      CheckSessionFields("ReportTaskResult", request->worker_id(), request->session_id());
   if (s.ok()) s = CheckTaskRef("ReportTaskResult", request->ref());
   if (s.ok() && request->error().size() > kMaxErrorBytes) {
-    s = absl::InvalidArgumentError(absl::StrCat("ReportTaskResult: error is ", request->error().size(),
+    s = absl::InvalidArgumentError(absl::StrCat("ReportTaskResult: error is ",
+                                                request->error().size(),
                                                 " bytes, over the limit of ", kMaxErrorBytes));
   }
   if (s.ok()) s = CheckRange("ReportTaskResult: step", request->step(), 0, JobLimits::kMaxSteps);
@@ -222,8 +233,8 @@ grpc::Status WorkerServiceImpl::ReportTaskResult(grpc::ServerContext* context,
   return ToGrpc(s);
 }
 
-grpc::Status WorkerServiceImpl::GetShard(grpc::ServerContext* context, const v1::GetShardRequest* request,
-                                         v1::Shard* response) {
+grpc::Status WorkerServiceImpl::GetShard(grpc::ServerContext* context,
+                                         const v1::GetShardRequest* request, v1::Shard* response) {
   if (auto s = Require(context, o_, kRoleWorker, "GetShard"); !s.ok()) return ToGrpc(s);
   absl::Status s = CheckSessionFields("GetShard", request->worker_id(), request->session_id());
   if (s.ok()) s = CheckTaskRef("GetShard", request->ref());
@@ -234,14 +245,18 @@ grpc::Status WorkerServiceImpl::GetShard(grpc::ServerContext* context, const v1:
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerServiceImpl::ListWorkers(grpc::ServerContext* context, const v1::ListWorkersRequest* request,
+grpc::Status WorkerServiceImpl::ListWorkers(grpc::ServerContext* context,
+                                            const v1::ListWorkersRequest* request,
                                             v1::ListWorkersResponse* response) {
-  if (auto s = Require(context, o_, kRoleClient | kRoleWorker, "ListWorkers"); !s.ok()) return ToGrpc(s);
+  if (auto s = Require(context, o_, kRoleClient | kRoleWorker, "ListWorkers"); !s.ok())
+    return ToGrpc(s);
   if (auto s = CheckPage("ListWorkers", request->page_size()); !s.ok()) return ToGrpc(s);
-  if (auto s = CheckIdOrEmpty("ListWorkers: page_token", request->page_token()); !s.ok()) return ToGrpc(s);
+  if (auto s = CheckIdOrEmpty("ListWorkers: page_token", request->page_token()); !s.ok())
+    return ToGrpc(s);
   const int64_t limit = request->page_size() == 0 ? 100 : request->page_size();
   // One more than the page tells whether another page follows.
-  std::vector<v1::WorkerStatus> workers = c_.registry->List(Clock::now(), request->page_token(), limit + 1);
+  std::vector<v1::WorkerStatus> workers =
+      c_.registry->List(Clock::now(), request->page_token(), limit + 1);
   if (static_cast<int64_t>(workers.size()) > limit) {
     workers.resize(limit);
     response->set_next_page_token(workers.back().info().worker_id());
@@ -250,28 +265,35 @@ grpc::Status WorkerServiceImpl::ListWorkers(grpc::ServerContext* context, const 
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerServiceImpl::LeaveWorker(grpc::ServerContext* context, const v1::LeaveWorkerRequest* request,
+grpc::Status WorkerServiceImpl::LeaveWorker(grpc::ServerContext* context,
+                                            const v1::LeaveWorkerRequest* request,
                                             v1::LeaveWorkerResponse*) {
   if (auto s = Require(context, o_, kRoleWorker, "LeaveWorker"); !s.ok()) return ToGrpc(s);
   absl::Status s = CheckSessionFields("LeaveWorker", request->worker_id(), request->session_id());
   if (s.ok() && request->reason().size() > kMaxReasonBytes) {
-    s = absl::InvalidArgumentError(absl::StrCat("LeaveWorker: reason is over ", kMaxReasonBytes, " bytes"));
+    s = absl::InvalidArgumentError(
+        absl::StrCat("LeaveWorker: reason is over ", kMaxReasonBytes, " bytes"));
   }
-  if (s.ok()) s = c_.registry->Leave(request->worker_id(), request->session_id(), request->reason());
+  if (s.ok())
+    s = c_.registry->Leave(request->worker_id(), request->session_id(), request->reason());
   if (!s.ok()) return ToGrpc(s);
   c_.scheduler->OnWorkerLeft(request->worker_id(), Clock::now());
   LM_LOG(INFO) << "worker " << request->worker_id() << " left: "
-               << (request->reason().empty() ? "(no reason given)" : ForLog(request->reason(), 256));
+               << (request->reason().empty() ? "(no reason given)"
+                                             : ForLog(request->reason(), 256));
   return grpc::Status::OK;
 }
 
 // ---- RendezvousService
 
-grpc::Status RendezvousServiceImpl::Set(grpc::ServerContext* context, const v1::StoreSetRequest* request,
-                                        v1::StoreSetResponse*) {
+grpc::Status RendezvousServiceImpl::Set(grpc::ServerContext* context,
+                                        const v1::StoreSetRequest* request, v1::StoreSetResponse*) {
   if (auto s = Require(context, o_, kRoleWorker, "rendezvous Set"); !s.ok()) return ToGrpc(s);
-  absl::Status s = CheckSessionFields("rendezvous Set", request->worker_id(), request->session_id());
-  if (s.ok()) s = c_.scheduler->CheckRendezvousAccess(request->key(), request->worker_id(), request->session_id());
+  absl::Status s =
+      CheckSessionFields("rendezvous Set", request->worker_id(), request->session_id());
+  if (s.ok())
+    s = c_.scheduler->CheckRendezvousAccess(request->key(), request->worker_id(),
+                                            request->session_id());
   if (s.ok()) s = c_.rendezvous->Set(request->key(), request->value());
   return ToGrpc(s);
 }
@@ -282,11 +304,13 @@ grpc::Status RendezvousServiceImpl::Get(grpc::ServerContext* context,
   if (auto s = Require(context, o_, kRoleWorker, "rendezvous Get"); !s.ok()) return ToGrpc(s);
   if (request->key().empty()) return Invalid("rendezvous Get: key is empty");
   if (request->wait_ms() < 0) return Invalid("rendezvous Get: wait_ms must be >= 0");
-  if (auto s = CheckSessionFields("rendezvous Get", request->worker_id(), request->session_id()); !s.ok()) {
+  if (auto s = CheckSessionFields("rendezvous Get", request->worker_id(), request->session_id());
+      !s.ok()) {
     return ToGrpc(s);
   }
   auto access = [&] {
-    return c_.scheduler->CheckRendezvousAccess(request->key(), request->worker_id(), request->session_id());
+    return c_.scheduler->CheckRendezvousAccess(request->key(), request->worker_id(),
+                                               request->session_id());
   };
   if (auto s = access(); !s.ok()) return ToGrpc(s);
   // Never wait past the client's own deadline or the server's bound.
@@ -305,7 +329,9 @@ grpc::Status RendezvousServiceImpl::Get(grpc::ServerContext* context,
   }
   const auto end = Clock::now() + wait;
   while (true) {
-    const auto slice = std::max(milliseconds(0), std::min(kWaitSlice, std::chrono::duration_cast<milliseconds>(end - Clock::now())));
+    const auto slice = std::max(
+        milliseconds(0),
+        std::min(kWaitSlice, std::chrono::duration_cast<milliseconds>(end - Clock::now())));
     auto value = c_.rendezvous->Get(request->key(), slice);
     if (value.ok()) {
       response->set_value(std::move(*value));
@@ -316,22 +342,24 @@ grpc::Status RendezvousServiceImpl::Get(grpc::ServerContext* context,
       return ToGrpc(absl::DeadlineExceededError(absl::StrCat(
           "rendezvous: '", ForLog(request->key(), 128), "' not set within ", wait.count(), " ms")));
     }
-    if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+    if (context->IsCancelled())
+      return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
     if (c_.stopping->load()) {
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down");
     }
     // The attempt may have ended meanwhile: its keys will never come.
     if (auto s = access(); !s.ok()) {
-      return grpc::Status(grpc::StatusCode::CANCELLED, absl::StrCat("rendezvous Get: ", s.message()));
+      return grpc::Status(grpc::StatusCode::CANCELLED,
+                          absl::StrCat("rendezvous Get: ", s.message()));
     }
   }
 }
 
 // ---- CheckpointService
 
-grpc::Status CheckpointServiceImpl::UploadCheckpoint(grpc::ServerContext* context,
-                                                     grpc::ServerReader<v1::CheckpointChunk>* reader,
-                                                     v1::CheckpointInfo* response) {
+grpc::Status CheckpointServiceImpl::UploadCheckpoint(
+    grpc::ServerContext* context, grpc::ServerReader<v1::CheckpointChunk>* reader,
+    v1::CheckpointInfo* response) {
   if (auto s = Require(context, o_, kRoleWorker, "UploadCheckpoint"); !s.ok()) return ToGrpc(s);
   v1::CheckpointChunk chunk;
   if (!reader->Read(&chunk) || !chunk.has_header()) {
@@ -343,12 +371,15 @@ grpc::Status CheckpointServiceImpl::UploadCheckpoint(grpc::ServerContext* contex
     return Invalid(absl::StrCat("UploadCheckpoint: total_bytes ", header.total_bytes(),
                                 " is outside (0, ", o_.max_checkpoint_bytes, "]"));
   }
-  if (header.sha256().size() != 64) return Invalid("UploadCheckpoint: sha256 must be 64 hex digits");
-  absl::Status allowed = CheckSessionFields("UploadCheckpoint", header.worker_id(), header.session_id());
+  if (header.sha256().size() != 64)
+    return Invalid("UploadCheckpoint: sha256 must be 64 hex digits");
+  absl::Status allowed =
+      CheckSessionFields("UploadCheckpoint", header.worker_id(), header.session_id());
   if (allowed.ok()) allowed = CheckTaskRef("UploadCheckpoint", header.ref());
   if (allowed.ok()) allowed = c_.registry->CheckSession(header.worker_id(), header.session_id());
   if (allowed.ok()) {
-    allowed = c_.scheduler->CheckUploader(header.ref(), header.worker_id(), header.session_id(), header.step());
+    allowed = c_.scheduler->CheckUploader(header.ref(), header.worker_id(), header.session_id(),
+                                          header.step());
   }
   if (!allowed.ok()) return ToGrpc(allowed);
   std::string bytes = std::move(*chunk.mutable_data());
@@ -376,20 +407,23 @@ grpc::Status CheckpointServiceImpl::UploadCheckpoint(grpc::ServerContext* contex
     return ToGrpc(info.status());
   }
   c_.scheduler->OnCheckpointStored(*info, Clock::now());
-  c_.metrics->RecordCheckpoint("upload", "full", static_cast<int64_t>(bytes.size()), SecondsSince(start));
-  LM_LOG(INFO) << "checkpoint " << info->checkpoint_id() << " stored (" << bytes.size() << " bytes)";
+  c_.metrics->RecordCheckpoint("upload", "full", static_cast<int64_t>(bytes.size()),
+                               SecondsSince(start));
+  LM_LOG(INFO) << "checkpoint " << info->checkpoint_id() << " stored (" << bytes.size()
+               << " bytes)";
   *response = *info;
   return grpc::Status::OK;
 }
 
-grpc::Status CheckpointServiceImpl::DownloadCheckpoint(grpc::ServerContext* context,
-                                                       const v1::DownloadCheckpointRequest* request,
-                                                       grpc::ServerWriter<v1::CheckpointChunk>* writer) {
+grpc::Status CheckpointServiceImpl::DownloadCheckpoint(
+    grpc::ServerContext* context, const v1::DownloadCheckpointRequest* request,
+    grpc::ServerWriter<v1::CheckpointChunk>* writer) {
   if (auto s = Require(context, o_, kRoleClient | kRoleWorker, "DownloadCheckpoint"); !s.ok()) {
     return ToGrpc(s);
   }
   if (request->checkpoint().empty()) return Invalid("DownloadCheckpoint: checkpoint is empty");
-  if (auto s = CheckCheckpointRef("DownloadCheckpoint: checkpoint", request->checkpoint()); !s.ok()) {
+  if (auto s = CheckCheckpointRef("DownloadCheckpoint: checkpoint", request->checkpoint());
+      !s.ok()) {
     return ToGrpc(s);
   }
   const auto start = std::chrono::steady_clock::now();
@@ -420,7 +454,8 @@ grpc::Status CheckpointServiceImpl::DownloadCheckpoint(grpc::ServerContext* cont
   header->set_total_bytes(static_cast<int64_t>(bytes->size()));
   const size_t n = bytes->size(), step = static_cast<size_t>(o_.checkpoint_chunk_bytes);
   for (size_t off = 0; off < n || off == 0; off += step) {
-    if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+    if (context->IsCancelled())
+      return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
     chunk.set_data(bytes->substr(off, step));
     if (!writer->Write(chunk)) return grpc::Status::OK;
     chunk.clear_header();
@@ -437,7 +472,8 @@ grpc::Status CheckpointServiceImpl::ListCheckpoints(grpc::ServerContext* context
   if (auto s = Require(context, o_, kRoleClient | kRoleWorker, "ListCheckpoints"); !s.ok()) {
     return ToGrpc(s);
   }
-  if (auto s = CheckIdOrEmpty("ListCheckpoints: job_id", request->job_id()); !s.ok()) return ToGrpc(s);
+  if (auto s = CheckIdOrEmpty("ListCheckpoints: job_id", request->job_id()); !s.ok())
+    return ToGrpc(s);
   for (auto& info : c_.checkpoints->List(request->job_id())) *response->add_checkpoints() = info;
   return grpc::Status::OK;
 }

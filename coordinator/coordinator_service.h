@@ -72,12 +72,15 @@ struct Components {
 class JobServiceImpl final : public v1::JobService::Service {
  public:
   JobServiceImpl(Components c, ServiceOptions o) : c_(c), o_(o) {}
-  grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest*, v1::JobStatus*) override;
+  grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest*,
+                         v1::JobStatus*) override;
   grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest*, v1::JobStatus*) override;
   grpc::Status WatchJob(grpc::ServerContext*, const v1::WatchJobRequest*,
                         grpc::ServerWriter<v1::JobStatus>*) override;
-  grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*, v1::ListJobsResponse*) override;
-  grpc::Status CancelJob(grpc::ServerContext*, const v1::CancelJobRequest*, v1::JobStatus*) override;
+  grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*,
+                        v1::ListJobsResponse*) override;
+  grpc::Status CancelJob(grpc::ServerContext*, const v1::CancelJobRequest*,
+                         v1::JobStatus*) override;
   grpc::Status DeleteJob(grpc::ServerContext*, const v1::DeleteJobRequest*,
                          v1::DeleteJobResponse*) override;
 
@@ -109,8 +112,10 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
 class RendezvousServiceImpl final : public v1::RendezvousService::Service {
  public:
   RendezvousServiceImpl(Components c, ServiceOptions o) : c_(c), o_(o) {}
-  grpc::Status Set(grpc::ServerContext*, const v1::StoreSetRequest*, v1::StoreSetResponse*) override;
-  grpc::Status Get(grpc::ServerContext*, const v1::StoreGetRequest*, v1::StoreGetResponse*) override;
+  grpc::Status Set(grpc::ServerContext*, const v1::StoreSetRequest*,
+                   v1::StoreSetResponse*) override;
+  grpc::Status Get(grpc::ServerContext*, const v1::StoreGetRequest*,
+                   v1::StoreGetResponse*) override;
 
  private:
   Components c_;

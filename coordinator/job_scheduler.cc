@@ -62,7 +62,8 @@ int64_t SeqOf(const std::string& id) {
 absl::Status ValidateRecord(const v1::JobStatus& s, const std::string& file_stem) {
   LM_RETURN_IF_ERROR(CheckId("job_id", s.job_id()));
   if (s.job_id() != file_stem) {
-    return absl::InvalidArgumentError(absl::StrCat("job_id '", s.job_id(), "' differs from the file name"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("job_id '", s.job_id(), "' differs from the file name"));
   }
   if (SeqOf(s.job_id()) <= 0) return absl::InvalidArgumentError("job_id has no sequence number");
   if (s.kind() == v1::JOB_KIND_TRAIN && s.has_train()) {
@@ -124,7 +125,8 @@ absl::Status JobScheduler::Persist(const Job& job) const {
   google::protobuf::util::JsonPrintOptions options;
   options.always_print_primitive_fields = true;
   if (!google::protobuf::util::MessageToJsonString(job.status, &json, options).ok()) {
-    return absl::InternalError(absl::StrCat("job ", job.status.job_id(), ": cannot encode its record"));
+    return absl::InternalError(
+        absl::StrCat("job ", job.status.job_id(), ": cannot encode its record"));
   }
   LM_RETURN_IF_ERROR(MakeDirs(JobsDir(options_.state_dir)));
   return WriteFileAtomic(JobsDir(options_.state_dir) + "/" + job.status.job_id() + ".json", json);
@@ -164,7 +166,8 @@ absl::Status JobScheduler::LoadState() {
     google::protobuf::util::JsonParseOptions parse;
     parse.ignore_unknown_fields = true;
     absl::Status valid = json.status();
-    if (valid.ok() && !google::protobuf::util::JsonStringToMessage(*json, &job->status, parse).ok()) {
+    if (valid.ok() &&
+        !google::protobuf::util::JsonStringToMessage(*json, &job->status, parse).ok()) {
       valid = absl::InvalidArgumentError("not a job record (JSON of JobStatus)");
     }
     if (valid.ok()) valid = ValidateRecord(job->status, name.substr(0, name.size() - 5));
@@ -191,7 +194,8 @@ absl::Status JobScheduler::LoadState() {
     }
     job->waiting_since = now;
     if (Terminal(*job)) job->finished_at = now;
-    if (absl::Status held = HoldCheckpoints(*job); !held.ok()) LM_LOG(WARNING) << "job " << id << ": " << held;
+    if (absl::Status held = HoldCheckpoints(*job); !held.ok())
+      LM_LOG(WARNING) << "job " << id << ": " << held;
     order_[job->seq] = id;
     jobs_[id] = std::move(job);
   }
@@ -215,9 +219,9 @@ absl::Status JobScheduler::ValidateAgainstWorkers(const v1::SubmitJobRequest& re
     const int64_t live = registry_->CountLive(request.eval().model(), now);
     const int64_t need = std::max<int64_t>(1, request.eval().workers());
     if (need > live) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "eval needs ", need, " workers but ", live,
-          " are live (set wait_for_workers to queue it anyway)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("eval needs ", need, " workers but ", live,
+                       " are live (set wait_for_workers to queue it anyway)"));
     }
   }
   return absl::OkStatus();
@@ -235,7 +239,8 @@ absl::StatusOr<v1::JobStatus> JobScheduler::Submit(const v1::SubmitJobRequest& o
     LM_RETURN_IF_ERROR(ResolveEvalSpec(request.mutable_eval()));
     auto ckpt = checkpoints_->Find(request.eval().checkpoint());
     if (!ckpt.ok()) {
-      return absl::FailedPreconditionError(absl::StrCat("eval.checkpoint: ", ckpt.status().message()));
+      return absl::FailedPreconditionError(
+          absl::StrCat("eval.checkpoint: ", ckpt.status().message()));
     }
     request.mutable_eval()->set_checkpoint(ckpt->checkpoint_id());
   } else {
@@ -255,8 +260,8 @@ absl::StatusOr<v1::JobStatus> JobScheduler::Submit(const v1::SubmitJobRequest& o
   // The id is spent before the record is written: a failure below never lets a later
   // job take it.
   if (absl::Status s = PersistNextId(job->seq + 1); !s.ok()) {
-    return absl::Status(s.code(), absl::StrCat("nothing queued: cannot record the next job id: ",
-                                               s.message()));
+    return absl::Status(
+        s.code(), absl::StrCat("nothing queued: cannot record the next job id: ", s.message()));
   }
   ++next_id_;
   v1::JobStatus& s = job->status;
@@ -277,9 +282,9 @@ absl::StatusOr<v1::JobStatus> JobScheduler::Submit(const v1::SubmitJobRequest& o
   }
   if (absl::Status written = Persist(*job); !written.ok()) {
     checkpoints_->Unpin(id);
-    return absl::Status(written.code(),
-                        absl::StrCat("nothing queued: cannot write the job record: ",
-                                     written.message()));
+    return absl::Status(
+        written.code(),
+        absl::StrCat("nothing queued: cannot write the job record: ", written.message()));
   }
   job->waiting_since = now;
   Job& ref = *job;
@@ -327,7 +332,8 @@ absl::StatusOr<std::vector<v1::JobStatus>> JobScheduler::List(int64_t page_size,
   if (!page_token.empty()) {
     LM_RETURN_IF_ERROR(CheckId("page_token", page_token));
     after = SeqOf(page_token);
-    if (after <= 0) return absl::InvalidArgumentError("page_token is not one this coordinator gave");
+    if (after <= 0)
+      return absl::InvalidArgumentError("page_token is not one this coordinator gave");
   }
   absl::MutexLock lock(&mu_);
   std::vector<v1::JobStatus> out;
@@ -358,8 +364,8 @@ std::vector<v1::JobStatus> JobScheduler::List() const {
 }
 
 absl::StatusOr<JobScheduler::Job*> JobScheduler::FindManaged(const std::string& job_id,
-                                                              const Caller& caller,
-                                                              const char* verb) {
+                                                             const Caller& caller,
+                                                             const char* verb) {
   LM_RETURN_IF_ERROR(CheckId("job_id", job_id));
   Job* job = Find(job_id);
   if (job == nullptr) return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
@@ -371,12 +377,13 @@ absl::StatusOr<JobScheduler::Job*> JobScheduler::FindManaged(const std::string& 
   return job;
 }
 
-absl::StatusOr<v1::JobStatus> JobScheduler::Cancel(const std::string& job_id, const Caller& caller) {
+absl::StatusOr<v1::JobStatus> JobScheduler::Cancel(const std::string& job_id,
+                                                   const Caller& caller) {
   absl::MutexLock lock(&mu_);
-  LM_ASSIGN_OR_RETURN(Job* job, FindManaged(job_id, caller, "cancel"));
+  LM_ASSIGN_OR_RETURN(Job * job, FindManaged(job_id, caller, "cancel"));
   if (Terminal(*job)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "job '", job_id, "' already ended (", StateName(job->status.state()), ")"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("job '", job_id, "' already ended (", StateName(job->status.state()), ")"));
   }
   ReleaseMembers(*job, /*abort=*/true);
   job->status.set_state(v1::JOB_STATE_CANCELLED);
@@ -388,11 +395,10 @@ absl::StatusOr<v1::JobStatus> JobScheduler::Cancel(const std::string& job_id, co
 
 absl::Status JobScheduler::Delete(const std::string& job_id, const Caller& caller) {
   absl::MutexLock lock(&mu_);
-  LM_ASSIGN_OR_RETURN(Job* job, FindManaged(job_id, caller, "delete"));
+  LM_ASSIGN_OR_RETURN(Job * job, FindManaged(job_id, caller, "delete"));
   if (!Terminal(*job)) {
-    return absl::FailedPreconditionError(absl::StrCat("job '", job_id, "' is ",
-                                                      StateName(job->status.state()),
-                                                      ": cancel it first"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job '", job_id, "' is ", StateName(job->status.state()), ": cancel it first"));
   }
   Forget(job_id);
   LM_LOG(INFO) << "job " << job_id << " deleted by " << caller.name;
@@ -506,14 +512,14 @@ absl::Status JobScheduler::OnTaskResult(const v1::TaskResultRequest& request) {
   }
   if (job->status.latest_checkpoint_step() != job->status.total_steps()) {
     job->status.set_state(v1::JOB_STATE_FAILED);
-    job->status.set_reason(absl::StrCat("the ranks finished but the last checkpoint stored is step ",
-                                        job->status.latest_checkpoint_step(), " of ",
-                                        job->status.total_steps()));
+    job->status.set_reason(
+        absl::StrCat("the ranks finished but the last checkpoint stored is step ",
+                     job->status.latest_checkpoint_step(), " of ", job->status.total_steps()));
   } else {
     job->status.set_state(v1::JOB_STATE_SUCCEEDED);
     job->status.set_step(job->status.total_steps());
-    LM_LOG(INFO) << "job " << job->status.job_id() << " succeeded: "
-                 << job->status.latest_checkpoint_id();
+    LM_LOG(INFO) << "job " << job->status.job_id()
+                 << " succeeded: " << job->status.latest_checkpoint_id();
   }
   Changed(*job, true);
   return absl::OkStatus();
@@ -539,11 +545,12 @@ void JobScheduler::FinishEval(Job& job) {
   merged.metadata()["workers"] = std::to_string(job.members.size());
   job.status.set_eval_report_json(merged.ToJson());
   job.status.set_eval_accuracy(merged.Accuracy());
-  if (absl::Status s = checkpoints_->RecordEval(job.status.eval().checkpoint(), job.eval_checkpoint_sha256,
-                                                job.status.job_id(),
-                                                merged.Accuracy());
+  if (absl::Status s =
+          checkpoints_->RecordEval(job.status.eval().checkpoint(), job.eval_checkpoint_sha256,
+                                   job.status.job_id(), merged.Accuracy());
       !s.ok()) {
-    LM_LOG(WARNING) << "job " << job.status.job_id() << ": accuracy not recorded for keep_best: " << s;
+    LM_LOG(WARNING) << "job " << job.status.job_id()
+                    << ": accuracy not recorded for keep_best: " << s;
   }
   if (tensorboard_ != nullptr) tensorboard_->OnEval(job.status.eval().checkpoint(), merged);
   job.status.set_eval_images_done(job.status.eval_images_total());
@@ -564,12 +571,14 @@ absl::StatusOr<v1::Shard> JobScheduler::GetShard(const v1::GetShardRequest& requ
   }
   const int64_t world = static_cast<int64_t>(job->members.size());
   if (ref.rank() < 0 || ref.rank() >= world) {
-    return absl::InvalidArgumentError(absl::StrCat("rank ", ref.rank(), " is outside the group of ", world));
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", ref.rank(), " is outside the group of ", world));
   }
   LM_RETURN_IF_ERROR(CheckMember(job, ref, request.worker_id(), request.session_id()));
   const DataPlan& plan = *job->plan;
   if (request.epoch() < 0 || request.epoch() > plan.EpochOfStep(plan.total_steps() - 1)) {
-    return absl::InvalidArgumentError(absl::StrCat("epoch ", request.epoch(), " is outside the plan"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("epoch ", request.epoch(), " is outside the plan"));
   }
   const int64_t first = request.epoch() * plan.steps_per_epoch();
   const int64_t last = std::min(plan.total_steps(), first + plan.steps_per_epoch());
@@ -593,14 +602,15 @@ absl::Status JobScheduler::CheckMember(const Job* job, const v1::TaskRef& ref,
   if (job == nullptr || job->status.state() != v1::JOB_STATE_RUNNING ||
       ref.attempt() != job->status.attempt() || ref.rank() < 0 ||
       ref.rank() >= static_cast<int64_t>(job->members.size())) {
-    return absl::PermissionDeniedError(absl::StrCat("job '", ref.job_id(), "' attempt ", ref.attempt(),
-                                                    " rank ", ref.rank(), " is not running"));
+    return absl::PermissionDeniedError(absl::StrCat("job '", ref.job_id(), "' attempt ",
+                                                    ref.attempt(), " rank ", ref.rank(),
+                                                    " is not running"));
   }
   const Member& m = job->members[ref.rank()];
   if (m.worker_id != worker_id || m.session_id != session_id) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "job '", ref.job_id(), "' attempt ", ref.attempt(), " rank ", ref.rank(),
-        " is not held by worker '", ForLog(worker_id, 128), "' in this session"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("job '", ref.job_id(), "' attempt ", ref.attempt(), " rank ", ref.rank(),
+                     " is not held by worker '", ForLog(worker_id, 128), "' in this session"));
   }
   return absl::OkStatus();
 }
@@ -613,21 +623,22 @@ absl::Status JobScheduler::CheckUploader(const v1::TaskRef& ref, const std::stri
   if (job->status.kind() != v1::JOB_KIND_TRAIN || job->status.state() != v1::JOB_STATE_RUNNING ||
       ref.attempt() != job->status.attempt() || ref.rank() != 0) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "only rank 0 of the running attempt of '", ref.job_id(), "' uploads checkpoints (got attempt ",
-        ref.attempt(), " rank ", ref.rank(), ")"));
+        "only rank 0 of the running attempt of '", ref.job_id(),
+        "' uploads checkpoints (got attempt ", ref.attempt(), " rank ", ref.rank(), ")"));
   }
   if (absl::Status s = CheckMember(job, ref, worker_id, session_id); !s.ok()) {
     return absl::FailedPreconditionError(s.message());
   }
   if (step < 1 || step > job->status.total_steps()) {
-    return absl::FailedPreconditionError(absl::StrCat("step ", step, " is outside job '", ref.job_id(),
-                                                      "''s plan of ", job->status.total_steps(),
-                                                      " steps"));
+    return absl::FailedPreconditionError(absl::StrCat("step ", step, " is outside job '",
+                                                      ref.job_id(), "''s plan of ",
+                                                      job->status.total_steps(), " steps"));
   }
   return absl::OkStatus();
 }
 
-absl::Status JobScheduler::CheckRendezvousAccess(const std::string& key, const std::string& worker_id,
+absl::Status JobScheduler::CheckRendezvousAccess(const std::string& key,
+                                                 const std::string& worker_id,
                                                  const std::string& session_id) const {
   const size_t slash = key.find('/');
   if (slash == std::string::npos) {
@@ -641,9 +652,9 @@ absl::Status JobScheduler::CheckRendezvousAccess(const std::string& key, const s
       if (m.worker_id == worker_id && m.session_id == session_id) return absl::OkStatus();
     }
   }
-  return absl::PermissionDeniedError(absl::StrCat(
-      "rendezvous: '", ForLog(key, 128), "' is not a key of a running attempt of worker '",
-      ForLog(worker_id, 128), "' in this session"));
+  return absl::PermissionDeniedError(absl::StrCat("rendezvous: '", ForLog(key, 128),
+                                                  "' is not a key of a running attempt of worker '",
+                                                  ForLog(worker_id, 128), "' in this session"));
 }
 
 void JobScheduler::OnCheckpointStoreFailed(const v1::TaskRef& ref, const absl::Status& error) {
@@ -653,7 +664,8 @@ void JobScheduler::OnCheckpointStoreFailed(const v1::TaskRef& ref, const absl::S
       ref.attempt() != job->status.attempt()) {
     return;
   }
-  EndAttempt(*job, absl::StrCat("the coordinator could not store its checkpoint: ", error.message()),
+  EndAttempt(*job,
+             absl::StrCat("the coordinator could not store its checkpoint: ", error.message()),
              /*retryable=*/false, Clock::now());
 }
 
@@ -703,7 +715,8 @@ void JobScheduler::Tick(Clock::time_point now) {
   for (const auto& [seq, id] : order_) {
     Job& job = *Find(id);
     if (Terminal(job)) {
-      if (options_.finished_job_ttl.count() > 0 && now - job.finished_at > options_.finished_job_ttl) {
+      if (options_.finished_job_ttl.count() > 0 &&
+          now - job.finished_at > options_.finished_job_ttl) {
         expired.push_back(id);
       }
       continue;
@@ -728,8 +741,8 @@ void JobScheduler::Tick(Clock::time_point now) {
     }
   }
   for (const std::string& id : expired) {
-    LM_LOG(INFO) << "job " << id << " expired (finished over "
-                 << options_.finished_job_ttl.count() << " ms ago)";
+    LM_LOG(INFO) << "job " << id << " expired (finished over " << options_.finished_job_ttl.count()
+                 << " ms ago)";
     Forget(id);
   }
 }
@@ -763,17 +776,20 @@ absl::Status JobScheduler::ResolveInitFrom(v1::TrainSpec* spec) const {
   const std::string ref = spec->init_from();
   if (ref.empty()) return absl::OkStatus();
   // A job id: its newest checkpoint that verifies; a checkpoint id: that one, verified.
-  absl::StatusOr<v1::CheckpointInfo> info =
-      ref.find('/') == std::string::npos ? checkpoints_->FindVerified(ref) : checkpoints_->Find(ref);
+  absl::StatusOr<v1::CheckpointInfo> info = ref.find('/') == std::string::npos
+                                                ? checkpoints_->FindVerified(ref)
+                                                : checkpoints_->Find(ref);
   if (info.ok() && ref.find('/') != std::string::npos) info = checkpoints_->Verify(*info);
-  absl::StatusOr<ProjectorConfig> from =
-      info.ok() ? checkpoints_->ReadProjectorConfig(*info) : absl::StatusOr<ProjectorConfig>(info.status());
+  absl::StatusOr<ProjectorConfig> from = info.ok() ? checkpoints_->ReadProjectorConfig(*info)
+                                                   : absl::StatusOr<ProjectorConfig>(info.status());
   if (!from.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat("train.init_from '", ref, "': ", from.status().message()));
+    return absl::FailedPreconditionError(
+        absl::StrCat("train.init_from '", ref, "': ", from.status().message()));
   }
   ProjectorConfig wanted = ProjectorFromSpec(*spec);
   wanted.output_dim = from->output_dim;  // the model's width: each worker checks its own
-  if (absl::Status fits = CheckProjectorCompatible(*from, wanted, info->checkpoint_id()); !fits.ok()) {
+  if (absl::Status fits = CheckProjectorCompatible(*from, wanted, info->checkpoint_id());
+      !fits.ok()) {
     return absl::FailedPreconditionError(absl::StrCat("train.init_from: ", fits.message()));
   }
   spec->set_init_from(info->checkpoint_id());
@@ -814,7 +830,8 @@ std::vector<WorkerRegistry::Candidate> JobScheduler::TrainGroup(
   const v1::JobStatus& s = job.status;
   const int64_t world = s.train().world_size();
   const int64_t n = std::min<int64_t>(world, static_cast<int64_t>(idle.size()));
-  const bool waited = s.state() == v1::JOB_STATE_RESTARTING && now - job.waiting_since >= options_.restart_wait;
+  const bool waited =
+      s.state() == v1::JOB_STATE_RESTARTING && now - job.waiting_since >= options_.restart_wait;
   if (n < world && !(job.grow_to > 0 && n >= job.grow_to) &&
       !(waited && n >= MinWorldSize(s.train()))) {
     return {};
@@ -828,8 +845,8 @@ std::vector<WorkerRegistry::Candidate> JobScheduler::TrainGroup(
                         n < world ? absl::StrCat(" (world_size ", world, ")") : std::string());
   } else if (n < world) {
     *why = absl::StrCat("shrunk to ", n, " of ", world, " ranks (min_world_size ",
-                        MinWorldSize(s.train()), "), none other idle within restart_wait; restart: ",
-                        s.reason());
+                        MinWorldSize(s.train()),
+                        "), none other idle within restart_wait; restart: ", s.reason());
   } else {
     *why = absl::StrCat("restart: ", s.reason());
   }
@@ -889,7 +906,8 @@ void JobScheduler::StartTrain(Job& job, std::vector<WorkerRegistry::Candidate> g
   plan.seed = spec.seed();
   plan.num_questions = std::max(1, spec.questions_size());
   plan.num_answer_templates = std::max(1, spec.answer_templates_size());
-  if (absl::Status valid = global_batch.ok() ? plan.Validate() : global_batch.status(); !valid.ok()) {
+  if (absl::Status valid = global_batch.ok() ? plan.Validate() : global_batch.status();
+      !valid.ok()) {
     Fail(job, absl::StrCat("cannot plan the job's data: ", valid.message()));
     return;
   }
@@ -978,7 +996,8 @@ void JobScheduler::StartEval(Job& job, std::vector<WorkerRegistry::Candidate> gr
     job.members.push_back({group[rank].worker_id, group[rank].session_id});
     s.add_worker_ids(group[rank].worker_id);
   }
-  RecordAttempt(job, k, s.attempt() == 1 ? std::string("submitted") : absl::StrCat("restart: ", s.reason()));
+  RecordAttempt(
+      job, k, s.attempt() == 1 ? std::string("submitted") : absl::StrCat("restart: ", s.reason()));
   LM_LOG(INFO) << "job " << s.job_id() << " attempt " << s.attempt() << ": " << n
                << " test digits over " << k << " workers";
   Changed(job, true);
@@ -1016,8 +1035,9 @@ void JobScheduler::EndAttempt(Job& job, const std::string& reason, bool retryabl
   } else {
     s.set_state(v1::JOB_STATE_FAILED);
     s.set_reason(absl::StrCat("attempt ", s.attempt(), " ended: ", reason,
-                              retryable ? absl::StrCat("; max_restarts (", max_restarts, ") reached")
-                                        : std::string("; not retryable")));
+                              retryable
+                                  ? absl::StrCat("; max_restarts (", max_restarts, ") reached")
+                                  : std::string("; not retryable")));
     LM_LOG(WARNING) << "job " << s.job_id() << " failed: " << s.reason();
   }
   Changed(job, true);

@@ -123,7 +123,7 @@ class JobScheduler {
   };
   struct Job {
     v1::JobStatus status;
-    int64_t seq = 0;  // the id's number: submission order
+    int64_t seq = 0;              // the id's number: submission order
     std::vector<Member> members;  // by rank, for the current attempt
     std::unique_ptr<DataPlan> plan;
     int64_t eval_begin_end[2] = {0, 0};
@@ -175,8 +175,8 @@ class JobScheduler {
   const Job* Find(const std::string& job_id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Under mu_: the job `caller` may `verb` (cancel, delete); NOT_FOUND or
   // PERMISSION_DENIED naming its submitter.
-  absl::StatusOr<Job*> FindManaged(const std::string& job_id, const Caller& caller, const char* verb)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Job*> FindManaged(const std::string& job_id, const Caller& caller,
+                                   const char* verb) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string RendezvousPrefix(const Job& job) const;
   // Checkpoint lineage and retention. Outside mu_: train.init_from resolved to a checkpoint
   // id that verifies and whose projector fits the spec's (FAILED_PRECONDITION otherwise).

@@ -51,8 +51,9 @@ void JobTensorBoard::OnSteps(const std::string& job_id, int64_t attempt, int64_t
   // The first steps of an attempt that resumed: earlier files (an earlier attempt, or an
   // earlier coordinator process) may hold steps after the checkpoint, now redone.
   if (run->attempt != attempt && resumed_from_step > 0) {
-    Write(job_id, run, run->writer->WriteRestart(resumed_from_step + 1, now,
-                                                 absl::StrCat(job_id, "/step-", resumed_from_step)));
+    Write(job_id, run,
+          run->writer->WriteRestart(resumed_from_step + 1, now,
+                                    absl::StrCat(job_id, "/step-", resumed_from_step)));
   }
   run->attempt = attempt;
   for (const v1::StepMetrics& m : steps) {
@@ -72,7 +73,8 @@ void JobTensorBoard::OnEval(const std::string& checkpoint_id, const EvalReport& 
   int64_t step = 0;
   if (slash == std::string::npos || slash == 0 ||
       !absl::SimpleAtoi(checkpoint_id.substr(slash + 6), &step)) {
-    LM_LOG(WARNING) << "eval of '" << checkpoint_id << "': not a checkpoint id, no TensorBoard events";
+    LM_LOG(WARNING) << "eval of '" << checkpoint_id
+                    << "': not a checkpoint id, no TensorBoard events";
     return;
   }
   const std::string job_id = checkpoint_id.substr(0, slash);

@@ -52,7 +52,8 @@ class JobTensorBoard {
   // Under mu_: the open run of `job_id`, opened (and made the most recent) as needed;
   // null once its writes failed.
   Run* Open(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Write(const std::string& job_id, Run* run, const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Write(const std::string& job_id, Run* run, const absl::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string root_;
   const size_t max_open_;

@@ -46,10 +46,10 @@ absl::Status RendezvousStore::Set(const std::string& key, std::string value) {
       return absl::ResourceExhaustedError("rendezvous: the store is full");
     }
     if (used.keys + 1 > limits_.max_scope_keys || used.bytes + bytes > limits_.max_scope_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "rendezvous: '", ScopeOf(key), "' holds ", used.keys, " keys and ", used.bytes,
-          " bytes: its quota (", limits_.max_scope_keys, " keys, ", limits_.max_scope_bytes,
-          " bytes) is used up"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("rendezvous: '", ScopeOf(key), "' holds ", used.keys, " keys and ",
+                       used.bytes, " bytes: its quota (", limits_.max_scope_keys, " keys, ",
+                       limits_.max_scope_bytes, " bytes) is used up"));
     }
     Account(key, static_cast<int64_t>(value.size()), +1);
     values_.emplace(key, std::move(value));
@@ -68,8 +68,8 @@ absl::StatusOr<std::string> RendezvousStore::Get(const std::string& key,
     if (it != values_.end()) return it->second;
     if (cv_.WaitWithTimeout(&mu_, absl::FromChrono(deadline - std::chrono::steady_clock::now())) &&
         values_.count(key) == 0) {
-      return absl::DeadlineExceededError(absl::StrCat("rendezvous: '", key, "' not set within ",
-                                                      wait.count(), " ms"));
+      return absl::DeadlineExceededError(
+          absl::StrCat("rendezvous: '", key, "' not set within ", wait.count(), " ms"));
     }
   }
 }

@@ -19,8 +19,9 @@ absl::Status CheckInfo(const v1::WorkerInfo& info) {
   LM_RETURN_IF_ERROR(CheckText("RegisterWorker: model", info.model(), JobLimits::kMaxModelBytes));
   LM_RETURN_IF_ERROR(CheckText("RegisterWorker: collective_host", info.collective_host(), 253));
   if (info.collective() != "gloo" && info.collective() != "nccl") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "RegisterWorker: collective must be gloo or nccl, got '", ForLog(info.collective(), 32), "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("RegisterWorker: collective must be gloo or nccl, got '",
+                     ForLog(info.collective(), 32), "'"));
   }
   LM_RETURN_IF_ERROR(CheckRange("RegisterWorker: hidden_size", info.hidden_size(), 1, 1 << 20));
   LM_RETURN_IF_ERROR(CheckRange("RegisterWorker: train_images", info.train_images(), 0, 10000000));
@@ -34,7 +35,8 @@ absl::StatusOr<std::string> NewSessionId() {
   if (RAND_bytes(bytes, sizeof(bytes)) != 1) {
     return absl::UnavailableError("RegisterWorker: no randomness for a session id");
   }
-  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
 }
 
 }  // namespace
@@ -49,7 +51,8 @@ absl::StatusOr<std::string> WorkerRegistry::Register(const v1::WorkerInfo& info,
     return absl::AlreadyExistsError(absl::StrCat(
         "RegisterWorker: worker '", info.worker_id(),
         "' has a live session; a restarted worker is taken once the old session leaves or is "
-        "silent for ", worker_timeout_.count(), " ms"));
+        "silent for ",
+        worker_timeout_.count(), " ms"));
   }
   if (it == workers_.end() && static_cast<int64_t>(workers_.size()) >= max_workers_) {
     for (auto w = workers_.begin(); w != workers_.end();) {
@@ -76,8 +79,8 @@ void WorkerRegistry::Shutdown() {
   mail_.SignalAll();
 }
 
-absl::StatusOr<v1::HeartbeatResponse> WorkerRegistry::Heartbeat(
-    const v1::HeartbeatRequest& request, Clock::time_point now) {
+absl::StatusOr<v1::HeartbeatResponse> WorkerRegistry::Heartbeat(const v1::HeartbeatRequest& request,
+                                                                Clock::time_point now) {
   absl::MutexLock lock(&mu_);
   auto it = workers_.find(request.worker_id());
   if (it == workers_.end() || it->second.session_id != request.session_id()) {
@@ -109,8 +112,8 @@ absl::StatusOr<v1::HeartbeatResponse> WorkerRegistry::WaitForMail(const std::str
   while (true) {
     auto it = workers_.find(worker_id);
     if (it == workers_.end() || it->second.session_id != session_id) {
-      return absl::NotFoundError(absl::StrCat("worker '", worker_id, "' session '", session_id,
-                                              "' is not registered"));
+      return absl::NotFoundError(
+          absl::StrCat("worker '", worker_id, "' session '", session_id, "' is not registered"));
     }
     Record& r = it->second;
     if (r.to_start || !r.to_abort.empty() || Clock::now() >= deadline || shut_down_) {
@@ -130,8 +133,8 @@ absl::Status WorkerRegistry::CheckSession(const std::string& worker_id,
   absl::MutexLock lock(&mu_);
   auto it = workers_.find(worker_id);
   if (it == workers_.end() || it->second.session_id != session_id) {
-    return absl::NotFoundError(absl::StrCat("worker '", worker_id, "' session '", session_id,
-                                            "' is not registered"));
+    return absl::NotFoundError(
+        absl::StrCat("worker '", worker_id, "' session '", session_id, "' is not registered"));
   }
   return absl::OkStatus();
 }
@@ -194,7 +197,8 @@ absl::Status WorkerRegistry::Leave(const std::string& worker_id, const std::stri
   absl::MutexLock lock(&mu_);
   auto it = workers_.find(worker_id);
   if (it == workers_.end() || it->second.session_id != session_id) {
-    return absl::NotFoundError(absl::StrCat("no session '", session_id, "' of worker '", worker_id, "'"));
+    return absl::NotFoundError(
+        absl::StrCat("no session '", session_id, "' of worker '", worker_id, "'"));
   }
   workers_.erase(it);
   constexpr size_t kLeftKept = 256;
@@ -214,9 +218,10 @@ std::string WorkerRegistry::GoneReason(const std::string& worker_id, const std::
   if (it == workers_.end()) return "it is no longer registered";
   if (it->second.session_id != session_id) return "it registered again (a restart)";
   if (!Live(it->second, now)) {
-    return absl::StrCat("no heartbeat for ",
-                        std::chrono::duration_cast<std::chrono::milliseconds>(now - it->second.last_seen).count(),
-                        " ms");
+    return absl::StrCat(
+        "no heartbeat for ",
+        std::chrono::duration_cast<std::chrono::milliseconds>(now - it->second.last_seen).count(),
+        " ms");
   }
   return "it is live";
 }

@@ -65,8 +65,8 @@ class WorkerRegistry {
   void Assign(const std::string& worker_id, const std::string& session_id, const v1::Task& task);
   // Frees the worker's reservation; with `abort`, the worker is also told to abandon the
   // task (it stays busy until a heartbeat shows it stopped).
-  void Release(const std::string& worker_id, const std::string& session_id,
-               const v1::TaskRef& task, bool abort);
+  void Release(const std::string& worker_id, const std::string& session_id, const v1::TaskRef& task,
+               bool abort);
 
   // By worker id, after `after` (empty: from the first), at most `limit`.
   std::vector<v1::WorkerStatus> List(Clock::time_point now, const std::string& after = "",
@@ -104,7 +104,7 @@ class WorkerRegistry {
   static void TakeMail(Record& r, v1::HeartbeatResponse* response);
 
   mutable absl::Mutex mu_;
-  absl::CondVar mail_;           // a mailbox got something
+  absl::CondVar mail_;  // a mailbox got something
   std::map<std::string, Record> workers_ ABSL_GUARDED_BY(mu_);
   // Sessions that left, with their reason; the newest few, for GoneReason.
   std::deque<std::pair<std::string, std::string>> left_ ABSL_GUARDED_BY(mu_);

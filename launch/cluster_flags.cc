@@ -15,19 +15,22 @@ ABSL_FLAG(std::string, coordinator, llava::GetEnvOr("LLAVA_COORDINATOR", "127.0.
           "address of the coordinator's gRPC server (host:port)");
 ABSL_FLAG(int64_t, rpc_timeout_ms, 10000, "deadline of each gRPC call (long polls add their wait)");
 ABSL_FLAG(int64_t, max_message_bytes, 8 << 20, "largest gRPC message sent or received");
-ABSL_FLAG(std::string, job_json, "", "submit: a JSON file of TrainSpec/EvalSpec fields (flags given win)");
+ABSL_FLAG(std::string, job_json, "",
+          "submit: a JSON file of TrainSpec/EvalSpec fields (flags given win)");
 ABSL_FLAG(int64_t, world_size, 1, "submit train: ranks (one worker each)");
 ABSL_FLAG(int64_t, min_world_size, 0,
           "submit train: elastic training, the fewest ranks the job goes on with after losing "
           "a worker (default: world_size, not elastic)");
-ABSL_FLAG(int64_t, max_restarts, 3, "submit/launch: restarts from the last checkpoint after a failure");
+ABSL_FLAG(int64_t, max_restarts, 3,
+          "submit/launch: restarts from the last checkpoint after a failure");
 ABSL_FLAG(int64_t, eval_workers, 0, "submit eval: workers to split over (0: every idle one)");
 ABSL_FLAG(std::string, job_model, "", "submit: only run on workers that loaded this model spec");
 ABSL_FLAG(std::string, init_from, "",
           "submit train: start the projector from this checkpoint id, or a training job id for its "
           "newest verified checkpoint (optimizer and schedule fresh)");
 ABSL_FLAG(int64_t, keep_last, 3,
-          "submit train: keep the job's newest N checkpoints (default: the coordinator's --keep_checkpoints)");
+          "submit train: keep the job's newest N checkpoints (default: the coordinator's "
+          "--keep_checkpoints)");
 ABSL_FLAG(int64_t, keep_best, 0,
           "submit train: also keep the job's N checkpoints with the best eval accuracy");
 ABSL_FLAG(std::string, health_listen, llava::GetEnvOr("LLAVA_HEALTH_LISTEN", ""),
@@ -36,14 +39,16 @@ ABSL_FLAG(std::string, metrics_listen, llava::GetEnvOr("LLAVA_METRICS_LISTEN", "
           "coordinator, worker: serve Prometheus metrics at http://ADDRESS/metrics (empty: none)");
 ABSL_FLAG(std::string, tls_cert, llava::GetEnvOr("LLAVA_TLS_CERT", ""),
           "PEM certificate: the coordinator's server certificate, or a client's certificate");
-ABSL_FLAG(std::string, tls_key, llava::GetEnvOr("LLAVA_TLS_KEY", ""), "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_key, llava::GetEnvOr("LLAVA_TLS_KEY", ""),
+          "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_ca, llava::GetEnvOr("LLAVA_TLS_CA", ""),
           "PEM CA bundle: clients verify the coordinator with it (and use TLS); a coordinator "
           "with --tls_client_auth verifies client certificates with it");
 ABSL_FLAG(bool, tls_client_auth, llava::GetEnvOr("LLAVA_TLS_CLIENT_AUTH", "") == "1",
           "coordinator: require client certificates signed by --tls_ca");
-ABSL_FLAG(std::string, tls_server_name, llava::GetEnvOr("LLAVA_TLS_SERVER_NAME", ""),
-          "clients: the name to verify in the coordinator's certificate (e.g. through a port-forward)");
+ABSL_FLAG(
+    std::string, tls_server_name, llava::GetEnvOr("LLAVA_TLS_SERVER_NAME", ""),
+    "clients: the name to verify in the coordinator's certificate (e.g. through a port-forward)");
 ABSL_FLAG(std::string, auth_token_file, llava::GetEnvOr("LLAVA_AUTH_TOKEN_FILE", ""),
           "file holding the bearer token: the coordinator requires it on every RPC but health, "
           "clients and workers send it (needs TLS)");
@@ -72,8 +77,8 @@ absl::Status MergeJson(const std::string& json, const std::string& source, Messa
   options.ignore_unknown_fields = false;  // a typo must not pass silently
   auto s = google::protobuf::util::JsonStringToMessage(json, &parsed, options);
   if (!s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": not a valid ",
-                                                   Message::descriptor()->name(), ": ", s.message().as_string()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": not a valid ", Message::descriptor()->name(), ": ", s.message().as_string()));
   }
   message->MergeFrom(parsed);
   return absl::OkStatus();
@@ -145,7 +150,8 @@ absl::StatusOr<v1::TrainSpec> TrainSpecFromFlags(const std::string& base_json) {
   if (Given("prompt_style")) spec.set_prompt_style(absl::GetFlag(FLAGS_prompt_style));
   if (Given("world_size")) spec.set_world_size(absl::GetFlag(FLAGS_world_size));
   if (Given("min_world_size")) spec.set_min_world_size(absl::GetFlag(FLAGS_min_world_size));
-  if (Given("checkpoint_every")) spec.set_checkpoint_every_steps(absl::GetFlag(FLAGS_checkpoint_every));
+  if (Given("checkpoint_every"))
+    spec.set_checkpoint_every_steps(absl::GetFlag(FLAGS_checkpoint_every));
   if (Given("max_restarts")) spec.set_max_restarts(absl::GetFlag(FLAGS_max_restarts));
   if (Given("init_from")) spec.set_init_from(absl::GetFlag(FLAGS_init_from));
   if (Given("keep_last")) spec.set_keep_last(absl::GetFlag(FLAGS_keep_last));
@@ -177,16 +183,20 @@ std::string StatusLine(const v1::JobStatus& s) {
   if (s.kind() == v1::JOB_KIND_TRAIN) {
     absl::StrAppend(&line, absl::StrFormat(" step %d/%d", s.step(), s.total_steps()));
     if (s.has_last_step()) {
-      absl::StrAppend(&line, absl::StrFormat(" loss %.4f lr %.2e %.1f samples/s", s.last_step().loss(),
-                                             s.last_step().lr(), s.last_step().samples_per_s()));
+      absl::StrAppend(&line,
+                      absl::StrFormat(" loss %.4f lr %.2e %.1f samples/s", s.last_step().loss(),
+                                      s.last_step().lr(), s.last_step().samples_per_s()));
       if (s.last_step().skipped_steps() > 0) {
         absl::StrAppend(&line, " skipped ", s.last_step().skipped_steps(), " (float16 overflow)");
       }
     }
-    if (!s.latest_checkpoint_id().empty()) absl::StrAppend(&line, " ckpt ", s.latest_checkpoint_id());
-    if (!s.train().init_from().empty()) absl::StrAppend(&line, " init_from ", s.train().init_from());
+    if (!s.latest_checkpoint_id().empty())
+      absl::StrAppend(&line, " ckpt ", s.latest_checkpoint_id());
+    if (!s.train().init_from().empty())
+      absl::StrAppend(&line, " init_from ", s.train().init_from());
   } else {
-    absl::StrAppend(&line, absl::StrFormat(" answers %d/%d", s.eval_images_done(), s.eval_images_total()));
+    absl::StrAppend(&line,
+                    absl::StrFormat(" answers %d/%d", s.eval_images_done(), s.eval_images_total()));
   }
   if (s.worker_ids_size() > 0) {
     absl::StrAppend(&line, " workers");
@@ -199,16 +209,18 @@ std::string StatusLine(const v1::JobStatus& s) {
   if (s.resumed_from_step() > 0) {
     absl::StrAppend(&line, " attempt ", s.attempt(), " from step ", s.resumed_from_step());
   }
-  if (!s.submitter().empty() && s.submitter() != "local") absl::StrAppend(&line, " by ", s.submitter());
+  if (!s.submitter().empty() && s.submitter() != "local")
+    absl::StrAppend(&line, " by ", s.submitter());
   if (!s.reason().empty()) absl::StrAppend(&line, " (", s.reason(), ")");
-  for (const std::string& q : s.quarantined_checkpoints()) absl::StrAppend(&line, " [quarantined ", q, "]");
+  for (const std::string& q : s.quarantined_checkpoints())
+    absl::StrAppend(&line, " [quarantined ", q, "]");
   return line;
 }
 
 std::string AttemptLine(const v1::Attempt& a) {
   std::string line = absl::StrCat("attempt ", a.attempt(), ": ", a.world_size(), " rank",
-                                  a.world_size() == 1 ? "" : "s", " from step ", a.from_step(), " (",
-                                  a.why(), ")");
+                                  a.world_size() == 1 ? "" : "s", " from step ", a.from_step(),
+                                  " (", a.why(), ")");
   if (!a.ended().empty()) absl::StrAppend(&line, "; ended: ", a.ended());
   return line;
 }

@@ -70,7 +70,6 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-
 // Waits for every queued kernel of the device's current stream (nothing on the CPU).
 void Sync(const at::Device& device) {
   if (device.is_cpu()) return;
@@ -184,8 +183,8 @@ struct Ctx {
 
 absl::StatusOr<json> BenchTrain(const Ctx& x, int64_t batch) {
   const int64_t warmup = absl::GetFlag(FLAGS_warmup), steps = absl::GetFlag(FLAGS_steps);
-  TrainConfig config = BenchTrainConfig(x.model, x.prompts.config(), batch, warmup + steps,
-                                        x.train.size());
+  TrainConfig config =
+      BenchTrainConfig(x.model, x.prompts.config(), batch, warmup + steps, x.train.size());
   LM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
                       Trainer::Create(x.model, x.forward, x.prompts, x.train, config, nullptr));
   std::vector<double> times;
@@ -209,9 +208,8 @@ absl::StatusOr<json> BenchTrain(const Ctx& x, int64_t batch) {
   const Timing t = Summarize(times);
   const int64_t answer = tokens / batch;
   // Tokens from the image on in this prompt: everything after the fixed prefix.
-  const int64_t from_image =
-      x.prompts.BuildGeneration(0).ids.size(1) - x.prompts.BuildGeneration(0).image_position +
-      answer;
+  const int64_t from_image = x.prompts.BuildGeneration(0).ids.size(1) -
+                             x.prompts.BuildGeneration(0).image_position + answer;
   const double flops = TrainFlopsPerSample(x.model.config, from_image, answer);
   const double per_s = batch / t.median;
   return json{{"mode", "train"},
@@ -320,9 +318,13 @@ absl::StatusOr<json> CheckTrain(const Ctx& x) {
   }
   const double loss_err = std::abs(sa.loss() - sb.loss()) / std::abs(sb.loss());
   const double grad_err = RelError(at::cat(fa), at::cat(fb));
-  return json{{"check", "train"}, {"batch", batch}, {"loss_scale", sa.loss_scale},
-              {"fast_loss", sa.loss()}, {"plain_f32_loss", sb.loss()},
-              {"loss_rel_err", loss_err}, {"grad_rel_err", grad_err},
+  return json{{"check", "train"},
+              {"batch", batch},
+              {"loss_scale", sa.loss_scale},
+              {"fast_loss", sa.loss()},
+              {"plain_f32_loss", sb.loss()},
+              {"loss_rel_err", loss_err},
+              {"grad_rel_err", grad_err},
               {"pass", loss_err <= 2e-2 && grad_err <= 2e-2}};
 }
 
@@ -343,8 +345,11 @@ absl::StatusOr<json> CheckEval(const Ctx& x, Projector& projector, int64_t batch
     same += fast.samples()[i].answer == plain.samples()[i].answer;
   }
   const double frac = static_cast<double>(same) / std::max<int64_t>(fast.NumSamples(), 1);
-  return json{{"check", "eval"}, {"images", fast.NumSamples()}, {"same_answers", same},
-              {"fraction", frac}, {"pass", frac >= 0.99},
+  return json{{"check", "eval"},
+              {"images", fast.NumSamples()},
+              {"same_answers", same},
+              {"fraction", frac},
+              {"pass", frac >= 0.99},
               {"example_fast", fast.samples()[0].answer},
               {"example_plain", plain.samples()[0].answer}};
 }
@@ -353,15 +358,14 @@ void PrintRow(const json& r) {
   if (r["mode"] == "train") {
     std::cout << absl::StrFormat("%-6s %6d %-9s %10.1f %10.1f %9.1f %6.1f%% %8.1f\n", "train",
                                  r["batch"].get<int64_t>(), r["prefix_kv"] ? "prefix" : "full",
-                                 1e3 * r["median_s"].get<double>(),
-                                 1e3 * r["p90_s"].get<double>(), r["per_s"].get<double>(),
-                                 100 * r["mfu"].get<double>(), r["peak_gib"].get<double>());
+                                 1e3 * r["median_s"].get<double>(), 1e3 * r["p90_s"].get<double>(),
+                                 r["per_s"].get<double>(), 100 * r["mfu"].get<double>(),
+                                 r["peak_gib"].get<double>());
   } else {
-    const std::string what = absl::StrCat(r["prefix_kv"] ? "prefix" : "full", " ",
-                                          r["new_tokens"].get<int64_t>(), "t");
+    const std::string what =
+        absl::StrCat(r["prefix_kv"] ? "prefix" : "full", " ", r["new_tokens"].get<int64_t>(), "t");
     std::cout << absl::StrFormat("%-6s %6d %-9s %10.1f %10.1f %9.1f %7s %8.1f\n", "eval",
-                                 r["batch"].get<int64_t>(), what,
-                                 1e3 * r["median_s"].get<double>(),
+                                 r["batch"].get<int64_t>(), what, 1e3 * r["median_s"].get<double>(),
                                  1e3 * r["p90_s"].get<double>(), r["per_s"].get<double>(), "",
                                  r["peak_gib"].get<double>());
   }
@@ -439,9 +443,9 @@ absl::Status RunBench(const std::vector<char*>& args) {
   if (const std::string path = absl::GetFlag(FLAGS_bench_projector); !path.empty()) {
     LM_ASSIGN_OR_RETURN(TrainCheckpoint ckpt, LoadTrainCheckpoint(path));
     if (ckpt.projector_config.image_tokens != pc.image_tokens) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": its projector makes ", ckpt.projector_config.image_tokens,
-          " image tokens, the prompt has ", pc.image_tokens));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": its projector makes ", ckpt.projector_config.image_tokens,
+                       " image tokens, the prompt has ", pc.image_tokens));
     }
     LM_ASSIGN_OR_RETURN(projector, RestoreProjectorForModel(ckpt, pc.output_dim, rt.model->device));
   }

@@ -17,29 +17,36 @@
 #include "launch/cmd_cluster.h"
 #include "worker/coordinator_client.h"
 
-ABSL_FLAG(bool, wait, false, "submit: watch the job until it ends (exit status 1 unless it succeeded)");
+ABSL_FLAG(bool, wait, false,
+          "submit: watch the job until it ends (exit status 1 unless it succeeded)");
 ABSL_FLAG(bool, wait_for_workers, false,
           "submit: queue the job even if fewer matching workers are registered than it needs");
-ABSL_FLAG(int64_t, watch_timeout_ms, 24 * 3600 * 1000, "watch/submit --wait: give up after this long");
-ABSL_FLAG(std::string, out, "", "fetch-checkpoint: write the file here (default <id>.safetensors); export: the output directory");
-ABSL_FLAG(bool, projector_only, false, "fetch-checkpoint: without the optimizer state (for eval and inference)");
+ABSL_FLAG(int64_t, watch_timeout_ms, 24 * 3600 * 1000,
+          "watch/submit --wait: give up after this long");
+ABSL_FLAG(std::string, out, "",
+          "fetch-checkpoint: write the file here (default <id>.safetensors); export: the output "
+          "directory");
+ABSL_FLAG(bool, projector_only, false,
+          "fetch-checkpoint: without the optimizer state (for eval and inference)");
 ABSL_FLAG(bool, history, false, "status: print every step's metrics");
 ABSL_FLAG(std::string, report_out, "", "status: write an eval job's report (JSON) here");
 ABSL_FLAG(std::string, target, "", "health: the port to probe (default: --coordinator)");
 ABSL_FLAG(std::string, service, "", "health: \"\" (liveness) or \"readiness\"");
 ABSL_FLAG(bool, plaintext, false, "health: probe without TLS even when --tls_* flags are set");
-ABSL_FLAG(bool, json, false,
-          "status, watch, list, cancel, workers, submit: print each JobStatus/WorkerStatus as protobuf "
-          "JSON (lowerCamelCase names, every field), one object per line");
-ABSL_FLAG(bool, quiet, false, "submit: print only the job id, also with --wait (the exit status tells the end)");
+ABSL_FLAG(
+    bool, json, false,
+    "status, watch, list, cancel, workers, submit: print each JobStatus/WorkerStatus as protobuf "
+    "JSON (lowerCamelCase names, every field), one object per line");
+ABSL_FLAG(bool, quiet, false,
+          "submit: print only the job id, also with --wait (the exit status tells the end)");
 
 namespace llava {
 namespace {
 
 absl::StatusOr<std::string> OnlyArg(const std::vector<char*>& args, const char* what) {
   if (args.size() != 2) {
-    return absl::InvalidArgumentError(absl::StrCat("give exactly one ", what, " (got ",
-                                                   args.size() - 1, " arguments)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("give exactly one ", what, " (got ", args.size() - 1, " arguments)"));
   }
   return std::string(args[1]);
 }
@@ -60,8 +67,8 @@ absl::StatusOr<std::string> JsonLine(const google::protobuf::Message& message) {
   std::string json;
   auto s = google::protobuf::util::MessageToJsonString(message, &json, options);
   if (!s.ok()) {
-    return absl::InternalError(absl::StrCat("cannot print a ", message.GetDescriptor()->name(), " as JSON: ",
-                                            s.message().as_string()));
+    return absl::InternalError(absl::StrCat("cannot print a ", message.GetDescriptor()->name(),
+                                            " as JSON: ", s.message().as_string()));
   }
   return json;
 }
@@ -146,9 +153,9 @@ absl::Status RunStatus(const std::vector<char*>& args) {
   PrintFinal(s);
   for (const v1::Attempt& a : s.attempts()) std::cout << AttemptLine(a) << "\n";
   for (const v1::StepMetrics& m : s.history()) {
-    std::cout << absl::StrFormat("step %d epoch %d loss %.5f lr %.3e samples/s %.1f step_ms %.1f allreduce_ms %.2f",
-                                 m.step(), m.epoch(), m.loss(), m.lr(), m.samples_per_s(), m.step_ms(),
-                                 m.allreduce_ms());
+    std::cout << absl::StrFormat(
+        "step %d epoch %d loss %.5f lr %.3e samples/s %.1f step_ms %.1f allreduce_ms %.2f",
+        m.step(), m.epoch(), m.loss(), m.lr(), m.samples_per_s(), m.step_ms(), m.allreduce_ms());
     if (m.loss_scale() > 0) {
       std::cout << absl::StrFormat(" loss_scale %g skipped %d", m.loss_scale(), m.skipped_steps());
     }
@@ -226,12 +233,12 @@ absl::Status RunWorkers(const std::vector<char*>&) {
       LM_RETURN_IF_ERROR(PrintJson(w));
       continue;
     }
-    std::cout << absl::StrFormat("%s %s %s %s %s%s\n", w.info().worker_id(), w.alive() ? "alive" : "lost",
-                                 w.info().device(), w.info().collective(), w.info().model(),
-                                 w.running().job_id().empty()
-                                     ? std::string(" idle")
-                                     : absl::StrCat(" running ", w.running().job_id(), " rank ",
-                                                    w.running().rank()));
+    std::cout << absl::StrFormat(
+        "%s %s %s %s %s%s\n", w.info().worker_id(), w.alive() ? "alive" : "lost", w.info().device(),
+        w.info().collective(), w.info().model(),
+        w.running().job_id().empty()
+            ? std::string(" idle")
+            : absl::StrCat(" running ", w.running().job_id(), " rank ", w.running().rank()));
   }
   return absl::OkStatus();
 }
@@ -239,11 +246,14 @@ absl::Status RunWorkers(const std::vector<char*>&) {
 absl::Status RunHealth(const std::vector<char*>&) {
   LM_ASSIGN_OR_RETURN(ClientOptions options, ClientOptionsFromFlags());
   HealthProbe probe;
-  probe.target = absl::GetFlag(FLAGS_target).empty() ? options.address : absl::GetFlag(FLAGS_target);
+  probe.target =
+      absl::GetFlag(FLAGS_target).empty() ? options.address : absl::GetFlag(FLAGS_target);
   probe.service = absl::GetFlag(FLAGS_service);
   probe.timeout = options.rpc_timeout;
-  LM_RETURN_IF_ERROR(ProbeHealth(probe, absl::GetFlag(FLAGS_plaintext) ? nullptr : options.security.get()));
-  std::cout << probe.target << " " << (probe.service.empty() ? "(liveness)" : probe.service) << " SERVING\n";
+  LM_RETURN_IF_ERROR(
+      ProbeHealth(probe, absl::GetFlag(FLAGS_plaintext) ? nullptr : options.security.get()));
+  std::cout << probe.target << " " << (probe.service.empty() ? "(liveness)" : probe.service)
+            << " SERVING\n";
   return absl::OkStatus();
 }
 

@@ -28,7 +28,8 @@ ABSL_FLAG(int64_t, collective_timeout_ms, 60000,
           "coordinator: a collective that takes longer fails its attempt (no rank hangs)");
 ABSL_FLAG(int64_t, tick_ms, 100, "coordinator: scheduling period");
 ABSL_FLAG(int64_t, keep_checkpoints, 3,
-          "coordinator: the newest checkpoints kept per job whose spec sets no keep_last (1..100; older ones are deleted)");
+          "coordinator: the newest checkpoints kept per job whose spec sets no keep_last (1..100; "
+          "older ones are deleted)");
 ABSL_FLAG(int64_t, max_job_checkpoint_bytes, int64_t{16} << 30,
           "coordinator: the kept checkpoints of one job together");
 ABSL_FLAG(int64_t, max_checkpoint_bytes, int64_t{4} << 30, "coordinator: one checkpoint file");
@@ -64,15 +65,17 @@ absl::Status RunCoordinator(const std::vector<char*>&) {
   const RpcSecurityOptions security = SecurityOptionsFromFlags();
   LM_ASSIGN_OR_RETURN(o.security, RpcSecurity::LoadServer(security));
   if (!security.auth_token_file.empty()) {
-    LM_LOG(WARNING) << "coordinator: one token for clients and workers (--auth_token_file): "
-                       "workers and clients are not told apart; give each its own with --auth_tokens_file";
+    LM_LOG(WARNING)
+        << "coordinator: one token for clients and workers (--auth_token_file): "
+           "workers and clients are not told apart; give each its own with --auth_tokens_file";
   }
   o.health_listen = absl::GetFlag(FLAGS_health_listen);
   o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   CoordinatorServer server(o);
   LM_RETURN_IF_ERROR(server.Start());
   const std::string port_file = absl::GetFlag(FLAGS_port_file);
-  if (!port_file.empty()) LM_RETURN_IF_ERROR(WriteFileAtomic(port_file, std::to_string(server.port())));
+  if (!port_file.empty())
+    LM_RETURN_IF_ERROR(WriteFileAtomic(port_file, std::to_string(server.port())));
   while (!StopRequested().load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   LM_LOG(INFO) << "coordinator: stopping (signal)";
   server.Shutdown();

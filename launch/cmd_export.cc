@@ -24,8 +24,8 @@ namespace llava {
 
 absl::Status RunExport(const std::vector<char*>& args) {
   if (args.size() > 1) {
-    return absl::InvalidArgumentError(absl::StrCat("export takes no positional arguments, got '",
-                                                   args[1], "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("export takes no positional arguments, got '", args[1], "'"));
   }
   const std::string out_dir = absl::GetFlag(FLAGS_out);
   if (out_dir.empty()) return absl::InvalidArgumentError("export: --out DIR is required");
@@ -40,15 +40,16 @@ absl::Status RunExport(const std::vector<char*>& args) {
   LM_ASSIGN_OR_RETURN(ProjectorExport exported, ExportProjector(checkpoint, format));
   LM_RETURN_IF_ERROR(WriteProjectorExport(exported, out_dir));
   if (digits > 0) {
-    LM_ASSIGN_OR_RETURN(MnistSet test, LoadMnistSplit(absl::GetFlag(FLAGS_data_dir), "test", digits));
+    LM_ASSIGN_OR_RETURN(MnistSet test,
+                        LoadMnistSplit(absl::GetFlag(FLAGS_data_dir), "test", digits));
     LM_RETURN_IF_ERROR(WriteReferenceEmbeddings(checkpoint, ImagesToTensor(test, 0, test.size()),
                                                 LabelsToTensor(test, 0, test.size()),
                                                 out_dir + "/" + kReferenceFile));
   }
-  std::cout << "exported " << checkpoint.source << " (" << ProjectorTypeName(checkpoint.projector_config.type)
-            << ") as " << ExportFormatName(format) << " to " << out_dir << "/"
-            << exported.weights_file << (digits > 0 ? absl::StrCat(" with ", digits, " reference digits") : "")
-            << "\n";
+  std::cout << "exported " << checkpoint.source << " ("
+            << ProjectorTypeName(checkpoint.projector_config.type) << ") as "
+            << ExportFormatName(format) << " to " << out_dir << "/" << exported.weights_file
+            << (digits > 0 ? absl::StrCat(" with ", digits, " reference digits") : "") << "\n";
   return absl::OkStatus();
 }
 

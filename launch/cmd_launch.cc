@@ -38,7 +38,8 @@ ABSL_FLAG(std::string, launch_dir, llava::GetEnvOr("LLAVA_LAUNCH_DIR", "runs/lau
 ABSL_FLAG(int64_t, startup_timeout_ms, 600000,
           "launch: how long the coordinator and workers may take to start (model loading)");
 ABSL_FLAG(std::string, worker_args, "", "launch: extra flags for every worker, space-separated");
-ABSL_FLAG(std::string, coordinator_args, "", "launch: extra flags for the coordinator, space-separated");
+ABSL_FLAG(std::string, coordinator_args, "",
+          "launch: extra flags for the coordinator, space-separated");
 
 ABSL_DECLARE_FLAG(std::string, eval_questions);
 
@@ -90,18 +91,20 @@ absl::StatusOr<LaunchPlan> LaunchPlanFromFlags() {
   plan.cuda = model_options.device.is_cuda();
   const int64_t gpus = static_cast<int64_t>(torch::cuda::device_count());
   if (plan.cuda && plan.workers > gpus) {
-    return absl::InvalidArgumentError(absl::StrCat("--workers ", plan.workers, " but only ", gpus, " GPUs"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--workers ", plan.workers, " but only ", gpus, " GPUs"));
   }
   const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
   plan.threads_per_worker = std::max<int64_t>(1, cores / plan.workers);
   plan.coordinator_args = SplitSpaces(absl::GetFlag(FLAGS_coordinator_args));
-  plan.worker_args = {
-      absl::StrCat("--model=", absl::GetFlag(FLAGS_model)),
-      absl::StrCat("--tokenizer=", absl::GetFlag(FLAGS_tokenizer)),
-      absl::StrCat("--data_dir=", absl::GetFlag(FLAGS_data_dir)),
-      absl::StrCat("--dtype=", absl::GetFlag(FLAGS_dtype)),
-      absl::StrCat("--float32_attention=", absl::GetFlag(FLAGS_float32_attention) ? "true" : "false"),
-      absl::StrCat("--seed=", absl::GetFlag(FLAGS_seed)), "--collective_host=127.0.0.1"};
+  plan.worker_args = {absl::StrCat("--model=", absl::GetFlag(FLAGS_model)),
+                      absl::StrCat("--tokenizer=", absl::GetFlag(FLAGS_tokenizer)),
+                      absl::StrCat("--data_dir=", absl::GetFlag(FLAGS_data_dir)),
+                      absl::StrCat("--dtype=", absl::GetFlag(FLAGS_dtype)),
+                      absl::StrCat("--float32_attention=",
+                                   absl::GetFlag(FLAGS_float32_attention) ? "true" : "false"),
+                      absl::StrCat("--seed=", absl::GetFlag(FLAGS_seed)),
+                      "--collective_host=127.0.0.1"};
   for (const auto& a : SplitSpaces(absl::GetFlag(FLAGS_worker_args))) plan.worker_args.push_back(a);
   LM_ASSIGN_OR_RETURN(plan.client, ClientOptionsFromFlags());
   // The cluster `launch` starts listens on loopback in plaintext.
@@ -129,13 +132,14 @@ struct Cluster {
   }
   absl::Status CheckAlive() {
     if (!coordinator.Running()) {
-      return absl::UnavailableError(absl::StrCat("the coordinator exited (status ", coordinator.exit_status(),
-                                                 "); see ", coordinator.log_path()));
+      return absl::UnavailableError(absl::StrCat("the coordinator exited (status ",
+                                                 coordinator.exit_status(), "); see ",
+                                                 coordinator.log_path()));
     }
     for (auto& w : workers) {
       if (!w.Running()) {
-        return absl::UnavailableError(absl::StrCat("a worker exited (status ", w.exit_status(), "); see ",
-                                                   w.log_path()));
+        return absl::UnavailableError(
+            absl::StrCat("a worker exited (status ", w.exit_status(), "); see ", w.log_path()));
       }
     }
     return absl::OkStatus();
@@ -167,24 +171,26 @@ absl::StatusOr<v1::JobStatus> Follow(JobClient& client, const v1::JobStatus& sub
       return absl::CancelledError("interrupted; the job was cancelled");
     }
     LM_RETURN_IF_ERROR(cluster.CheckAlive());
-    auto done = client.WatchJob(submitted.job_id(), std::chrono::milliseconds(500), [&](const v1::JobStatus& s) {
-      const int64_t total = train ? s.total_steps() : s.eval_images_total();
-      if (!progress && total > 0) {
-        progress = std::make_unique<Progress>(train ? "train" : "eval", total, ProgressOptions());
-      }
-      if (s.restarts() != restarts) {
-        restarts = s.restarts();
-        std::cerr << "\n" << StatusLine(s) << "\n";
-      }
-      if (!progress) return;
-      if (train && s.has_last_step()) {
-        progress->Update(s.step(), {{"loss", s.last_step().loss()},
-                                    {"lr", s.last_step().lr()},
-                                    {"samples/s", s.last_step().samples_per_s()}});
-      } else if (!train) {
-        progress->Update(s.eval_images_done(), {});
-      }
-    });
+    auto done = client.WatchJob(
+        submitted.job_id(), std::chrono::milliseconds(500), [&](const v1::JobStatus& s) {
+          const int64_t total = train ? s.total_steps() : s.eval_images_total();
+          if (!progress && total > 0) {
+            progress =
+                std::make_unique<Progress>(train ? "train" : "eval", total, ProgressOptions());
+          }
+          if (s.restarts() != restarts) {
+            restarts = s.restarts();
+            std::cerr << "\n" << StatusLine(s) << "\n";
+          }
+          if (!progress) return;
+          if (train && s.has_last_step()) {
+            progress->Update(s.step(), {{"loss", s.last_step().loss()},
+                                        {"lr", s.last_step().lr()},
+                                        {"samples/s", s.last_step().samples_per_s()}});
+          } else if (!train) {
+            progress->Update(s.eval_images_done(), {});
+          }
+        });
     if (done.ok()) {
       if (progress) progress->Finish();
       return *done;
@@ -219,7 +225,8 @@ void PrintTrainSpeed(const v1::JobStatus& job) {
   const int64_t global = t.batch_size() * t.grad_accum() * t.world_size();
   const double ms = median(step_ms);
   std::cout << absl::StrFormat(
-      "train: median step %.1f ms (all-reduce %.2f ms) over %d steps, global batch %d on %d workers: "
+      "train: median step %.1f ms (all-reduce %.2f ms) over %d steps, global batch %d on %d "
+      "workers: "
       "%.1f samples/s\n",
       ms, median(reduce_ms), step_ms.size(), global, t.world_size(), global / (ms / 1000.0));
   const v1::StepMetrics& last = job.history(job.history_size() - 1);
@@ -253,12 +260,14 @@ absl::StatusOr<std::string> StartCoordinator(const LaunchPlan& plan, Cluster& cl
   argv.insert(argv.end(), plan.coordinator_args.begin(), plan.coordinator_args.end());
   LM_ASSIGN_OR_RETURN(cluster.coordinator, ChildProcess::Spawn(argv, dir + "/coordinator.log"));
   std::string port;
-  LM_RETURN_IF_ERROR(WaitFor([&]() -> absl::StatusOr<bool> {
-    auto p = ReadFile(dir + "/coordinator.port");
-    if (!p.ok() || p->empty()) return false;
-    port = *p;
-    return true;
-  }, "the coordinator to listen", plan.startup_timeout, cluster));
+  LM_RETURN_IF_ERROR(WaitFor(
+      [&]() -> absl::StatusOr<bool> {
+        auto p = ReadFile(dir + "/coordinator.port");
+        if (!p.ok() || p->empty()) return false;
+        port = *p;
+        return true;
+      },
+      "the coordinator to listen", plan.startup_timeout, cluster));
   const std::string address = absl::StrCat("127.0.0.1:", port);
   std::cout << "coordinator on " << address << " (log " << dir << "/coordinator.log)\n";
   return address;
@@ -269,21 +278,26 @@ absl::Status StartWorkers(const LaunchPlan& plan, const std::string& address, Jo
                           Cluster& cluster) {
   for (int64_t i = 0; i < plan.workers; ++i) {
     std::vector<std::string> argv = {
-        plan.exe, "worker", absl::StrCat("--coordinator=", address), absl::StrCat("--worker_id=worker-", i),
+        plan.exe, "worker", absl::StrCat("--coordinator=", address),
+        absl::StrCat("--worker_id=worker-", i),
         absl::StrCat("--device=", plan.cuda ? absl::StrCat("cuda:", i) : std::string("cpu"))};
     if (!plan.cuda) argv.push_back(absl::StrCat("--threads=", plan.threads_per_worker));
     argv.insert(argv.end(), plan.worker_args.begin(), plan.worker_args.end());
-    LM_ASSIGN_OR_RETURN(ChildProcess w, ChildProcess::Spawn(argv, absl::StrCat(plan.dir, "/worker-", i, ".log")));
+    LM_ASSIGN_OR_RETURN(ChildProcess w,
+                        ChildProcess::Spawn(argv, absl::StrCat(plan.dir, "/worker-", i, ".log")));
     cluster.workers.push_back(std::move(w));
   }
-  LM_RETURN_IF_ERROR(WaitFor([&]() -> absl::StatusOr<bool> {
-    LM_ASSIGN_OR_RETURN(v1::ListWorkersResponse list, client.ListWorkers());
-    int64_t alive = 0;
-    for (const auto& w : list.workers()) alive += w.alive() ? 1 : 0;
-    return alive >= plan.workers;
-  }, absl::StrCat(plan.workers, " workers to load the model and register"), plan.startup_timeout, cluster));
-  std::cout << plan.workers << " workers ready (" << (plan.cuda ? "cuda, nccl" : "cpu, gloo") << "; logs "
-            << plan.dir << "/worker-*.log)\n";
+  LM_RETURN_IF_ERROR(WaitFor(
+      [&]() -> absl::StatusOr<bool> {
+        LM_ASSIGN_OR_RETURN(v1::ListWorkersResponse list, client.ListWorkers());
+        int64_t alive = 0;
+        for (const auto& w : list.workers()) alive += w.alive() ? 1 : 0;
+        return alive >= plan.workers;
+      },
+      absl::StrCat(plan.workers, " workers to load the model and register"), plan.startup_timeout,
+      cluster));
+  std::cout << plan.workers << " workers ready (" << (plan.cuda ? "cuda, nccl" : "cpu, gloo")
+            << "; logs " << plan.dir << "/worker-*.log)\n";
   return absl::OkStatus();
 }
 
@@ -292,12 +306,13 @@ absl::Status StartWorkers(const LaunchPlan& plan, const std::string& address, Jo
 absl::StatusOr<v1::JobStatus> Train(const LaunchPlan& plan, JobClient& client, Cluster& cluster) {
   const std::string& dir = plan.dir;
   LM_ASSIGN_OR_RETURN(v1::JobStatus train_job, client.Submit(plan.train));
-  std::cout << "training job " << train_job.job_id() << ": " << train_job.train().ShortDebugString() << "\n";
+  std::cout << "training job " << train_job.job_id() << ": " << train_job.train().ShortDebugString()
+            << "\n";
   LM_ASSIGN_OR_RETURN(v1::JobStatus trained, Follow(client, train_job, cluster));
   std::cout << StatusLine(trained) << "\n";
   if (trained.state() != v1::JOB_STATE_SUCCEEDED) {
-    return absl::AbortedError(absl::StrCat("training ended ", v1::JobState_Name(trained.state()), ": ",
-                                           trained.reason()));
+    return absl::AbortedError(absl::StrCat("training ended ", v1::JobState_Name(trained.state()),
+                                           ": ", trained.reason()));
   }
   LM_ASSIGN_OR_RETURN(v1::JobStatus with_history, client.GetJob(trained.job_id(), true));
   LM_RETURN_IF_ERROR(WriteJson(dir + "/train_job.json", with_history));
@@ -316,7 +331,8 @@ absl::StatusOr<v1::JobStatus> Train(const LaunchPlan& plan, JobClient& client, C
   LM_RETURN_IF_ERROR(curve.WriteSvg(dir + "/loss.svg", "llava-mnist projector training (launch)"));
   LM_ASSIGN_OR_RETURN(CheckpointDownload ckpt, client.DownloadCheckpoint(trained.job_id()));
   LM_RETURN_IF_ERROR(WriteFileAtomic(dir + "/projector.safetensors", ckpt.bytes));
-  std::cout << "checkpoint " << dir << "/projector.safetensors (" << ckpt.header.checkpoint_id() << ")\n";
+  std::cout << "checkpoint " << dir << "/projector.safetensors (" << ckpt.header.checkpoint_id()
+            << ")\n";
   return trained;
 }
 
@@ -330,14 +346,16 @@ absl::Status Evaluate(const LaunchPlan& plan, const std::string& train_job_id, J
   std::cout << "eval job " << eval_job.job_id() << " on " << eval_job.eval().checkpoint() << "\n";
   LM_ASSIGN_OR_RETURN(v1::JobStatus evaluated, Follow(client, eval_job, cluster));
   if (evaluated.state() != v1::JOB_STATE_SUCCEEDED) {
-    return absl::AbortedError(absl::StrCat("eval ended ", v1::JobState_Name(evaluated.state()), ": ",
-                                           evaluated.reason()));
+    return absl::AbortedError(absl::StrCat("eval ended ", v1::JobState_Name(evaluated.state()),
+                                           ": ", evaluated.reason()));
   }
   const double eval_s = SecondsSince(eval_start);
-  LM_ASSIGN_OR_RETURN(EvalReport report, EvalReport::FromJson(evaluated.eval_report_json(), eval_job.job_id()));
-  std::cout << absl::StrFormat("eval: %d answers on %d workers in %.2f s (%.1f answers/s, submission to report)\n",
-                               report.NumSamples(), evaluated.worker_ids_size(), eval_s,
-                               report.NumSamples() / std::max(eval_s, 1e-9));
+  LM_ASSIGN_OR_RETURN(EvalReport report,
+                      EvalReport::FromJson(evaluated.eval_report_json(), eval_job.job_id()));
+  std::cout << absl::StrFormat(
+      "eval: %d answers on %d workers in %.2f s (%.1f answers/s, submission to report)\n",
+      report.NumSamples(), evaluated.worker_ids_size(), eval_s,
+      report.NumSamples() / std::max(eval_s, 1e-9));
   LM_RETURN_IF_ERROR(WriteFileAtomic(plan.dir + "/eval_report.json", evaluated.eval_report_json()));
   std::cout << report.ToTable() << "\n";
   return absl::OkStatus();
@@ -354,8 +372,9 @@ absl::Status Launch(const LaunchPlan& plan) {
   LM_ASSIGN_OR_RETURN(const v1::JobStatus trained, Train(plan, client, cluster));
   LM_RETURN_IF_ERROR(Evaluate(plan, trained.job_id(), client, cluster));
   const std::string& dir = plan.dir;
-  std::cout << "checkpoint " << dir << "/projector.safetensors, loss curve " << dir << "/loss.{csv,svg}, report "
-            << dir << "/eval_report.json, TensorBoard: tensorboard --logdir " << dir << "/tb\n";
+  std::cout << "checkpoint " << dir << "/projector.safetensors, loss curve " << dir
+            << "/loss.{csv,svg}, report " << dir
+            << "/eval_report.json, TensorBoard: tensorboard --logdir " << dir << "/tb\n";
   return absl::OkStatus();
 }
 

@@ -54,7 +54,8 @@ absl::Status RunWorkerGroup(const std::string& gpus) {
     s.gpus = static_cast<int64_t>(torch::cuda::device_count());
     if (s.gpus == 0) return absl::FailedPreconditionError("--gpus all: no CUDA device is visible");
   } else if (!absl::SimpleAtoi(gpus, &s.gpus)) {
-    return absl::InvalidArgumentError(absl::StrCat("--gpus must be all or a number, got '", gpus, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--gpus must be all or a number, got '", gpus, "'"));
   }
   s.worker_id = absl::GetFlag(FLAGS_worker_id);
   if (s.worker_id.empty()) s.worker_id = absl::StrCat("worker-", getpid());
@@ -68,8 +69,10 @@ absl::Status RunWorkerGroup(const std::string& gpus) {
 
 absl::Status RunWorker(const std::vector<char*>&) {
   InstallStopHandlers();
-  if (const std::string gpus = absl::GetFlag(FLAGS_gpus); !gpus.empty()) return RunWorkerGroup(gpus);
-  if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(static_cast<int>(absl::GetFlag(FLAGS_threads)));
+  if (const std::string gpus = absl::GetFlag(FLAGS_gpus); !gpus.empty())
+    return RunWorkerGroup(gpus);
+  if (absl::GetFlag(FLAGS_threads) > 0)
+    at::set_num_threads(static_cast<int>(absl::GetFlag(FLAGS_threads)));
   WorkerOptions o;
   LM_ASSIGN_OR_RETURN(o.client, ClientOptionsFromFlags());
   o.worker_id = absl::GetFlag(FLAGS_worker_id);
@@ -77,7 +80,8 @@ absl::Status RunWorker(const std::vector<char*>&) {
   // Probes see the process alive while the model loads, and ready once registered.
   std::unique_ptr<HealthServer> health;
   if (!absl::GetFlag(FLAGS_health_listen).empty()) {
-    LM_ASSIGN_OR_RETURN(health, HealthServer::Start(absl::GetFlag(FLAGS_health_listen), "worker", o.worker_id));
+    LM_ASSIGN_OR_RETURN(
+        health, HealthServer::Start(absl::GetFlag(FLAGS_health_listen), "worker", o.worker_id));
     LM_LOG(INFO) << "worker: health probes on port " << health->port();
     o.health = health.get();
   }
@@ -96,13 +100,13 @@ absl::Status RunWorker(const std::vector<char*>&) {
   std::string collective = absl::GetFlag(FLAGS_collective);
   if (collective == "auto") collective = rt.model->device.is_cuda() ? "nccl" : "gloo";
   if (!HaveEngine(collective)) {
-    return absl::FailedPreconditionError(absl::StrCat("--collective ", collective,
-                                                      " is not available in this build"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("--collective ", collective, " is not available in this build"));
   }
   o.collective = collective;
   LM_RETURN_IF_ERROR(o.Validate());
-  WorkerResources resources{rt.model.get(), rt.tokenizer.get(), &train, &test,
-                            absl::GetFlag(FLAGS_model), rt.forward};
+  WorkerResources resources{rt.model.get(), rt.tokenizer.get(),         &train,
+                            &test,          absl::GetFlag(FLAGS_model), rt.forward};
   LM_LOG(INFO) << "worker " << o.worker_id << ": " << resources.model_spec << " on " << o.device
                << " (" << collective << "), " << train.size() << " train / " << test.size()
                << " test digits; coordinator " << o.client.address;

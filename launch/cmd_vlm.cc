@@ -34,9 +34,11 @@ ABSL_FLAG(std::string, out_dir, llava::GetEnvOr("LLAVA_OUT_DIR", "runs/latest"),
 ABSL_FLAG(std::string, resume, "", "train: continue from this checkpoint");
 ABSL_FLAG(std::string, images, "", "eval/ask: IDX images file instead of --data_dir's test split");
 ABSL_FLAG(std::string, labels, "", "eval: IDX labels file to go with --images");
-ABSL_FLAG(std::string, report, "", "eval: write the report as JSON here (default: next to the checkpoint)");
+ABSL_FLAG(std::string, report, "",
+          "eval: write the report as JSON here (default: next to the checkpoint)");
 ABSL_FLAG(std::string, image, "", "ask: a PNG of a digit (any size; converted as MNIST)");
-ABSL_FLAG(int64_t, index, -1, "ask: instead of --image, this index into --images (or the test split)");
+ABSL_FLAG(int64_t, index, -1,
+          "ask: instead of --image, this index into --images (or the test split)");
 ABSL_FLAG(std::string, question, "What digit is this?", "ask: the question");
 ABSL_FLAG(bool, robustness, false,
           "eval (and train's eval after training): also evaluate on the test digits shifted by "
@@ -60,17 +62,18 @@ absl::Status RunTrain(const std::vector<char*>&) {
   LM_ASSIGN_OR_RETURN(MnistSet train, LoadMnistFromFlags("train", "", "", config.train_digits));
   const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
   LM_RETURN_IF_ERROR(MakeDirs(out_dir));
-  LM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
-                      Trainer::Create(*rt.model, rt.forward, prompts, train, config,
-                                      absl::GetFlag(FLAGS_resume)));
+  LM_ASSIGN_OR_RETURN(
+      std::unique_ptr<Trainer> trainer,
+      Trainer::Create(*rt.model, rt.forward, prompts, train, config, absl::GetFlag(FLAGS_resume)));
   LM_LOG(INFO) << "training " << spec.projector() << " projector on "
                << trainer->plan().total_steps() << " steps of " << config.global_batch()
-               << " samples (" << prompt_config.questions.size() << " question phrasings), from step "
-               << trainer->step();
+               << " samples (" << prompt_config.questions.size()
+               << " question phrasings), from step " << trainer->step();
   LM_ASSIGN_OR_RETURN(std::unique_ptr<TbEventWriter> tb, TbEventWriter::Create(out_dir + "/tb"));
   if (trainer->step() > 0) {
     // A resumed run: the steps after its checkpoint that an earlier run wrote are redone.
-    LM_RETURN_IF_ERROR(tb->WriteRestart(trainer->step() + 1, WallTimeNow(), absl::GetFlag(FLAGS_resume)));
+    LM_RETURN_IF_ERROR(
+        tb->WriteRestart(trainer->step() + 1, WallTimeNow(), absl::GetFlag(FLAGS_resume)));
   }
 
   LossCurve curve;
@@ -100,8 +103,8 @@ absl::Status RunTrain(const std::vector<char*>&) {
     scalars.grad_norm = s.grad_norm;
     scalars.loss_scale = trainer->loss_scaler().enabled() ? s.loss_scale : 0.0;
     LM_RETURN_IF_ERROR(tb->WriteScalars(point.step, WallTimeNow(), TrainScalars(scalars)));
-    progress.Update(s.step + 1, {{"loss", s.loss()}, {"lr", s.lr},
-                                 {"samples/s", point.samples_per_s}});
+    progress.Update(s.step + 1,
+                    {{"loss", s.loss()}, {"lr", s.lr}, {"samples/s", point.samples_per_s}});
     if (every > 0 && trainer->step() % every == 0 && !trainer->done()) {
       LM_RETURN_IF_ERROR(trainer->SaveCheckpoint(
           absl::StrCat(out_dir, "/checkpoint-", trainer->step(), ".safetensors")));
@@ -112,12 +115,13 @@ absl::Status RunTrain(const std::vector<char*>&) {
   LM_RETURN_IF_ERROR(curve.WriteCsv(out_dir + "/loss.csv"));
   LM_RETURN_IF_ERROR(curve.WriteSvg(out_dir + "/loss.svg", "llava-mnist projector training"));
   std::cout << "trained " << trainer->step() << " steps (" << samples << " samples) in "
-            << SecondsSince(start) << " s; checkpoint " << final_path << ", loss curve "
-            << out_dir << "/loss.{csv,svg}, TensorBoard: tensorboard --logdir " << out_dir << "/tb\n";
+            << SecondsSince(start) << " s; checkpoint " << final_path << ", loss curve " << out_dir
+            << "/loss.{csv,svg}, TensorBoard: tensorboard --logdir " << out_dir << "/tb\n";
   if (!absl::GetFlag(FLAGS_eval_after)) return absl::OkStatus();
   prompt_config.questions = SplitPhrasings(absl::GetFlag(FLAGS_eval_questions));
-  LM_ASSIGN_OR_RETURN(EvalReport report, EvaluateAndReport(rt, trainer->projector(), config.projector,
-                                                           prompt_config, final_path));
+  LM_ASSIGN_OR_RETURN(
+      EvalReport report,
+      EvaluateAndReport(rt, trainer->projector(), config.projector, prompt_config, final_path));
   return tb->WriteScalars(trainer->step(), WallTimeNow(), EvalScalars(report));
 }
 
@@ -134,9 +138,9 @@ absl::StatusOr<EvalReport> EvaluateAndReport(const VlmRuntime& rt, Projector& pr
                                                         absl::GetFlag(FLAGS_labels),
                                                         absl::GetFlag(FLAGS_eval_digits)));
   if (test.rows * test.cols != projector_config.input_dim) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the images are ", test.rows, "x", test.cols, " but the projector takes ",
-        projector_config.input_dim, " pixels"));
+    return absl::InvalidArgumentError(absl::StrCat("the images are ", test.rows, "x", test.cols,
+                                                   " but the projector takes ",
+                                                   projector_config.input_dim, " pixels"));
   }
   EvalConfig config;
   config.batch_size = absl::GetFlag(FLAGS_eval_batch_size);
@@ -160,8 +164,9 @@ absl::StatusOr<EvalReport> EvaluateAndReport(const VlmRuntime& rt, Projector& pr
       Progress view_progress(absl::StrCat("eval (", view.name, ")"),
                              moved.size() * static_cast<int64_t>(prompt_config.questions.size()),
                              ProgressOptions());
-      LM_RETURN_IF_ERROR(EvaluateRange(view_inputs, 0, moved.size(), config, &view_report,
-                                       [&](int64_t done, int64_t) { view_progress.Update(done, {}); }));
+      LM_RETURN_IF_ERROR(
+          EvaluateRange(view_inputs, 0, moved.size(), config, &view_report,
+                        [&](int64_t done, int64_t) { view_progress.Update(done, {}); }));
       view_progress.Finish();
       LM_RETURN_IF_ERROR(report.AddView(view.name, view_report));
     }
@@ -171,8 +176,8 @@ absl::StatusOr<EvalReport> EvaluateAndReport(const VlmRuntime& rt, Projector& pr
   report.metadata()["model"] = absl::GetFlag(FLAGS_model);
   report.metadata()["images"] = std::to_string(test.size());
   report.metadata()["seconds"] = absl::StrFormat("%.2f", secs);
-  report.metadata()["answers_per_second"] = absl::StrFormat(
-      "%.1f", test.size() * prompt_config.questions.size() / std::max(secs, 1e-9));
+  report.metadata()["answers_per_second"] =
+      absl::StrFormat("%.1f", test.size() * prompt_config.questions.size() / std::max(secs, 1e-9));
   std::string report_path = absl::GetFlag(FLAGS_report);
   if (report_path.empty()) {
     const size_t slash = ckpt_path.find_last_of('/');
@@ -188,8 +193,9 @@ absl::Status RunEval(const std::vector<char*>&) {
   const std::string ckpt_path = absl::GetFlag(FLAGS_checkpoint);
   LM_ASSIGN_OR_RETURN(TrainCheckpoint ckpt, LoadTrainCheckpoint(ckpt_path));
   LM_ASSIGN_OR_RETURN(VlmRuntime rt, LoadRuntimeFromFlags());
-  LM_ASSIGN_OR_RETURN(Projector projector, RestoreProjectorForModel(
-                                               ckpt, rt.model->config.hidden_size, rt.model->device));
+  LM_ASSIGN_OR_RETURN(
+      Projector projector,
+      RestoreProjectorForModel(ckpt, rt.model->config.hidden_size, rt.model->device));
   LM_ASSIGN_OR_RETURN(PromptConfig prompt_config, PromptConfigFromFlags());  // --questions
   return EvaluateAndReport(rt, projector, ckpt.projector_config, prompt_config, ckpt_path).status();
 }
@@ -208,8 +214,8 @@ absl::Status RunAsk(const std::vector<char*>&) {
     LM_ASSIGN_OR_RETURN(MnistSet set, LoadMnistFromFlags("test", absl::GetFlag(FLAGS_images),
                                                          absl::GetFlag(FLAGS_labels), -1));
     if (index >= set.size()) {
-      return absl::InvalidArgumentError(absl::StrCat("--index ", index, " is past the ",
-                                                     set.size(), " images"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--index ", index, " is past the ", set.size(), " images"));
     }
     pixels = ImagesToTensor(set, index, index + 1)[0];
     std::cout << "(image " << index << ", label " << int(set.labels[index]) << ")\n";
@@ -217,8 +223,9 @@ absl::Status RunAsk(const std::vector<char*>&) {
     return absl::InvalidArgumentError("give --image FILE.png or --index N");
   }
   LM_ASSIGN_OR_RETURN(VlmRuntime rt, LoadRuntimeFromFlags());
-  LM_ASSIGN_OR_RETURN(Projector projector, RestoreProjectorForModel(
-                                               ckpt, rt.model->config.hidden_size, rt.model->device));
+  LM_ASSIGN_OR_RETURN(
+      Projector projector,
+      RestoreProjectorForModel(ckpt, rt.model->config.hidden_size, rt.model->device));
   PromptConfig prompt_config;
   LM_ASSIGN_OR_RETURN(prompt_config.style, ParsePromptStyle(absl::GetFlag(FLAGS_prompt_style)));
   prompt_config.questions = {absl::GetFlag(FLAGS_question)};
@@ -226,8 +233,7 @@ absl::Status RunAsk(const std::vector<char*>&) {
   LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*rt.tokenizer, prompt_config));
   EvalConfig config;
   config.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
-  EvalInputs inputs{rt.model.get(), &projector, &prompts, rt.tokenizer.get(), nullptr,
-                    rt.forward};
+  EvalInputs inputs{rt.model.get(), &projector, &prompts, rt.tokenizer.get(), nullptr, rt.forward};
   LM_ASSIGN_OR_RETURN(std::string answer, AnswerOne(inputs, pixels, 0, config));
   std::cout << "user: [image] " << absl::GetFlag(FLAGS_question) << "\nassistant: " << answer
             << "\n";

@@ -25,7 +25,8 @@ int RunCommand(const CommandSet& set, const Command& command, int argc, char** a
   MutableCommandLine().assign(argv, argv + argc);
   absl::FlagsUsageConfig config;
   config.contains_help_flags = [](absl::string_view file) {
-    if (absl::StrContains(file, "launch/flags_common") || absl::StrContains(file, "launch/flags_shared")) {
+    if (absl::StrContains(file, "launch/flags_common") ||
+        absl::StrContains(file, "launch/flags_shared")) {
       return true;
     }
     for (const std::string& f : current->flag_files) {
@@ -61,8 +62,8 @@ int RunCommandLine(const CommandSet& set, int argc, char** argv) {
   auto usage = [&](std::ostream& os) {
     os << "usage: " << set.program << " <command> [--flags]\n\ncommands:\n";
     for (const Command& c : set.commands) {
-      os << "  " << c.name << std::string(18 - std::min<size_t>(17, strlen(c.name)), ' ')
-         << c.help << "\n";
+      os << "  " << c.name << std::string(18 - std::min<size_t>(17, strlen(c.name)), ' ') << c.help
+         << "\n";
     }
     os << "\n`" << set.program << " <command> --help` lists the flags.\n";
   };

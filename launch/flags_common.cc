@@ -14,8 +14,7 @@ ABSL_FLAG(std::string, device, llava::GetEnvOr("LLAVA_DEVICE", "auto"),
 ABSL_FLAG(std::string, dtype, llava::GetEnvOr("LLAVA_DTYPE", "auto"),
           "frozen model dtype: float32, bfloat16, float16, or auto (bfloat16 on GPU, "
           "float32 on CPU)");
-ABSL_FLAG(bool, float32_attention,
-          llava::GetEnvOr("LLAVA_FLOAT32_ATTENTION", "true") != "false",
+ABSL_FLAG(bool, float32_attention, llava::GetEnvOr("LLAVA_FLOAT32_ATTENTION", "true") != "false",
           "bfloat16 models: q/k/v in float32 through RoPE, attention and the KV cache (false: "
           "rounded to bf16 as transformers; ~1% faster, half the KV cache)");
 ABSL_FLAG(std::string, data_dir, llava::GetEnvOr("LLAVA_DATA_DIR", "data/mnist"),

@@ -18,12 +18,12 @@ ABSL_FLAG(int64_t, grad_accum, 1, "train: forward passes per optimizer step");
 ABSL_FLAG(int64_t, epochs, 1, "train: passes over the training digits");
 ABSL_FLAG(int64_t, max_steps, -1, "train: stop after this many optimizer steps (-1: epochs)");
 ABSL_FLAG(int64_t, train_digits, 1000, "train: use the first N training digits (-1: all)");
-ABSL_FLAG(int64_t, checkpoint_every, 0, "train: also checkpoint every N steps (0: at the end only)");
+ABSL_FLAG(int64_t, checkpoint_every, 0,
+          "train: also checkpoint every N steps (0: at the end only)");
 ABSL_FLAG(std::string, checkpoint, "runs/latest/projector.safetensors",
           "eval/ask/export: the projector checkpoint");
 ABSL_FLAG(int64_t, eval_digits, 1000, "eval: evaluate the first N test digits (-1: all)");
-ABSL_FLAG(std::string, questions, "What digit is this?",
-          "question phrasings, separated by '|'");
+ABSL_FLAG(std::string, questions, "What digit is this?", "question phrasings, separated by '|'");
 ABSL_FLAG(std::string, answer_templates, "The digit is {label}.",
           "answer templates with {label}, separated by '|'");
 ABSL_FLAG(std::string, prompt_style, "experiment",

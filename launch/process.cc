@@ -17,7 +17,9 @@ namespace llava {
 absl::StatusOr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv,
                                                  const std::string& log_path) {
   if (argv.empty()) return absl::InvalidArgumentError("spawn: empty argv");
-  const int log = log_path.empty() ? -2 : open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int log = log_path.empty()
+                      ? -2
+                      : open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (log == -1) {
     return absl::UnavailableError(absl::StrCat(log_path, ": cannot open: ", std::strerror(errno)));
   }

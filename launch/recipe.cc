@@ -20,13 +20,14 @@ absl::StatusOr<std::string> RecipeJsonFromFlags(const std::string& built_in) {
   const std::string path = absl::GetFlag(FLAGS_recipe);
   if (path.empty()) return built_in;
   auto json = ReadFile(path);
-  if (!json.ok()) return absl::InvalidArgumentError(absl::StrCat("--recipe: ", json.status().message()));
+  if (!json.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--recipe: ", json.status().message()));
   v1::TrainSpec parsed;
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = false;
   if (auto s = google::protobuf::util::JsonStringToMessage(*json, &parsed, options); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a recipe (TrainSpec fields as JSON): ",
-                                                   s.message().as_string()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not a recipe (TrainSpec fields as JSON): ", s.message().as_string()));
   }
   return *json;
 }
@@ -38,7 +39,8 @@ absl::StatusOr<v1::TrainSpec> TrainRunSpecFromFlags() {
   return spec;
 }
 
-absl::StatusOr<TrainConfig> OneProcessTrainConfig(const v1::TrainSpec& spec, const std::string& model_spec,
+absl::StatusOr<TrainConfig> OneProcessTrainConfig(const v1::TrainSpec& spec,
+                                                  const std::string& model_spec,
                                                   int64_t hidden_size) {
   LM_ASSIGN_OR_RETURN(TrainConfig c, TrainConfigFromSpec(spec, model_spec, hidden_size));
   c.grad_accum *= c.world_size;

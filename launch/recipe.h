@@ -25,7 +25,8 @@ absl::StatusOr<v1::TrainSpec> TrainRunSpecFromFlags();
 // One process's TrainConfig for a resolved spec: a spec for several ranks runs the same
 // global batch as more forward passes per step (grad_accum x world_size), which is the
 // same optimizer step on the same samples.
-absl::StatusOr<TrainConfig> OneProcessTrainConfig(const v1::TrainSpec& spec, const std::string& model_spec,
+absl::StatusOr<TrainConfig> OneProcessTrainConfig(const v1::TrainSpec& spec,
+                                                  const std::string& model_spec,
                                                   int64_t hidden_size);
 
 }  // namespace llava

@@ -23,15 +23,16 @@ absl::StatusOr<VlmRuntime> LoadRuntimeFromFlags() {
   rt.forward = ForwardOptionsFromFlags();
   const std::string spec = absl::GetFlag(FLAGS_model);
   std::string tok_path = absl::GetFlag(FLAGS_tokenizer);
-  if (IsDirectory(spec) && FileExists(spec + "/tokenizer.json")) tok_path = spec + "/tokenizer.json";
+  if (IsDirectory(spec) && FileExists(spec + "/tokenizer.json"))
+    tok_path = spec + "/tokenizer.json";
   LM_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::Load(tok_path));
   rt.tokenizer = std::make_unique<Tokenizer>(std::move(tok));
   LM_ASSIGN_OR_RETURN(rt.model, LoadLlama(spec, options));
   if (rt.tokenizer->vocab_size() > rt.model->config.vocab_size) {
-    return absl::InvalidArgumentError(
-        "tokenizer " + tok_path + " has " + std::to_string(rt.tokenizer->vocab_size()) +
-        " tokens, more than the model's vocabulary of " +
-        std::to_string(rt.model->config.vocab_size));
+    return absl::InvalidArgumentError("tokenizer " + tok_path + " has " +
+                                      std::to_string(rt.tokenizer->vocab_size()) +
+                                      " tokens, more than the model's vocabulary of " +
+                                      std::to_string(rt.model->config.vocab_size));
   }
   return rt;
 }

@@ -18,7 +18,8 @@ absl::Status SupervisorOptions::Validate() const {
   }
   if (worker_id.empty()) return absl::InvalidArgumentError("--worker_id is empty");
   if (device != "cpu" && device != "cuda") {
-    return absl::InvalidArgumentError(absl::StrCat("--gpus: ranks run on cuda (or cpu), not ", device));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--gpus: ranks run on cuda (or cpu), not ", device));
   }
   LM_RETURN_IF_ERROR(OffsetListen(health_listen, gpus - 1).status());
   return OffsetListen(metrics_listen, gpus - 1).status();
@@ -28,13 +29,14 @@ absl::StatusOr<std::string> OffsetListen(const std::string& listen, int64_t offs
   if (listen.empty()) return listen;
   const size_t colon = listen.rfind(':');
   int port = -1;
-  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 ||
-      port > 65535) {
+  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
+      port < 0 || port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("'", listen, "' is not HOST:PORT"));
   }
   if (port == 0) return listen;
   if (port + offset > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("'", listen, "': no room for ", offset + 1, " ports"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", listen, "': no room for ", offset + 1, " ports"));
   }
   return absl::StrCat(listen.substr(0, colon + 1), port + offset);
 }
@@ -55,7 +57,8 @@ absl::Status RunWorkerSupervisor(const SupervisorOptions& o, const std::string& 
     ids.push_back(absl::StrCat(o.worker_id, "-gpu", i));
     argv.push_back("--gpus=");
     argv.push_back("--worker_id=" + ids.back());
-    argv.push_back(o.device == "cpu" ? std::string("--device=cpu") : absl::StrCat("--device=cuda:", i));
+    argv.push_back(o.device == "cpu" ? std::string("--device=cpu")
+                                     : absl::StrCat("--device=cuda:", i));
     LM_ASSIGN_OR_RETURN(std::string health, OffsetListen(o.health_listen, i));
     LM_ASSIGN_OR_RETURN(std::string metrics, OffsetListen(o.metrics_listen, i));
     argv.push_back("--health_listen=" + health);
@@ -66,15 +69,17 @@ absl::Status RunWorkerSupervisor(const SupervisorOptions& o, const std::string& 
       return rank.status();
     }
     ranks.push_back(std::move(*rank));
-    LM_LOG(INFO) << "worker supervisor: started " << ids.back() << " (pid " << ranks.back().pid() << ")";
+    LM_LOG(INFO) << "worker supervisor: started " << ids.back() << " (pid " << ranks.back().pid()
+                 << ")";
   }
   while (!stop.load()) {
     for (size_t i = 0; i < ranks.size(); ++i) {
       if (ranks[i].Running()) continue;
       const int status = ranks[i].exit_status();
       stop_all();
-      return absl::UnavailableError(absl::StrCat(ids[i], " ended by itself (exit status ", status,
-                                                 "): stopping every rank so that the pod restarts"));
+      return absl::UnavailableError(
+          absl::StrCat(ids[i], " ended by itself (exit status ", status,
+                       "): stopping every rank so that the pod restarts"));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -82,7 +87,8 @@ absl::Status RunWorkerSupervisor(const SupervisorOptions& o, const std::string& 
   stop_all();
   for (size_t i = 0; i < ranks.size(); ++i) {
     if (ranks[i].exit_status() != 0) {
-      return absl::InternalError(absl::StrCat(ids[i], " exited with status ", ranks[i].exit_status()));
+      return absl::InternalError(
+          absl::StrCat(ids[i], " exited with status ", ranks[i].exit_status()));
     }
   }
   return absl::OkStatus();

@@ -21,13 +21,14 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev nlohmann-json3-dev libpcre2-dev zlib1g-dev libpng-dev
   libgloo-dev libssl-dev libopenblas0-pthread
   prometheus-cpp-dev python3-grpcio python3-protobuf
-  clang-14 libclang-rt-14-dev
+  clang-14 libclang-rt-14-dev clang-format-14
 )
 # python3-grpcio, python3-protobuf: the Python client (clients/python; its stubs come from
 # protobuf-compiler and protobuf-compiler-grpc's grpc_python_plugin) and its test.
 # libopenblas0-pthread: Debian's libtorch calls the BLAS behind libblas.so.3; without an
 # optimized one installed that is the reference BLAS, measured 8x slower here.
-# clang-14 and libclang-rt-14-dev (libFuzzer, the sanitizer runtimes): scripts/fuzz.sh.
+# clang-14 and libclang-rt-14-dev (libFuzzer, the sanitizer runtimes): scripts/fuzz.sh;
+# clang-format-14: the test format_check (scripts/format_check.sh).
 # Containers and Kubernetes (k8s/, scripts/build_image.sh, tests/k8s): podman with runc
 # and catatonit (its pods' pause process) runs the images, debootstrap makes their base,
 # prometheus scrapes the smoke test's pods, python3-grpcio makes its health checks.

@@ -107,7 +107,8 @@ TEST(AugmentTest, ValidateNamesTheBound) {
 TEST(AugmentTest, EachDigitIsTransformedIndependentlyOfItsBatch) {
   const at::Tensor pixels = Digits(12);
   std::vector<AugmentParams> params;
-  for (uint64_t key = 0; key < 12; ++key) params.push_back(DrawAugmentParams(Typical(), key * 31 + 3));
+  for (uint64_t key = 0; key < 12; ++key)
+    params.push_back(DrawAugmentParams(Typical(), key * 31 + 3));
   const at::Tensor whole = TransformPixels(pixels, params, 28, 28);
   ASSERT_EQ(whole.sizes(), pixels.sizes());
   for (int64_t parts : {2, 3, 12}) {
@@ -115,7 +116,8 @@ TEST(AugmentTest, EachDigitIsTransformedIndependentlyOfItsBatch) {
     for (int64_t p = 0; p < parts; ++p) {
       std::vector<AugmentParams> mine(params.begin() + p * n, params.begin() + (p + 1) * n);
       const at::Tensor piece = TransformPixels(pixels.slice(0, p * n, (p + 1) * n), mine, 28, 28);
-      EXPECT_TRUE(at::equal(piece, whole.slice(0, p * n, (p + 1) * n))) << parts << " parts, part " << p;
+      EXPECT_TRUE(at::equal(piece, whole.slice(0, p * n, (p + 1) * n)))
+          << parts << " parts, part " << p;
     }
   }
   // And it does transform: every digit moved.
@@ -130,7 +132,8 @@ TEST(AugmentTest, IdentityAndIntegerShiftsAreExact) {
   right.dx = 2;  // content 2 pixels to the right
   AugmentParams up;
   up.dy = -3;  // content 3 pixels up
-  const at::Tensor moved = TransformPixels(pixels.slice(0, 0, 2), {right, up}, 28, 28).view({2, 28, 28});
+  const at::Tensor moved =
+      TransformPixels(pixels.slice(0, 0, 2), {right, up}, 28, 28).view({2, 28, 28});
   const at::Tensor img = pixels.view({3, 28, 28});
   EXPECT_LT((moved[0].slice(1, 2, 28) - img[0].slice(1, 0, 26)).abs().max().item<double>(), 1e-5);
   EXPECT_EQ(moved[0].slice(1, 0, 2).abs().max().item<double>(), 0.0);  // zeros came in
@@ -139,7 +142,8 @@ TEST(AugmentTest, IdentityAndIntegerShiftsAreExact) {
   AugmentParams turn;
   turn.angle_deg = 10;
   const at::Tensor turned = TransformPixels(pixels.slice(0, 0, 1), {turn}, 28, 28);
-  EXPECT_NEAR(turned.sum().item<double>(), pixels[0].sum().item<double>(), 0.05 * pixels[0].sum().item<double>());
+  EXPECT_NEAR(turned.sum().item<double>(), pixels[0].sum().item<double>(),
+              0.05 * pixels[0].sum().item<double>());
   EXPECT_FALSE(at::allclose(turned[0], pixels[0]));
 }
 

@@ -58,7 +58,8 @@ std::string SmallCheckpoint(uint64_t seed, bool with_optimizer) {
   Projector projector(config, seed);
   auto optimizer = Optimizer::Create(OptimizerConfig(), projector->NamedParameters());
   LM_CHECK(optimizer.ok());
-  auto bytes = SerializeTrainCheckpoint(projector, with_optimizer ? optimizer->get() : nullptr, "{}", "demo");
+  auto bytes = SerializeTrainCheckpoint(projector, with_optimizer ? optimizer->get() : nullptr,
+                                        "{}", "demo");
   LM_CHECK(bytes.ok());
   return *bytes;
 }
@@ -90,7 +91,8 @@ TEST(CheckpointStoreTest, ProjectorOnlyCopiesAreDerivedOnceAndFollowAReplacedFil
   ASSERT_TRUE(junk.ok());
   auto bad = (*store)->ReadProjectorOnly(*junk);
   ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.status().message().find("train-000002/step-000001"), std::string::npos) << bad.status();
+  EXPECT_NE(bad.status().message().find("train-000002/step-000001"), std::string::npos)
+      << bad.status();
 }
 
 TEST(CheckpointStoreTest, WrongChecksumOrBadIdStoresNothing) {
@@ -104,7 +106,8 @@ TEST(CheckpointStoreTest, WrongChecksumOrBadIdStoresNothing) {
   EXPECT_THAT(bad, StatusIs(absl::StatusCode::kDataLoss));
   // The stored file is untouched.
   EXPECT_EQ(*(*store)->Read(*ok), bytes);
-  EXPECT_THAT((*store)->Put("../evil", 1, false, bytes, Sha256Hex(bytes)), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT((*store)->Put("../evil", 1, false, bytes, Sha256Hex(bytes)),
+              StatusIs(absl::StatusCode::kInvalidArgument));
   // Damage on disk is detected when read.
   ASSERT_TRUE(WriteFileAtomic(dir + "/train-000001/step-000001.safetensors", "damaged").ok());
   EXPECT_THAT((*store)->Read(*ok), StatusIs(absl::StatusCode::kDataLoss));
@@ -126,7 +129,8 @@ std::vector<int64_t> Steps(const CheckpointStore& store, const std::string& job)
 std::string StepBytes(int64_t step) { return "checkpoint at step " + std::to_string(step); }
 std::string Sha(int64_t step) { return Sha256Hex(StepBytes(step)); }
 
-absl::StatusOr<v1::CheckpointInfo> PutStep(CheckpointStore& store, const std::string& job, int64_t step) {
+absl::StatusOr<v1::CheckpointInfo> PutStep(CheckpointStore& store, const std::string& job,
+                                           int64_t step) {
   return store.Put(job, step, false, StepBytes(step), Sha(step));
 }
 
@@ -147,12 +151,14 @@ TEST(CheckpointRetentionTest, KeepsTheNewestAndTheBestScoredAndRemembersScores) 
   EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{1, 3, 4}));  // 2 is neither
   // An eval of a file since rewritten (a restarted attempt redid step 3) scores nothing.
   EXPECT_THAT(
-      s.RecordEval(CheckpointStore::MakeId(job, 3), Sha256Hex("step 3 before"), "eval-000014", 1.0), StatusIs(absl::StatusCode::kFailedPrecondition));
+      s.RecordEval(CheckpointStore::MakeId(job, 3), Sha256Hex("step 3 before"), "eval-000014", 1.0),
+      StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_FALSE(FileExists(dir + "/" + CheckpointStore::MakeId(job, 2) + ".safetensors"));
   // A better score moves "best" to step 4, which is also among the newest: step 1 goes.
   ASSERT_TRUE(s.RecordEval(CheckpointStore::MakeId(job, 4), Sha(4), "eval-000012", 0.95).ok());
   EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{3, 4}));
-  EXPECT_THAT(s.RecordEval(CheckpointStore::MakeId(job, 1), Sha(1), "eval-000013", 1.0), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(s.RecordEval(CheckpointStore::MakeId(job, 1), Sha(1), "eval-000013", 1.0),
+              StatusIs(absl::StatusCode::kNotFound));
   // The score lives in the sidecar: a restarted store still knows it.
   auto reopened = CheckpointStore::Open(dir);
   ASSERT_TRUE(reopened.ok());
@@ -182,7 +188,8 @@ TEST(CheckpointRetentionTest, PinnedCheckpointsOutliveRetentionUntilReleased) {
   s.Unpin("train-000021");
   EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{3}));
   // A pruned checkpoint cannot be pinned: a reader learns it is gone, never half of it.
-  EXPECT_THAT(s.Pin(CheckpointStore::MakeId(job, 1), "eval-000022"), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(s.Pin(CheckpointStore::MakeId(job, 1), "eval-000022"),
+              StatusIs(absl::StatusCode::kNotFound));
   s.Unpin("eval-000020");
   ASSERT_TRUE(PutStep(s, job, 4).ok());
   EXPECT_EQ(Steps(s, job), (std::vector<int64_t>{4}));

@@ -50,18 +50,21 @@ class ClusterTest : public ::testing::Test {
   };
 
   // `state_dir` empty: under the test's directory. `listen` empty: any free port.
-  void StartCoordinator(const Timing& t, std::string state_dir = "", const std::string& listen = "") {
+  void StartCoordinator(const Timing& t, std::string state_dir = "",
+                        const std::string& listen = "") {
     if (dir_.empty()) dir_ = testing::MakeTempDir("cluster");
     if (state_dir.empty()) state_dir = dir_ + "/state";
     timing_ = t;
     state_dir_ = state_dir;
     std::remove((dir_ + "/port").c_str());
     auto c = ChildProcess::Spawn(
-        {testing::BinaryPath(), "coordinator", "--listen=" + (listen.empty() ? "127.0.0.1:0" : listen),
-         "--state_dir=" + state_dir, "--port_file=" + dir_ + "/port", "--heartbeat_interval_ms=100",
-         "--tick_ms=20", absl::StrCat("--worker_timeout_ms=", t.worker_timeout_ms),
+        {testing::BinaryPath(), "coordinator",
+         "--listen=" + (listen.empty() ? "127.0.0.1:0" : listen), "--state_dir=" + state_dir,
+         "--port_file=" + dir_ + "/port", "--heartbeat_interval_ms=100", "--tick_ms=20",
+         absl::StrCat("--worker_timeout_ms=", t.worker_timeout_ms),
          absl::StrCat("--restart_wait_ms=", t.restart_wait_ms),
-         absl::StrCat("--collective_timeout_ms=", t.collective_timeout_ms), "--metrics_listen=127.0.0.1:0"},
+         absl::StrCat("--collective_timeout_ms=", t.collective_timeout_ms),
+         "--metrics_listen=127.0.0.1:0"},
         dir_ + "/coordinator.log");
     ASSERT_TRUE(c.ok()) << c.status();
     coordinator_ = std::move(*c);
@@ -117,7 +120,8 @@ class ClusterTest : public ::testing::Test {
       auto list = client_->ListWorkers();
       int idle = 0;
       if (list.ok()) {
-        for (const auto& w : list->workers()) idle += (w.alive() && w.running().job_id().empty()) ? 1 : 0;
+        for (const auto& w : list->workers())
+          idle += (w.alive() && w.running().job_id().empty()) ? 1 : 0;
       }
       if (idle >= n) return;
       std::this_thread::sleep_for(milliseconds(50));
@@ -126,8 +130,8 @@ class ClusterTest : public ::testing::Test {
   }
 
   // Polls the job until `done` holds; fails the test after `timeout_s`.
-  v1::JobStatus WaitJob(const std::string& id, const std::function<bool(const v1::JobStatus&)>& done,
-                        double timeout_s) {
+  v1::JobStatus WaitJob(const std::string& id,
+                        const std::function<bool(const v1::JobStatus&)>& done, double timeout_s) {
     const auto start = Steady::now();
     v1::JobStatus last;
     while (SecondsSince(start) < timeout_s) {
@@ -146,16 +150,26 @@ class ClusterTest : public ::testing::Test {
   void StartLongJob(const Timing& timing, std::string* id);
   // Waits until the job is still RUNNING and has stored a checkpoint at step >= 5.
   void WaitRunningWithACheckpoint(const std::string& id) {
-    v1::JobStatus mid = WaitJob(id, [](const v1::JobStatus& s) { return s.latest_checkpoint_step() >= 5 || Ended(s); }, 120);
-    ASSERT_EQ(mid.state(), v1::JOB_STATE_RUNNING) << "the job ended too soon: " << mid.ShortDebugString();
+    v1::JobStatus mid = WaitJob(
+        id, [](const v1::JobStatus& s) { return s.latest_checkpoint_step() >= 5 || Ended(s); },
+        120);
+    ASSERT_EQ(mid.state(), v1::JOB_STATE_RUNNING)
+        << "the job ended too soon: " << mid.ShortDebugString();
   }
   v1::JobStatus WaitRestarting(const std::string& id) {
-    return WaitJob(id, [](const v1::JobStatus& s) { return s.state() == v1::JOB_STATE_RESTARTING || Ended(s); }, 30);
+    return WaitJob(
+        id,
+        [](const v1::JobStatus& s) { return s.state() == v1::JOB_STATE_RESTARTING || Ended(s); },
+        30);
   }
   // Attempt 2 running (resumed), or the job's end.
   v1::JobStatus WaitSecondAttempt(const std::string& id) {
-    return WaitJob(id, [](const v1::JobStatus& s) {
-      return (s.state() == v1::JOB_STATE_RUNNING && s.attempt() == 2) || Ended(s); }, 60);
+    return WaitJob(
+        id,
+        [](const v1::JobStatus& s) {
+          return (s.state() == v1::JOB_STATE_RUNNING && s.attempt() == 2) || Ended(s);
+        },
+        60);
   }
 
   void TearDown() override {
@@ -202,7 +216,8 @@ void ExpectTensorBoardMatchesHistory(const std::string& tb_dir, const v1::JobSta
   for (const v1::StepMetrics& m : job.history()) loss[m.step()] = m.loss();
   ASSERT_EQ(series["train/loss"].size(), loss.size()) << tb_dir;
   for (const auto& [step, value] : loss) {
-    EXPECT_NEAR(series["train/loss"][step], value, 1e-5 * std::max(1.0, std::abs(value))) << "step " << step;
+    EXPECT_NEAR(series["train/loss"][step], value, 1e-5 * std::max(1.0, std::abs(value)))
+        << "step " << step;
     EXPECT_EQ(series["train/grad_norm"].count(step), 1u) << "step " << step;
   }
   int starts = 0;
@@ -232,7 +247,8 @@ TEST_F(ClusterTest, TwoWorkersTrainAsOneProcessAndEvalMatchesTheSingleProcessRep
   // The fetched checkpoint is the stored file, byte for byte, and its checksum holds.
   auto fetched = client_->DownloadCheckpoint(submitted->job_id());
   ASSERT_TRUE(fetched.ok()) << fetched.status();
-  auto stored = ReadFile(dir_ + "/state/checkpoints/" + done.latest_checkpoint_id() + ".safetensors");
+  auto stored =
+      ReadFile(dir_ + "/state/checkpoints/" + done.latest_checkpoint_id() + ".safetensors");
   ASSERT_TRUE(stored.ok()) << stored.status();
   EXPECT_EQ(fetched->bytes, *stored);
   EXPECT_EQ(fetched->header.sha256(), Sha256Hex(*stored));
@@ -248,7 +264,8 @@ TEST_F(ClusterTest, TwoWorkersTrainAsOneProcessAndEvalMatchesTheSingleProcessRep
   EXPECT_TRUE(slim_ckpt->optimizer_state.empty());
   ASSERT_EQ(slim_ckpt->projector_tensors.size(), ckpt->projector_tensors.size());
   for (size_t i = 0; i < ckpt->projector_tensors.size(); ++i) {
-    EXPECT_TRUE(at::equal(slim_ckpt->projector_tensors[i].tensor, ckpt->projector_tensors[i].tensor));
+    EXPECT_TRUE(
+        at::equal(slim_ckpt->projector_tensors[i].tensor, ckpt->projector_tensors[i].tensor));
   }
 
   // One process with the same global batch (8), seed and phrasings.
@@ -348,7 +365,8 @@ TEST_F(ClusterTest, AnEvalJobOverThreeWorkersDownloadsTheProjectorOnce) {
   auto trained = client_->Submit(train);
   ASSERT_TRUE(trained.ok()) << trained.status();
   ASSERT_EQ(WaitJob(trained->job_id(), Ended, 180).state(), v1::JOB_STATE_SUCCEEDED);
-  const std::string step1 = trained->job_id() + "/step-000001", step2 = trained->job_id() + "/step-000002";
+  const std::string step1 = trained->job_id() + "/step-000001",
+                    step2 = trained->job_id() + "/step-000002";
 
   const std::string downloads =
       "llava_checkpoint_transfers_total{content=\"projector_only\",direction=\"download\"}";
@@ -458,8 +476,8 @@ TEST_F(ClusterTest, KilledWorkerJobResumesFromItsCheckpointWhenAWorkerReturns) {
   ASSERT_TRUE(with_history.ok()) << with_history.status();
   ExpectTensorBoardMatchesHistory(state_dir_ + "/tensorboard/" + id, *with_history);
   std::cout << "killed worker: noticed in " << notice_s << " s, survivor idle in " << survivor_s
-            << " s, resumed (attempt 2, from step " << resumed.resumed_from_step() << ") in " << resume_s
-            << " s\n";
+            << " s, resumed (attempt 2, from step " << resumed.resumed_from_step() << ") in "
+            << resume_s << " s\n";
 }
 
 // SIGTERM (Kubernetes stopping a pod) is not a crash: the worker leaves the coordinator,
@@ -494,8 +512,8 @@ TEST_F(ClusterTest, TerminatedWorkerLeavesAtOnceAndTheJobResumesWithoutIt) {
   v1::JobStatus resumed = WaitSecondAttempt(id);
   EXPECT_EQ(resumed.attempt(), 2) << resumed.ShortDebugString();
   EXPECT_GE(resumed.resumed_from_step(), 5);
-  std::cout << "SIGTERM: job restarting after " << notice_s << " s, worker exited 0 after " << exit_s
-            << " s, resumed from step " << resumed.resumed_from_step() << "\n";
+  std::cout << "SIGTERM: job restarting after " << notice_s << " s, worker exited 0 after "
+            << exit_s << " s, resumed from step " << resumed.resumed_from_step() << "\n";
 }
 
 // Issue 15, finding 6: a SIGSTOPped rank is declared lost at the worker timeout, and its
@@ -552,12 +570,18 @@ TEST_F(ClusterTest, ChaosEveryFaultEndsWithTheFaultFreeProjector) {
     auto job = client_->Submit(request);
     ASSERT_TRUE(job.ok()) << job.status();
     const std::string id = job->job_id();
-    v1::JobStatus mid = WaitJob(id, [](const v1::JobStatus& s) { return s.latest_checkpoint_step() >= 15 || Ended(s); }, 240);
+    v1::JobStatus mid = WaitJob(
+        id, [](const v1::JobStatus& s) { return s.latest_checkpoint_step() >= 15 || Ended(s); },
+        240);
     ASSERT_EQ(mid.state(), v1::JOB_STATE_RUNNING) << name << ": " << mid.ShortDebugString();
     const auto injected = Steady::now();
     fault(id);
-    v1::JobStatus resumed = WaitJob(id, [](const v1::JobStatus& s) {
-      return (s.state() == v1::JOB_STATE_RUNNING && s.attempt() >= 2) || Ended(s); }, 120);
+    v1::JobStatus resumed = WaitJob(
+        id,
+        [](const v1::JobStatus& s) {
+          return (s.state() == v1::JOB_STATE_RUNNING && s.attempt() >= 2) || Ended(s);
+        },
+        120);
     const double resume_s = SecondsSince(injected);
     v1::JobStatus done = WaitJob(id, Ended, 300);
     ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << name << ": " << done.ShortDebugString();
@@ -565,8 +589,11 @@ TEST_F(ClusterTest, ChaosEveryFaultEndsWithTheFaultFreeProjector) {
     EXPECT_EQ(got, want) << name;
     std::cout << "chaos: " << name << ": resumed (attempt " << resumed.attempt() << ", from step "
               << resumed.resumed_from_step() << ") " << resume_s << " s after the fault; "
-              << done.restarts() << " restart(s); projector " << (got == want ? "identical" : "DIFFERENT")
-              << (done.quarantined_checkpoints_size() > 0 ? "; quarantined: " + done.quarantined_checkpoints(0) : "")
+              << done.restarts() << " restart(s); projector "
+              << (got == want ? "identical" : "DIFFERENT")
+              << (done.quarantined_checkpoints_size() > 0
+                      ? "; quarantined: " + done.quarantined_checkpoints(0)
+                      : "")
               << "\n";
   };
 
@@ -590,7 +617,8 @@ TEST_F(ClusterTest, ChaosEveryFaultEndsWithTheFaultFreeProjector) {
     v1::JobStatus resumed = WaitSecondAttempt(id);
     EXPECT_EQ(resumed.resumed_from_step(), newest - 5) << resumed.ShortDebugString();
     ASSERT_EQ(resumed.quarantined_checkpoints_size(), 1) << resumed.ShortDebugString();
-    EXPECT_NE(resumed.quarantined_checkpoints(0).find("differ from the SHA-256"), std::string::npos);
+    EXPECT_NE(resumed.quarantined_checkpoints(0).find("differ from the SHA-256"),
+              std::string::npos);
     EXPECT_TRUE(FileExists(damaged + ".quarantined"));
   });
   run("worker kill -9, started again", [&](const std::string&) {
@@ -633,8 +661,12 @@ TEST_F(ClusterTest, AnElasticJobGoesOnWithFewerRanksAndGrowsBackToTheUninterrupt
   workers_["worker-1"].Signal(SIGKILL);
   workers_["worker-1"].Stop(milliseconds(100));
   const auto killed = Steady::now();
-  v1::JobStatus alone = WaitJob(id, [](const v1::JobStatus& s) {
-    return (s.state() == v1::JOB_STATE_RUNNING && s.attempt() == 2) || Ended(s); }, 120);
+  v1::JobStatus alone = WaitJob(
+      id,
+      [](const v1::JobStatus& s) {
+        return (s.state() == v1::JOB_STATE_RUNNING && s.attempt() == 2) || Ended(s);
+      },
+      120);
   const double shrink_s = SecondsSince(killed);
   ASSERT_EQ(alone.state(), v1::JOB_STATE_RUNNING) << alone.ShortDebugString();
   ASSERT_EQ(alone.worker_ids_size(), 1) << alone.ShortDebugString();
@@ -642,8 +674,12 @@ TEST_F(ClusterTest, AnElasticJobGoesOnWithFewerRanksAndGrowsBackToTheUninterrupt
 
   StartWorker("worker-1");
   const auto restarted = Steady::now();
-  v1::JobStatus grown = WaitJob(id, [](const v1::JobStatus& s) {
-    return (s.state() == v1::JOB_STATE_RUNNING && s.attempt() == 3) || Ended(s); }, 120);
+  v1::JobStatus grown = WaitJob(
+      id,
+      [](const v1::JobStatus& s) {
+        return (s.state() == v1::JOB_STATE_RUNNING && s.attempt() == 3) || Ended(s);
+      },
+      120);
   const double grow_s = SecondsSince(restarted);
   ASSERT_EQ(grown.state(), v1::JOB_STATE_RUNNING) << grown.ShortDebugString();
   EXPECT_EQ(grown.worker_ids_size(), 2);
@@ -652,9 +688,11 @@ TEST_F(ClusterTest, AnElasticJobGoesOnWithFewerRanksAndGrowsBackToTheUninterrupt
   EXPECT_EQ(done.restarts(), 1);
   ASSERT_EQ(done.attempts_size(), 3) << done.ShortDebugString();
   EXPECT_EQ(done.attempts(1).world_size(), 1);
-  EXPECT_NE(done.attempts(1).why().find("shrunk to 1 of 2 ranks"), std::string::npos) << done.attempts(1).why();
+  EXPECT_NE(done.attempts(1).why().find("shrunk to 1 of 2 ranks"), std::string::npos)
+      << done.attempts(1).why();
   EXPECT_EQ(done.attempts(2).world_size(), 2);
-  EXPECT_NE(done.attempts(2).why().find("grew from 1 to 2 ranks"), std::string::npos) << done.attempts(2).why();
+  EXPECT_NE(done.attempts(2).why().find("grew from 1 to 2 ranks"), std::string::npos)
+      << done.attempts(2).why();
   EXPECT_GT(done.attempts(2).from_step(), done.attempts(1).from_step());
 
   // The projectors agree to float rounding; a changed global batch or data order would
@@ -675,8 +713,8 @@ TEST_F(ClusterTest, AnElasticJobGoesOnWithFewerRanksAndGrowsBackToTheUninterrupt
     max_abs = std::max(max_abs, x.abs().max().item<double>());
   }
   EXPECT_LE(max_diff, 1e-5 * std::max(max_abs, 1.0));
-  std::cout << "elastic: shrank to 1 rank " << shrink_s << " s after the kill; grew back "
-            << grow_s << " s after worker-1 started (from step " << done.attempts(2).from_step()
+  std::cout << "elastic: shrank to 1 rank " << shrink_s << " s after the kill; grew back " << grow_s
+            << " s after worker-1 started (from step " << done.attempts(2).from_step()
             << "); projector max |diff| " << max_diff << " (max |w| " << max_abs << ")\n";
 }
 
@@ -708,7 +746,8 @@ TEST_F(ClusterTest, FullDiskFailsTheJobOnceAndASubmissionThatCannotBeRecordedQue
   v1::JobStatus failed = WaitJob(job->job_id(), Ended, 300);
   ASSERT_EQ(failed.state(), v1::JOB_STATE_FAILED) << failed.ShortDebugString();
   EXPECT_EQ(failed.restarts(), 0) << failed.reason();
-  EXPECT_NE(failed.reason().find("could not store its checkpoint"), std::string::npos) << failed.reason();
+  EXPECT_NE(failed.reason().find("could not store its checkpoint"), std::string::npos)
+      << failed.reason();
   EXPECT_NE(failed.reason().find("not retryable"), std::string::npos) << failed.reason();
   for (const std::string& name : ListDir(state + "/checkpoints/" + job->job_id())) {
     EXPECT_EQ(name.find(".tmp."), std::string::npos) << "half-written: " << name;
@@ -740,8 +779,8 @@ TEST_F(ClusterTest, FullDiskFailsTheJobOnceAndASubmissionThatCannotBeRecordedQue
 TEST_F(ClusterTest, AMultiGpuWorkerRunsOneRankPerGpuAndTheyLeaveTogether) {
   ASSERT_NO_FATAL_FAILURE(StartCoordinator(Timing()));
   auto pod = ChildProcess::Spawn(
-      {testing::BinaryPath(), "worker", "--gpus=2", "--coordinator=" + address_, "--worker_id=pod-a",
-       "--model=" + DemoLm(), "--tokenizer=" + DemoLm() + "/tokenizer.json",
+      {testing::BinaryPath(), "worker", "--gpus=2", "--coordinator=" + address_,
+       "--worker_id=pod-a", "--model=" + DemoLm(), "--tokenizer=" + DemoLm() + "/tokenizer.json",
        "--data_dir=" + testing::SourceDir() + "/data/mnist", "--device=cpu", "--threads=1",
        "--rpc_timeout_ms=5000", "--health_listen=127.0.0.1:0"},
       dir_ + "/pod-a.log");
@@ -777,7 +816,8 @@ TEST_F(ClusterTest, WithNoWorkerComingBackTheJobFailsClearlyInTime) {
   t.restart_wait_ms = 2000;
   std::string id;
   ASSERT_NO_FATAL_FAILURE(StartLongJob(t, &id));
-  v1::JobStatus mid = WaitJob(id, [](const v1::JobStatus& s) { return s.step() >= 3 || Ended(s); }, 120);
+  v1::JobStatus mid = WaitJob(
+      id, [](const v1::JobStatus& s) { return s.step() >= 3 || Ended(s); }, 120);
   ASSERT_EQ(mid.state(), v1::JOB_STATE_RUNNING) << mid.ShortDebugString();
   workers_["worker-1"].Signal(SIGKILL);
   const auto killed = Steady::now();
@@ -834,8 +874,10 @@ TEST_F(ClusterTest, BadRequestsGetClearStatusesAndTheCoordinatorKeepsServing) {
   // Nobody outside a running attempt writes or reads its rendezvous keys (a pre-set
   // NCCL id would fail every attempt of the next job).
   client_->SetSession("worker-0", "guessed-session");
-  EXPECT_TRUE(absl::IsPermissionDenied(client_->Set("train-000001/attempt-1/nccl_unique_id", "poison")));
-  EXPECT_TRUE(absl::IsPermissionDenied(client_->Get("train-000001/attempt-1/nccl_unique_id", milliseconds(0)).status()));
+  EXPECT_TRUE(
+      absl::IsPermissionDenied(client_->Set("train-000001/attempt-1/nccl_unique_id", "poison")));
+  EXPECT_TRUE(absl::IsPermissionDenied(
+      client_->Get("train-000001/attempt-1/nccl_unique_id", milliseconds(0)).status()));
   // A checkpoint from no running rank 0 is refused and nothing is stored.
   v1::CheckpointHeader header;
   header.mutable_ref()->set_job_id("train-999999");
@@ -846,8 +888,8 @@ TEST_F(ClusterTest, BadRequestsGetClearStatusesAndTheCoordinatorKeepsServing) {
   // Malformed job JSON: the client names the file and the problem, exit status 2.
   const std::string bad_json = dir_ + "/bad_job.json";
   ASSERT_TRUE(WriteFileAtomic(bad_json, R"({"batchSize": 4, "bachSize": 2})").ok());
-  auto submit = ChildProcess::Spawn({testing::BinaryPath(), "submit", "train", "--coordinator=" + address_,
-                                     "--job_json=" + bad_json},
+  auto submit = ChildProcess::Spawn({testing::BinaryPath(), "submit", "train",
+                                     "--coordinator=" + address_, "--job_json=" + bad_json},
                                     dir_ + "/submit.log");
   ASSERT_TRUE(submit.ok());
   while (submit->Running()) std::this_thread::sleep_for(milliseconds(20));
@@ -950,9 +992,11 @@ TEST_F(ClusterTest, AJobStartsFromAnotherJobsCheckpoint) {
   const std::string text = RunCli("status " + b->job_id() + " --coordinator=" + address_, &rc);
   EXPECT_EQ(rc, 0) << text;
   EXPECT_NE(text.find("init_from " + a_done.latest_checkpoint_id()), std::string::npos) << text;
-  const std::string json = RunCli("status " + b->job_id() + " --json --coordinator=" + address_, &rc);
+  const std::string json =
+      RunCli("status " + b->job_id() + " --json --coordinator=" + address_, &rc);
   EXPECT_EQ(rc, 0) << json;
-  EXPECT_NE(json.find("\"initFrom\":\"" + a_done.latest_checkpoint_id() + "\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"initFrom\":\"" + a_done.latest_checkpoint_id() + "\""), std::string::npos)
+      << json;
 
   v1::SubmitJobRequest missing = first;
   missing.mutable_train()->set_init_from("train-424242");

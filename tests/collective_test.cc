@@ -41,7 +41,8 @@ CollectiveOptions Options(int64_t rank, int64_t world, std::chrono::milliseconds
 }
 
 // `world` ranks on threads, each meeting the group and running `body` on it; their statuses.
-std::vector<absl::Status> OnRanks(int world, const std::function<absl::Status(int rank, Collective&)>& body) {
+std::vector<absl::Status> OnRanks(int world,
+                                  const std::function<absl::Status(int rank, Collective&)>& body) {
   InMemoryStore store;
   std::vector<absl::Status> statuses(world);
   std::vector<std::thread> threads;
@@ -80,7 +81,8 @@ TEST(CollectiveTest, MissingPeerFailsWithinTheTimeout) {
   const auto start = std::chrono::steady_clock::now();
   // Rank 0 of 2 waits for a rank 1 that never comes.
   auto group = CreateCollective(Options(0, 2, std::chrono::milliseconds(500)), &store);
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_FALSE(group.ok());
   EXPECT_NE(group.status().message().find("gloo"), std::string::npos) << group.status();
   EXPECT_LT(secs, 10.0);
@@ -104,7 +106,8 @@ TEST(CollectiveTest, PeerThatDiesMidRunFailsTheOtherRank) {
   quitter.join();
   const auto start = std::chrono::steady_clock::now();
   survivor = (*group)->AllReduceSum(t);
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_FALSE(survivor.ok());
   EXPECT_LT(secs, 10.0);
   // Once failed, the group refuses further work.
@@ -119,7 +122,8 @@ struct AbortOutcome {
   double seconds = 0;
   absl::Status after;
 };
-AbortOutcome AbortWhileThePeerHangs(int64_t rank, const std::function<absl::Status(Collective&)>& op) {
+AbortOutcome AbortWhileThePeerHangs(int64_t rank,
+                                    const std::function<absl::Status(Collective&)>& op) {
   InMemoryStore store;
   std::atomic<bool> release{false};
   std::thread peer([&] {
@@ -250,7 +254,8 @@ void RunShare(const std::vector<bool>& have, std::chrono::milliseconds timeout,
       };
       const auto start = std::chrono::steady_clock::now();
       run->results[r] = ShareProjector(o, &store, counted_fetch, attach);
-      run->seconds[r] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      run->seconds[r] =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (run->results[r].ok()) run->results[r]->group.Reset();
     });
   }
@@ -260,7 +265,8 @@ void RunShare(const std::vector<bool>& have, std::chrono::milliseconds timeout,
 TEST(ProjectorShareTest, ThreeRanksThatLackItShareOneFetch) {
   const std::string bytes = ProjectorBytes();
   ShareRun run;
-  RunShare({false, false, false}, std::chrono::seconds(20), [&] { return bytes; }, &run);
+  RunShare(
+      {false, false, false}, std::chrono::seconds(20), [&] { return bytes; }, &run);
   EXPECT_EQ(run.fetches.load(), 1);
   for (int r = 0; r < 3; ++r) {
     ASSERT_TRUE(run.results[r].ok()) << r << ": " << run.results[r].status();
@@ -273,7 +279,8 @@ TEST(ProjectorShareTest, ThreeRanksThatLackItShareOneFetch) {
 
 TEST(ProjectorShareTest, NoGroupFormsWhenEveryRankHasIt) {
   ShareRun run;
-  RunShare({true, true, true}, std::chrono::seconds(20), [] { return std::string("unused"); }, &run);
+  RunShare(
+      {true, true, true}, std::chrono::seconds(20), [] { return std::string("unused"); }, &run);
   EXPECT_EQ(run.fetches.load(), 0);
   EXPECT_EQ(run.attached.load(), 0);
   for (int r = 0; r < 3; ++r) {
@@ -287,9 +294,11 @@ TEST(ProjectorShareTest, ARankThatLacksItGetsRankZerosCopy) {
   const std::string bytes = ProjectorBytes();
   ShareRun run;
   // Rank 0's fetch is its cache here: it has the projector, rank 1 does not, rank 2 does.
-  RunShare({true, false, true}, std::chrono::seconds(20), [&] { return bytes; }, &run);
+  RunShare(
+      {true, false, true}, std::chrono::seconds(20), [&] { return bytes; }, &run);
   EXPECT_EQ(run.fetches.load(), 1);
-  for (int r = 0; r < 3; ++r) ASSERT_TRUE(run.results[r].ok()) << r << ": " << run.results[r].status();
+  for (int r = 0; r < 3; ++r)
+    ASSERT_TRUE(run.results[r].ok()) << r << ": " << run.results[r].status();
   EXPECT_TRUE(run.results[1]->bytes == bytes);
   EXPECT_TRUE(run.results[0]->bytes.empty());  // the ranks that had it get nothing new
   EXPECT_TRUE(run.results[2]->bytes.empty());
@@ -299,9 +308,12 @@ TEST(ProjectorShareTest, ARankThatLacksItGetsRankZerosCopy) {
 // Rank 0's failed fetch reaches the others as its error, at once: not at the 60 s timeout.
 TEST(ProjectorShareTest, RankZerosFailedFetchFailsEveryRankWithItsError) {
   ShareRun run;
-  RunShare({false, false, false}, std::chrono::seconds(60),
-           [] { return absl::StatusOr<std::string>(absl::NotFoundError("no checkpoint 'train-000009'")); },
-           &run);
+  RunShare(
+      {false, false, false}, std::chrono::seconds(60),
+      [] {
+        return absl::StatusOr<std::string>(absl::NotFoundError("no checkpoint 'train-000009'"));
+      },
+      &run);
   EXPECT_EQ(run.fetches.load(), 1);
   ASSERT_FALSE(run.results[0].ok());
   EXPECT_TRUE(absl::IsNotFound(run.results[0].status())) << run.results[0].status();
@@ -342,16 +354,18 @@ TEST(ProjectorShareTest, AbortEndsTheWaitForAHungRankZero) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     release = true;
   });
-  RunShare({false, false, false}, std::chrono::seconds(60),
-           [&]() -> absl::StatusOr<std::string> {
-             while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-             return bytes;
-           },
-           &run, [&](int64_t rank, Collective* c) {
-             std::lock_guard<std::mutex> lock(mu);
-             if (rank != 0 && c != nullptr) waiting.push_back(c);
-             if (c == nullptr) waiting.clear();  // never aborted after it is gone
-           });
+  RunShare(
+      {false, false, false}, std::chrono::seconds(60),
+      [&]() -> absl::StatusOr<std::string> {
+        while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        return bytes;
+      },
+      &run,
+      [&](int64_t rank, Collective* c) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (rank != 0 && c != nullptr) waiting.push_back(c);
+        if (c == nullptr) waiting.clear();  // never aborted after it is gone
+      });
   releaser.join();
   for (int r = 0; r < 3; ++r) {
     EXPECT_FALSE(run.results[r].ok()) << r;

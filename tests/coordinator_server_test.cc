@@ -98,11 +98,12 @@ class CoordinatorServerTest : public ::testing::Test {
                                 "client alice alice-token-1\n"
                                 "client bob bob-token-2\n"
                                 "worker pool worker-token-3\n"
-                                "admin root root-token-4\n").ok());
-    for (auto [name, token, out] : {std::tuple{"alice", "alice-token-1", &t.alice},
-                                    std::tuple{"bob", "bob-token-2", &t.bob},
-                                    std::tuple{"worker", "worker-token-3", &t.worker},
-                                    std::tuple{"root", "root-token-4", &t.root}}) {
+                                "admin root root-token-4\n")
+                    .ok());
+    for (auto [name, token, out] :
+         {std::tuple{"alice", "alice-token-1", &t.alice}, std::tuple{"bob", "bob-token-2", &t.bob},
+          std::tuple{"worker", "worker-token-3", &t.worker},
+          std::tuple{"root", "root-token-4", &t.root}}) {
       *out = dir_ + "/" + name + ".token";
       EXPECT_TRUE(WriteFileAtomic(*out, std::string(token) + "\n").ok());
     }
@@ -227,15 +228,23 @@ TEST_F(CoordinatorServerTest, MetricsShowJobsWorkersAndRpcs) {
   testing::HttpReply reply = testing::HttpRequest(server_->metrics_port(), "GET", "/metrics");
   ASSERT_EQ(reply.code, 200) << reply.body;
   const std::string& m = reply.body;
-  EXPECT_NE(m.find("llava_job_state{job_id=\"" + job->job_id() + "\",state=\"QUEUED\"} 1"), std::string::npos) << m;
+  EXPECT_NE(m.find("llava_job_state{job_id=\"" + job->job_id() + "\",state=\"QUEUED\"} 1"),
+            std::string::npos)
+      << m;
   EXPECT_NE(m.find("llava_job_step{job_id=\"" + job->job_id() + "\"} 0"), std::string::npos) << m;
   EXPECT_NE(m.find("llava_workers_alive 0"), std::string::npos) << m;
-  EXPECT_NE(m.find("llava_rpc_requests_total{code=\"OK\",method=\"/llava.v1.JobService/SubmitJob\"} 1"),
-            std::string::npos) << m;
-  EXPECT_NE(m.find("llava_rpc_requests_total{code=\"NOT_FOUND\",method=\"/llava.v1.JobService/GetJob\"} 1"),
-            std::string::npos) << m;
+  EXPECT_NE(
+      m.find("llava_rpc_requests_total{code=\"OK\",method=\"/llava.v1.JobService/SubmitJob\"} 1"),
+      std::string::npos)
+      << m;
+  EXPECT_NE(
+      m.find(
+          "llava_rpc_requests_total{code=\"NOT_FOUND\",method=\"/llava.v1.JobService/GetJob\"} 1"),
+      std::string::npos)
+      << m;
   EXPECT_NE(m.find("llava_rpc_latency_seconds_count{method=\"/llava.v1.JobService/SubmitJob\"} 1"),
-            std::string::npos) << m;
+            std::string::npos)
+      << m;
   EXPECT_EQ(testing::HttpRequest(server_->metrics_port(), "GET", "/other").code, 404);
   EXPECT_EQ(testing::HttpRequest(server_->metrics_port(), "POST", "/metrics").code, 405);
 }
@@ -272,7 +281,8 @@ TEST_F(CoordinatorServerTest, RolesDecideWhatEachCredentialMayDo) {
   EXPECT_THAT(worker->Submit(QueuedJob()), StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_THAT(worker->ListJobs(), StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_THAT(alice->Register(Worker("w0")), StatusIs(absl::StatusCode::kPermissionDenied));
-  EXPECT_THAT(alice->Set("train-000001/attempt-1/x", "v"), StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(alice->Set("train-000001/attempt-1/x", "v"),
+              StatusIs(absl::StatusCode::kPermissionDenied));
 
   auto registered = worker->Register(Worker("w0"));
   ASSERT_TRUE(registered.ok()) << registered.status();
@@ -300,12 +310,15 @@ TEST_F(CoordinatorServerTest, RolesDecideWhatEachCredentialMayDo) {
   forged.mutable_ref()->set_attempt(1);
   forged.set_step(999);
   forged.set_final(true);
-  EXPECT_THAT(intruder->UploadCheckpoint(forged, "forged bytes"), StatusIs(absl::StatusCode::kFailedPrecondition));
-  EXPECT_THAT(worker->UploadCheckpoint(forged, "step 999 of a 1-step plan"), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(intruder->UploadCheckpoint(forged, "forged bytes"),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(worker->UploadCheckpoint(forged, "step 999 of a 1-step plan"),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
   const std::string key = job->job_id() + "/attempt-1/nccl_unique_id";
   EXPECT_THAT(intruder->Set(key, "poison"), StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_TRUE(worker->Set(key, "real").ok());
-  EXPECT_THAT(intruder->Set(job->job_id() + "/attempt-2/nccl_unique_id", "pre-set"), StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(intruder->Set(job->job_id() + "/attempt-2/nccl_unique_id", "pre-set"),
+              StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_THAT(intruder->Leave("w0", "w0#1", "guessed"), StatusIs(absl::StatusCode::kNotFound));
   v1::HeartbeatRequest beat;
   beat.set_worker_id("w0");
@@ -343,7 +356,8 @@ TEST_F(CoordinatorServerTest, HostileFieldsAreRefusedAndTheServerKeepsServing) {
   v1::SubmitJobRequest poison = QueuedJob();
   poison.mutable_train()->set_batch_size(4611686018427387904LL);
   poison.mutable_train()->set_grad_accum(4);
-  EXPECT_THAT(client->Submit(poison), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("batch_size")));
+  EXPECT_THAT(client->Submit(poison),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("batch_size")));
   v1::SubmitJobRequest long_question = QueuedJob();
   long_question.mutable_train()->add_questions(std::string(7 << 20, 'q'));
   EXPECT_THAT(client->Submit(long_question),
@@ -363,7 +377,8 @@ TEST_F(CoordinatorServerTest, HostileFieldsAreRefusedAndTheServerKeepsServing) {
 // Issue 15, finding 5: waiting calls are capped, and every wait ends at shutdown instead
 // of holding the process for its whole wait.
 TEST_F(CoordinatorServerTest, WaitingCallsAreCappedAndShutdownEndsThem) {
-  ASSERT_NO_FATAL_FAILURE(Start(RpcSecurityOptions(), [](CoordinatorOptions* o) { o->max_long_polls = 2; }));
+  ASSERT_NO_FATAL_FAILURE(
+      Start(RpcSecurityOptions(), [](CoordinatorOptions* o) { o->max_long_polls = 2; }));
   auto client = Client(RpcSecurityOptions());
   auto queued = client->Submit(QueuedJob());
   ASSERT_TRUE(queued.ok());
@@ -379,10 +394,12 @@ TEST_F(CoordinatorServerTest, WaitingCallsAreCappedAndShutdownEndsThem) {
   absl::Status watch_status, get_status;
   std::thread watcher([&] {
     watch_status =
-        client->WatchJob(queued->job_id(), std::chrono::seconds(20), [](const v1::JobStatus&) {}).status();
+        client->WatchJob(queued->job_id(), std::chrono::seconds(20), [](const v1::JobStatus&) {})
+            .status();
   });
   std::thread getter([&] {
-    get_status = client->Get(job->job_id() + "/attempt-1/never-set", std::chrono::minutes(10)).status();
+    get_status =
+        client->Get(job->job_id() + "/attempt-1/never-set", std::chrono::minutes(10)).status();
   });
   // Both hold their places; a third waiting call is refused.
   absl::Status third;
@@ -439,7 +456,8 @@ TEST(RpcSecurityOptionsTest, UnreadableOrMalformedFilesAreNamed) {
   s.tls_cert = pki.token;  // not PEM
   loaded = RpcSecurity::LoadServer(s);
   ASSERT_FALSE(loaded.ok());
-  EXPECT_NE(loaded.status().message().find("is not a PEM file"), std::string::npos) << loaded.status();
+  EXPECT_NE(loaded.status().message().find("is not a PEM file"), std::string::npos)
+      << loaded.status();
 
   const std::string empty = testing::MakeTempDir("token") + "/empty";
   ASSERT_TRUE(WriteFileAtomic(empty, "\n").ok());

@@ -49,7 +49,8 @@ DemoLmOptions ShortOptions(const std::string& out_dir) {
 std::string Normalized(const std::string& q) {
   std::string out;
   for (char c : q) {
-    if (std::isalnum(static_cast<unsigned char>(c))) out += std::tolower(static_cast<unsigned char>(c));
+    if (std::isalnum(static_cast<unsigned char>(c)))
+      out += std::tolower(static_cast<unsigned char>(c));
   }
   return out;
 }
@@ -113,8 +114,7 @@ TEST(DemoLmBuildTest, MissingTokenizerNamesTheFile) {
   o.tokenizer_path = dir + "/no-such-tokenizer.json";
   absl::StatusOr<DemoLmResult> r = BuildDemoLm(o);
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("no-such-tokenizer.json"), std::string::npos)
-      << r.status();
+  EXPECT_NE(r.status().message().find("no-such-tokenizer.json"), std::string::npos) << r.status();
   EXPECT_FALSE(fs::exists(dir + "/lm"));
   EXPECT_FALSE(DemoLmExists(dir + "/lm"));
 }
@@ -160,8 +160,7 @@ TEST_F(ShortBuildTest, WritesHuggingFaceLayoutAndNothingElse) {
   std::set<std::string> files;
   for (const auto& e : fs::directory_iterator(Dir())) files.insert(e.path().filename());
   EXPECT_EQ(files, (std::set<std::string>{"config.json", "generation_config.json",
-                                          "model.safetensors", "tokenizer.json",
-                                          "demo_lm.json"}));
+                                          "model.safetensors", "tokenizer.json", "demo_lm.json"}));
   // The directory was renamed into place: no staging directories are left behind.
   EXPECT_FALSE(fs::exists(Dir() + ".tmp"));
   EXPECT_FALSE(fs::exists(Dir() + ".old"));
@@ -260,8 +259,7 @@ TEST_F(ShortBuildTest, LoadedCheckpointAnswersWithLowLoss) {
   for (int64_t r = 0; r < 10; ++r) {
     batch.ids[r][batch.image_position].fill_(*tok->TokenToId(std::to_string(r % 10)));
   }
-  at::Tensor loss =
-      CausalLmLoss(ForwardLogits(**model, ForwardOptions(), batch.ids), batch.labels);
+  at::Tensor loss = CausalLmLoss(ForwardLogits(**model, ForwardOptions(), batch.ids), batch.labels);
   EXPECT_LT(loss.item<double>(), 1.0);
   EXPECT_NEAR(loss.item<double>(), result_.final_answer_loss, 0.3);
   // The same dialogues with a random token at the image slot: the LM must depend on it.
@@ -302,8 +300,8 @@ TEST(DemoLmExistsTest, IncompleteDirectoryIsNotADemoLm) {
   const std::string dir = testing::MakeTempDir("demo-lm-exists");
   EXPECT_FALSE(DemoLmExists(dir));
   EXPECT_FALSE(DemoLmExists(dir + "/missing"));
-  for (const char* f : {"config.json", "generation_config.json", "model.safetensors",
-                        "tokenizer.json"}) {
+  for (const char* f :
+       {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"}) {
     ASSERT_TRUE(WriteFileAtomic(dir + "/" + f, "x").ok());
   }
   EXPECT_FALSE(DemoLmExists(dir));  // demo_lm.json missing
@@ -313,4 +311,3 @@ TEST(DemoLmExistsTest, IncompleteDirectoryIsNotADemoLm) {
 
 }  // namespace
 }  // namespace llava
-

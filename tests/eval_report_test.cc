@@ -165,7 +165,8 @@ TEST(EvalReportTest, MergeRejectsMismatchedOrOverlappingShardsAndStaysUnchanged)
   overlap.Add(Sample(0, 100, 3, "3"));
   overlap.Add(Sample(1, 4, 4, "4"));  // also in the fixture
   st = report.Merge(overlap);
-  EXPECT_THAT(st, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("sample 4 of question 1")));
+  EXPECT_THAT(st,
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("sample 4 of question 1")));
 
   EXPECT_EQ(report.ToJson(), before);
 }

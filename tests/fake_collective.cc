@@ -13,7 +13,9 @@ class Handle : public Collective {
  public:
   explicit Handle(FakeCollective* group) : group_(group) {}
   absl::Status AllReduceSum(at::Tensor& buffer) override { return group_->AllReduceSum(buffer); }
-  absl::Status Broadcast(at::Tensor& buffer, int64_t root) override { return group_->Broadcast(buffer, root); }
+  absl::Status Broadcast(at::Tensor& buffer, int64_t root) override {
+    return group_->Broadcast(buffer, root);
+  }
   void Abort() override { group_->Abort(); }
 
  private:

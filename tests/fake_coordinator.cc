@@ -11,15 +11,24 @@ namespace llava::testing {
 
 const char* FakeCoordinator::Name(Call call) {
   switch (call) {
-    case Call::kRegister: return "Register";
-    case Call::kHeartbeat: return "Heartbeat";
-    case Call::kReportTaskResult: return "ReportTaskResult";
-    case Call::kGetShard: return "GetShard";
-    case Call::kLeave: return "Leave";
-    case Call::kUpload: return "UploadCheckpoint";
-    case Call::kDownload: return "DownloadCheckpoint";
-    case Call::kSet: return "Set";
-    case Call::kGet: return "Get";
+    case Call::kRegister:
+      return "Register";
+    case Call::kHeartbeat:
+      return "Heartbeat";
+    case Call::kReportTaskResult:
+      return "ReportTaskResult";
+    case Call::kGetShard:
+      return "GetShard";
+    case Call::kLeave:
+      return "Leave";
+    case Call::kUpload:
+      return "UploadCheckpoint";
+    case Call::kDownload:
+      return "DownloadCheckpoint";
+    case Call::kSet:
+      return "Set";
+    case Call::kGet:
+      return "Get";
   }
   return "?";
 }
@@ -108,7 +117,8 @@ std::vector<v1::TaskResultRequest> FakeCoordinator::results() const {
 std::vector<v1::HeartbeatRequest> FakeCoordinator::heartbeats_at_result(size_t i) const {
   absl::MutexLock lock(&mu_);
   if (i >= heartbeats_at_result_.size()) return {};
-  return std::vector<v1::HeartbeatRequest>(heartbeats_.begin(), heartbeats_.begin() + heartbeats_at_result_[i]);
+  return std::vector<v1::HeartbeatRequest>(heartbeats_.begin(),
+                                           heartbeats_.begin() + heartbeats_at_result_[i]);
 }
 
 std::vector<std::string> FakeCoordinator::leaves() const {
@@ -134,8 +144,8 @@ absl::Status FakeCoordinator::Enter(Call call) {
 absl::Status FakeCoordinator::CheckSessionLocked(const std::string& worker_id,
                                                  const std::string& session_id) const {
   if (session_.empty() || worker_id != worker_id_ || session_id != session_) {
-    return absl::NotFoundError(absl::StrCat("worker '", worker_id, "' session '", session_id,
-                                            "' is not registered"));
+    return absl::NotFoundError(
+        absl::StrCat("worker '", worker_id, "' session '", session_id, "' is not registered"));
   }
   return absl::OkStatus();
 }
@@ -164,10 +174,12 @@ void FakeCoordinator::SetSession(const std::string& worker_id, const std::string
   client_session_ = session_id;
 }
 
-absl::StatusOr<v1::HeartbeatResponse> FakeCoordinator::Heartbeat(const v1::HeartbeatRequest& request) {
+absl::StatusOr<v1::HeartbeatResponse> FakeCoordinator::Heartbeat(
+    const v1::HeartbeatRequest& request) {
   if (absl::Status s = Enter(Call::kHeartbeat); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = CheckSessionLocked(request.worker_id(), request.session_id()); !s.ok()) return s;
+  if (absl::Status s = CheckSessionLocked(request.worker_id(), request.session_id()); !s.ok())
+    return s;
   heartbeats_.push_back(request);
   // Long poll: until mail comes, the session is forgotten, or the wait ends.
   const int64_t generation = generation_;
@@ -191,7 +203,8 @@ absl::StatusOr<v1::HeartbeatResponse> FakeCoordinator::Heartbeat(const v1::Heart
 absl::Status FakeCoordinator::ReportTaskResult(const v1::TaskResultRequest& request) {
   if (absl::Status s = Enter(Call::kReportTaskResult); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = CheckSessionLocked(request.worker_id(), request.session_id()); !s.ok()) return s;
+  if (absl::Status s = CheckSessionLocked(request.worker_id(), request.session_id()); !s.ok())
+    return s;
   results_.push_back(request);
   heartbeats_at_result_.push_back(heartbeats_.size());
   return absl::OkStatus();
@@ -221,7 +234,7 @@ absl::Status FakeCoordinator::Leave(const std::string& worker_id, const std::str
 }
 
 absl::StatusOr<v1::CheckpointInfo> FakeCoordinator::UploadCheckpoint(v1::CheckpointHeader header,
-                                                                      const std::string& bytes) {
+                                                                     const std::string& bytes) {
   if (absl::Status s = Enter(Call::kUpload); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   // The real client stamps the header with the session it was given.
@@ -241,12 +254,13 @@ absl::StatusOr<v1::CheckpointInfo> FakeCoordinator::UploadCheckpoint(v1::Checkpo
   return info;
 }
 
-absl::StatusOr<CheckpointDownload> FakeCoordinator::DownloadCheckpoint(const std::string& checkpoint,
-                                                                       bool projector_only) {
+absl::StatusOr<CheckpointDownload> FakeCoordinator::DownloadCheckpoint(
+    const std::string& checkpoint, bool projector_only) {
   if (absl::Status s = Enter(Call::kDownload); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   auto it = checkpoints_.find(checkpoint);
-  if (it == checkpoints_.end()) return absl::NotFoundError(absl::StrCat("no checkpoint '", checkpoint, "'"));
+  if (it == checkpoints_.end())
+    return absl::NotFoundError(absl::StrCat("no checkpoint '", checkpoint, "'"));
   CheckpointDownload out;
   out.header.set_checkpoint_id(checkpoint);
   out.header.set_projector_only(projector_only);
@@ -261,7 +275,8 @@ absl::Status FakeCoordinator::Set(const std::string& key, const std::string& val
   return rendezvous_.Set(key, value);
 }
 
-absl::StatusOr<std::string> FakeCoordinator::Get(const std::string& key, std::chrono::milliseconds wait) {
+absl::StatusOr<std::string> FakeCoordinator::Get(const std::string& key,
+                                                 std::chrono::milliseconds wait) {
   if (absl::Status s = Enter(Call::kGet); !s.ok()) return s;
   return rendezvous_.Get(key, wait);
 }

@@ -23,10 +23,21 @@ namespace llava::testing {
 
 class FakeCoordinator : public WorkerCoordinator {
  public:
-  enum class Call { kRegister, kHeartbeat, kReportTaskResult, kGetShard, kLeave, kUpload, kDownload, kSet, kGet };
+  enum class Call {
+    kRegister,
+    kHeartbeat,
+    kReportTaskResult,
+    kGetShard,
+    kLeave,
+    kUpload,
+    kDownload,
+    kSet,
+    kGet
+  };
   static const char* Name(Call call);
 
-  using ShardSource = std::function<absl::StatusOr<v1::Shard>(const v1::TaskRef& ref, int64_t epoch)>;
+  using ShardSource =
+      std::function<absl::StatusOr<v1::Shard>(const v1::TaskRef& ref, int64_t epoch)>;
 
   FakeCoordinator() = default;
 
@@ -55,12 +66,12 @@ class FakeCoordinator : public WorkerCoordinator {
   // The current session ("" before the first Register, or after ForgetSessions or Leave).
   std::string session() const;
   std::vector<v1::WorkerInfo> registrations() const;
-  std::vector<v1::HeartbeatRequest> heartbeats() const;     // of a known session, as received
-  std::vector<v1::TaskResultRequest> results() const;       // those accepted
+  std::vector<v1::HeartbeatRequest> heartbeats() const;  // of a known session, as received
+  std::vector<v1::TaskResultRequest> results() const;    // those accepted
   // The heartbeats received before the i-th accepted result.
   std::vector<v1::HeartbeatRequest> heartbeats_at_result(size_t i) const;
-  std::vector<std::string> leaves() const;                  // reasons given
-  std::vector<v1::CheckpointHeader> uploads() const;        // those stored
+  std::vector<std::string> leaves() const;            // reasons given
+  std::vector<v1::CheckpointHeader> uploads() const;  // those stored
   RendezvousStore& rendezvous() { return rendezvous_; }
 
   // --- WorkerCoordinator.

@@ -22,7 +22,10 @@ TEST(FileUtilTest, AtomicWriteReplacesAndLeavesNoTempFiles) {
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(*got, std::string("sec\0nd", 6));
   int files = 0;
-  for (auto& e : std::filesystem::directory_iterator(dir)) { (void)e; ++files; }
+  for (auto& e : std::filesystem::directory_iterator(dir)) {
+    (void)e;
+    ++files;
+  }
   EXPECT_EQ(files, 1);
 }
 
@@ -54,7 +57,7 @@ TEST(FileUtilTest, RemoveTreeRemovesNestedDirectoriesButNotLinkTargets) {
   ASSERT_TRUE(RemoveTree(dir + "/t").ok());
   EXPECT_FALSE(FileExists(dir + "/t"));
   EXPECT_TRUE(FileExists(dir + "/keep"));
-  EXPECT_TRUE(RemoveTree(dir + "/t").ok());  // already gone: not an error
+  EXPECT_TRUE(RemoveTree(dir + "/t").ok());     // already gone: not an error
   ASSERT_TRUE(RemoveTree(dir + "/keep").ok());  // a plain file
   EXPECT_FALSE(FileExists(dir + "/keep"));
 }

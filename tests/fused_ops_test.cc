@@ -20,7 +20,7 @@ struct Result {
 };
 
 Result RunSwiGlu(const at::Tensor& gate0, const at::Tensor& up0, const at::Tensor& grad_out,
-           bool fused) {
+                 bool fused) {
   at::Tensor gate = gate0.detach().requires_grad_(true);
   at::Tensor up = up0.detach().requires_grad_(true);
   at::Tensor out = SwiGlu(gate, up, fused);
@@ -40,17 +40,22 @@ TEST(FusedOpsTest, SwiGluMatchesThePlainFormula) {
       for (int shape = 0; shape < 3; ++shape) {
         at::manual_seed(shape);
         const auto opts = at::TensorOptions().dtype(at::kDouble);
-        at::Tensor g64 = shape == 1 ? at::randn({5, 37}, opts) * 4 : at::randn({2, 3, 64}, opts) * 4;
+        at::Tensor g64 =
+            shape == 1 ? at::randn({5, 37}, opts) * 4 : at::randn({2, 3, 64}, opts) * 4;
         at::Tensor u64 = at::randn(g64.sizes(), opts);
         at::Tensor d64 = at::randn(g64.sizes(), opts);
         at::Tensor g = g64.to(device, dtype), u = u64.to(device, dtype), d = d64.to(device, dtype);
         if (shape == 2) {
-          g = at::cat({g.view({-1}).narrow(0, 0, 1), g.view({-1})}).narrow(0, 1, g.numel()).view(g64.sizes());
-          u = at::cat({u.view({-1}).narrow(0, 0, 1), u.view({-1})}).narrow(0, 1, u.numel()).view(g64.sizes());
+          g = at::cat({g.view({-1}).narrow(0, 0, 1), g.view({-1})})
+                  .narrow(0, 1, g.numel())
+                  .view(g64.sizes());
+          u = at::cat({u.view({-1}).narrow(0, 0, 1), u.view({-1})})
+                  .narrow(0, 1, u.numel())
+                  .view(g64.sizes());
         }
         // Truth: the plain formula in float64 on the rounded inputs.
         const Result want = RunSwiGlu(g.to(at::kCPU, at::kDouble), u.to(at::kCPU, at::kDouble),
-                                d.to(at::kCPU, at::kDouble), false);
+                                      d.to(at::kCPU, at::kDouble), false);
         const Result got = RunSwiGlu(g, u, d, true);
         const Result plain = RunSwiGlu(g, u, d, false);
         const bool fused = SwiGluIsFused(g, u);
@@ -59,11 +64,14 @@ TEST(FusedOpsTest, SwiGluMatchesThePlainFormula) {
         EXPECT_EQ(got.out.scalar_type(), dtype);
         EXPECT_EQ(got.grad_gate.scalar_type(), dtype);
         const std::vector<std::pair<const char*, at::Tensor Result::*>> fields = {
-            {"out", &Result::out}, {"grad_gate", &Result::grad_gate}, {"grad_up", &Result::grad_up}};
+            {"out", &Result::out},
+            {"grad_gate", &Result::grad_gate},
+            {"grad_up", &Result::grad_up}};
         for (const auto& [name, f] : fields) {
           const double e_fused = testing::RelError(got.*f, want.*f);
           const double e_plain = testing::RelError(plain.*f, want.*f);
-          SCOPED_TRACE(::testing::Message() << device << " " << dtype << " shape " << shape << " " << name);
+          SCOPED_TRACE(::testing::Message()
+                       << device << " " << dtype << " shape " << shape << " " << name);
           if (!fused) {
             EXPECT_TRUE(at::equal(got.*f, plain.*f));  // the fallback is the formula itself
           } else if (dtype == at::kFloat) {

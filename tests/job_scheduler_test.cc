@@ -40,7 +40,8 @@ class JobSchedulerTest : public ::testing::Test {
     SchedulerOptions o;
     o.restart_wait = milliseconds(5000);
     o.state_dir = dir_;
-    scheduler_ = std::make_unique<JobScheduler>(o, registry_.get(), checkpoints_.get(), &rendezvous_);
+    scheduler_ =
+        std::make_unique<JobScheduler>(o, registry_.get(), checkpoints_.get(), &rendezvous_);
   }
   std::string Register(const std::string& id) {
     v1::WorkerInfo info;
@@ -53,7 +54,8 @@ class JobSchedulerTest : public ::testing::Test {
     info.set_test_images(100);
     return *registry_->Register(info, now_);
   }
-  v1::HeartbeatResponse Beat(const std::string& id, const std::string& session, const v1::TaskRef& running = {}) {
+  v1::HeartbeatResponse Beat(const std::string& id, const std::string& session,
+                             const v1::TaskRef& running = {}) {
     v1::HeartbeatRequest r;
     r.set_worker_id(id);
     r.set_session_id(session);
@@ -156,7 +158,8 @@ TEST_F(JobSchedulerTest, LostWorkerRestartsFromTheCheckpointThenFailsWhenNoneIsL
   auto status = scheduler_->Get(id, false);
   ASSERT_EQ(status->state(), v1::JOB_STATE_RESTARTING) << status->ShortDebugString();
   EXPECT_NE(status->reason().find("'b'"), std::string::npos) << status->reason();
-  EXPECT_NE(status->reason().find("no heartbeat for 1500 ms"), std::string::npos) << status->reason();
+  EXPECT_NE(status->reason().find("no heartbeat for 1500 ms"), std::string::npos)
+      << status->reason();
   abort = Beat("a", s0, a_ref);
   ASSERT_EQ(abort.abort_size(), 1);  // the survivor is told to abandon the attempt
   Beat("a", s0);                     // ...and has stopped
@@ -191,7 +194,8 @@ TEST_F(JobSchedulerTest, AnElasticJobShrinksAfterTheRestartWaitAndGrowsBackAtIts
   bad.mutable_train()->set_min_world_size(3);
   auto refused = scheduler_->Submit(bad, Caller(), now_);
   ASSERT_TRUE(absl::IsInvalidArgument(refused.status())) << refused.status();
-  EXPECT_NE(refused.status().message().find("train.min_world_size"), std::string::npos) << refused.status();
+  EXPECT_NE(refused.status().message().find("train.min_world_size"), std::string::npos)
+      << refused.status();
 
   const std::string s0 = Register("a"), s1 = Register("b");
   v1::SubmitJobRequest request = TrainRequest(2);
@@ -237,7 +241,8 @@ TEST_F(JobSchedulerTest, AnElasticJobShrinksAfterTheRestartWaitAndGrowsBackAtIts
       << status->attempts(0).ShortDebugString();
   EXPECT_EQ(status->attempts(1).world_size(), 1);
   EXPECT_EQ(status->attempts(1).from_step(), 4);
-  EXPECT_NE(status->attempts(1).why().find("shrunk to 1 of 2 ranks (min_world_size 1)"), std::string::npos)
+  EXPECT_NE(status->attempts(1).why().find("shrunk to 1 of 2 ranks (min_world_size 1)"),
+            std::string::npos)
       << status->attempts(1).ShortDebugString();
   v1::HeartbeatResponse alone = Beat("a", s0);
   ASSERT_TRUE(alone.has_task());
@@ -257,7 +262,8 @@ TEST_F(JobSchedulerTest, AnElasticJobShrinksAfterTheRestartWaitAndGrowsBackAtIts
   pc.seed = 9;
   DataPlan plan(pc);
   for (int step = 0; step < 9; ++step) {
-    std::vector<int64_t> expected, got(shard->steps(step).index().begin(), shard->steps(step).index().end());
+    std::vector<int64_t> expected,
+        got(shard->steps(step).index().begin(), shard->steps(step).index().end());
     for (const PlannedSample& s : plan.StepSamples(step)) expected.push_back(s.index);
     EXPECT_EQ(got, expected) << "step " << step;
   }
@@ -272,7 +278,8 @@ TEST_F(JobSchedulerTest, AnElasticJobShrinksAfterTheRestartWaitAndGrowsBackAtIts
   scheduler_->OnCheckpointStored(*info6, now_);
   status = scheduler_->Get(id, false);
   ASSERT_EQ(status->state(), v1::JOB_STATE_RESTARTING) << status->ShortDebugString();
-  EXPECT_NE(status->reason().find("regrouped at the checkpoint of step 6 to grow"), std::string::npos)
+  EXPECT_NE(status->reason().find("regrouped at the checkpoint of step 6 to grow"),
+            std::string::npos)
       << status->reason();
   ASSERT_EQ(Beat("a", s0, alone.task().ref()).abort_size(), 1);
   Beat("a", s0);
@@ -316,7 +323,8 @@ TEST_F(JobSchedulerTest, LongPollHandsOutATaskAsSoonAsItIsQueued) {
   // A replaced session's poll ends with NOT_FOUND (the old one silent past the timeout).
   now_ = Clock::now() + milliseconds(1500);
   Register("a");
-  EXPECT_TRUE(absl::IsNotFound(registry_->WaitForMail("a", s0, Clock::now() + milliseconds(10)).status()));
+  EXPECT_TRUE(
+      absl::IsNotFound(registry_->WaitForMail("a", s0, Clock::now() + milliseconds(10)).status()));
 }
 
 TEST_F(JobSchedulerTest, AWorkerThatLeavesEndsTheAttemptAtOnceAndTheReasonSaysSo) {
@@ -336,7 +344,8 @@ TEST_F(JobSchedulerTest, AWorkerThatLeavesEndsTheAttemptAtOnceAndTheReasonSaysSo
   scheduler_->OnWorkerLeft("b", now_);
   auto status = scheduler_->Get(job->job_id(), false);
   ASSERT_EQ(status->state(), v1::JOB_STATE_RESTARTING) << status->ShortDebugString();
-  EXPECT_NE(status->reason().find("worker 'b' (rank 1) was lost: it left (pod deleted)"), std::string::npos)
+  EXPECT_NE(status->reason().find("worker 'b' (rank 1) was lost: it left (pod deleted)"),
+            std::string::npos)
       << status->reason();
   // The leaver then closes its sockets and the survivor's collective fails: that report
   // is about an attempt that has already ended and changes nothing.
@@ -347,7 +356,8 @@ TEST_F(JobSchedulerTest, AWorkerThatLeavesEndsTheAttemptAtOnceAndTheReasonSaysSo
   failed.set_error("gloo all-reduce failed: Connection closed by peer");
   failed.set_retryable(true);
   EXPECT_THAT(scheduler_->OnTaskResult(failed),
-              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("attempt 1 rank 0 is not running")));
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("attempt 1 rank 0 is not running")));
   auto after = scheduler_->Get(job->job_id(), false);
   EXPECT_EQ(after->reason(), status->reason());
   EXPECT_EQ(after->restarts(), status->restarts());
@@ -389,7 +399,8 @@ TEST_F(JobSchedulerTest, SubmissionIsValidatedAndRecordsSurviveARestart) {
   bad = TrainRequest(1);
   bad.mutable_train()->set_projector("conv");
   EXPECT_TRUE(absl::IsInvalidArgument(scheduler_->Submit(bad, Caller(), now_).status()));
-  EXPECT_TRUE(absl::IsFailedPrecondition(scheduler_->Submit(TrainRequest(2), Caller(), now_).status()));
+  EXPECT_TRUE(
+      absl::IsFailedPrecondition(scheduler_->Submit(TrainRequest(2), Caller(), now_).status()));
   v1::SubmitJobRequest queued = TrainRequest(2);
   queued.set_wait_for_workers(true);
   auto job = scheduler_->Submit(queued, Caller(), now_);
@@ -417,12 +428,24 @@ TEST_F(JobSchedulerTest, AbsurdValuesAreRefusedAtTheDoorNamingTheField) {
     std::function<void(v1::TrainSpec*)> set;
   };
   const std::vector<Case> cases = {
-      {"train.batch_size", [](v1::TrainSpec* t) { t->set_batch_size(4611686018427387904LL); t->set_grad_accum(4); }},
-      {"global batch", [](v1::TrainSpec* t) { t->set_batch_size(65536); t->set_grad_accum(4096); }},
+      {"train.batch_size",
+       [](v1::TrainSpec* t) {
+         t->set_batch_size(4611686018427387904LL);
+         t->set_grad_accum(4);
+       }},
+      {"global batch",
+       [](v1::TrainSpec* t) {
+         t->set_batch_size(65536);
+         t->set_grad_accum(4096);
+       }},
       {"train.batch_size", [](v1::TrainSpec* t) { t->set_batch_size(int64_t{1} << 62); }},
       {"train.epochs", [](v1::TrainSpec* t) { t->set_epochs(int64_t{1} << 62); }},
       {"train.world_size", [](v1::TrainSpec* t) { t->set_world_size(INT64_MAX); }},
-      {"train.projector_hidden", [](v1::TrainSpec* t) { t->set_projector("mlp2x_gelu"); t->set_projector_hidden(INT64_MAX); }},
+      {"train.projector_hidden",
+       [](v1::TrainSpec* t) {
+         t->set_projector("mlp2x_gelu");
+         t->set_projector_hidden(INT64_MAX);
+       }},
       {"train.image_tokens", [](v1::TrainSpec* t) { t->set_image_tokens(1000000); }},
       {"train.lr", [](v1::TrainSpec* t) { t->set_lr(1e308); }},
       {"train.lr", [](v1::TrainSpec* t) { t->set_lr(std::nan("")); }},
@@ -432,8 +455,12 @@ TEST_F(JobSchedulerTest, AbsurdValuesAreRefusedAtTheDoorNamingTheField) {
       {"train.checkpoint_every_steps", [](v1::TrainSpec* t) { t->set_checkpoint_every_steps(-5); }},
       {"train.train_digits", [](v1::TrainSpec* t) { t->set_train_digits(-7); }},
       {"train.max_steps", [](v1::TrainSpec* t) { t->set_max_steps(int64_t{1} << 40); }},
-      {"train.questions", [](v1::TrainSpec* t) { for (int i = 0; i < 65; ++i) t->add_questions("Which?"); }},
-      {"train.questions[0]", [](v1::TrainSpec* t) { t->add_questions("What digit?\ninjected log line"); }},
+      {"train.questions",
+       [](v1::TrainSpec* t) {
+         for (int i = 0; i < 65; ++i) t->add_questions("Which?");
+       }},
+      {"train.questions[0]",
+       [](v1::TrainSpec* t) { t->add_questions("What digit?\ninjected log line"); }},
       {"train.questions[0]", [](v1::TrainSpec* t) { t->add_questions(std::string(10000, 'q')); }},
       {"train.answer_templates[0]", [](v1::TrainSpec* t) { t->add_answer_templates(""); }},
       {"train.model", [](v1::TrainSpec* t) { t->set_model(std::string(7 << 20, 'm')); }},
@@ -505,7 +532,8 @@ TEST_F(JobSchedulerTest, SubmitIsDurableOrRefusedAndIdsAreNeverReused) {
   ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
   ASSERT_FALSE(refused.ok());
   EXPECT_TRUE(absl::IsResourceExhausted(refused.status())) << refused.status();
-  EXPECT_NE(refused.status().message().find("nothing queued"), std::string::npos) << refused.status();
+  EXPECT_NE(refused.status().message().find("nothing queued"), std::string::npos)
+      << refused.status();
   EXPECT_EQ(scheduler_->List().size(), 1u);
 
   // The finished first job is deleted; a new coordinator still never reuses either id.
@@ -538,7 +566,8 @@ TEST_F(JobSchedulerTest, ACorruptCheckpointIsQuarantinedAndTheJobFallsBack) {
   EXPECT_EQ(checkpoints_->List(id).size(), 3u);  // step 2 pruned
   EXPECT_FALSE(checkpoints_->Find(CheckpointStore::MakeId(id, 2)).ok());
   // The newest one is damaged on disk.
-  const std::string newest = dir_ + "/checkpoints/" + CheckpointStore::MakeId(id, 8) + ".safetensors";
+  const std::string newest =
+      dir_ + "/checkpoints/" + CheckpointStore::MakeId(id, 8) + ".safetensors";
   ASSERT_TRUE(WriteFileAtomic(newest, "checkpoint at step 9").ok());
   // The attempt ends (its worker is lost); the next one resumes from step 6.
   now_ += milliseconds(1500);
@@ -569,14 +598,17 @@ TEST_F(JobSchedulerTest, OnlyTheHoldersOfAnAttemptTouchItAndOnlyTheSubmitterMana
   const std::string s0 = Register("a"), s1 = Register("b");
   EXPECT_EQ(s0.size(), 32u);  // 128 random bits
   EXPECT_NE(s0, s1);
-  Caller alice{"alice", kRoleClient}, bob{"bob", kRoleClient}, root{"root", kRoleAdmin | kRoleClient};
+  Caller alice{"alice", kRoleClient}, bob{"bob", kRoleClient},
+      root{"root", kRoleAdmin | kRoleClient};
   auto job = scheduler_->Submit(TrainRequest(2), alice, now_);
   ASSERT_TRUE(job.ok());
   EXPECT_EQ(job->submitter(), "alice");
   const std::string prefix = job->job_id() + "/attempt-1/";
   EXPECT_TRUE(scheduler_->CheckRendezvousAccess(prefix + "rank0", "a", s0).ok());
-  EXPECT_TRUE(absl::IsPermissionDenied(scheduler_->CheckRendezvousAccess(prefix + "rank0", "a", "w0#1")));
-  EXPECT_TRUE(absl::IsPermissionDenied(scheduler_->CheckRendezvousAccess(prefix + "rank0", "c", s0)));
+  EXPECT_TRUE(
+      absl::IsPermissionDenied(scheduler_->CheckRendezvousAccess(prefix + "rank0", "a", "w0#1")));
+  EXPECT_TRUE(
+      absl::IsPermissionDenied(scheduler_->CheckRendezvousAccess(prefix + "rank0", "c", s0)));
   // Keys of a later attempt cannot be set in advance.
   EXPECT_TRUE(absl::IsPermissionDenied(
       scheduler_->CheckRendezvousAccess(job->job_id() + "/attempt-2/nccl_unique_id", "a", s0)));
@@ -590,7 +622,8 @@ TEST_F(JobSchedulerTest, OnlyTheHoldersOfAnAttemptTouchItAndOnlyTheSubmitterMana
   EXPECT_EQ(scheduler_->Get(job->job_id(), false)->state(), v1::JOB_STATE_RUNNING);
   EXPECT_TRUE(absl::IsFailedPrecondition(scheduler_->Delete(job->job_id(), alice)));  // running
   ASSERT_TRUE(scheduler_->Cancel(job->job_id(), alice).ok());
-  EXPECT_TRUE(absl::IsPermissionDenied(scheduler_->CheckRendezvousAccess(prefix + "rank0", "a", s0)));
+  EXPECT_TRUE(
+      absl::IsPermissionDenied(scheduler_->CheckRendezvousAccess(prefix + "rank0", "a", s0)));
   EXPECT_TRUE(absl::IsPermissionDenied(scheduler_->Delete(job->job_id(), bob)));
   EXPECT_TRUE(scheduler_->Delete(job->job_id(), root).ok());
   EXPECT_TRUE(absl::IsNotFound(scheduler_->Get(job->job_id(), false).status()));
@@ -685,7 +718,8 @@ TEST(RendezvousStoreTest, QuotasPerAttemptAndEverythingFreedAtTheEnd) {
   RendezvousStore store(limits);
   ASSERT_TRUE(store.Set("train-000001/attempt-1/a", std::string(1000, 'x')).ok());
   ASSERT_TRUE(store.Set("train-000001/attempt-1/b", std::string(1000, 'x')).ok());
-  EXPECT_TRUE(absl::IsResourceExhausted(store.Set("train-000001/attempt-1/c", std::string(3000, 'x'))));
+  EXPECT_TRUE(
+      absl::IsResourceExhausted(store.Set("train-000001/attempt-1/c", std::string(3000, 'x'))));
   ASSERT_TRUE(store.Set("train-000001/attempt-1/c", "small").ok());
   EXPECT_TRUE(absl::IsResourceExhausted(store.Set("train-000001/attempt-1/d", "one too many")));
   EXPECT_TRUE(store.Set("train-000002/attempt-1/a", "another attempt has its own quota").ok());
@@ -773,8 +807,10 @@ TEST_F(JobSchedulerTest, InitFromAJobSkipsADamagedCheckpointButAnIdMustVerify) {
     const std::string bytes = ProjectorCheckpoint(ProjectorType::kLinear, step);
     ASSERT_TRUE(checkpoints_->Put(source, step, false, bytes, Sha256Hex(bytes)).ok());
   }
-  ASSERT_TRUE(WriteFileAtomic(dir_ + "/checkpoints/" + CheckpointStore::MakeId(source, 10) + ".safetensors",
-                              "damaged").ok());
+  ASSERT_TRUE(
+      WriteFileAtomic(dir_ + "/checkpoints/" + CheckpointStore::MakeId(source, 10) + ".safetensors",
+                      "damaged")
+          .ok());
   v1::SubmitJobRequest r = TrainRequest(1);
   r.set_wait_for_workers(true);
   r.mutable_train()->set_init_from(CheckpointStore::MakeId(source, 10));

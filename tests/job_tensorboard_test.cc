@@ -31,7 +31,8 @@ std::vector<v1::StepMetrics> Steps(int64_t from, int64_t to) {
   return out;
 }
 
-std::map<int64_t, float> Series(const std::vector<tensorboard::Event>& events, const std::string& tag) {
+std::map<int64_t, float> Series(const std::vector<tensorboard::Event>& events,
+                                const std::string& tag) {
   return testing::ScalarSeries(events)[tag];
 }
 

@@ -39,14 +39,15 @@ void ExpectShape(const LlamaConfig& c, const nlohmann::json& j) {
   EXPECT_EQ(c.num_attention_heads, j.at("num_attention_heads").get<int64_t>());
   EXPECT_EQ(c.num_key_value_heads, j.at("num_key_value_heads").get<int64_t>());
   EXPECT_EQ(c.head_dim, j.contains("head_dim") ? j.at("head_dim").get<int64_t>()
-                                                : c.hidden_size / c.num_attention_heads);
+                                               : c.hidden_size / c.num_attention_heads);
   EXPECT_EQ(c.num_kv_groups(), c.num_attention_heads / c.num_key_value_heads);
   EXPECT_EQ(c.tie_word_embeddings, j.value("tie_word_embeddings", false));
 }
 
 // The rope settings of `rope` (transformers 5's rope_parameters, or the published
 // rope_theta + rope_scaling) as read.
-void ExpectRope(const LlamaConfig& c, const nlohmann::json& theta_holder, const nlohmann::json& scaling) {
+void ExpectRope(const LlamaConfig& c, const nlohmann::json& theta_holder,
+                const nlohmann::json& scaling) {
   EXPECT_DOUBLE_EQ(c.rope.theta, theta_holder.at("rope_theta").get<double>());
   const std::string type = scaling.is_object() ? scaling.value("rope_type", "default") : "default";
   EXPECT_EQ(c.rope.type, type == "llama3" ? RopeType::kLlama3 : RopeType::kDefault);
@@ -84,7 +85,7 @@ int64_t CountParameters(const nlohmann::json& j) {
                 kv = j.at("num_key_value_heads");
   const int64_t hd = j.contains("head_dim") ? j.at("head_dim").get<int64_t>() : h / heads;
   const int64_t attention = h * heads * hd * 2 + h * kv * hd * 2;  // q, o; k, v
-  const int64_t layer = attention + 3 * h * f + 2 * h;              // + mlp, two norms
+  const int64_t layer = attention + 3 * h * f + 2 * h;             // + mlp, two norms
   const bool tied = j.value("tie_word_embeddings", false);
   return v * h * (tied ? 1 : 2) + l * layer + h;
 }
@@ -92,7 +93,8 @@ int64_t CountParameters(const nlohmann::json& j) {
 TEST(LlamaConfigTest, ReadsPublishedLlama31Form) {
   std::string path = testing::FixturesDir() + "/llama-3.1-8b-instruct.config.json";
   const nlohmann::json j = FixtureJson("llama-3.1-8b-instruct.config.json");
-  ASSERT_TRUE(j.contains("rope_scaling") && !j.contains("rope_parameters")) << "not the published form";
+  ASSERT_TRUE(j.contains("rope_scaling") && !j.contains("rope_parameters"))
+      << "not the published form";
   auto text = ReadFile(path);
   ASSERT_TRUE(text.ok()) << text.status();
   auto c = ParseLlamaConfig(*text, path);
@@ -144,35 +146,42 @@ INSTANTIATE_TEST_SUITE_P(
                 "LlamaModel"},
         BadCase{"missing", R"({"model_type":"llama","vocab_size":32})", "hidden_size"},
         BadCase{"type", R"({"model_type":"llama","vocab_size":"32"})", "vocab_size"},
-        BadCase{"rope_type",
-                R"({"model_type":"llama","vocab_size":32,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2,"rope_scaling":{"rope_type":"yarn","factor":4}})",
-                "rope_type 'yarn'"},
-        BadCase{"gqa",
-                R"({"model_type":"llama","vocab_size":32,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":3,"num_key_value_heads":2})",
-                "multiple of num_key_value_heads"},
-        BadCase{"eos",
-                R"({"model_type":"llama","vocab_size":32,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2,"eos_token_id":[1,99]})",
-                "eos_token_id 99"},
-        BadCase{"eos_type",
-                R"({"model_type":"llama","vocab_size":32,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2,"eos_token_id":"x"})",
-                "eos_token_id"},
-        BadCase{"llama3_missing",
-                R"({"model_type":"llama","vocab_size":32,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2,"rope_parameters":{"rope_type":"llama3","rope_theta":10000.0}})",
-                "factor"},
-        BadCase{"bias",
-                R"({"model_type":"llama","attention_bias":true,"vocab_size":32})",
+        BadCase{
+            "rope_type",
+            R"({"model_type":"llama","vocab_size":32,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2,"rope_scaling":{"rope_type":"yarn","factor":4}})",
+            "rope_type 'yarn'"},
+        BadCase{
+            "gqa",
+            R"({"model_type":"llama","vocab_size":32,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":3,"num_key_value_heads":2})",
+            "multiple of num_key_value_heads"},
+        BadCase{
+            "eos",
+            R"({"model_type":"llama","vocab_size":32,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2,"eos_token_id":[1,99]})",
+            "eos_token_id 99"},
+        BadCase{
+            "eos_type",
+            R"({"model_type":"llama","vocab_size":32,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2,"eos_token_id":"x"})",
+            "eos_token_id"},
+        BadCase{
+            "llama3_missing",
+            R"({"model_type":"llama","vocab_size":32,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2,"rope_parameters":{"rope_type":"llama3","rope_theta":10000.0}})",
+            "factor"},
+        BadCase{"bias", R"({"model_type":"llama","attention_bias":true,"vocab_size":32})",
                 "attention_bias"},
-        BadCase{"zero",
-                R"({"model_type":"llama","vocab_size":0,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2})",
-                "vocab_size must be > 0"},
+        BadCase{
+            "zero",
+            R"({"model_type":"llama","vocab_size":0,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2})",
+            "vocab_size must be > 0"},
         // Found by fuzz_llama_config: the parameter count overflowed int64 (UB) when
         // DescribeConfig printed it.
-        BadCase{"params_overflow",
-                R"({"model_type":"llama","vocab_size":1,"hidden_size":4611686018427387904,"intermediate_size":1,"num_hidden_layers":1,"num_attention_heads":2})",
-                "hidden_size 4611686018427387904"},
-        BadCase{"params_overflow_layers",
-                R"({"model_type":"llama","vocab_size":32,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":9223372036854775807,"num_attention_heads":2})",
-                "give more parameters than int64 holds"}),
+        BadCase{
+            "params_overflow",
+            R"({"model_type":"llama","vocab_size":1,"hidden_size":4611686018427387904,"intermediate_size":1,"num_hidden_layers":1,"num_attention_heads":2})",
+            "hidden_size 4611686018427387904"},
+        BadCase{
+            "params_overflow_layers",
+            R"({"model_type":"llama","vocab_size":32,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":9223372036854775807,"num_attention_heads":2})",
+            "give more parameters than int64 holds"}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return std::string(info.param.name); });
 
 // Found by fuzz_llama_config: an architectures entry nested a million levels deep

@@ -72,8 +72,8 @@ class LlamaModelTest : public ::testing::TestWithParam<Case> {
     auto model = LoadLlama(testing::FixturesDir() + "/" + c.model, options);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
-    auto expected = SafetensorsFile::Open(testing::FixturesDir() + "/" + c.expected +
-                                          "/expected.safetensors");
+    auto expected =
+        SafetensorsFile::Open(testing::FixturesDir() + "/" + c.expected + "/expected.safetensors");
     ASSERT_TRUE(expected.ok()) << expected.status();
     expected_ = std::move(*expected);
   }
@@ -190,8 +190,7 @@ TEST_P(LlamaModelTest, LossAndImageGradientMatchTransformers) {
   const double loss_err = testing::RelError(loss.reshape({1}), Expected("loss"));
   const double grad_err = testing::RelError(image.grad(), Expected("grad_image_embeds"));
   std::cout << "loss relative error " << loss_err << ", grad_image_embeds " << grad_err << "\n";
-  EXPECT_LE(loss_err, loss_tol)
-      << loss.item<float>() << " vs " << Expected("loss").item<float>();
+  EXPECT_LE(loss_err, loss_tol) << loss.item<float>() << " vs " << Expected("loss").item<float>();
   ASSERT_TRUE(image.grad().defined());
   EXPECT_LE(testing::RelError(image.grad(), Expected("grad_image_embeds")), grad_tol);
   // Frozen: no weight collected a gradient.
@@ -504,7 +503,8 @@ TEST(LlamaLoadTest, Float16IsRefusedWhereItCannotHold) {
   ASSERT_FALSE(half.ok());
   if (options.device.is_cpu() && TORCH_VERSION_MAJOR < 2) {
     EXPECT_NE(half.status().message().find("float16 on the CPU needs libtorch 2"),
-              std::string::npos) << half.status();
+              std::string::npos)
+        << half.status();
   } else {
     EXPECT_NE(half.status().message().find(bad), std::string::npos) << half.status();
     EXPECT_NE(half.status().message().find("float16"), std::string::npos) << half.status();

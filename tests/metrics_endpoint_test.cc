@@ -56,7 +56,8 @@ TEST(MetricsEndpointTest, ServesTheRegistryAndCollectablesAtScrapeTime) {
   ASSERT_GT(e.port(), 0);
   auto registry = std::make_shared<prometheus::Registry>();
   e.Add(registry);
-  auto& counter = prometheus::BuildCounter().Name("test_events_total").Help("events").Register(*registry);
+  auto& counter =
+      prometheus::BuildCounter().Name("test_events_total").Help("events").Register(*registry);
   counter.Add({{"kind", "a"}}).Increment(3);
   auto answer = std::make_shared<Answer>();
   e.Add(answer);

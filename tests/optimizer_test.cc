@@ -239,9 +239,14 @@ TEST(OptimizerTest, LoadStateRefusesMismatches) {
   const Case cases[] = {
       {[](auto& s) { s.erase("w.exp_avg_sq"); }, "'w.exp_avg_sq' is missing"},
       {[](auto& s) { s.erase("step"); }, "'step' is missing"},
-      {[](auto& s) { s["w.exp_avg"] = at::zeros({5, 7}); }, "shape [5, 7], expected [7, 5]"},
+      {[](auto& s) {
+         s["w.exp_avg"] = at::zeros({5, 7});
+       },
+       "shape [5, 7], expected [7, 5]"},
       {[](auto& s) { s["b.exp_avg"] = at::zeros({7}, at::kDouble); }, "dtype Double"},
-      {[](auto& s) { s["w.momentum_buffer"] = at::zeros({7, 5}); },
+      {[](auto& s) {
+         s["w.momentum_buffer"] = at::zeros({7, 5});
+       },
        "'w.momentum_buffer': unexpected"},
       {[](auto& s) { s["step"] = at::scalar_tensor(int64_t{-1}, at::kLong); }, "negative step"},
       {[](auto& s) { s["step"] = at::zeros({1}, at::kLong); }, "'step': shape [1]"},

@@ -473,7 +473,7 @@ TEST_F(PngImageTest, MnistDigitThroughPngComesBackClose) {
   }
   std::cout << "[ INFO     ] ToMnistStyle over all 1000 test digits: " << unchanged
             << " unchanged, mean |diff| " << all_mean / 1000 << std::endl;
-  EXPECT_GE(unchanged, 900);  // 942 at the time of writing
+  EXPECT_GE(unchanged, 900);        // 942 at the time of writing
   EXPECT_LT(all_mean / 1000, 0.1);  // 0.044 at the time of writing
 }
 

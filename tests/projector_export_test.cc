@@ -60,8 +60,10 @@ std::map<std::string, std::string> ExpectedNames(ExportFormat format, ProjectorT
   if (type == ProjectorType::kLinear) {
     return {{"model.mm_projector.weight", "fc1.weight"}, {"model.mm_projector.bias", "fc1.bias"}};
   }
-  return {{"model.mm_projector.0.weight", "fc1.weight"}, {"model.mm_projector.0.bias", "fc1.bias"},
-          {"model.mm_projector.2.weight", "fc2.weight"}, {"model.mm_projector.2.bias", "fc2.bias"}};
+  return {{"model.mm_projector.0.weight", "fc1.weight"},
+          {"model.mm_projector.0.bias", "fc1.bias"},
+          {"model.mm_projector.2.weight", "fc2.weight"},
+          {"model.mm_projector.2.bias", "fc2.bias"}};
 }
 
 struct Case {
@@ -95,8 +97,8 @@ std::string ExportWithReference(const Case& c, const TrainCheckpoint& checkpoint
 }
 
 int RunPythonCheck(const std::string& dir) {
-  const std::string command = "/usr/bin/python3 " + testing::SourceDir() +
-                              "/tests/python/export_check.py " + dir;
+  const std::string command =
+      "/usr/bin/python3 " + testing::SourceDir() + "/tests/python/export_check.py " + dir;
   const int rc = std::system(command.c_str());
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
@@ -147,7 +149,8 @@ TEST(ProjectorExportTest, HfRefusesWhatLlavaMultiModalProjectorCannotHold) {
     const TrainCheckpoint checkpoint = MakeCheckpoint(config, "hf_refused");
     auto exported = ExportProjector(checkpoint, ExportFormat::kHf);
     ASSERT_FALSE(exported.ok());
-    EXPECT_THAT(exported, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--format llava")));
+    EXPECT_THAT(exported,
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--format llava")));
     EXPECT_TRUE(ExportProjector(checkpoint, ExportFormat::kLlava).ok());
   }
   EXPECT_FALSE(ParseExportFormat("onnx").ok());

@@ -202,8 +202,9 @@ TEST(ProjectorTest, ConvMlpShapesMatchDeclaredOrder) {
     auto shapes = ProjectorParameterShapes(c);
     ASSERT_EQ(params.size(), 8u);
     ASSERT_EQ(shapes.size(), 8u);
-    const std::vector<std::string> names = {"conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
-                                            "fc1.weight",   "fc1.bias",   "fc2.weight",   "fc2.bias"};
+    const std::vector<std::string> names = {"conv1.weight", "conv1.bias", "conv2.weight",
+                                            "conv2.bias",   "fc1.weight", "fc1.bias",
+                                            "fc2.weight",   "fc2.bias"};
     for (size_t i = 0; i < params.size(); ++i) {
       EXPECT_EQ(params[i].first, names[i]);
       EXPECT_EQ(shapes[i].first, names[i]);
@@ -255,7 +256,8 @@ TEST(ProjectorTest, ConvMlpNeedsASquareImageWithSideDivisibleBy4) {
   c.input_dim = 16 * 16;
   EXPECT_TRUE(c.Validate().ok());
   EXPECT_EQ(ProjectorParameterShapes(c)[4].second, (std::vector<int64_t>{8, 64 * 4 * 4}));
-  auto json = ProjectorConfig::FromJson(R"({"type":"conv_mlp","output_dim":8,"hidden_dim":4})", "j");
+  auto json =
+      ProjectorConfig::FromJson(R"({"type":"conv_mlp","output_dim":8,"hidden_dim":4})", "j");
   ASSERT_TRUE(json.ok()) << json.status();
   EXPECT_EQ(json->type, ProjectorType::kConvMlp);
   EXPECT_EQ(*ProjectorConfig::FromJson(json->ToJson(), "again"), *json);
@@ -285,9 +287,10 @@ TEST(ProjectorTest, ConvMlpCheckpointRoundTripAndPythonReadsIt) {
   at::NoGradGuard no_grad;
   at::Tensor embeddings = p->forward(px);
   EXPECT_TRUE(at::equal((*restored)->forward(px), embeddings));
-  ASSERT_TRUE(WriteSafetensors(dir + "/reference.safetensors",
-                               {{"pixels", px.contiguous()}, {"embeddings", embeddings.contiguous()}})
-                  .ok());
+  ASSERT_TRUE(
+      WriteSafetensors(dir + "/reference.safetensors",
+                       {{"pixels", px.contiguous()}, {"embeddings", embeddings.contiguous()}})
+          .ok());
   const std::string command = "/usr/bin/python3 " + testing::SourceDir() +
                               "/tests/python/conv_projector_check.py " + path + " " + dir +
                               "/reference.safetensors";

@@ -97,9 +97,10 @@ TEST_F(PromptTest, ChatTemplateAndImageTokens) {
   EXPECT_EQ(*decoded,
             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
             "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>"
-            "<|start_header_id|>user<|end_header_id|>\n\n" + pad + pad + pad +
-            "What digit is this?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
-            "It is a 5.<|eot_id|>");
+            "<|start_header_id|>user<|end_header_id|>\n\n" +
+                pad + pad + pad +
+                "What digit is this?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+                "It is a 5.<|eot_id|>");
   EXPECT_EQ(batch.image_tokens, 3);
   auto answer = tokenizer_->Decode(builder->AnswerIds(0, 5));
   ASSERT_TRUE(answer.ok());

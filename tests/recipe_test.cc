@@ -33,13 +33,16 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 const char* kFivePhrasings =
-    "What digit is this?|Which digit is shown?|Name the digit.|What number is shown here?|Identify the digit.";
+    "What digit is this?|Which digit is shown?|Name the digit.|What number is shown here?|Identify "
+    "the digit.";
 
 class RecipeTest : public ::testing::Test {
  protected:
   // Every flag back at its default after each test.
   absl::FlagSaver saver_;
-  static std::string Recipe(const std::string& name) { return testing::SourceDir() + "/recipes/" + name; }
+  static std::string Recipe(const std::string& name) {
+    return testing::SourceDir() + "/recipes/" + name;
+  }
 };
 
 // Every field that decides how a run trains.

@@ -67,8 +67,9 @@ TEST(RendezvousStoreTest, ErasingAnAttemptsPrefixLeavesEveryOtherAttemptsKeys) {
   ASSERT_TRUE(store.Set("train-000001/attempt-1/b", "1").ok());
   ASSERT_TRUE(store.Set("train-000001/attempt-10/a", "10").ok());
   ASSERT_TRUE(store.Set("train-000002/attempt-1/a", "other job").ok());
-  const int64_t other_bytes = static_cast<int64_t>(std::string("train-000001/attempt-10/a").size() + 2 +
-                                                   std::string("train-000002/attempt-1/a").size() + 9);
+  const int64_t other_bytes =
+      static_cast<int64_t>(std::string("train-000001/attempt-10/a").size() + 2 +
+                           std::string("train-000002/attempt-1/a").size() + 9);
 
   std::thread eraser([&] {
     std::this_thread::sleep_for(milliseconds(50));
@@ -80,7 +81,8 @@ TEST(RendezvousStoreTest, ErasingAnAttemptsPrefixLeavesEveryOtherAttemptsKeys) {
 
   EXPECT_EQ(store.size(), 2u);
   EXPECT_EQ(store.bytes(), other_bytes);
-  EXPECT_TRUE(absl::IsDeadlineExceeded(store.Get("train-000001/attempt-1/a", milliseconds(0)).status()));
+  EXPECT_TRUE(
+      absl::IsDeadlineExceeded(store.Get("train-000001/attempt-1/a", milliseconds(0)).status()));
   EXPECT_EQ(*store.Get("train-000001/attempt-10/a", milliseconds(0)), "10");
   EXPECT_EQ(*store.Get("train-000002/attempt-1/a", milliseconds(0)), "other job");
   // The erased key may be written again (by a writer of a new group under that prefix).

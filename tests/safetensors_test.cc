@@ -132,13 +132,15 @@ TEST(SafetensorsTest, ShardedCheckpointEqualsSingleFile) {
   ASSERT_TRUE(index_text.ok()) << index_text.status();
   const nlohmann::json index = nlohmann::json::parse(*index_text);
   std::set<std::string> shard_files;
-  for (const auto& [name, file] : index.at("weight_map").items()) shard_files.insert(file.get<std::string>());
+  for (const auto& [name, file] : index.at("weight_map").items())
+    shard_files.insert(file.get<std::string>());
   EXPECT_EQ((*single)->files().size(), 1u);
   EXPECT_EQ((*sharded)->files().size(), shard_files.size());
   EXPECT_GT(shard_files.size(), 1u);
   EXPECT_EQ((*sharded)->metadata().at("format"), "pt");
   ASSERT_EQ((*single)->names(), (*sharded)->names());
-  ASSERT_EQ((*single)->names().size(), ReadRaw(Fixture("tiny-llama3/model.safetensors")).NumTensors());
+  ASSERT_EQ((*single)->names().size(),
+            ReadRaw(Fixture("tiny-llama3/model.safetensors")).NumTensors());
   ASSERT_EQ((*single)->names().size(), index.at("weight_map").size());
   for (const std::string& name : (*single)->names()) {
     SCOPED_TRACE(name);
@@ -179,13 +181,15 @@ TEST(SafetensorsTest, ReadsExpectedTensorsOfBothDtypes) {
   EXPECT_EQ(loss->item<float>(), FirstValue<float>(raw.Data("loss")));
   // README: labels are -100 except the last 4 positions, where they equal input_ids.
   using at::indexing::Slice;
-  EXPECT_TRUE(at::equal(labels->index({Slice(), Slice(8, 12)}), ids->index({Slice(), Slice(8, 12)})));
+  EXPECT_TRUE(
+      at::equal(labels->index({Slice(), Slice(8, 12)}), ids->index({Slice(), Slice(8, 12)})));
   EXPECT_TRUE((labels->index({Slice(), Slice(0, 8)}) == -100).all().item<bool>());
   // generate() output starts with the prompt.
   EXPECT_TRUE(at::equal(output->index({Slice(), Slice(0, 7)}), *prompt));
   auto logits = (*ckpt)->Shape("logits");
   ASSERT_TRUE(logits.ok());
-  EXPECT_EQ(*logits, (std::vector<int64_t>{2, 12, ModelConfig("tiny-llama3").at("vocab_size").get<int64_t>()}));
+  EXPECT_EQ(*logits, (std::vector<int64_t>{
+                         2, 12, ModelConfig("tiny-llama3").at("vocab_size").get<int64_t>()}));
 }
 
 // Python's save_file (Rust) wrote these fixtures: serializing what we read must give
@@ -194,10 +198,11 @@ TEST(SafetensorsTest, ReserializingFixturesReproducesThemByteForByte) {
   auto index_text = ReadFile(Fixture("tiny-llama3-sharded/model.safetensors.index.json"));
   ASSERT_TRUE(index_text.ok()) << index_text.status();
   const std::string a_shard =
-      "tiny-llama3-sharded/" + nlohmann::json::parse(*index_text).at("weight_map").begin()->get<std::string>();
-  for (const std::string& rel :
-       {std::string("tiny-llama3/model.safetensors"), std::string("tiny-llama3/expected.safetensors"), a_shard,
-        std::string("tiny-llama3-tied/model.safetensors")}) {
+      "tiny-llama3-sharded/" +
+      nlohmann::json::parse(*index_text).at("weight_map").begin()->get<std::string>();
+  for (const std::string& rel : {std::string("tiny-llama3/model.safetensors"),
+                                 std::string("tiny-llama3/expected.safetensors"), a_shard,
+                                 std::string("tiny-llama3-tied/model.safetensors")}) {
     SCOPED_TRACE(rel);
     auto file = SafetensorsFile::Open(Fixture(rel));
     ASSERT_TRUE(file.ok()) << file.status();
@@ -217,11 +222,11 @@ std::vector<NamedTensor> RoundTripTensors() {
   at::manual_seed(7);
   at::Tensor f32 = at::randn({3, 5});
   return {
-      {"f32_transposed", f32.t()},                       // non-contiguous
+      {"f32_transposed", f32.t()},  // non-contiguous
       {"bf16", at::randn({4, 3}).to(at::kBFloat16)},
-      {"f16", at::randn({7}).to(at::kHalf)},             // odd byte count before aligned data
+      {"f16", at::randn({7}).to(at::kHalf)},  // odd byte count before aligned data
       {"i64", at::arange(-5, 7, at::kLong).reshape({3, 4})},
-      {"scalar", at::scalar_tensor(2.5, at::kFloat)},    // 0-d
+      {"scalar", at::scalar_tensor(2.5, at::kFloat)},  // 0-d
       {"empty", at::empty({0, 3}, at::kFloat)},
       {"f64", at::randn({2}, at::kDouble)},
       {"i32", at::arange(3, at::kInt)},
@@ -238,7 +243,8 @@ TEST(SafetensorsTest, RoundTripIsBitExactWithMetadataAndAlignment) {
   const std::string dir = testing::MakeTempDir("st");
   const std::string path = dir + "/round.safetensors";
   const std::vector<NamedTensor> in = RoundTripTensors();
-  const std::map<std::string, std::string> meta = {{"step", "12"}, {"format", "pt"}, {"q\"uote", "é\n"}};
+  const std::map<std::string, std::string> meta = {
+      {"step", "12"}, {"format", "pt"}, {"q\"uote", "é\n"}};
   ASSERT_TRUE(WriteSafetensors(path, in, meta).ok());
   auto file = SafetensorsFile::Open(path);
   ASSERT_TRUE(file.ok()) << file.status();
@@ -299,13 +305,12 @@ TEST(SafetensorsTest, SelectingByByteRangesEqualsWritingTheSubset) {
   const std::map<std::string, std::string> meta = {{"format", "pt"}};
   auto bytes = SerializeSafetensors(all, meta);
   ASSERT_TRUE(bytes.ok());
-  auto header = ParseSafetensorsHeader(reinterpret_cast<const uint8_t*>(bytes->data()),
-                                       bytes->size(), "mem");
+  auto header =
+      ParseSafetensorsHeader(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size(), "mem");
   ASSERT_TRUE(header.ok()) << header.status();
   const std::set<std::string> keep = {"bf16", "f16", "i64", "u8", "empty", "strided_slice"};
-  auto selected = SelectSafetensors(*bytes, *header, [&](const StTensorInfo& info) {
-    return keep.count(info.name) > 0;
-  });
+  auto selected = SelectSafetensors(
+      *bytes, *header, [&](const StTensorInfo& info) { return keep.count(info.name) > 0; });
   ASSERT_TRUE(selected.ok()) << selected.status();
   std::vector<NamedTensor> subset;
   for (const NamedTensor& nt : all) {
@@ -326,8 +331,8 @@ TEST(SafetensorsTest, RawSerializationRefusesBytesThatDoNotFitTheShape) {
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(std::string(bad.status().message()),
               HasSubstr("cannot serialize tensor 'w': 6 bytes for F32 [2]"));
-  auto repeated = SerializeSafetensorsBytes(
-      {{"w", StDtype::kU8, {6}, six}, {"w", StDtype::kU8, {6}, six}}, {});
+  auto repeated =
+      SerializeSafetensorsBytes({{"w", StDtype::kU8, {6}, six}, {"w", StDtype::kU8, {6}, six}}, {});
   ASSERT_FALSE(repeated.ok());
   EXPECT_THAT(std::string(repeated.status().message()), HasSubstr("'w': duplicate name"));
 }
@@ -353,25 +358,26 @@ TEST(SafetensorsTest, MatchesRustReferenceBytes) {
   auto out = SerializeSafetensors({{"attn0", attn}});
   ASSERT_TRUE(out.ok());
   const std::vector<uint8_t> rust_aligned = {
-      72, 0, 0, 0, 0, 0, 0, 0, 123, 34, 97, 116, 116, 110, 48, 34, 58, 123, 34, 100, 116,
-      121, 112, 101, 34, 58, 34, 70, 51, 50, 34, 44, 34, 115, 104, 97, 112, 101, 34, 58,
-      91, 49, 44, 49, 44, 50, 44, 51, 93, 44, 34, 100, 97, 116, 97, 95, 111, 102, 102,
-      115, 101, 116, 115, 34, 58, 91, 48, 44, 50, 52, 93, 125, 125, 32, 32, 32, 32, 32,
-      32, 32, 0, 0, 0, 0, 0, 0, 128, 63, 0, 0, 0, 64, 0, 0, 64, 64, 0, 0, 128, 64, 0, 0,
-      160, 64};
+      72,  0,   0,   0,   0,   0,   0,   0,   123, 34, 97, 116, 116, 110, 48,  34,  58,  123,
+      34,  100, 116, 121, 112, 101, 34,  58,  34,  70, 51, 50,  34,  44,  34,  115, 104, 97,
+      112, 101, 34,  58,  91,  49,  44,  49,  44,  50, 44, 51,  93,  44,  34,  100, 97,  116,
+      97,  95,  111, 102, 102, 115, 101, 116, 115, 34, 58, 91,  48,  44,  50,  52,  93,  125,
+      125, 32,  32,  32,  32,  32,  32,  32,  0,   0,  0,  0,   0,   0,   128, 63,  0,   0,
+      0,   64,  0,   0,   64,  64,  0,   0,   128, 64, 0,  0,   160, 64};
   EXPECT_EQ(*out, std::string(rust_aligned.begin(), rust_aligned.end()));
 
   auto empty = SerializeSafetensors({});
   ASSERT_TRUE(empty.ok());
-  const std::vector<uint8_t> rust_empty = {8, 0, 0, 0, 0, 0, 0, 0, 123, 125, 32, 32, 32, 32, 32, 32};
+  const std::vector<uint8_t> rust_empty = {8,   0,   0,  0,  0,  0,  0,  0,
+                                           123, 125, 32, 32, 32, 32, 32, 32};
   EXPECT_EQ(*empty, std::string(rust_empty.begin(), rust_empty.end()));
 
   auto with_meta = SerializeSafetensors({}, {{"framework", "pt"}});
   ASSERT_TRUE(with_meta.ok());
   const std::vector<uint8_t> rust_meta = {
-      40, 0, 0, 0, 0, 0, 0, 0, 123, 34, 95, 95, 109, 101, 116, 97, 100, 97, 116, 97, 95,
-      95, 34, 58, 123, 34, 102, 114, 97, 109, 101, 119, 111, 114, 107, 34, 58, 34, 112,
-      116, 34, 125, 125, 32, 32, 32, 32, 32};
+      40,  0,   0,   0,  0,  0,  0,   0,   123, 34,  95,  95,  109, 101, 116, 97,
+      100, 97,  116, 97, 95, 95, 34,  58,  123, 34,  102, 114, 97,  109, 101, 119,
+      111, 114, 107, 34, 58, 34, 112, 116, 34,  125, 125, 32,  32,  32,  32,  32};
   EXPECT_EQ(*with_meta, std::string(rust_meta.begin(), rust_meta.end()));
 }
 
@@ -519,11 +525,11 @@ TEST(SafetensorsTest, ConcurrentLoadsAgree) {
 // ---------------------------------------------------------------------------- errors
 
 struct BadFile {
-  std::string file;     // written in the temp dir
+  std::string file;  // written in the temp dir
   std::string content;
   absl::StatusCode code;
-  std::string tensor;   // must appear in the message ("" if none)
-  std::string needle;   // also must appear
+  std::string tensor;  // must appear in the message ("" if none)
+  std::string needle;  // also must appear
 };
 
 std::string Entry(const std::string& name, const std::string& body) {
@@ -543,50 +549,77 @@ std::vector<BadFile> BadFiles() {
       {"not_json.safetensors", RawFile("{\"a\": nope}"), DL, "", "not valid JSON"},
       {"array.safetensors", RawFile("[1, 2]"), DL, "", "not a JSON object"},
       {"entry_not_object.safetensors", RawFile("{\"w1\": 3}"), DL, "w1", "not a JSON object"},
-      {"no_dtype.safetensors", RawFile("{" + Entry("w2", R"("shape":[2],"data_offsets":[0,8])") + "}", f8),
-       DL, "w2", "missing \"dtype\""},
-      {"dtype_type.safetensors", RawFile("{" + Entry("w3", R"("dtype":4,"shape":[2],"data_offsets":[0,8])") + "}", f8),
-       DL, "w3", "\"dtype\" is not a string"},
-      {"no_shape.safetensors", RawFile("{" + Entry("w4", R"("dtype":"F32","data_offsets":[0,8])") + "}", f8),
-       DL, "w4", "missing \"shape\""},
-      {"shape_type.safetensors", RawFile("{" + Entry("w5", R"("dtype":"F32","shape":"2","data_offsets":[0,8])") + "}", f8),
+      {"no_dtype.safetensors",
+       RawFile("{" + Entry("w2", R"("shape":[2],"data_offsets":[0,8])") + "}", f8), DL, "w2",
+       "missing \"dtype\""},
+      {"dtype_type.safetensors",
+       RawFile("{" + Entry("w3", R"("dtype":4,"shape":[2],"data_offsets":[0,8])") + "}", f8), DL,
+       "w3", "\"dtype\" is not a string"},
+      {"no_shape.safetensors",
+       RawFile("{" + Entry("w4", R"("dtype":"F32","data_offsets":[0,8])") + "}", f8), DL, "w4",
+       "missing \"shape\""},
+      {"shape_type.safetensors",
+       RawFile("{" + Entry("w5", R"("dtype":"F32","shape":"2","data_offsets":[0,8])") + "}", f8),
        DL, "w5", "not an array"},
-      {"shape_float.safetensors", RawFile("{" + Entry("w6", R"("dtype":"F32","shape":[2.5],"data_offsets":[0,8])") + "}", f8),
+      {"shape_float.safetensors",
+       RawFile("{" + Entry("w6", R"("dtype":"F32","shape":[2.5],"data_offsets":[0,8])") + "}", f8),
        DL, "w6", "not an integer"},
-      {"no_offsets.safetensors", RawFile("{" + Entry("w7", R"("dtype":"F32","shape":[2])") + "}", f8),
-       DL, "w7", "missing \"data_offsets\""},
-      {"offsets_len.safetensors", RawFile("{" + Entry("w8", R"("dtype":"F32","shape":[2],"data_offsets":[0])") + "}", f8),
-       DL, "w8", "data_offsets"},
-      {"offsets_neg.safetensors", RawFile("{" + Entry("w9", R"("dtype":"F32","shape":[2],"data_offsets":[-8,0])") + "}", f8),
+      {"no_offsets.safetensors",
+       RawFile("{" + Entry("w7", R"("dtype":"F32","shape":[2])") + "}", f8), DL, "w7",
+       "missing \"data_offsets\""},
+      {"offsets_len.safetensors",
+       RawFile("{" + Entry("w8", R"("dtype":"F32","shape":[2],"data_offsets":[0])") + "}", f8), DL,
+       "w8", "data_offsets"},
+      {"offsets_neg.safetensors",
+       RawFile("{" + Entry("w9", R"("dtype":"F32","shape":[2],"data_offsets":[-8,0])") + "}", f8),
        DL, "w9", "non-negative"},
-      {"unknown_dtype.safetensors", RawFile("{" + Entry("w10", R"("dtype":"Q4","shape":[2],"data_offsets":[0,2])") + "}", f8),
+      {"unknown_dtype.safetensors",
+       RawFile("{" + Entry("w10", R"("dtype":"Q4","shape":[2],"data_offsets":[0,2])") + "}", f8),
        DL, "w10", "unknown or unsupported dtype \"Q4\""},
-      {"neg_dim.safetensors", RawFile("{" + Entry("w11", R"("dtype":"F32","shape":[-2],"data_offsets":[0,8])") + "}", f8),
+      {"neg_dim.safetensors",
+       RawFile("{" + Entry("w11", R"("dtype":"F32","shape":[-2],"data_offsets":[0,8])") + "}", f8),
        DL, "w11", "negative dimension -2"},
-      {"out_of_range.safetensors", RawFile("{" + Entry("w12", R"("dtype":"F32","shape":[4],"data_offsets":[0,16])") + "}", f8),
+      {"out_of_range.safetensors",
+       RawFile("{" + Entry("w12", R"("dtype":"F32","shape":[4],"data_offsets":[0,16])") + "}", f8),
        DL, "w12", "run past the data section of 8 bytes"},
-      {"begin_gt_end.safetensors", RawFile("{" + Entry("w13", R"("dtype":"F32","shape":[0],"data_offsets":[8,0])") + "}", f8),
+      {"begin_gt_end.safetensors",
+       RawFile("{" + Entry("w13", R"("dtype":"F32","shape":[0],"data_offsets":[8,0])") + "}", f8),
        DL, "w13", "begin 8 > end 0"},
-      {"size_mismatch.safetensors", RawFile("{" + Entry("w14", R"("dtype":"F32","shape":[3],"data_offsets":[0,8])") + "}", f16),
+      {"size_mismatch.safetensors",
+       RawFile("{" + Entry("w14", R"("dtype":"F32","shape":[3],"data_offsets":[0,8])") + "}", f16),
        DL, "w14", "needs 12"},
       {"overflow.safetensors",
-       RawFile("{" + Entry("w15", R"("dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8])") + "}", f8),
+       RawFile("{" +
+                   Entry("w15",
+                         R"("dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8])") +
+                   "}",
+               f8),
        DL, "w15", "overflows"},
       {"byte_overflow.safetensors",
-       RawFile("{" + Entry("w16", R"("dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,8])") + "}", f8),
+       RawFile(
+           "{" +
+               Entry("w16", R"("dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,8])") +
+               "}",
+           f8),
        DL, "w16", "overflows the byte count"},
       {"overlap.safetensors",
        RawFile("{" + Entry("w17a", R"("dtype":"F32","shape":[2],"data_offsets":[0,8])") + "," +
-                   Entry("w17b", R"("dtype":"F32","shape":[2],"data_offsets":[4,12])") + "}", f16),
+                   Entry("w17b", R"("dtype":"F32","shape":[2],"data_offsets":[4,12])") + "}",
+               f16),
        DL, "w17b", "overlap tensor 'w17a'"},
       {"dup_tensor.safetensors",
        RawFile("{" + Entry("w18", R"("dtype":"F32","shape":[2],"data_offsets":[0,8])") + "," +
-                   Entry("w18", R"("dtype":"F32","shape":[2],"data_offsets":[8,16])") + "}", f16),
+                   Entry("w18", R"("dtype":"F32","shape":[2],"data_offsets":[8,16])") + "}",
+               f16),
        DL, "w18", "duplicate key"},
       {"dup_field.safetensors",
-       RawFile("{" + Entry("w19", R"("dtype":"F32","dtype":"I32","shape":[2],"data_offsets":[0,8])") + "}", f8),
+       RawFile("{" +
+                   Entry("w19", R"("dtype":"F32","dtype":"I32","shape":[2],"data_offsets":[0,8])") +
+                   "}",
+               f8),
        DL, "w19", "duplicate key 'dtype' inside entry"},
-      {"bad_metadata.safetensors", RawFile(R"({"__metadata__":{"step":3}})"), DL, "step", "not a string"},
+      {"bad_metadata.safetensors", RawFile(R"({"__metadata__":{"step":3}})"), DL, "step",
+       "not a string"},
   };
 }
 
@@ -641,9 +674,13 @@ TEST(SafetensorsTest, DeeplyNestedHeaderIsRefused) {
 TEST(SafetensorsTest, LoadErrorsNameFileAndTensor) {
   const std::string dir = testing::MakeTempDir("st-bad");
   const std::string path = dir + "/bool.safetensors";
-  ASSERT_TRUE(WriteFileAtomic(path, RawFile(std::string(R"({"flags":{"dtype":"BOOL","shape":[3],"data_offsets":[0,3]}})") + "   ",
-                                            std::string("\x01\x02\x00", 3)))
-                  .ok());
+  ASSERT_TRUE(
+      WriteFileAtomic(
+          path,
+          RawFile(
+              std::string(R"({"flags":{"dtype":"BOOL","shape":[3],"data_offsets":[0,3]}})") + "   ",
+              std::string("\x01\x02\x00", 3)))
+          .ok());
   auto file = SafetensorsFile::Open(path);
   ASSERT_TRUE(file.ok()) << file.status();
   auto flags = (*file)->Load("flags");
@@ -659,11 +696,13 @@ TEST(SafetensorsTest, LoadErrorsNameFileAndTensor) {
   ASSERT_TRUE(ckpt.ok());
   auto absent = (*ckpt)->Load("model.layers.9.mlp.up_proj.weight");
   EXPECT_THAT(absent, StatusIs(absl::StatusCode::kNotFound, HasSubstr(Fixture("tiny-llama3"))));
-  EXPECT_THAT(std::string(absent.status().message()), HasSubstr("model.layers.9.mlp.up_proj.weight"));
+  EXPECT_THAT(std::string(absent.status().message()),
+              HasSubstr("model.layers.9.mlp.up_proj.weight"));
   EXPECT_THAT((*ckpt)->Shape("nope"), StatusIs(absl::StatusCode::kNotFound));
 
   const nlohmann::json config = ModelConfig("tiny-llama3");
-  const int64_t vocab = config.at("vocab_size").get<int64_t>(), hidden = config.at("hidden_size").get<int64_t>();
+  const int64_t vocab = config.at("vocab_size").get<int64_t>(),
+                hidden = config.at("hidden_size").get<int64_t>();
   auto wrong = (*ckpt)->LoadWithShape("lm_head.weight", {vocab + 1, hidden});
   ASSERT_FALSE(wrong.ok());
   EXPECT_THAT(wrong, StatusIs(absl::StatusCode::kInvalidArgument));
@@ -694,14 +733,22 @@ TEST(SafetensorsTest, MalformedShardedCheckpointsGetClearErrors) {
       {"no_weight_map", R"({"metadata": {}})", absl::StatusCode::kDataLoss, {"weight_map"}},
       {"weight_map_type", R"({"weight_map": []})", absl::StatusCode::kDataLoss, {"weight_map"}},
       {"value_type", R"({"weight_map": {"a": 3}})", absl::StatusCode::kDataLoss, {"'a'"}},
-      {"escape", R"({"weight_map": {"a": "../x.safetensors"}})", absl::StatusCode::kDataLoss,
+      {"escape",
+       R"({"weight_map": {"a": "../x.safetensors"}})",
+       absl::StatusCode::kDataLoss,
        {"'a'", "../x.safetensors"}},
-      {"dup", R"({"weight_map": {"a": "s1.safetensors", "a": "s2.safetensors"}})",
-       absl::StatusCode::kDataLoss, {"duplicate key 'a'"}},
-      {"missing_shard", R"({"weight_map": {"a": "s1.safetensors", "b": "gone.safetensors"}})",
-       absl::StatusCode::kNotFound, {"gone.safetensors"}},
-      {"absent_tensor", R"({"weight_map": {"a": "s1.safetensors", "c": "s2.safetensors"}})",
-       absl::StatusCode::kDataLoss, {"'c'", "s2.safetensors"}},
+      {"dup",
+       R"({"weight_map": {"a": "s1.safetensors", "a": "s2.safetensors"}})",
+       absl::StatusCode::kDataLoss,
+       {"duplicate key 'a'"}},
+      {"missing_shard",
+       R"({"weight_map": {"a": "s1.safetensors", "b": "gone.safetensors"}})",
+       absl::StatusCode::kNotFound,
+       {"gone.safetensors"}},
+      {"absent_tensor",
+       R"({"weight_map": {"a": "s1.safetensors", "c": "s2.safetensors"}})",
+       absl::StatusCode::kDataLoss,
+       {"'c'", "s2.safetensors"}},
   };
   for (const ShardedCase& c : cases) {
     SCOPED_TRACE(c.name);
@@ -721,9 +768,11 @@ TEST(SafetensorsTest, MalformedShardedCheckpointsGetClearErrors) {
   const std::string dir = testing::MakeTempDir("st-shard");
   ASSERT_TRUE(WriteSafetensors(dir + "/s1.safetensors", {{"a", at::ones({2})}}, {{"m", "1"}}).ok());
   ASSERT_TRUE(WriteSafetensors(dir + "/s2.safetensors", {{"b", at::ones({3})}}, {{"m", "2"}}).ok());
-  ASSERT_TRUE(WriteFileAtomic(dir + "/model.safetensors.index.json",
-                              R"({"metadata": {"total_size": 20}, "weight_map": {"a": "s1.safetensors", "b": "s2.safetensors"}})")
-                  .ok());
+  ASSERT_TRUE(
+      WriteFileAtomic(
+          dir + "/model.safetensors.index.json",
+          R"({"metadata": {"total_size": 20}, "weight_map": {"a": "s1.safetensors", "b": "s2.safetensors"}})")
+          .ok());
   auto ckpt = Checkpoint::Open(dir);
   ASSERT_TRUE(ckpt.ok()) << ckpt.status();
   EXPECT_EQ((*ckpt)->names(), (std::vector<std::string>{"a", "b"}));

@@ -42,8 +42,8 @@ MATCHER_P2(StatusIs, code, message,
                ::testing::DescribeMatcher<std::string>(message)) {
   const absl::Status& s = internal::StatusOf(arg);
   *result_listener << "whose status is " << s;
-  return s.code() == code &&
-         ::testing::Matches(::testing::MatcherCast<const std::string&>(message))(std::string(s.message()));
+  return s.code() == code && ::testing::Matches(::testing::MatcherCast<const std::string&>(
+                                 message))(std::string(s.message()));
 }
 
 }  // namespace llava::testing

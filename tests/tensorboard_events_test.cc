@@ -114,7 +114,8 @@ TEST(TfRecordTest, FrameLayout) {
 TEST(TfRecordTest, ReadsBackAndRefusesDamage) {
   const std::string dir = testing::MakeTempDir("tfrecord");
   const std::string path = dir + "/r";
-  ASSERT_TRUE(WriteFileAtomic(path, FrameRecord("one") + FrameRecord("") + FrameRecord("three")).ok());
+  ASSERT_TRUE(
+      WriteFileAtomic(path, FrameRecord("one") + FrameRecord("") + FrameRecord("three")).ok());
   auto records = ReadRecords(path);
   ASSERT_TRUE(records.ok()) << records.status();
   EXPECT_THAT(*records, ElementsAre("one", "", "three"));
@@ -123,11 +124,13 @@ TEST(TfRecordTest, ReadsBackAndRefusesDamage) {
   std::string damaged = bytes;
   damaged[13] ^= 1;  // the first record's data
   ASSERT_TRUE(WriteFileAtomic(path, damaged).ok());
-  EXPECT_THAT(std::string(ReadRecords(path).status().message()), HasSubstr("at byte 0: bad data CRC"));
+  EXPECT_THAT(std::string(ReadRecords(path).status().message()),
+              HasSubstr("at byte 0: bad data CRC"));
   damaged = bytes;
   damaged[19 + 16] ^= 1;  // the third record's length (it starts at 19 + 16)
   ASSERT_TRUE(WriteFileAtomic(path, damaged).ok());
-  EXPECT_THAT(std::string(ReadRecords(path).status().message()), HasSubstr("at byte 35: bad length CRC"));
+  EXPECT_THAT(std::string(ReadRecords(path).status().message()),
+              HasSubstr("at byte 35: bad length CRC"));
   ASSERT_TRUE(WriteFileAtomic(path, bytes.substr(0, bytes.size() - 1)).ok());
   EXPECT_FALSE(ReadRecords(path).ok());
 }

@@ -20,11 +20,19 @@ namespace llava {
 namespace {
 
 int RunTrain(const std::string& out_dir, const std::vector<std::string>& extra) {
-  std::vector<std::string> argv = {
-      testing::BinaryPath(), "train", "--model=synthetic:tiny", "--tokenizer=" + testing::TokenizerPath(),
-      "--data_dir=" + testing::SourceDir() + "/data/mnist", "--device=cpu", "--out_dir=" + out_dir,
-      "--train_digits=12", "--batch_size=2", "--checkpoint_every=3", "--eval_digits=5",
-      "--max_new_tokens=4", "--eval_questions=What digit is this?|Name the digit."};
+  std::vector<std::string> argv = {testing::BinaryPath(),
+                                   "train",
+                                   "--model=synthetic:tiny",
+                                   "--tokenizer=" + testing::TokenizerPath(),
+                                   "--data_dir=" + testing::SourceDir() + "/data/mnist",
+                                   "--device=cpu",
+                                   "--out_dir=" + out_dir,
+                                   "--train_digits=12",
+                                   "--batch_size=2",
+                                   "--checkpoint_every=3",
+                                   "--eval_digits=5",
+                                   "--max_new_tokens=4",
+                                   "--eval_questions=What digit is this?|Name the digit."};
   argv.insert(argv.end(), extra.begin(), extra.end());
   auto child = ChildProcess::Spawn(argv, out_dir + ".log");
   EXPECT_TRUE(child.ok()) << child.status();
@@ -48,16 +56,19 @@ TEST(TensorBoardRunTest, TrainWritesEveryTagAtEveryStep) {
   std::set<std::string> tags;
   for (const auto& [tag, s] : series) tags.insert(tag);
   EXPECT_EQ(tags, (std::set<std::string>{
-                      "train/loss", "train/learning_rate", "train/samples_per_second", "train/grad_norm",
-                      "eval/accuracy", "eval/question/What digit is this?", "eval/question/Name the digit.",
-                      "eval/class/0", "eval/class/1", "eval/class/2", "eval/class/3", "eval/class/4",
-                      "eval/class/5", "eval/class/6", "eval/class/7", "eval/class/8", "eval/class/9"}));
-  for (const char* tag : {"train/loss", "train/learning_rate", "train/samples_per_second", "train/grad_norm"}) {
+                      "train/loss", "train/learning_rate", "train/samples_per_second",
+                      "train/grad_norm", "eval/accuracy", "eval/question/What digit is this?",
+                      "eval/question/Name the digit.", "eval/class/0", "eval/class/1",
+                      "eval/class/2", "eval/class/3", "eval/class/4", "eval/class/5",
+                      "eval/class/6", "eval/class/7", "eval/class/8", "eval/class/9"}));
+  for (const char* tag :
+       {"train/loss", "train/learning_rate", "train/samples_per_second", "train/grad_norm"}) {
     ASSERT_EQ(series[tag].size(), 6u) << tag;
   }
   for (const LossPoint& p : curve->points()) {
     ASSERT_TRUE(series["train/loss"].count(p.step)) << p.step;
-    EXPECT_NEAR(series["train/loss"][p.step], p.loss, 1e-5 * std::max(1.0, std::abs(p.loss))) << p.step;
+    EXPECT_NEAR(series["train/loss"][p.step], p.loss, 1e-5 * std::max(1.0, std::abs(p.loss)))
+        << p.step;
     EXPECT_NEAR(series["train/learning_rate"][p.step], p.lr, 1e-9) << p.step;
     EXPECT_GT(series["train/grad_norm"][p.step], 0.0f) << p.step;
   }
@@ -68,7 +79,8 @@ TEST(TensorBoardRunTest, TrainWritesEveryTagAtEveryStep) {
 
   // Resume from the checkpoint of step 3: a second file whose restart marker at step 4
   // makes its steps 4..6 replace the first run's.
-  ASSERT_EQ(RunTrain(out, {"--resume=" + out + "/checkpoint-3.safetensors", "--eval_after=false"}), 0)
+  ASSERT_EQ(RunTrain(out, {"--resume=" + out + "/checkpoint-3.safetensors", "--eval_after=false"}),
+            0)
       << "see " << out << ".log";
   const auto events = testing::ReadEventsDir(out + "/tb");
   EXPECT_EQ(ListDir(out + "/tb").size(), 2u);
@@ -81,7 +93,8 @@ TEST(TensorBoardRunTest, TrainWritesEveryTagAtEveryStep) {
   auto after = testing::ScalarSeries(events);
   EXPECT_EQ(after["train/loss"].size(), 6u);
   for (const LossPoint& p : resumed->points()) {
-    EXPECT_NEAR(after["train/loss"][p.step], p.loss, 1e-5 * std::max(1.0, std::abs(p.loss))) << p.step;
+    EXPECT_NEAR(after["train/loss"][p.step], p.loss, 1e-5 * std::max(1.0, std::abs(p.loss)))
+        << p.step;
   }
   // The eval of the first run's step 6 was redone away (no eval after the second run).
   EXPECT_TRUE(after["eval/accuracy"].empty());

@@ -21,9 +21,7 @@ std::string EnvOr(const char* name, const std::string& fallback) {
 std::string SourceDir() { return LLAVA_SOURCE_DIR; }
 std::string BinaryPath() { return std::string(LLAVA_BINARY_DIR) + "/bin/llava-mnist"; }
 
-std::string FixturesDir() {
-  return EnvOr("LLAVA_FIXTURES", SourceDir() + "/../shared/fixtures");
-}
+std::string FixturesDir() { return EnvOr("LLAVA_FIXTURES", SourceDir() + "/../shared/fixtures"); }
 
 std::string TokenizerPath() {
   return EnvOr("LLAVA_TOKENIZER", SourceDir() + "/data/tokenizer/tokenizer.json");
@@ -71,7 +69,8 @@ HttpReply HttpRequest(int port, const std::string& method, const std::string& pa
     return reply;
   }
   const std::string request = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
+  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size())) {
     close(fd);
     return reply;
   }

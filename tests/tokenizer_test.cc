@@ -211,7 +211,8 @@ TEST_F(LlamaTokenizerTest, InvalidUtf8IsRejectedWithOffset) {
   for (const auto& [text, offset] : cases) {
     auto ids = tok().Encode(text);
     ASSERT_FALSE(ids.ok()) << "accepted invalid UTF-8 at " << offset;
-    EXPECT_THAT(ids, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("offset " + std::to_string(offset))));
+    EXPECT_THAT(ids, StatusIs(absl::StatusCode::kInvalidArgument,
+                              HasSubstr("offset " + std::to_string(offset))));
   }
 }
 
@@ -246,7 +247,8 @@ TEST_F(LlamaTokenizerTest, DecodeRejectsUnknownIds) {
   for (int64_t bad : {int64_t{-1}, int64_t{128256}, int64_t{1} << 40}) {
     auto text = tok().Decode({9906, bad});
     ASSERT_FALSE(text.ok()) << bad;
-    EXPECT_THAT(text, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("ids[1] = " + std::to_string(bad))));
+    EXPECT_THAT(text, StatusIs(absl::StatusCode::kInvalidArgument,
+                               HasSubstr("ids[1] = " + std::to_string(bad))));
   }
   auto empty = tok().Decode({});
   ASSERT_TRUE(empty.ok());
@@ -522,7 +524,8 @@ TEST(SmallTokenizerTest, MalformedFilesGiveClearErrors) {
   ASSERT_TRUE(WriteFileAtomic(not_json, "{\"model\": [1, 2,").ok());
   auto broken = Tokenizer::Load(not_json);
   ASSERT_FALSE(broken.ok());
-  EXPECT_THAT(broken, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(not_json + ": not valid JSON")));
+  EXPECT_THAT(broken, StatusIs(absl::StatusCode::kInvalidArgument,
+                               HasSubstr(not_json + ": not valid JSON")));
 
   auto missing = Tokenizer::Load(dir + "/does_not_exist.json");
   ASSERT_FALSE(missing.ok());
@@ -540,7 +543,8 @@ TEST(SmallTokenizerTest, DeeplyNestedJsonIsRefused) {
                "\"normalizer\":" + std::string(1000000, '[') + std::string(1000000, ']'));
   auto tok = Tokenizer::FromJson(text, "deep.json");
   ASSERT_FALSE(tok.ok());
-  EXPECT_THAT(tok, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("deep.json: JSON nested deeper than 64 levels")));
+  EXPECT_THAT(tok, StatusIs(absl::StatusCode::kInvalidArgument,
+                            HasSubstr("deep.json: JSON nested deeper than 64 levels")));
 }
 
 TEST(SmallTokenizerTest, MovedTokenizerKeepsWorking) {

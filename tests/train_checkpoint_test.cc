@@ -63,7 +63,7 @@ struct TrainRun {
     for (int64_t step = from; step < to; ++step) {
       at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1000 + step);
       at::Tensor pixels = at::rand({4, c.input_dim}, gen, at::kFloat);  // [B, 784]
-      at::Tensor target =                                              // [B, k, D]
+      at::Tensor target =                                               // [B, k, D]
           at::randn({4, c.image_tokens, c.output_dim}, gen, at::kFloat);
       optimizer->ZeroGrad();
       (projector->forward(pixels) - target).pow(2).mean().backward();
@@ -98,8 +98,8 @@ TEST(TrainCheckpointTest, RoundTripIsBitExact) {
   TrainRun run = MakeRun(MlpConfig(), OptimizerConfig(), 3);
   run.TrainSteps(0, 4);
   const std::string path = testing::MakeTempDir("ckpt") + "/ckpt.safetensors";
-  ASSERT_TRUE(SaveTrainCheckpoint(path, run.projector, run.optimizer.get(), kTrainState, kModel)
-                  .ok());
+  ASSERT_TRUE(
+      SaveTrainCheckpoint(path, run.projector, run.optimizer.get(), kTrainState, kModel).ok());
   auto loaded = LoadTrainCheckpoint(path);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ(loaded->source, path);
@@ -175,7 +175,8 @@ TEST(TrainCheckpointTest, FileLayoutIsPlainSafetensors) {
   EXPECT_EQ(header["__metadata__"]["version"], "1");
   EXPECT_EQ(header["__metadata__"]["model"], kModel);
   EXPECT_EQ(header["__metadata__"]["train_state"], kTrainState);
-  auto config = nlohmann::json::parse(header["__metadata__"]["projector_config"].get<std::string>());
+  auto config =
+      nlohmann::json::parse(header["__metadata__"]["projector_config"].get<std::string>());
   EXPECT_EQ(config["type"], "linear");
   EXPECT_EQ(config["output_dim"], 8);
   EXPECT_EQ(header["projector.fc1.weight"]["dtype"], "F32");
@@ -216,7 +217,9 @@ void CheckResume(const ProjectorConfig& config, const OptimizerConfig& opt) {
             Bytes(straight.projector->NamedParameters()[0].second));
 }
 
-TEST(TrainCheckpointTest, ResumeIsIdenticalAdamWMlp) { CheckResume(MlpConfig(), OptimizerConfig()); }
+TEST(TrainCheckpointTest, ResumeIsIdenticalAdamWMlp) {
+  CheckResume(MlpConfig(), OptimizerConfig());
+}
 
 TEST(TrainCheckpointTest, ResumeIsIdenticalAdamWLinear) {
   CheckResume(LinearConfig(), OptimizerConfig());
@@ -308,7 +311,8 @@ TEST(TrainCheckpointTest, MalformedMetadataErrorsNameFileAndField) {
       {[](auto& m) { m.erase("version"); }, "metadata field 'version' is missing"},
       {[](auto& m) { m["version"] = "2"; }, "metadata field 'version' is '2'"},
       {[](auto& m) { m.erase("projector_config"); }, "'projector_config' is missing"},
-      {[](auto& m) { m["projector_config"] = "{oops"; }, "'projector_config': projector config is not valid JSON"},
+      {[](auto& m) { m["projector_config"] = "{oops"; },
+       "'projector_config': projector config is not valid JSON"},
       {[](auto& m) { m["projector_config"] = R"({"type":"linear"})"; },
        "'projector_config': projector config field 'output_dim' is missing"},
   };
@@ -344,7 +348,8 @@ TEST(TrainCheckpointTest, MalformedTensorsErrorsNameFileAndTensor) {
 
   // The config says linear, the tensors are an MLP's.
   st = ParseError(tensors, Metadata(LinearConfig()));
-  EXPECT_THAT(std::string(st.message()), HasSubstr("'projector.fc1.bias' has shape [12], expected [16]"));
+  EXPECT_THAT(std::string(st.message()),
+              HasSubstr("'projector.fc1.bias' has shape [12], expected [16]"));
 
   auto extra = tensors;
   extra.push_back({"vision_tower.weight", at::zeros({2})});
@@ -471,8 +476,8 @@ TEST_F(FailedSaveTest, WriteFailingMidwayKeepsPreviousFile) {
   struct rlimit small = old_limit;
   small.rlim_cur = before_.size() / 2;
   ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
-  absl::Status st = SaveTrainCheckpoint(path_, run_->projector, run_->optimizer.get(),
-                                        "{\"step\":3}", kModel);
+  absl::Status st =
+      SaveTrainCheckpoint(path_, run_->projector, run_->optimizer.get(), "{\"step\":3}", kModel);
   setrlimit(RLIMIT_FSIZE, &old_limit);
   signal(SIGXFSZ, old_handler);
   ASSERT_FALSE(st.ok());

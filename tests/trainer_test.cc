@@ -68,7 +68,8 @@ TEST_F(TrainerTest, RankSharesSumToTheOneProcessGradient) {
   ASSERT_TRUE(single.ok()) << single.status();
   StepStats s = (*single)->ComputeGradients(0);
   std::vector<at::Tensor> want;
-  for (auto& [name, p] : (*single)->projector()->NamedParameters()) want.push_back(p.grad().clone());
+  for (auto& [name, p] : (*single)->projector()->NamedParameters())
+    want.push_back(p.grad().clone());
 
   TrainConfig two = Config();
   two.batch_size = 2;  // 2 ranks x 2 micro-batches x 2 = the same 8 samples
@@ -83,8 +84,10 @@ TEST_F(TrainerTest, RankSharesSumToTheOneProcessGradient) {
     loss_sum += r.loss_sum;
     size_t i = 0;
     for (auto& [name, p] : (*t)->projector()->NamedParameters()) {
-      if (rank == 0) sum.push_back(p.grad().clone());
-      else sum[i] += p.grad();
+      if (rank == 0)
+        sum.push_back(p.grad().clone());
+      else
+        sum[i] += p.grad();
       ++i;
     }
   }
@@ -137,8 +140,10 @@ TEST_F(TrainerTest, AugmentedRankSharesSumToTheOneProcessGradient) {
       loss_sum += (*t)->ComputeGradients(rank).loss_sum;
       const std::vector<at::Tensor> g = grads(**t);
       for (size_t i = 0; i < g.size(); ++i) {
-        if (rank == 0) sum.push_back(g[i]);
-        else sum[i] += g[i];
+        if (rank == 0)
+          sum.push_back(g[i]);
+        else
+          sum[i] += g[i];
       }
     }
     EXPECT_NEAR(loss_sum, s.loss_sum, 1e-5 * std::abs(s.loss_sum)) << world << " ranks";
@@ -361,8 +366,9 @@ TEST_F(TrainerTest, BadInputsAreRefusedWithoutTouchingFiles) {
   // A corrupt checkpoint is reported, and left as it was.
   const std::string dir = testing::MakeTempDir("trainer");
   ASSERT_TRUE(WriteFileAtomic(dir + "/bad.safetensors", "garbage!garbage!").ok());
-  EXPECT_FALSE(Trainer::Create(*model_, forward_, *prompts_, data_, Config(),
-                               dir + "/bad.safetensors").ok());
+  EXPECT_FALSE(
+      Trainer::Create(*model_, forward_, *prompts_, data_, Config(), dir + "/bad.safetensors")
+          .ok());
   EXPECT_EQ(*ReadFile(dir + "/bad.safetensors"), "garbage!garbage!");
 }
 
@@ -433,7 +439,8 @@ TEST(DemoLmTrainingTest, ShortRunLearnsToReadDigits) {
     ASSERT_TRUE(EvaluateRange(ei, 0, test->size(), fast, &a).ok());
     ASSERT_TRUE(EvaluateRange(ei, 0, test->size(), plain, &b).ok());
     int64_t same = 0;
-    for (int64_t i = 0; i < a.NumSamples(); ++i) same += a.samples()[i].answer == b.samples()[i].answer;
+    for (int64_t i = 0; i < a.NumSamples(); ++i)
+      same += a.samples()[i].answer == b.samples()[i].answer;
     std::cout << c10::toString(dtype) << ": " << same << " of " << a.NumSamples()
               << " answers equal with and without the shared prefix\n";
     EXPECT_GE(same, a.NumSamples() * 99 / 100);

@@ -142,8 +142,8 @@ TEST_F(VlmTest, GenerateAnswersFromPrefixEqualsWithout) {
   auto fixture = GenerateAnswers(*model_, forward_, prompt,
                                  x_["image_embeds"].narrow(0, 0, 1).unsqueeze(1), params, &prefix);
   at::Tensor want = x_["gen_from_embeds_output"];
-  EXPECT_EQ(fixture[0],
-            std::vector<int64_t>(want.data_ptr<int64_t>(), want.data_ptr<int64_t>() + want.size(1)));
+  EXPECT_EQ(fixture[0], std::vector<int64_t>(want.data_ptr<int64_t>(),
+                                             want.data_ptr<int64_t>() + want.size(1)));
 }
 
 }  // namespace

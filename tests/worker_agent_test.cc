@@ -137,7 +137,8 @@ class WorkerAgentTest : public ::testing::Test {
   }
   // Starts the agent, hands it `task` (running until aborted) as `ref`, and waits until it
   // runs.
-  void StartARunningTask(ScriptedTask& task, const v1::TaskRef& ref, WorkerOptions options = Options()) {
+  void StartARunningTask(ScriptedTask& task, const v1::TaskRef& ref,
+                         WorkerOptions options = Options()) {
     task.steps = -1;
     Start(task.Runner(), std::move(options));
     ASSERT_TRUE(Registered());
@@ -149,7 +150,9 @@ class WorkerAgentTest : public ::testing::Test {
     if (thread_.joinable()) thread_.join();
   }
   bool Registered(size_t times = 1) {
-    return WaitUntil([&] { return coordinator_->registrations().size() >= times && !coordinator_->session().empty(); });
+    return WaitUntil([&] {
+      return coordinator_->registrations().size() >= times && !coordinator_->session().empty();
+    });
   }
 
   static const LlamaModel* model_;
@@ -179,7 +182,8 @@ TEST_F(WorkerAgentTest, RunsAQueuedTaskAndReportsItsResultAfterItsMetrics) {
   const v1::TaskRef ref = Ref("train-000001", 1);
   coordinator_->QueueTask(TrainTask(ref));
   ASSERT_TRUE(WaitUntil([&] { return coordinator_->results().size() == 1; }));
-  const std::vector<v1::HeartbeatRequest> heartbeats_at_result = coordinator_->heartbeats_at_result(0);
+  const std::vector<v1::HeartbeatRequest> heartbeats_at_result =
+      coordinator_->heartbeats_at_result(0);
   const v1::TaskResultRequest result = coordinator_->results()[0];
   EXPECT_TRUE(result.ok()) << result.error();
   EXPECT_EQ(result.step(), 3);
@@ -329,7 +333,8 @@ TEST_F(WorkerAgentTest, RegistrationIsRetriedWhileTheCoordinatorIsUnavailable) {
 }
 
 TEST_F(WorkerAgentTest, AnInvalidRegistrationEndsRunAtOnce) {
-  coordinator_->FailAlways(Call::kRegister, absl::InvalidArgumentError("RegisterWorker: device is empty"));
+  coordinator_->FailAlways(Call::kRegister,
+                           absl::InvalidArgumentError("RegisterWorker: device is empty"));
   ScriptedTask task;
   Start(task.Runner());
   ASSERT_TRUE(WaitUntil([&] { return returned_.load(); }));

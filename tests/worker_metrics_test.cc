@@ -40,8 +40,12 @@ TEST(WorkerMetricsTest, StepsTasksAndAnswersAreCounted) {
   EXPECT_NE(text.find("llava_worker_step_seconds_bucket{le=\"0.1\"} 1"), std::string::npos) << text;
   EXPECT_NE(text.find("llava_worker_allreduce_seconds_sum 0.004"), std::string::npos) << text;
   EXPECT_NE(text.find("llava_worker_step 8"), std::string::npos) << text;
-  EXPECT_NE(text.find("llava_worker_tasks_total{kind=\"train\",outcome=\"ok\"} 1"), std::string::npos) << text;
-  EXPECT_NE(text.find("llava_worker_tasks_total{kind=\"eval\",outcome=\"aborted\"} 2"), std::string::npos) << text;
+  EXPECT_NE(text.find("llava_worker_tasks_total{kind=\"train\",outcome=\"ok\"} 1"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("llava_worker_tasks_total{kind=\"eval\",outcome=\"aborted\"} 2"),
+            std::string::npos)
+      << text;
   EXPECT_NE(text.find("llava_worker_eval_answers_total 42"), std::string::npos) << text;
   // A CPU worker exports no GPU memory.
   EXPECT_EQ(Render(*metrics.device_memory()), "");

@@ -110,7 +110,8 @@ TEST(WorkerRegistryTest, AtTheBoundSilentWorkersMakeRoomAndLiveOnesDoNot) {
   ASSERT_TRUE(registry.Heartbeat(Beat("a", *a), t0 + milliseconds(900)).ok());
   ASSERT_TRUE(registry.Register(Info("c"), t0 + milliseconds(1500)).ok());
   std::vector<std::string> ids;
-  for (const v1::WorkerStatus& w : registry.List(t0 + milliseconds(1500))) ids.push_back(w.info().worker_id());
+  for (const v1::WorkerStatus& w : registry.List(t0 + milliseconds(1500)))
+    ids.push_back(w.info().worker_id());
   EXPECT_EQ(ids, (std::vector<std::string>{"a", "c"}));
 }
 

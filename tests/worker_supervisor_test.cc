@@ -39,7 +39,8 @@ TEST(WorkerSupervisorTest, EachRankGetsItsIdDeviceAndPortsAndAStopEndsThemAll) {
   o.grace = std::chrono::seconds(10);
   // Each rank writes its arguments (the overrides come last) and waits for SIGTERM.
   const std::vector<std::string> line = {
-      "-c", "echo \"$@\" > " + dir + "/$$.args; trap 'exit 0' TERM; while :; do sleep 0.05; done", "sh"};
+      "-c", "echo \"$@\" > " + dir + "/$$.args; trap 'exit 0' TERM; while :; do sleep 0.05; done",
+      "sh"};
   std::atomic<bool> stop{false};
   absl::Status result;
   std::thread supervisor([&] { result = RunWorkerSupervisor(o, "/bin/sh", line, stop); });
@@ -56,9 +57,9 @@ TEST(WorkerSupervisorTest, EachRankGetsItsIdDeviceAndPortsAndAStopEndsThemAll) {
   for (const std::string& name : seen) args.push_back(*ReadFile(dir + "/" + name));
   std::sort(args.begin(), args.end());
   for (int i = 0; i < 3; ++i) {
-    EXPECT_EQ(args[i], "--gpus= --worker_id=pod-gpu" + std::to_string(i) + " --device=cuda:" +
-                           std::to_string(i) + " --health_listen=127.0.0.1:" + std::to_string(51000 + i) +
-                           " --metrics_listen=\n");
+    EXPECT_EQ(args[i], "--gpus= --worker_id=pod-gpu" + std::to_string(i) +
+                           " --device=cuda:" + std::to_string(i) + " --health_listen=127.0.0.1:" +
+                           std::to_string(51000 + i) + " --metrics_listen=\n");
   }
 }
 
@@ -69,8 +70,8 @@ TEST(WorkerSupervisorTest, ARankThatEndsByItselfStopsTheOthersAndIsNamed) {
   o.device = "cpu";
   o.grace = std::chrono::seconds(10);
   // Rank 1 fails at once; rank 0 would run for a minute.
-  const std::vector<std::string> line = {
-      "-c", "case \"$2\" in *gpu1) exit 3;; esac; sleep 60", "sh"};
+  const std::vector<std::string> line = {"-c", "case \"$2\" in *gpu1) exit 3;; esac; sleep 60",
+                                         "sh"};
   std::atomic<bool> stop{false};
   const auto start = std::chrono::steady_clock::now();
   absl::Status s = RunWorkerSupervisor(o, "/bin/sh", line, stop);

@@ -206,7 +206,8 @@ TEST_F(TrainTaskTest, ACollectiveErrorMidStepFailsTheTaskRetryablyNamingTheError
   group_.FailAllReduce(2, absl::UnavailableError("gloo: connection reset by peer (rank 1)"));
   TaskOutcome out = Run(Task(/*steps=*/3, /*every=*/0));
   EXPECT_TRUE(absl::IsUnavailable(out.status)) << out.status;
-  EXPECT_NE(out.status.message().find("connection reset by peer (rank 1)"), std::string::npos) << out.status;
+  EXPECT_NE(out.status.message().find("connection reset by peer (rank 1)"), std::string::npos)
+      << out.status;
   EXPECT_TRUE(out.retryable);
   EXPECT_EQ(out.step, 1);  // step 1 was done; step 2 failed in its all-reduce
   EXPECT_EQ(steps_.size(), 1u);
@@ -215,7 +216,8 @@ TEST_F(TrainTaskTest, ACollectiveErrorMidStepFailsTheTaskRetryablyNamingTheError
 }
 
 TEST_F(TrainTaskTest, ARefusedUploadFailsTheTaskWithTheCoordinatorsReason) {
-  coordinator_.FailNext(Call::kUpload, absl::ResourceExhaustedError("checkpoint store: the disk is full"));
+  coordinator_.FailNext(Call::kUpload,
+                        absl::ResourceExhaustedError("checkpoint store: the disk is full"));
   TaskOutcome out = Run(Task(/*steps=*/3, /*every=*/2));
   EXPECT_TRUE(absl::IsResourceExhausted(out.status)) << out.status;
   EXPECT_NE(out.status.message().find("the disk is full"), std::string::npos) << out.status;
@@ -226,7 +228,8 @@ TEST_F(TrainTaskTest, ARefusedUploadFailsTheTaskWithTheCoordinatorsReason) {
 }
 
 TEST_F(TrainTaskTest, ARefusedFinalUploadFailsTheTaskAfterItsLastStep) {
-  coordinator_.FailNext(Call::kUpload, absl::PermissionDeniedError("job 'train-000001' attempt 1 is not running"));
+  coordinator_.FailNext(Call::kUpload,
+                        absl::PermissionDeniedError("job 'train-000001' attempt 1 is not running"));
   TaskOutcome out = Run(Task(/*steps=*/2, /*every=*/0));
   EXPECT_TRUE(absl::IsPermissionDenied(out.status)) << out.status;
   EXPECT_NE(out.status.message().find("is not running"), std::string::npos) << out.status;
@@ -249,7 +252,8 @@ TEST_F(TrainTaskTest, NonFiniteGradientsFailTheStepNotRetryably) {
 
 TEST_F(TrainTaskTest, AShardThatCannotBeFetchedFailsRetryably) {
   v1::Task task = Task(/*steps=*/2, /*every=*/0);
-  coordinator_.FailNext(Call::kGetShard, absl::FailedPreconditionError("attempt 1 is not a running training attempt"));
+  coordinator_.FailNext(Call::kGetShard, absl::FailedPreconditionError(
+                                             "attempt 1 is not a running training attempt"));
   TaskOutcome out = Run(task);
   EXPECT_TRUE(absl::IsFailedPrecondition(out.status)) << out.status;
   EXPECT_TRUE(out.retryable);

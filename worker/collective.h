@@ -20,7 +20,7 @@ struct CollectiveOptions {
   std::string engine = "gloo";  // "gloo" or "nccl"
   int64_t rank = 0;
   int64_t world_size = 1;
-  std::string prefix;           // the attempt's key prefix in the store
+  std::string prefix;  // the attempt's key prefix in the store
   std::chrono::milliseconds timeout{60000};
   std::string gloo_host = "127.0.0.1";  // address peers reach this rank's Gloo transport on
   int cuda_device = 0;                  // NCCL: the rank's GPU

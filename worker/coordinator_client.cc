@@ -16,7 +16,6 @@ absl::Status FromGrpc(const grpc::Status& status, const std::string& what) {
                       absl::StrCat(what, ": ", status.error_message()));
 }
 
-
 CoordinatorClient::CoordinatorClient(ClientOptions options) : options_(std::move(options)) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
@@ -24,9 +23,11 @@ CoordinatorClient::CoordinatorClient(ClientOptions options) : options_(std::move
   // Reconnect quickly after a coordinator restart.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   // Checkpoint downloads (common/net/transfer_window.h).
-  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, TransferWindowBytes(options_.max_message_bytes));
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
+              TransferWindowBytes(options_.max_message_bytes));
   options_.security->ConfigureChannel(&args);
-  channel_ = grpc::CreateCustomChannel(options_.address, options_.security->ChannelCredentials(), args);
+  channel_ =
+      grpc::CreateCustomChannel(options_.address, options_.security->ChannelCredentials(), args);
   jobs_ = v1::JobService::NewStub(channel_);
   workers_ = v1::WorkerService::NewStub(channel_);
   rendezvous_ = v1::RendezvousService::NewStub(channel_);
@@ -39,14 +40,14 @@ void CoordinatorClient::SetDeadline(grpc::ClientContext* context,
 }
 
 // One unary call with a deadline; `what` names it in errors.
-#define LLAVA_UNARY(stub, method, request, response_type, what) \
-  do {                                                          \
-    grpc::ClientContext context;                                \
-    SetDeadline(&context);                                      \
-    response_type response;                                     \
+#define LLAVA_UNARY(stub, method, request, response_type, what)  \
+  do {                                                           \
+    grpc::ClientContext context;                                 \
+    SetDeadline(&context);                                       \
+    response_type response;                                      \
     grpc::Status s = stub->method(&context, request, &response); \
-    if (!s.ok()) return FromGrpc(s, what);                      \
-    return response;                                            \
+    if (!s.ok()) return FromGrpc(s, what);                       \
+    return response;                                             \
   } while (0)
 
 template <typename Request, typename Response, typename Call, typename Append>
@@ -84,7 +85,8 @@ std::pair<std::string, std::string> CoordinatorClient::Session() const {
   return {worker_id_, session_id_};
 }
 
-absl::StatusOr<v1::HeartbeatResponse> CoordinatorClient::Heartbeat(const v1::HeartbeatRequest& request) {
+absl::StatusOr<v1::HeartbeatResponse> CoordinatorClient::Heartbeat(
+    const v1::HeartbeatRequest& request) {
   grpc::ClientContext context;
   SetDeadline(&context, std::chrono::milliseconds(request.wait_ms()));  // a long poll waits
   v1::HeartbeatResponse response;
@@ -139,7 +141,8 @@ absl::Status CoordinatorClient::Set(const std::string& key, const std::string& v
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::StoreSetResponse response;
-  return FromGrpc(rendezvous_->Set(&context, request, &response), absl::StrCat("rendezvous Set ", key));
+  return FromGrpc(rendezvous_->Set(&context, request, &response),
+                  absl::StrCat("rendezvous Set ", key));
 }
 
 absl::StatusOr<std::string> CoordinatorClient::Get(const std::string& key,
@@ -193,7 +196,8 @@ absl::StatusOr<CoordinatorClient::Download> CoordinatorClient::DownloadCheckpoin
   bool first = true;
   while (reader->Read(&chunk)) {
     if (first) {
-      if (!chunk.has_header()) return absl::DataLossError("DownloadCheckpoint: no header in the first chunk");
+      if (!chunk.has_header())
+        return absl::DataLossError("DownloadCheckpoint: no header in the first chunk");
       out.header = chunk.header();
       out.bytes.reserve(static_cast<size_t>(out.header.total_bytes()));
       first = false;
@@ -208,8 +212,9 @@ absl::StatusOr<CoordinatorClient::Download> CoordinatorClient::DownloadCheckpoin
   if (!s.ok()) return FromGrpc(s, absl::StrCat("DownloadCheckpoint ", checkpoint));
   if (first) return absl::DataLossError("DownloadCheckpoint: empty stream");
   if (static_cast<int64_t>(out.bytes.size()) != out.header.total_bytes()) {
-    return absl::DataLossError(absl::StrCat("DownloadCheckpoint ", checkpoint, ": got ", out.bytes.size(),
-                                            " of ", out.header.total_bytes(), " bytes"));
+    return absl::DataLossError(absl::StrCat("DownloadCheckpoint ", checkpoint, ": got ",
+                                            out.bytes.size(), " of ", out.header.total_bytes(),
+                                            " bytes"));
   }
   const std::string sha = Sha256Hex(out.bytes);
   if (sha != out.header.sha256()) {
@@ -219,17 +224,20 @@ absl::StatusOr<CoordinatorClient::Download> CoordinatorClient::DownloadCheckpoin
   return out;
 }
 
-absl::StatusOr<v1::ListCheckpointsResponse> CoordinatorClient::ListCheckpoints(const std::string& job_id) {
+absl::StatusOr<v1::ListCheckpointsResponse> CoordinatorClient::ListCheckpoints(
+    const std::string& job_id) {
   v1::ListCheckpointsRequest request;
   request.set_job_id(job_id);
-  LLAVA_UNARY(checkpoints_, ListCheckpoints, request, v1::ListCheckpointsResponse, "ListCheckpoints");
+  LLAVA_UNARY(checkpoints_, ListCheckpoints, request, v1::ListCheckpointsResponse,
+              "ListCheckpoints");
 }
 
 absl::StatusOr<v1::JobStatus> CoordinatorClient::Submit(const v1::SubmitJobRequest& request) {
   LLAVA_UNARY(jobs_, SubmitJob, request, v1::JobStatus, "SubmitJob");
 }
 
-absl::StatusOr<v1::JobStatus> CoordinatorClient::GetJob(const std::string& job_id, bool include_history) {
+absl::StatusOr<v1::JobStatus> CoordinatorClient::GetJob(const std::string& job_id,
+                                                        bool include_history) {
   v1::GetJobRequest request;
   request.set_job_id(job_id);
   request.set_include_history(include_history);

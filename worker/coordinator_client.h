@@ -71,8 +71,9 @@ class CoordinatorClient : public WorkerCoordinator, public JobClient {
   // Streams the job's status to `on_status` until the job ends (returns its last status)
   // or `timeout` passes (DEADLINE_EXCEEDED); reopens the stream when the server closes it
   // early.
-  absl::StatusOr<v1::JobStatus> WatchJob(const std::string& job_id, std::chrono::milliseconds timeout,
-                                         const std::function<void(const v1::JobStatus&)>& on_status) override;
+  absl::StatusOr<v1::JobStatus> WatchJob(
+      const std::string& job_id, std::chrono::milliseconds timeout,
+      const std::function<void(const v1::JobStatus&)>& on_status) override;
 
   const ClientOptions& options() const { return options_; }
 

@@ -98,7 +98,8 @@ class JobClient {
       const std::string& job_id, std::chrono::milliseconds timeout,
       const std::function<void(const v1::JobStatus&)>& on_status) = 0;
   // A training job's checkpoints, oldest first. NOT_FOUND: no such job.
-  virtual absl::StatusOr<v1::ListCheckpointsResponse> ListCheckpoints(const std::string& job_id) = 0;
+  virtual absl::StatusOr<v1::ListCheckpointsResponse> ListCheckpoints(
+      const std::string& job_id) = 0;
   // As WorkerCoordinator::DownloadCheckpoint; `checkpoint` may also be a training job's
   // id (its newest checkpoint).
   virtual absl::StatusOr<CheckpointDownload> DownloadCheckpoint(const std::string& checkpoint,

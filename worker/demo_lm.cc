@@ -45,7 +45,6 @@ const std::vector<int64_t> kEosIds = {128001, 128008, 128009};
 // builds (bitwise reproducible) have always used.
 constexpr ForwardOptions kForward{};
 
-
 LlamaConfig DemoConfig(const DemoLmOptions& o) {
   LlamaConfig c;
   c.vocab_size = kVocabSize;
@@ -149,9 +148,9 @@ at::Tensor NoisyEmbeds(const LlamaModel& m, const PromptBatch& batch, double ima
   at::Tensor embeds = EmbedTokens(m, batch.ids);  // [B, T, D]
   if (image_noise <= 0) return embeds;
   const int64_t b = embeds.size(0), d = embeds.size(2);
-  at::Tensor slot = embeds.select(1, batch.image_position).detach();       // [B, D]
-  at::Tensor rms = slot.pow(2).mean(-1, /*keepdim=*/true).sqrt();          // [B, 1]
-  at::Tensor scale = at::empty({b, 1}).uniform_(0.0, image_noise, gen);    // [B, 1]
+  at::Tensor slot = embeds.select(1, batch.image_position).detach();          // [B, D]
+  at::Tensor rms = slot.pow(2).mean(-1, /*keepdim=*/true).sqrt();             // [B, 1]
+  at::Tensor scale = at::empty({b, 1}).uniform_(0.0, image_noise, gen);       // [B, 1]
   at::Tensor noise = at::empty({b, d}).normal_(0.0, 1.0, gen) * scale * rms;  // [B, D]
   at::Tensor full = at::zeros_like(slot).unsqueeze(1).repeat({1, embeds.size(1), 1});
   full.select(1, batch.image_position).copy_(noise);  // [B, T, D], zero off the slot
@@ -194,12 +193,12 @@ StepLoss AnswerLoss(const LlamaModel& m, const TextBatch& batch, const at::Tenso
   at::Tensor is_digit = at::isin(shifted, at::tensor(digit_ids, at::kLong));       // [B, T]
   at::Tensor row_takes_all = (at::arange(b, at::kLong) < template_rows).unsqueeze(1);
   at::Tensor take = shifted.ne(-100).logical_and(is_digit.logical_or(row_takes_all));
-  at::Tensor where = take.reshape({-1}).nonzero().squeeze(1);                      // [N]
-  at::Tensor rows = hidden.reshape({b * t, -1}).index_select(0, where);            // [N, D]
-  at::Tensor targets = shifted.reshape({-1}).index_select(0, where);               // [N]
-  at::Tensor logits = HeadLogits(m, rows).to(at::kFloat);                          // [N, V]
-  at::Tensor per_token = at::cross_entropy_loss(logits, targets, /*weight=*/{},
-                                                at::Reduction::None, -100);  // [N]
+  at::Tensor where = take.reshape({-1}).nonzero().squeeze(1);            // [N]
+  at::Tensor rows = hidden.reshape({b * t, -1}).index_select(0, where);  // [N, D]
+  at::Tensor targets = shifted.reshape({-1}).index_select(0, where);     // [N]
+  at::Tensor logits = HeadLogits(m, rows).to(at::kFloat);                // [N, V]
+  at::Tensor per_token =
+      at::cross_entropy_loss(logits, targets, /*weight=*/{}, at::Reduction::None, -100);  // [N]
   StepLoss out;
   out.loss = per_token.mean();
   at::Tensor digit_rows = is_digit.reshape({-1}).index_select(0, where);
@@ -238,24 +237,30 @@ double HeldOutAccuracy(const LlamaModel& m, const PromptBuilder& held_out,
   const int64_t b = batch.ids.size(0), t = batch.ids.size(1);
   at::Tensor hidden = DecoderForward(m, kForward, EmbedTokens(m, batch.ids));  // [B, T, D]
   at::Tensor shifted = at::constant_pad_nd(batch.labels, {0, 1}, -100).narrow(1, 1, t);
-  at::Tensor answer = shifted.ne(-100);                                       // [B, T]
-  at::Tensor where = answer.reshape({-1}).nonzero().squeeze(1);               // [N]
-  at::Tensor rows = hidden.reshape({b * t, -1}).index_select(0, where);       // [N, D]
+  at::Tensor answer = shifted.ne(-100);                                  // [B, T]
+  at::Tensor where = answer.reshape({-1}).nonzero().squeeze(1);          // [N]
+  at::Tensor rows = hidden.reshape({b * t, -1}).index_select(0, where);  // [N, D]
   at::Tensor predicted = at::full({b * t}, -100, at::kLong);
-  predicted.index_copy_(0, where, HeadLogits(m, rows).argmax(-1));            // [B*T]
+  predicted.index_copy_(0, where, HeadLogits(m, rows).argmax(-1));  // [B*T]
   at::Tensor row_right = predicted.view({b, t}).eq(shifted).logical_or(answer.logical_not());
   return row_right.all(1).to(at::kDouble).mean().item<double>();
 }
 
 json OptionsJson(const DemoLmOptions& o) {
-  return {{"hidden_size", o.hidden_size},   {"num_layers", o.num_layers},
-          {"num_heads", o.num_heads},       {"num_kv_heads", o.num_kv_heads},
+  return {{"hidden_size", o.hidden_size},
+          {"num_layers", o.num_layers},
+          {"num_heads", o.num_heads},
+          {"num_kv_heads", o.num_kv_heads},
           {"intermediate_size", o.intermediate_size},
-          {"steps", o.steps},               {"batch_size", o.batch_size},
-          {"lr", o.lr},                     {"optimizer", "AdamW(betas 0.9/0.999, wd 0.01)"},
-          {"seed", o.seed},                 {"image_noise", o.image_noise},
+          {"steps", o.steps},
+          {"batch_size", o.batch_size},
+          {"lr", o.lr},
+          {"optimizer", "AdamW(betas 0.9/0.999, wd 0.01)"},
+          {"seed", o.seed},
+          {"image_noise", o.image_noise},
           {"template_fraction", o.template_fraction},
-          {"stop_loss", o.stop_loss},       {"stop_window", o.stop_window},
+          {"stop_loss", o.stop_loss},
+          {"stop_window", o.stop_window},
           {"answer_template", kAnswerTemplate},
           {"prompt_style", "experiment"}};
 }
@@ -294,8 +299,8 @@ json ConfigJson(const LlamaConfig& c) {
 }
 
 json GenerationConfigJson(const LlamaConfig& c) {
-  return {{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_ids},
-          {"do_sample", false}};
+  return {
+      {"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_ids}, {"do_sample", false}};
 }
 
 struct TrainOutcome {
@@ -314,8 +319,8 @@ absl::StatusOr<TrainOutcome> Train(const TrainContext& ctx, LlamaModel* model) {
   std::mt19937_64 rng(o.seed);
   at::Generator noise_gen = at::detail::createCPUGenerator(o.seed + 1);
 
-  const int64_t template_rows = std::max<int64_t>(
-      1, std::llround(o.template_fraction * static_cast<double>(o.batch_size)));
+  const int64_t template_rows =
+      std::max<int64_t>(1, std::llround(o.template_fraction * static_cast<double>(o.batch_size)));
   TrainOutcome out;
   std::deque<double> window;
   double window_sum = 0;
@@ -329,8 +334,8 @@ absl::StatusOr<TrainOutcome> Train(const TrainContext& ctx, LlamaModel* model) {
     optimizer.step();
     const double loss = sl.loss.item<double>();
     if (!std::isfinite(loss)) {
-      return absl::InternalError(absl::StrCat("demo LM: the answer loss became ", loss,
-                                              " at step ", step, " (lr ", o.lr, " too high?)"));
+      return absl::InternalError(absl::StrCat("demo LM: the answer loss became ", loss, " at step ",
+                                              step, " (lr ", o.lr, " too high?)"));
     }
     window.push_back(loss);
     window_sum += loss;
@@ -345,10 +350,13 @@ absl::StatusOr<TrainOutcome> Train(const TrainContext& ctx, LlamaModel* model) {
     if (step % o.log_every == 0 || step == 1 || step == o.steps || stop) {
       const double secs = SecondsSince(start);
       LM_LOG(INFO) << "demo LM step " << step << "/" << o.steps << ": answer loss " << loss
-                   << " (running " << out.running_loss << "), digit loss " << sl.digit_loss
-                   << ", " << secs << " s";
-      out.curve.push_back({{"step", step}, {"loss", loss}, {"running_loss", out.running_loss},
-                           {"digit_loss", sl.digit_loss}, {"seconds", secs}});
+                   << " (running " << out.running_loss << "), digit loss " << sl.digit_loss << ", "
+                   << secs << " s";
+      out.curve.push_back({{"step", step},
+                           {"loss", loss},
+                           {"running_loss", out.running_loss},
+                           {"digit_loss", sl.digit_loss},
+                           {"seconds", secs}});
     }
     if (stop) break;
   }
@@ -373,8 +381,7 @@ struct ModelFiles {
 absl::Status WriteModelDir(const std::string& dir, const ModelFiles& f) {
   std::vector<NamedTensor> tensors = NamedWeights(f.model);
   for (NamedTensor& nt : tensors) nt.tensor = nt.tensor.detach().to(at::kFloat).contiguous();
-  LM_RETURN_IF_ERROR(
-      WriteSafetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}}));
+  LM_RETURN_IF_ERROR(WriteSafetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}}));
   LM_RETURN_IF_ERROR(WriteJson(dir + "/config.json", ConfigJson(f.model.config)));
   LM_RETURN_IF_ERROR(
       WriteJson(dir + "/generation_config.json", GenerationConfigJson(f.model.config)));
@@ -390,13 +397,14 @@ absl::Status ReplaceDir(const std::string& tmp, const std::string& dir) {
   LM_RETURN_IF_ERROR(RemoveTree(old));
   if (fs::exists(dir)) {
     fs::rename(dir, old, ec);
-    if (ec) return absl::InternalError(absl::StrCat("renaming ", dir, " to ", old, ": ", ec.message()));
+    if (ec)
+      return absl::InternalError(absl::StrCat("renaming ", dir, " to ", old, ": ", ec.message()));
   }
   fs::rename(tmp, dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("renaming ", tmp, " to ", dir, ": ", ec.message()));
+  if (ec)
+    return absl::InternalError(absl::StrCat("renaming ", tmp, " to ", dir, ": ", ec.message()));
   return RemoveTree(old);
 }
-
 
 std::string StripTrailingSlashes(std::string path) {
   while (path.size() > 1 && path.back() == '/') path.pop_back();
@@ -415,9 +423,9 @@ absl::StatusOr<DemoLmResult> BuildDemoLmImpl(const DemoLmOptions& o) {
   LM_ASSIGN_OR_RETURN(std::string tokenizer_text, ReadFile(o.tokenizer_path));
   LM_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::FromJson(tokenizer_text, o.tokenizer_path));
   if (tok.vocab_size() > kVocabSize) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        o.tokenizer_path, ": vocabulary of ", tok.vocab_size(),
-        " tokens does not fit Llama 3.1's ", kVocabSize, " embedding rows"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(o.tokenizer_path, ": vocabulary of ", tok.vocab_size(),
+                     " tokens does not fit Llama 3.1's ", kVocabSize, " embedding rows"));
   }
   LM_ASSIGN_OR_RETURN(std::vector<int64_t> digit_ids, DigitTokenIds(tok, o.tokenizer_path));
   PromptConfig pc;
@@ -432,9 +440,9 @@ absl::StatusOr<DemoLmResult> BuildDemoLmImpl(const DemoLmOptions& o) {
   mo.synthetic_seed = o.seed;
   std::unique_ptr<LlamaModel> model = MakeRandomLlama(DemoConfig(o), mo);
   model->source = out_dir;
-  LM_LOG(INFO) << "building the demo LM (" << DescribeConfig(model->config) << ") on "
-               << threads << " threads: " << o.steps << " steps of " << o.batch_size
-               << " dialogues, lr " << o.lr << ", seed " << o.seed;
+  LM_LOG(INFO) << "building the demo LM (" << DescribeConfig(model->config) << ") on " << threads
+               << " threads: " << o.steps << " steps of " << o.batch_size << " dialogues, lr "
+               << o.lr << ", seed " << o.seed;
   const TrainContext ctx{o, train_prompts, digit_ids};
   const double initial_loss = o.evaluate ? EvalAnswerLoss(ctx, *model) : -1;
   LM_ASSIGN_OR_RETURN(TrainOutcome trained, Train(ctx, model.get()));
@@ -449,8 +457,9 @@ absl::StatusOr<DemoLmResult> BuildDemoLmImpl(const DemoLmOptions& o) {
   const std::string tmp = out_dir + ".tmp";
   LM_RETURN_IF_ERROR(RemoveTree(tmp));
   LM_RETURN_IF_ERROR(MakeDirs(tmp));
-  json recipe = {{"what", "llava-mnist demo LM: Llama 3.1 architecture and tokenizer, trained "
-                          "on text-only dialogues (the digit's token at the image slot)"},
+  json recipe = {{"what",
+                  "llava-mnist demo LM: Llama 3.1 architecture and tokenizer, trained "
+                  "on text-only dialogues (the digit's token at the image slot)"},
                  {"recipe", OptionsJson(o)},
                  {"seed", o.seed},
                  {"threads", threads},
@@ -471,9 +480,8 @@ absl::StatusOr<DemoLmResult> BuildDemoLmImpl(const DemoLmOptions& o) {
   result.seconds = SecondsSince(start);
   LM_LOG(INFO) << "demo LM written to " << out_dir << ": " << trained.steps
                << " steps, answer loss " << result.initial_answer_loss << " -> "
-               << result.final_answer_loss
-               << ", held-out accuracy " << result.digit_accuracy << ", " << result.seconds
-               << " s";
+               << result.final_answer_loss << ", held-out accuracy " << result.digit_accuracy
+               << ", " << result.seconds << " s";
   return result;
 }
 
@@ -487,12 +495,15 @@ absl::Status DemoLmOptions::Validate() const {
   if (StripTrailingSlashes(out_dir).empty() || StripTrailingSlashes(out_dir) == "/") {
     return bad("out_dir is empty");
   }
-  const std::pair<const char*, int64_t> positives[] = {
-      {"hidden_size", hidden_size}, {"num_layers", num_layers},
-      {"num_heads", num_heads},     {"num_kv_heads", num_kv_heads},
-      {"intermediate_size", intermediate_size}, {"steps", steps},
-      {"batch_size", batch_size},   {"log_every", log_every},
-      {"stop_window", stop_window}};
+  const std::pair<const char*, int64_t> positives[] = {{"hidden_size", hidden_size},
+                                                       {"num_layers", num_layers},
+                                                       {"num_heads", num_heads},
+                                                       {"num_kv_heads", num_kv_heads},
+                                                       {"intermediate_size", intermediate_size},
+                                                       {"steps", steps},
+                                                       {"batch_size", batch_size},
+                                                       {"log_every", log_every},
+                                                       {"stop_window", stop_window}};
   for (const auto& [name, value] : positives) {
     if (value <= 0) return bad(absl::StrCat(name, " must be > 0, got ", value));
   }
@@ -584,8 +595,8 @@ absl::StatusOr<DemoLmResult> BuildDemoLm(const DemoLmOptions& options) {
   try {
     return BuildDemoLmImpl(options);
   } catch (const c10::Error& e) {
-    return absl::InternalError(
-        absl::StrCat("building the demo LM in ", options.out_dir, ": ", e.what_without_backtrace()));
+    return absl::InternalError(absl::StrCat("building the demo LM in ", options.out_dir, ": ",
+                                            e.what_without_backtrace()));
   }
 }
 

@@ -59,9 +59,9 @@ struct DemoLmResult {
   // The plain answer loss (every answer token, full vocabulary, no noise) of the final
   // model on a fixed set of 64 fresh dialogues with the training questions.
   double final_answer_loss = -1;
-  double running_train_loss = 0;   // the training loss averaged over the last stop_window steps
-  double seconds = 0;              // training and writing, tokenizer load included
-  int64_t steps = 0;               // steps run (fewer than options.steps if stopped early)
+  double running_train_loss = 0;  // the training loss averaged over the last stop_window steps
+  double seconds = 0;             // training and writing, tokenizer load included
+  int64_t steps = 0;              // steps run (fewer than options.steps if stopped early)
   // Greedy answers on text-only dialogues with the held-out questions, every digit:
   // fraction whose answer is exactly "The digit is {label}." then <|eot_id|>
   // (-1 when options.evaluate is false).

@@ -45,9 +45,8 @@ absl::Status EvaluateRange(const EvalInputs& in, int64_t begin, int64_t end,
                            const std::function<void(int64_t, int64_t)>& on_batch) {
   LM_RETURN_IF_ERROR(config.Validate());
   if (begin < 0 || end > in.images->size() || begin > end) {
-    return absl::InvalidArgumentError(absl::StrCat("eval range [", begin, ", ", end,
-                                                   ") is outside the ", in.images->size(),
-                                                   " images"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "eval range [", begin, ", ", end, ") is outside the ", in.images->size(), " images"));
   }
   at::NoGradGuard no_grad;
   const LlamaModel& model = *in.model;
@@ -66,12 +65,12 @@ absl::Status EvaluateRange(const EvalInputs& in, int64_t begin, int64_t end,
     for (int64_t b = begin; b < end; b += config.batch_size) {
       const int64_t e = std::min(end, b + config.batch_size);
       at::Tensor pixels = ImagesToTensor(*in.images, b, e).to(model.device);  // [n, 784]
-      at::Tensor image = (*in.projector)->forward(pixels);                   // [n, k, D]
+      at::Tensor image = (*in.projector)->forward(pixels);                    // [n, k, D]
       std::vector<std::vector<int64_t>> answers =
           GenerateAnswers(model, in.forward, prompt, image, params, prefix.get());
       for (int64_t i = 0; i < e - b; ++i) {
-        LM_ASSIGN_OR_RETURN(std::string text, DecodeAnswer(*in.tokenizer, *in.prompts,
-                                                           std::move(answers[i])));
+        LM_ASSIGN_OR_RETURN(std::string text,
+                            DecodeAnswer(*in.tokenizer, *in.prompts, std::move(answers[i])));
         EvalSample s;
         s.index = b + i;
         s.question = q;

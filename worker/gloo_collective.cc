@@ -40,7 +40,8 @@ class GlooStore : public gloo::rendezvous::Store {
     return std::vector<char>(v->begin(), v->end());
   }
   void wait(const std::vector<std::string>& keys) override { wait(keys, timeout_); }
-  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override {
+  void wait(const std::vector<std::string>& keys,
+            const std::chrono::milliseconds& timeout) override {
     for (const std::string& key : keys) {
       auto v = client_->Get(prefix_ + key, timeout);
       if (!v.ok()) throw std::runtime_error(v.status().ToString());
@@ -71,13 +72,14 @@ std::set<int> SocketFds() {
 
 class GlooCollective : public Collective {
  public:
-  GlooCollective(std::shared_ptr<gloo::rendezvous::Context> context, std::chrono::milliseconds timeout,
-                 std::vector<int> sockets)
+  GlooCollective(std::shared_ptr<gloo::rendezvous::Context> context,
+                 std::chrono::milliseconds timeout, std::vector<int> sockets)
       : context_(std::move(context)), timeout_(timeout), sockets_(std::move(sockets)) {}
 
   absl::Status AllReduceSum(at::Tensor& buffer) override {
     if (aborted_) return absl::AbortedError("gloo: the group was aborted");
-    if (!buffer.is_contiguous() || buffer.scalar_type() != at::kFloat || !buffer.device().is_cpu()) {
+    if (!buffer.is_contiguous() || buffer.scalar_type() != at::kFloat ||
+        !buffer.device().is_cpu()) {
       return absl::InvalidArgumentError("gloo: all-reduce takes a contiguous float32 CPU tensor");
     }
     if (context_->size == 1) return absl::OkStatus();
@@ -98,7 +100,8 @@ class GlooCollective : public Collective {
       return absl::InvalidArgumentError("gloo: broadcast takes a contiguous CPU tensor");
     }
     if (root < 0 || root >= context_->size) {
-      return absl::InvalidArgumentError(absl::StrCat("gloo: broadcast root ", root, " of world ", context_->size));
+      return absl::InvalidArgumentError(
+          absl::StrCat("gloo: broadcast root ", root, " of world ", context_->size));
     }
     if (context_->size == 1 || buffer.nbytes() == 0) return absl::OkStatus();
     return Run("broadcast", [&] {
@@ -127,7 +130,8 @@ class GlooCollective : public Collective {
       op();
     } catch (const std::exception& e) {
       aborted_ = true;
-      return absl::UnavailableError(absl::StrCat("gloo ", what, " failed (a peer died or timed out after ",
+      return absl::UnavailableError(absl::StrCat("gloo ", what,
+                                                 " failed (a peer died or timed out after ",
                                                  timeout_.count(), " ms): ", e.what()));
     }
     return absl::OkStatus();
@@ -147,8 +151,8 @@ absl::StatusOr<std::unique_ptr<Collective>> CreateGlooCollective(const Collectiv
   try {
     gloo::transport::tcp::attr attr(options.gloo_host.c_str());
     auto device = gloo::transport::tcp::CreateDevice(attr);
-    auto context = std::make_shared<gloo::rendezvous::Context>(static_cast<int>(options.rank),
-                                                               static_cast<int>(options.world_size));
+    auto context = std::make_shared<gloo::rendezvous::Context>(
+        static_cast<int>(options.rank), static_cast<int>(options.world_size));
     context->setTimeout(options.timeout);
     GlooStore gloo_store(store, options.prefix + "gloo/", options.timeout);
     const std::set<int> before = SocketFds();

@@ -25,8 +25,8 @@ absl::Status LossScaleConfig::Validate() const {
         absl::StrCat("loss scale: growth_interval must be > 0, got ", growth_interval));
   }
   if (!(min_scale > 0) || min_scale > initial_scale) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "loss scale: min_scale must be > 0 and <= initial_scale, got ", min_scale));
+    return absl::InvalidArgumentError(
+        absl::StrCat("loss scale: min_scale must be > 0 and <= initial_scale, got ", min_scale));
   }
   return absl::OkStatus();
 }
@@ -48,9 +48,9 @@ absl::Status LossScaler::Update(bool grads_finite) {
   good_steps_ = 0;
   const double next = scale_ * config_.backoff_factor;
   if (next < config_.min_scale) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the float16 gradients overflow even at loss scale ", scale_,
-        " (", skipped_, " steps skipped): train this model in bfloat16 (--dtype bfloat16)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the float16 gradients overflow even at loss scale ", scale_, " (", skipped_,
+                     " steps skipped): train this model in bfloat16 (--dtype bfloat16)"));
   }
   scale_ = next;
   return absl::OkStatus();
@@ -67,8 +67,10 @@ absl::Status LossScaler::Restore(const nlohmann::json& state, const std::string&
       !(scale->get<double>() > 0) || good == state.end() || !good->is_number_integer() ||
       good->get<int64_t>() < 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat(source, ": train_state.loss_scale must be {\"scale\": > 0, "
-                             "\"good_steps\": >= 0}, got ", state.dump()));
+        absl::StrCat(source,
+                     ": train_state.loss_scale must be {\"scale\": > 0, "
+                     "\"good_steps\": >= 0}, got ",
+                     state.dump()));
   }
   scale_ = scale->get<double>();
   good_steps_ = good->get<int64_t>();

@@ -38,7 +38,8 @@ class NcclCollective : public Collective {
     if (!broken_) {
       // Finalize flushes outstanding work; bounded like everything else.
       ncclResult_t r = ncclCommFinalize(comm_);
-      if ((r == ncclSuccess || r == ncclInProgress) && Wait("finalize", Clock::now() + timeout_).ok()) {
+      if ((r == ncclSuccess || r == ncclInProgress) &&
+          Wait("finalize", Clock::now() + timeout_).ok()) {
         ncclCommDestroy(comm_);
         return;
       }
@@ -66,7 +67,8 @@ class NcclCollective : public Collective {
     }
     int ranks = 0;
     if (ncclCommCount(comm_, &ranks) != ncclSuccess || root < 0 || root >= ranks) {
-      return absl::InvalidArgumentError(absl::StrCat("nccl: broadcast root ", root, " of world ", ranks));
+      return absl::InvalidArgumentError(
+          absl::StrCat("nccl: broadcast root ", root, " of world ", ranks));
     }
     if (buffer.nbytes() == 0) return absl::OkStatus();
     cudaStream_t stream = StreamOf(buffer);
@@ -110,12 +112,14 @@ class NcclCollective : public Collective {
   // `stream`: the stream drains unless a peer died (then the async error is set).
   absl::Status Complete(const char* what, ncclResult_t enqueued, cudaStream_t stream,
                         Clock::time_point deadline) {
-    if (enqueued != ncclSuccess && enqueued != ncclInProgress) return Fail(NcclError(what, enqueued));
+    if (enqueued != ncclSuccess && enqueued != ncclInProgress)
+      return Fail(NcclError(what, enqueued));
     if (absl::Status s = Wait(what, deadline); !s.ok()) return s;
     while (true) {
       cudaError_t q = cudaStreamQuery(stream);
       if (q == cudaSuccess) return absl::OkStatus();
-      if (q != cudaErrorNotReady) return Fail(absl::StrCat("nccl: stream: ", cudaGetErrorString(q)));
+      if (q != cudaErrorNotReady)
+        return Fail(absl::StrCat("nccl: stream: ", cudaGetErrorString(q)));
       ncclResult_t async = ncclSuccess;
       ncclCommGetAsyncError(comm_, &async);
       if (async != ncclSuccess && async != ncclInProgress) return Fail(NcclError("peer", async));
@@ -153,7 +157,8 @@ absl::StatusOr<std::unique_ptr<Collective>> CreateNcclCollective(const Collectiv
 #endif
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || options.cuda_device >= devices) {
-    return absl::FailedPreconditionError(absl::StrCat("nccl: no CUDA device ", options.cuda_device));
+    return absl::FailedPreconditionError(
+        absl::StrCat("nccl: no CUDA device ", options.cuda_device));
   }
   cudaSetDevice(options.cuda_device);
   const std::string key = options.prefix + "nccl_unique_id";

@@ -16,7 +16,6 @@ using Clock = std::chrono::steady_clock;
 // No projector-only file comes near this; a larger announced length is a broken peer.
 constexpr int64_t kMaxProjectorBytes = int64_t{4} << 30;
 
-
 absl::Status InRank(int64_t rank, const char* what, const absl::Status& s) {
   return absl::Status(s.code(), absl::StrCat("eval rank ", rank, ": ", what, ": ", s.message()));
 }
@@ -28,7 +27,9 @@ absl::StatusOr<bool> AnotherRankLacksIt(const CollectiveOptions& o, RendezvousCl
   for (int64_t r = 0; r < o.world_size; ++r) {
     if (r == o.rank) continue;
     absl::StatusOr<std::string> flag = store->Get(ProjectorNeedKey(o.prefix, r), o.timeout);
-    if (!flag.ok()) return InRank(o.rank, absl::StrCat("reading rank ", r, "'s projector flag").c_str(), flag.status());
+    if (!flag.ok())
+      return InRank(o.rank, absl::StrCat("reading rank ", r, "'s projector flag").c_str(),
+                    flag.status());
     if (*flag == "1") return true;
   }
   return false;
@@ -36,13 +37,15 @@ absl::StatusOr<bool> AnotherRankLacksIt(const CollectiveOptions& o, RendezvousCl
 
 // Bytes move where the engine wants them: the CPU for Gloo, the rank's GPU for NCCL.
 at::TensorOptions Staging(const CollectiveOptions& o) {
-  const at::Device device = o.engine == "nccl" ? at::Device(at::kCUDA, static_cast<at::DeviceIndex>(o.cuda_device))
-                                               : at::Device(at::kCPU);
+  const at::Device device = o.engine == "nccl"
+                                ? at::Device(at::kCUDA, static_cast<at::DeviceIndex>(o.cuda_device))
+                                : at::Device(at::kCPU);
   return at::TensorOptions().dtype(at::kByte).device(device);
 }
 
 at::Tensor Staged(const std::string& bytes, const at::TensorOptions& staging) {
-  at::Tensor cpu = at::empty({static_cast<int64_t>(bytes.size())}, at::TensorOptions().dtype(at::kByte));
+  at::Tensor cpu =
+      at::empty({static_cast<int64_t>(bytes.size())}, at::TensorOptions().dtype(at::kByte));
   if (!bytes.empty()) std::memcpy(cpu.data_ptr(), bytes.data(), bytes.size());
   return cpu.to(staging.device());
 }
@@ -56,7 +59,7 @@ std::string Unstaged(const at::Tensor& t) {
 // returns it. First a length (n >= 0: n bytes follow; -1 - n: an error message of n
 // bytes follows), then the payload.
 absl::StatusOr<std::string> BroadcastOutcome(Collective& group, const CollectiveOptions& o,
-                                              absl::StatusOr<std::string>* root_outcome) {
+                                             absl::StatusOr<std::string>* root_outcome) {
   const at::TensorOptions staging = Staging(o);
   std::string error;
   const std::string* payload = nullptr;
@@ -71,19 +74,23 @@ absl::StatusOr<std::string> BroadcastOutcome(Collective& group, const Collective
       length = -1 - static_cast<int64_t>(error.size());
     }
   }
-  at::Tensor header = at::full({1}, length, at::TensorOptions().dtype(at::kLong)).to(staging.device());
-  if (absl::Status s = group.Broadcast(header, 0); !s.ok()) return InRank(o.rank, "broadcasting the projector's length", s);
+  at::Tensor header =
+      at::full({1}, length, at::TensorOptions().dtype(at::kLong)).to(staging.device());
+  if (absl::Status s = group.Broadcast(header, 0); !s.ok())
+    return InRank(o.rank, "broadcasting the projector's length", s);
   length = header.to(at::kCPU).item<int64_t>();
   const int64_t n = length >= 0 ? length : -1 - length;
   if (n > kMaxProjectorBytes) {
-    return absl::DataLossError(absl::StrCat("eval rank ", o.rank, ": rank 0 announced ", n, " projector bytes"));
+    return absl::DataLossError(
+        absl::StrCat("eval rank ", o.rank, ": rank 0 announced ", n, " projector bytes"));
   }
   at::Tensor body = o.rank == 0 ? Staged(*payload, staging) : at::empty({n}, staging);
-  if (absl::Status s = group.Broadcast(body, 0); !s.ok()) return InRank(o.rank, "broadcasting the projector", s);
+  if (absl::Status s = group.Broadcast(body, 0); !s.ok())
+    return InRank(o.rank, "broadcasting the projector", s);
   if (o.rank == 0) return std::move(*root_outcome);
   if (length < 0) {
-    return absl::UnavailableError(
-        absl::StrCat("eval rank ", o.rank, ": rank 0 could not fetch the projector: ", Unstaged(body)));
+    return absl::UnavailableError(absl::StrCat(
+        "eval rank ", o.rank, ": rank 0 could not fetch the projector: ", Unstaged(body)));
   }
   return Unstaged(body);
 }
@@ -116,12 +123,14 @@ std::string ProjectorNeedKey(const std::string& prefix, int64_t rank) {
   return absl::StrCat(prefix, "eval/lacks-projector/", rank);
 }
 
-absl::StatusOr<ProjectorShare> ShareProjector(const ProjectorShareOptions& options, RendezvousClient* store,
-                                              const std::function<absl::StatusOr<std::string>()>& fetch,
-                                              const std::function<void(Collective*)>& on_collective) {
+absl::StatusOr<ProjectorShare> ShareProjector(
+    const ProjectorShareOptions& options, RendezvousClient* store,
+    const std::function<absl::StatusOr<std::string>()>& fetch,
+    const std::function<void(Collective*)>& on_collective) {
   const CollectiveOptions& o = options.collective;
   ProjectorShare out;
-  if (absl::Status s = store->Set(ProjectorNeedKey(o.prefix, o.rank), options.have ? "0" : "1"); !s.ok()) {
+  if (absl::Status s = store->Set(ProjectorNeedKey(o.prefix, o.rank), options.have ? "0" : "1");
+      !s.ok()) {
     return InRank(o.rank, "publishing its projector flag", s);
   }
   // A rank that lacks the projector knows that the group is needed; one that has it asks.

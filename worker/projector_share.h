@@ -31,7 +31,8 @@ namespace llava {
 class AttachedCollective {
  public:
   AttachedCollective() = default;
-  AttachedCollective(std::unique_ptr<Collective> group, std::function<void(Collective*)> on_collective);
+  AttachedCollective(std::unique_ptr<Collective> group,
+                     std::function<void(Collective*)> on_collective);
   AttachedCollective(AttachedCollective&& other) = default;  // `other` is left empty
   AttachedCollective& operator=(AttachedCollective&& other);
   ~AttachedCollective();
@@ -69,8 +70,9 @@ std::string ProjectorNeedKey(const std::string& prefix, int64_t rank);
 // `fetch`: rank 0's source of the bytes, called at most once, on another thread while the
 // group forms; the other ranks never call it. `on_collective` as above. Errors name the
 // rank that failed (rank 0's fetch error reaches every rank).
-absl::StatusOr<ProjectorShare> ShareProjector(const ProjectorShareOptions& options, RendezvousClient* store,
-                                              const std::function<absl::StatusOr<std::string>()>& fetch,
-                                              const std::function<void(Collective*)>& on_collective);
+absl::StatusOr<ProjectorShare> ShareProjector(
+    const ProjectorShareOptions& options, RendezvousClient* store,
+    const std::function<absl::StatusOr<std::string>()>& fetch,
+    const std::function<void(Collective*)>& on_collective);
 
 }  // namespace llava

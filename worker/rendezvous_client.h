@@ -16,7 +16,8 @@ class RendezvousClient {
  public:
   virtual ~RendezvousClient() = default;
   virtual absl::Status Set(const std::string& key, const std::string& value) = 0;
-  virtual absl::StatusOr<std::string> Get(const std::string& key, std::chrono::milliseconds wait) = 0;
+  virtual absl::StatusOr<std::string> Get(const std::string& key,
+                                          std::chrono::milliseconds wait) = 0;
 };
 
 }  // namespace llava

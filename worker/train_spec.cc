@@ -5,7 +5,8 @@
 
 namespace llava {
 
-absl::StatusOr<TrainConfig> TrainConfigFromSpec(const v1::TrainSpec& spec, const std::string& model_spec,
+absl::StatusOr<TrainConfig> TrainConfigFromSpec(const v1::TrainSpec& spec,
+                                                const std::string& model_spec,
                                                 int64_t hidden_size) {
   TrainConfig c;
   c.model_spec = model_spec;

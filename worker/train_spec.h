@@ -14,7 +14,7 @@ namespace llava {
 // `spec` must be resolved (ResolveTrainSpec). world_size is the spec's: it sets the global
 // batch. `model_spec` is recorded in checkpoints; `hidden_size` is the LLM's (the
 // projector's output).
-absl::StatusOr<TrainConfig> TrainConfigFromSpec(const v1::TrainSpec& spec, const std::string& model_spec,
-                                                int64_t hidden_size);
+absl::StatusOr<TrainConfig> TrainConfigFromSpec(const v1::TrainSpec& spec,
+                                                const std::string& model_spec, int64_t hidden_size);
 
 }  // namespace llava

@@ -44,9 +44,11 @@ absl::Status TrainConfig::Validate() const {
   }
   if (max_steps < -1) return absl::InvalidArgumentError("max_steps must be >= -1");
   int64_t per_rank = 0, global = 0;
-  if (!CheckedMul(batch_size, grad_accum, &per_rank) || !CheckedMul(per_rank, world_size, &global)) {
-    return absl::InvalidArgumentError(absl::StrCat("batch_size x grad_accum x world_size (", batch_size,
-                                                   " x ", grad_accum, " x ", world_size, ") overflows"));
+  if (!CheckedMul(batch_size, grad_accum, &per_rank) ||
+      !CheckedMul(per_rank, world_size, &global)) {
+    return absl::InvalidArgumentError(absl::StrCat("batch_size x grad_accum x world_size (",
+                                                   batch_size, " x ", grad_accum, " x ", world_size,
+                                                   ") overflows"));
   }
   LM_RETURN_IF_ERROR(projector.Validate());
   LM_RETURN_IF_ERROR(optimizer.Validate());
@@ -60,11 +62,16 @@ std::string TrainState::ToJson(const TrainConfig& c) const {
   nlohmann::json j;
   j["step"] = step;
   // The config travels with the state so that a checkpoint says how it was made.
-  j["config"] = {{"batch_size", c.batch_size}, {"grad_accum", c.grad_accum},
-                 {"world_size", c.world_size}, {"epochs", c.epochs},
-                 {"max_steps", c.max_steps},   {"train_digits", c.train_digits},
-                 {"seed", c.seed},             {"shuffle", c.shuffle},
-                 {"lr", c.optimizer.lr},       {"optimizer", c.optimizer.type},
+  j["config"] = {{"batch_size", c.batch_size},
+                 {"grad_accum", c.grad_accum},
+                 {"world_size", c.world_size},
+                 {"epochs", c.epochs},
+                 {"max_steps", c.max_steps},
+                 {"train_digits", c.train_digits},
+                 {"seed", c.seed},
+                 {"shuffle", c.shuffle},
+                 {"lr", c.optimizer.lr},
+                 {"optimizer", c.optimizer.type},
                  {"schedule", c.schedule.type}};
   if (c.augment.enabled()) {
     j["config"]["augment"] = {{"shift_px", c.augment.shift_px},
@@ -97,11 +104,10 @@ Trainer::Trainer(const LlamaModel& model, const ForwardOptions& forward,
       forward_(forward),
       prompts_(prompts),
       config_(config),
-      plan_(DataPlanConfig{
-          UsedDigits(config, train),
-          config.global_batch(), config.epochs, config.max_steps, config.seed, config.shuffle,
-          static_cast<int64_t>(prompts.config().questions.size()),
-          static_cast<int64_t>(prompts.config().answer_templates.size())}),
+      plan_(DataPlanConfig{UsedDigits(config, train), config.global_batch(), config.epochs,
+                           config.max_steps, config.seed, config.shuffle,
+                           static_cast<int64_t>(prompts.config().questions.size()),
+                           static_cast<int64_t>(prompts.config().answer_templates.size())}),
       scaler_([&] {
         // float16's range (6e-8 .. 65,504) does not hold a backward pass unscaled.
         LossScaleConfig c = config.loss_scale;
@@ -109,27 +115,21 @@ Trainer::Trainer(const LlamaModel& model, const ForwardOptions& forward,
         return c;
       }()) {}
 
-absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model,
-                                                         const ForwardOptions& forward,
-                                                         const PromptBuilder& prompts,
-                                                         const MnistSet& train,
-                                                         const TrainConfig& config,
-                                                         const std::string& resume_from) {
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
+    const LlamaModel& model, const ForwardOptions& forward, const PromptBuilder& prompts,
+    const MnistSet& train, const TrainConfig& config, const std::string& resume_from) {
   if (resume_from.empty()) return Create(model, forward, prompts, train, config, nullptr);
   LM_ASSIGN_OR_RETURN(TrainCheckpoint ckpt, LoadTrainCheckpoint(resume_from));
   return Create(model, forward, prompts, train, config, &ckpt);
 }
 
-absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model,
-                                                         const ForwardOptions& forward,
-                                                         const PromptBuilder& prompts,
-                                                         const MnistSet& train,
-                                                         const TrainConfig& config,
-                                                         const TrainCheckpoint* resume) {
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
+    const LlamaModel& model, const ForwardOptions& forward, const PromptBuilder& prompts,
+    const MnistSet& train, const TrainConfig& config, const TrainCheckpoint* resume) {
   LM_RETURN_IF_ERROR(config.Validate());
   if (train.size() == 0) return absl::InvalidArgumentError("the training set is empty");
-  LM_RETURN_IF_ERROR(CheckProjectorFitsModel(config.projector, model.config.hidden_size,
-                                             "--projector"));
+  LM_RETURN_IF_ERROR(
+      CheckProjectorFitsModel(config.projector, model.config.hidden_size, "--projector"));
   if (config.projector.image_tokens != prompts.config().image_tokens) {
     return absl::InvalidArgumentError("projector and prompt disagree on image_tokens");
   }
@@ -148,9 +148,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model
     const TrainCheckpoint& ckpt = *resume;
     const std::string& resume_from = ckpt.source;
     if (ckpt.projector_config.ToJson() != config.projector.ToJson()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          resume_from, ": its projector (", ckpt.projector_config.ToJson(),
-          ") differs from the requested one (", config.projector.ToJson(), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(resume_from, ": its projector (", ckpt.projector_config.ToJson(),
+                       ") differs from the requested one (", config.projector.ToJson(), ")"));
     }
     LM_ASSIGN_OR_RETURN(t->projector_, RestoreProjector(ckpt, at::kCPU));
     LM_ASSIGN_OR_RETURN(t->state_, TrainState::FromJson(ckpt.train_state_json, resume_from));
@@ -177,14 +177,15 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const LlamaModel& model
 
 absl::Status Trainer::InitProjectorFrom(const TrainCheckpoint& checkpoint) {
   if (state_.step != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot initialize the projector from ", checkpoint.source, " at step ", state_.step));
+    return absl::FailedPreconditionError(absl::StrCat("cannot initialize the projector from ",
+                                                      checkpoint.source, " at step ", state_.step));
   }
   LM_RETURN_IF_ERROR(CheckProjectorCompatible(checkpoint.projector_config, projector_->config(),
                                               checkpoint.source));
   auto params = projector_->NamedParameters();  // same order and shapes as the checkpoint's
   at::NoGradGuard no_grad;
-  for (size_t i = 0; i < params.size(); ++i) params[i].second.copy_(checkpoint.projector_tensors[i].tensor);
+  for (size_t i = 0; i < params.size(); ++i)
+    params[i].second.copy_(checkpoint.projector_tensors[i].tensor);
   return absl::OkStatus();
 }
 
@@ -315,8 +316,8 @@ absl::Status Trainer::SaveCheckpoint(const std::string& path) const {
 }
 
 absl::StatusOr<std::string> Trainer::SerializeCheckpoint() const {
-  return SerializeTrainCheckpoint(const_cast<Projector&>(projector_), optimizer_.get(),
-                                  StateJson(), config_.model_spec);
+  return SerializeTrainCheckpoint(const_cast<Projector&>(projector_), optimizer_.get(), StateJson(),
+                                  config_.model_spec);
 }
 
 }  // namespace llava

@@ -32,11 +32,11 @@ struct TrainConfig {
   ProjectorConfig projector;
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
-  int64_t batch_size = 1;   // samples per forward pass (per rank)
-  int64_t grad_accum = 1;   // forward passes per optimizer step (per rank)
-  int64_t world_size = 1;   // ranks sharing each optimizer step
+  int64_t batch_size = 1;  // samples per forward pass (per rank)
+  int64_t grad_accum = 1;  // forward passes per optimizer step (per rank)
+  int64_t world_size = 1;  // ranks sharing each optimizer step
   int64_t epochs = 1;
-  int64_t max_steps = -1;   // -1: as many as the epochs give
+  int64_t max_steps = -1;       // -1: as many as the epochs give
   int64_t train_digits = 1000;  // the first N training digits; -1: all
   uint64_t seed = 0;
   bool shuffle = true;
@@ -56,13 +56,13 @@ struct TrainConfig {
 };
 
 struct StepStats {
-  int64_t step = 0;        // the optimizer step these gradients belong to
-  double loss_sum = 0.0;   // this rank's summed answer-token losses
-  int64_t tokens = 0;      // this rank's answer tokens
-  int64_t samples = 0;     // this rank's samples
-  double lr = 0.0;         // set by ApplyGradients
-  double loss_scale = 1.0; // what the loss was multiplied by in the backward pass
-  bool skipped = false;    // set by ApplyGradients: the gradients overflowed, no update
+  int64_t step = 0;         // the optimizer step these gradients belong to
+  double loss_sum = 0.0;    // this rank's summed answer-token losses
+  int64_t tokens = 0;       // this rank's answer tokens
+  int64_t samples = 0;      // this rank's samples
+  double lr = 0.0;          // set by ApplyGradients
+  double loss_scale = 1.0;  // what the loss was multiplied by in the backward pass
+  bool skipped = false;     // set by ApplyGradients: the gradients overflowed, no update
   // Set by ApplyGradients: the L2 norm of the whole step's (unscaled) projector gradient,
   // as the optimizer sees it; not finite when the gradients overflowed.
   double grad_norm = 0.0;
@@ -72,7 +72,7 @@ struct StepStats {
 // Resumable position: everything that, with the config and the checkpoint's tensors,
 // continues a run bit for bit.
 struct TrainState {
-  int64_t step = 0;  // optimizer steps done
+  int64_t step = 0;           // optimizer steps done
   nlohmann::json loss_scale;  // the LossScaler's state as saved; null when it is off
   std::string ToJson(const TrainConfig& config) const;
   static absl::StatusOr<TrainState> FromJson(const std::string& json, const std::string& source);
@@ -83,20 +83,14 @@ class Trainer {
   // `model`, `prompts` and `train` must outlive the trainer; its first
   // config.train_digits samples are used. Every forward pass runs under `forward`.
   // Pass a checkpoint path in `resume_from` to continue a run (empty: start fresh).
-  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const LlamaModel& model,
-                                                        const ForwardOptions& forward,
-                                                        const PromptBuilder& prompts,
-                                                        const MnistSet& train,
-                                                        const TrainConfig& config,
-                                                        const std::string& resume_from);
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(
+      const LlamaModel& model, const ForwardOptions& forward, const PromptBuilder& prompts,
+      const MnistSet& train, const TrainConfig& config, const std::string& resume_from);
   // The same, resuming from a checkpoint already in memory (a worker downloads it from
   // the coordinator); null starts fresh.
-  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const LlamaModel& model,
-                                                        const ForwardOptions& forward,
-                                                        const PromptBuilder& prompts,
-                                                        const MnistSet& train,
-                                                        const TrainConfig& config,
-                                                        const TrainCheckpoint* resume);
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(
+      const LlamaModel& model, const ForwardOptions& forward, const PromptBuilder& prompts,
+      const MnistSet& train, const TrainConfig& config, const TrainCheckpoint* resume);
 
   // A fresh run starting from another run's projector (TrainSpec.init_from): copies
   // `checkpoint`'s weights into the projector; the optimizer state, schedule and step stay

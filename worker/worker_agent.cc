@@ -17,9 +17,11 @@ absl::Status WorkerOptions::Validate() const {
   if (client.address.empty()) return absl::InvalidArgumentError("--coordinator is empty");
   if (worker_id.empty()) return absl::InvalidArgumentError("--worker_id is empty");
   if (collective != "gloo" && collective != "nccl") {
-    return absl::InvalidArgumentError(absl::StrCat("--collective must be gloo or nccl, got ", collective));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--collective must be gloo or nccl, got ", collective));
   }
-  if (client.rpc_timeout.count() <= 0) return absl::InvalidArgumentError("--rpc_timeout_ms must be > 0");
+  if (client.rpc_timeout.count() <= 0)
+    return absl::InvalidArgumentError("--rpc_timeout_ms must be > 0");
   return absl::OkStatus();
 }
 
@@ -103,7 +105,8 @@ void WorkerAgent::StopAndLeave() {
 }
 
 void WorkerAgent::AckStepsLocked(int64_t sent_end) {
-  const int64_t n = std::clamp<int64_t>(sent_end - steps_base_, 0, static_cast<int64_t>(steps_.size()));
+  const int64_t n =
+      std::clamp<int64_t>(sent_end - steps_base_, 0, static_cast<int64_t>(steps_.size()));
   steps_.erase(steps_.begin(), steps_.begin() + n);
   steps_base_ += n;
 }
@@ -151,10 +154,12 @@ void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
         }
       }
     } else if (absl::IsNotFound(reply.status())) {
-      LM_LOG(WARNING) << "worker " << options_.worker_id << ": " << reply.status() << "; registering again";
+      LM_LOG(WARNING) << "worker " << options_.worker_id << ": " << reply.status()
+                      << "; registering again";
       if (RegisterOnce().ok()) last_contact = std::chrono::steady_clock::now();
     } else {
-      LM_LOG(WARNING) << "worker " << options_.worker_id << ": heartbeat failed: " << reply.status();
+      LM_LOG(WARNING) << "worker " << options_.worker_id
+                      << ": heartbeat failed: " << reply.status();
       if (options_.coordinator_lost_after.count() > 0 &&
           std::chrono::steady_clock::now() - last_contact > options_.coordinator_lost_after) {
         LM_LOG(ERROR) << "worker " << options_.worker_id << ": coordinator unreachable for "
@@ -169,7 +174,8 @@ void WorkerAgent::HeartbeatLoop(const std::atomic<bool>* stop) {
     }
     if (reply.ok() && !reply->has_task() && reply->abort_size() == 0) continue;  // it waited
     absl::MutexLock lock(&mu_);
-    const absl::Time until = absl::Now() + absl::FromChrono(reply.ok() ? std::chrono::milliseconds(0) : interval);
+    const absl::Time until =
+        absl::Now() + absl::FromChrono(reply.ok() ? std::chrono::milliseconds(0) : interval);
     while (!stop->load() && !cv_.WaitWithDeadline(&mu_, until)) {
     }
   }
@@ -188,9 +194,12 @@ absl::Status WorkerAgent::Run(const std::atomic<bool>* stop) {
     } catch (const std::exception& e) {
       warm = absl::InternalError(e.what());
     }
-    if (!warm.ok()) LM_LOG(WARNING) << "worker " << options_.worker_id << ": warm-up failed: " << warm;
+    if (!warm.ok())
+      LM_LOG(WARNING) << "worker " << options_.worker_id << ": warm-up failed: " << warm;
     LM_LOG(INFO) << "worker " << options_.worker_id << ": warm-up "
-                 << std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count()
+                 << std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                              start)
+                        .count()
                  << " ms";
   }
   // Register before anything else; retry while the coordinator starts.
@@ -202,8 +211,8 @@ absl::Status WorkerAgent::Run(const std::atomic<bool>* stop) {
     if (absl::IsInvalidArgument(s)) return s;
     if (options_.coordinator_lost_after.count() > 0 &&
         std::chrono::steady_clock::now() - first_try > options_.coordinator_lost_after) {
-      return absl::UnavailableError(absl::StrCat("cannot register with ", options_.client.address, ": ",
-                                                 s.message()));
+      return absl::UnavailableError(
+          absl::StrCat("cannot register with ", options_.client.address, ": ", s.message()));
     }
     LM_LOG(WARNING) << "worker " << options_.worker_id << ": " << s << "; retrying";
     std::this_thread::sleep_for(options_.register_retry);
@@ -214,7 +223,8 @@ absl::Status WorkerAgent::Run(const std::atomic<bool>* stop) {
     {
       absl::MutexLock lock(&mu_);
       const absl::Time until = absl::Now() + absl::Milliseconds(200);
-      while (queue_.empty() && !stop->load() && !lost_.load() && !cv_.WaitWithDeadline(&mu_, until)) {
+      while (queue_.empty() && !stop->load() && !lost_.load() &&
+             !cv_.WaitWithDeadline(&mu_, until)) {
       }
       if (queue_.empty()) continue;
       task = queue_.front();
@@ -274,8 +284,8 @@ void WorkerAgent::RunTask(const v1::Task& task) {
   const char* kind = task.has_train() ? "train" : "eval";
   metrics_.RecordTask(kind, outcome.status.ok() ? "ok" : abort_.load() ? "aborted" : "failed");
   if (!outcome.status.ok()) {
-    LM_LOG(WARNING) << "job " << task.ref().job_id() << " attempt " << task.ref().attempt() << " rank "
-                    << task.ref().rank() << " step " << outcome.step << ": " << kind
+    LM_LOG(WARNING) << "job " << task.ref().job_id() << " attempt " << task.ref().attempt()
+                    << " rank " << task.ref().rank() << " step " << outcome.step << ": " << kind
                     << " task ended: " << outcome.status;
   }
   if (leaving_.load()) {  // the session is gone: nobody takes a result

@@ -33,7 +33,7 @@ struct WorkerOptions {
   ClientOptions client;
   std::string worker_id;
   std::string device = "cpu";
-  std::string collective = "gloo";        // "gloo" or "nccl"
+  std::string collective = "gloo";  // "gloo" or "nccl"
   std::string collective_host = "127.0.0.1";
   std::chrono::milliseconds register_retry{1000};
   // Give up when the coordinator cannot be reached for this long (0: never).
@@ -65,7 +65,9 @@ class WorkerAgent {
   absl::Status Run(const std::atomic<bool>* stop);
 
   // The worker's metric families (serve them with a MetricsEndpoint) and its device memory.
-  const std::shared_ptr<prometheus::Registry>& metrics_registry() const { return metrics_registry_; }
+  const std::shared_ptr<prometheus::Registry>& metrics_registry() const {
+    return metrics_registry_;
+  }
   const WorkerMetrics& metrics() const { return metrics_; }
 
  private:
@@ -103,7 +105,7 @@ class WorkerAgent {
   int64_t steps_base_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t eval_done_ ABSL_GUARDED_BY(mu_) = 0;
   Collective* collective_ ABSL_GUARDED_BY(mu_) = nullptr;
-  EvalCheckpointCache eval_cache_;          // the task thread's only
+  EvalCheckpointCache eval_cache_;  // the task thread's only
   std::atomic<bool> abort_{false};
   std::atomic<bool> lost_{false};
   std::atomic<bool> leaving_{false};

@@ -17,8 +17,8 @@ namespace llava {
 namespace {
 
 const prometheus::Histogram::BucketBoundaries& StepBuckets() {
-  static const prometheus::Histogram::BucketBoundaries b = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                            0.25,  0.5,   1,    2.5,   5,    10, 30};
+  static const prometheus::Histogram::BucketBoundaries b = {
+      0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
   return b;
 }
 
@@ -30,11 +30,14 @@ class DeviceMemory : public prometheus::Collectable {
   std::vector<prometheus::MetricFamily> Collect() const override {
 #ifdef LLAVA_HAVE_CUDA
     if (device_.is_cuda()) {
-      const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device_.has_index() ? device_.index() : 0);
-      auto f = ScrapeFamily("llava_worker_gpu_memory_bytes",
-                            "GPU memory of libtorch's caching allocator (kind: allocated or reserved; now or peak)");
+      const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
+          device_.has_index() ? device_.index() : 0);
+      auto f = ScrapeFamily(
+          "llava_worker_gpu_memory_bytes",
+          "GPU memory of libtorch's caching allocator (kind: allocated or reserved; now or peak)");
       auto add = [&](const char* kind, const char* when, int64_t v) {
-        AddSample(&f, {{"device", device_.str()}, {"kind", kind}, {"when", when}}, static_cast<double>(v));
+        AddSample(&f, {{"device", device_.str()}, {"kind", kind}, {"when", when}},
+                  static_cast<double>(v));
       };
       add("allocated", "now", stats.allocated_bytes[0].current);  // [0]: all pools
       add("allocated", "peak", stats.allocated_bytes[0].peak);

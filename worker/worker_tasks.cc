@@ -31,8 +31,8 @@ TaskOutcome Fail(absl::Status status, bool retryable, int64_t step = 0) {
 absl::StatusOr<TrainConfig> TrainConfigFromTask(const v1::TrainTask& t, const WorkerResources& r) {
   const v1::TrainSpec& spec = t.spec();
   if (!spec.model().empty() && spec.model() != r.model_spec) {
-    return absl::FailedPreconditionError(absl::StrCat("the job wants model '", spec.model(),
-                                                      "' but this worker has '", r.model_spec, "'"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the job wants model '", spec.model(), "' but this worker has '", r.model_spec, "'"));
   }
   return TrainConfigFromSpec(spec, r.model_spec, r.model->config.hidden_size);
 }
@@ -44,7 +44,8 @@ at::Tensor PackGradients(Projector& projector, const StepStats& stats) {
   for (const auto& p : projector->parameters()) parts.push_back(p.grad().reshape({-1}));
   const auto options = parts[0].options();
   parts.push_back(at::tensor({static_cast<float>(stats.tokens), static_cast<float>(stats.loss_sum)},
-                             at::TensorOptions().dtype(at::kFloat)).to(options.device()));
+                             at::TensorOptions().dtype(at::kFloat))
+                      .to(options.device()));
   return at::cat(parts);  // [P + 2]
 }
 
@@ -88,7 +89,8 @@ absl::StatusOr<v1::CheckpointInfo> Upload(const TaskEnv& env, const v1::TaskRef&
 // A fresh attempt of a job with init_from: the projector's weights from that checkpoint
 // (its projector-only copy), the rest fresh. INVALID_ARGUMENT when it does not fit.
 absl::Status InitFrom(const TaskEnv& env, const std::string& checkpoint_id, Trainer& trainer) {
-  LM_ASSIGN_OR_RETURN(auto download, env.client->DownloadCheckpoint(checkpoint_id, /*projector_only=*/true));
+  LM_ASSIGN_OR_RETURN(auto download,
+                      env.client->DownloadCheckpoint(checkpoint_id, /*projector_only=*/true));
   auto parsed = ParseTrainCheckpoint(std::move(download.bytes), checkpoint_id);
   if (!parsed.ok()) return absl::InvalidArgumentError(parsed.status().message());
   LM_LOG(INFO) << "projector initialized from " << checkpoint_id;
@@ -116,8 +118,7 @@ TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env) {
     if (!parsed.ok()) return Fail(parsed.status(), false);
     resume = std::make_unique<TrainCheckpoint>(std::move(*parsed));
   }
-  auto trainer_or =
-      Trainer::Create(*r.model, r.forward, *prompts, *r.train, *config, resume.get());
+  auto trainer_or = Trainer::Create(*r.model, r.forward, *prompts, *r.train, *config, resume.get());
   if (!trainer_or.ok()) return Fail(trainer_or.status(), false);
   Trainer& trainer = **trainer_or;
   if (resume == nullptr && !t.spec().init_from().empty()) {
@@ -126,9 +127,10 @@ TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env) {
     }
   }
 
-  const CollectiveOptions co =
-      GroupOptions(env, ref.rank(), t.world_size(), t.rendezvous_prefix(), t.collective_timeout_ms());
-  auto group = env.make_collective ? env.make_collective(co, env.client) : CreateCollective(co, env.client);
+  const CollectiveOptions co = GroupOptions(env, ref.rank(), t.world_size(), t.rendezvous_prefix(),
+                                            t.collective_timeout_ms());
+  auto group =
+      env.make_collective ? env.make_collective(co, env.client) : CreateCollective(co, env.client);
   if (!group.ok()) return Fail(group.status(), true, trainer.step());
   env.on_collective(group->get());
   struct Detach {  // the heartbeat thread must not see a destroyed group
@@ -137,14 +139,16 @@ TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env) {
   } detach{env};
 
   LM_LOG(INFO) << "job " << ref.job_id() << " attempt " << ref.attempt() << " rank " << ref.rank()
-               << "/" << t.world_size() << ": steps " << trainer.step() << ".." << trainer.total_steps();
+               << "/" << t.world_size() << ": steps " << trainer.step() << ".."
+               << trainer.total_steps();
   v1::Shard shard;
   shard.set_epoch(-1);
   const auto start = std::chrono::steady_clock::now();
   int64_t samples = 0;
   const int64_t every = t.spec().checkpoint_every_steps();
   while (!trainer.done()) {
-    if (env.abort->load()) return Fail(absl::AbortedError("aborted by the coordinator"), true, trainer.step());
+    if (env.abort->load())
+      return Fail(absl::AbortedError("aborted by the coordinator"), true, trainer.step());
     const int64_t step = trainer.step();
     const int64_t epoch = trainer.plan().EpochOfStep(step);
     if (shard.epoch() != epoch) {
@@ -155,8 +159,9 @@ TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env) {
     }
     const int64_t offset = step - epoch * trainer.plan().steps_per_epoch();
     if (offset < 0 || offset >= shard.steps_size() || shard.steps(offset).step() != step) {
-      return Fail(absl::InternalError(absl::StrCat("the shard of epoch ", epoch, " lacks step ", step)),
-                  false, step);
+      return Fail(
+          absl::InternalError(absl::StrCat("the shard of epoch ", epoch, " lacks step ", step)),
+          false, step);
     }
     const v1::StepShare& share = shard.steps(offset);
     std::vector<PlannedSample> mine;
@@ -239,14 +244,16 @@ absl::StatusOr<std::string> DownloadProjector(const v1::EvalTask& t, const TaskE
 }
 
 // Parses and restores the projector-only bytes on the model's device, and caches them.
-absl::StatusOr<CachedProjector> Restore(const v1::EvalTask& t, const TaskEnv& env, std::string bytes) {
+absl::StatusOr<CachedProjector> Restore(const v1::EvalTask& t, const TaskEnv& env,
+                                        std::string bytes) {
   LM_ASSIGN_OR_RETURN(TrainCheckpoint ckpt, ParseTrainCheckpoint(bytes, t.checkpoint_id()));
   const LlamaModel& model = *env.resources.model;
   LM_ASSIGN_OR_RETURN(Projector projector,
                       RestoreProjectorForModel(ckpt, model.config.hidden_size, model.device));
   if (env.eval_cache != nullptr) {
-    *env.eval_cache = EvalCheckpointCache{env.session_id, t.checkpoint_id(), t.checkpoint_sha256(),
-                                          std::move(bytes), ckpt.projector_config, projector};
+    *env.eval_cache =
+        EvalCheckpointCache{env.session_id,   t.checkpoint_id(),     t.checkpoint_sha256(),
+                            std::move(bytes), ckpt.projector_config, projector};
   }
   CachedProjector out;
   out.config = ckpt.projector_config;
@@ -262,8 +269,8 @@ CachedProjector FromCache(const TaskEnv& env) {
   return out;
 }
 
-absl::StatusOr<CachedProjector> EvalProjector(const v1::EvalTask& t, const TaskEnv& env, int64_t rank,
-                                              bool* retryable) {
+absl::StatusOr<CachedProjector> EvalProjector(const v1::EvalTask& t, const TaskEnv& env,
+                                              int64_t rank, bool* retryable) {
   const bool cached = CacheHolds(t, env);
   *retryable = true;
   if (t.world_size() <= 1) {  // one rank: nothing to share
@@ -277,7 +284,8 @@ absl::StatusOr<CachedProjector> EvalProjector(const v1::EvalTask& t, const TaskE
     return out;
   }
   ProjectorShareOptions options;
-  options.collective = GroupOptions(env, rank, t.world_size(), t.rendezvous_prefix(), t.collective_timeout_ms());
+  options.collective =
+      GroupOptions(env, rank, t.world_size(), t.rendezvous_prefix(), t.collective_timeout_ms());
   // The bytes live on the host: where this build has Gloo, a GPU worker's eval group uses
   // it too, sparing the staging on the GPU and an NCCL communicator's setup, which costs
   // about as much as the download the group saves.
@@ -287,7 +295,8 @@ absl::StatusOr<CachedProjector> EvalProjector(const v1::EvalTask& t, const TaskE
     if (cached) return env.eval_cache->projector_bytes;
     return DownloadProjector(t, env);
   };
-  LM_ASSIGN_OR_RETURN(ProjectorShare share, ShareProjector(options, env.client, fetch, env.on_collective));
+  LM_ASSIGN_OR_RETURN(ProjectorShare share,
+                      ShareProjector(options, env.client, fetch, env.on_collective));
   CachedProjector out;
   if (cached) {
     out = FromCache(env);
@@ -296,9 +305,10 @@ absl::StatusOr<CachedProjector> EvalProjector(const v1::EvalTask& t, const TaskE
     LM_ASSIGN_OR_RETURN(out, Restore(t, env, std::move(share.bytes)));
   }
   if (share.group.get() != nullptr) {
-    const std::string source = cached         ? std::string("cached")
-                               : share.fetched ? absl::StrCat("downloaded in ", share.fetch_ms, " ms")
-                                               : std::string("from rank 0");
+    const std::string source = cached ? std::string("cached")
+                               : share.fetched
+                                   ? absl::StrCat("downloaded in ", share.fetch_ms, " ms")
+                                   : std::string("from rank 0");
     out.how = absl::StrCat(source, "; group of ", t.world_size(), " met in ", share.group_ms,
                            " ms, broadcast ", share.broadcast_ms, " ms");
   }
@@ -313,13 +323,15 @@ TaskOutcome RunEvalTask(const v1::Task& task, const TaskEnv& env) {
   const v1::EvalTask& t = task.eval();
   const WorkerResources& r = env.resources;
   if (!t.spec().model().empty() && t.spec().model() != r.model_spec) {
-    return Fail(absl::FailedPreconditionError(absl::StrCat(
-                    "the job wants model '", t.spec().model(), "' but this worker has '", r.model_spec, "'")),
-                false);
+    return Fail(
+        absl::FailedPreconditionError(absl::StrCat("the job wants model '", t.spec().model(),
+                                                   "' but this worker has '", r.model_spec, "'")),
+        false);
   }
   if (t.begin() < 0 || t.end() > r.test->size() || t.begin() >= t.end()) {
     return Fail(absl::InvalidArgumentError(absl::StrCat("eval range [", t.begin(), ", ", t.end(),
-                                                        ") is outside the ", r.test->size(), " test digits")),
+                                                        ") is outside the ", r.test->size(),
+                                                        " test digits")),
                 false);
   }
   bool retryable = false;
@@ -337,11 +349,11 @@ TaskOutcome RunEvalTask(const v1::Task& task, const TaskEnv& env) {
   EvalInputs inputs{r.model, &projector->projector, &*prompts, r.tokenizer, r.test, r.forward};
   const auto answers_start = std::chrono::steady_clock::now();
   double first_batch_ms = -1;
-  absl::Status s = EvaluateRange(inputs, t.begin(), t.end(), config, &report,
-                                 [&](int64_t done, int64_t) {
-                                   if (first_batch_ms < 0) first_batch_ms = MsSince(answers_start);
-                                   env.on_eval_progress(done);
-                                 });
+  absl::Status s =
+      EvaluateRange(inputs, t.begin(), t.end(), config, &report, [&](int64_t done, int64_t) {
+        if (first_batch_ms < 0) first_batch_ms = MsSince(answers_start);
+        env.on_eval_progress(done);
+      });
   if (!s.ok()) return Fail(s, false);
   const double answers_ms = MsSince(answers_start);
   TaskOutcome out;
@@ -349,8 +361,9 @@ TaskOutcome RunEvalTask(const v1::Task& task, const TaskEnv& env) {
   // Where an eval task's time goes, for the fixed cost of a job (bench/RESULTS.md).
   LM_LOG(INFO) << "eval task " << task.ref().job_id() << " rank " << task.ref().rank() << ": "
                << report.NumSamples() << " answers in " << MsSince(start) << " ms: projector "
-               << projector_ms << " ms (" << projector->how << "), answers " << answers_ms << " ms (first batch " << first_batch_ms
-               << " ms), report " << MsSince(answers_start) - answers_ms << " ms";
+               << projector_ms << " ms (" << projector->how << "), answers " << answers_ms
+               << " ms (first batch " << first_batch_ms << " ms), report "
+               << MsSince(answers_start) - answers_ms << " ms";
   return out;
 }
 

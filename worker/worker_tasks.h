@@ -75,8 +75,8 @@ struct TaskEnv {
 
 struct TaskOutcome {
   absl::Status status;
-  bool retryable = true;   // false: the spec itself is bad, a restart cannot help
-  int64_t step = 0;        // training: steps done
+  bool retryable = true;  // false: the spec itself is bad, a restart cannot help
+  int64_t step = 0;       // training: steps done
   std::string eval_report_json;
 };
 

@@ -17,20 +17,32 @@ namespace {
 template <typename T>
 __device__ __forceinline__ float Load(T x);
 template <>
-__device__ __forceinline__ float Load(float x) { return x; }
+__device__ __forceinline__ float Load(float x) {
+  return x;
+}
 template <>
-__device__ __forceinline__ float Load(__half x) { return __half2float(x); }
+__device__ __forceinline__ float Load(__half x) {
+  return __half2float(x);
+}
 template <>
-__device__ __forceinline__ float Load(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float Load(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
 
 template <typename T>
 __device__ __forceinline__ T Store(float x);
 template <>
-__device__ __forceinline__ float Store(float x) { return x; }
+__device__ __forceinline__ float Store(float x) {
+  return x;
+}
 template <>
-__device__ __forceinline__ __half Store(float x) { return __float2half_rn(x); }
+__device__ __forceinline__ __half Store(float x) {
+  return __float2half_rn(x);
+}
 template <>
-__device__ __forceinline__ __nv_bfloat16 Store(float x) { return __float2bfloat16_rn(x); }
+__device__ __forceinline__ __nv_bfloat16 Store(float x) {
+  return __float2bfloat16_rn(x);
+}
 
 __device__ __forceinline__ float Sigmoid(float a) { return 1.0f / (1.0f + __expf(-a)); }
 
@@ -124,7 +136,8 @@ void Backward(const void* grad_out, const void* gate, const void* up, void* grad
   T* gu = static_cast<T*>(grad_up);
   if (n % kVec == 0 && Aligned16({grad_out, gate, up, grad_gate, grad_up})) {
     const int64_t packs = n / kVec;
-    BackwardKernel<T, kVec><<<Blocks(packs, kThreads), kThreads, 0, stream>>>(go, g, u, gg, gu, packs);
+    BackwardKernel<T, kVec>
+        <<<Blocks(packs, kThreads), kThreads, 0, stream>>>(go, g, u, gg, gu, packs);
   } else {
     BackwardKernel<T, 1><<<Blocks(n, kThreads), kThreads, 0, stream>>>(go, g, u, gg, gu, n);
   }
@@ -132,23 +145,27 @@ void Backward(const void* grad_out, const void* gate, const void* up, void* grad
 
 }  // namespace
 
-void LaunchSwiGluForward(ElementType type, const void* gate, const void* up, void* out,
-                         int64_t n, void* stream) {
+void LaunchSwiGluForward(ElementType type, const void* gate, const void* up, void* out, int64_t n,
+                         void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   switch (type) {
-    case ElementType::kFloat32: return Forward<float>(gate, up, out, n, s);
-    case ElementType::kFloat16: return Forward<__half>(gate, up, out, n, s);
-    case ElementType::kBFloat16: return Forward<__nv_bfloat16>(gate, up, out, n, s);
+    case ElementType::kFloat32:
+      return Forward<float>(gate, up, out, n, s);
+    case ElementType::kFloat16:
+      return Forward<__half>(gate, up, out, n, s);
+    case ElementType::kBFloat16:
+      return Forward<__nv_bfloat16>(gate, up, out, n, s);
   }
 }
 
-void LaunchSwiGluBackward(ElementType type, const void* grad_out, const void* gate,
-                          const void* up, void* grad_gate, void* grad_up, int64_t n,
-                          void* stream) {
+void LaunchSwiGluBackward(ElementType type, const void* grad_out, const void* gate, const void* up,
+                          void* grad_gate, void* grad_up, int64_t n, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   switch (type) {
-    case ElementType::kFloat32: return Backward<float>(grad_out, gate, up, grad_gate, grad_up, n, s);
-    case ElementType::kFloat16: return Backward<__half>(grad_out, gate, up, grad_gate, grad_up, n, s);
+    case ElementType::kFloat32:
+      return Backward<float>(grad_out, gate, up, grad_gate, grad_up, n, s);
+    case ElementType::kFloat16:
+      return Backward<__half>(grad_out, gate, up, grad_gate, grad_up, n, s);
     case ElementType::kBFloat16:
       return Backward<__nv_bfloat16>(grad_out, gate, up, grad_gate, grad_up, n, s);
   }

@@ -83,14 +83,17 @@ absl::Status ProbeHealth(const HealthProbe& probe, const RpcSecurity* security) 
   grpc::ChannelArguments args;
   if (security != nullptr) security->ConfigureChannel(&args);
   auto channel = grpc::CreateCustomChannel(
-      probe.target, security != nullptr ? security->ChannelCredentials() : grpc::InsecureChannelCredentials(),
+      probe.target,
+      security != nullptr ? security->ChannelCredentials() : grpc::InsecureChannelCredentials(),
       args);
   // HealthCheckRequest{string service = 1}, encoded by hand: the two health messages are
   // too small to justify a second copy of grpc's health.proto in the binary.
   if (probe.service.size() > 127) return absl::InvalidArgumentError("health service name too long");
-  std::string request = probe.service.empty() ? std::string()
-                                              : absl::StrCat("\x0a", std::string(1, static_cast<char>(probe.service.size())),
-                                                             probe.service);
+  std::string request =
+      probe.service.empty()
+          ? std::string()
+          : absl::StrCat("\x0a", std::string(1, static_cast<char>(probe.service.size())),
+                         probe.service);
   grpc::Slice slice(request);
   grpc::ByteBuffer request_buffer(&slice, 1), response_buffer;
   grpc::ClientContext context;
@@ -102,17 +105,20 @@ absl::Status ProbeHealth(const HealthProbe& probe, const RpcSecurity* security) 
   grpc::Status s = done.get_future().get();
   const std::string what = absl::StrCat("health of '", probe.service, "' at ", probe.target);
   if (!s.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(s.error_code()), absl::StrCat(what, ": ", s.error_message()));
+    return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                        absl::StrCat(what, ": ", s.error_message()));
   }
   std::vector<grpc::Slice> slices;
   response_buffer.Dump(&slices);
   std::string response;
-  for (const auto& sl : slices) response.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  for (const auto& sl : slices)
+    response.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
   // HealthCheckResponse{ServingStatus status = 1}: 1 SERVING, 2 NOT_SERVING, 3 SERVICE_UNKNOWN.
   const int status = response.size() == 2 && response[0] == 0x08 ? response[1] : 0;
   if (status == 1) return absl::OkStatus();
   static const char* const kNames[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
-  return absl::UnavailableError(absl::StrCat(what, ": ", status >= 0 && status <= 3 ? kNames[status] : "UNKNOWN"));
+  return absl::UnavailableError(
+      absl::StrCat(what, ": ", status >= 0 && status <= 3 ? kNames[status] : "UNKNOWN"));
 }
 
 }  // namespace llava

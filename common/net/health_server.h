@@ -25,7 +25,8 @@ class HealthServer {
  public:
   // `listen`: host:port (port 0: any free port). `role`, `id`: what ProbeService reports.
   static absl::StatusOr<std::unique_ptr<HealthServer>> Start(const std::string& listen,
-                                                             const std::string& role, const std::string& id);
+                                                             const std::string& role,
+                                                             const std::string& id);
   ~HealthServer();
 
   int port() const { return port_; }

@@ -37,13 +37,14 @@ std::string Response(const char* status, const std::string& content_type, const 
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(const std::string& listen,
-                                                                         std::chrono::milliseconds io_timeout) {
+absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
+    const std::string& listen, std::chrono::milliseconds io_timeout) {
   const size_t colon = listen.rfind(':');
   int port = -1;
-  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 ||
-      port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("--metrics_listen: '", listen, "' is not HOST:PORT"));
+  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
+      port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--metrics_listen: '", listen, "' is not HOST:PORT"));
   }
   std::string host = listen.substr(0, colon);
   if (host.empty()) host = "0.0.0.0";
@@ -51,7 +52,8 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(const st
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--metrics_listen: '", host, "' is not an IPv4 address"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--metrics_listen: '", host, "' is not an IPv4 address"));
   }
   std::unique_ptr<MetricsEndpoint> m(new MetricsEndpoint());
   m->io_timeout_ = io_timeout;
@@ -66,7 +68,8 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(const st
     const std::string error = strerror(errno);
     close(m->listen_fd_);
     m->listen_fd_ = -1;
-    return absl::UnavailableError(absl::StrCat("--metrics_listen: cannot listen on ", listen, ": ", error));
+    return absl::UnavailableError(
+        absl::StrCat("--metrics_listen: cannot listen on ", listen, ": ", error));
   }
   m->port_ = ntohs(addr.sin_port);
   m->thread_ = std::thread([raw = m.get()] { raw->Serve(); });
@@ -121,8 +124,8 @@ void MetricsEndpoint::Serve() {
         char buf[1024];
         const ssize_t n = recv(c.fd, buf, sizeof(buf), MSG_DONTWAIT);
         if (n > 0) c.request.append(buf, static_cast<size_t>(n));
-        const bool whole = c.request.find("\r\n\r\n") != std::string::npos ||
-                           c.request.size() >= kMaxRequestBytes;
+        const bool whole =
+            c.request.find("\r\n\r\n") != std::string::npos || c.request.size() >= kMaxRequestBytes;
         if (whole) Answer(c.fd, c.request);
         done = whole || n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
       }
@@ -158,7 +161,8 @@ void MetricsEndpoint::Answer(int fd, const std::string& request) const {
     return;
   }
   const size_t path_end = line.find(' ', 4);
-  const std::string path = line.substr(4, path_end == std::string::npos ? std::string::npos : path_end - 4);
+  const std::string path =
+      line.substr(4, path_end == std::string::npos ? std::string::npos : path_end - 4);
   if (path != "/metrics" && !absl::StartsWith(path, "/metrics?")) {
     SendAll(fd, Response("404 Not Found", "text/plain", "see /metrics\n"));
     return;

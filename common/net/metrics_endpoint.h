@@ -26,7 +26,8 @@ class MetricsEndpoint {
  public:
   // `listen`: IPV4:PORT or :PORT (all interfaces); port 0: any free port (see port()).
   static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Start(
-      const std::string& listen, std::chrono::milliseconds io_timeout = std::chrono::milliseconds(5000));
+      const std::string& listen,
+      std::chrono::milliseconds io_timeout = std::chrono::milliseconds(5000));
   ~MetricsEndpoint();
 
   int port() const { return port_; }

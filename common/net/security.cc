@@ -39,7 +39,8 @@ class TokenProcessor : public grpc::AuthMetadataProcessor {
                        OutputMetadata* consumed, OutputMetadata*) override {
     auto path = metadata.find(":path");
     if (path != metadata.end() &&
-        absl::StartsWith(absl::string_view(path->second.data(), path->second.size()), kHealthPrefix)) {
+        absl::StartsWith(absl::string_view(path->second.data(), path->second.size()),
+                         kHealthPrefix)) {
       return grpc::Status::OK;  // probes carry no token
     }
     auto it = metadata.find("authorization");
@@ -55,7 +56,8 @@ class TokenProcessor : public grpc::AuthMetadataProcessor {
         match = &e;
       }
     }
-    if (match == nullptr) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "wrong bearer token");
+    if (match == nullptr)
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "wrong bearer token");
     context->AddProperty(kCallerProperty, match->name);
     context->AddProperty(kRolesProperty, match->roles);
     consumed->insert(std::make_pair(std::string(it->first.data(), it->first.size()),
@@ -87,7 +89,8 @@ class TokenPlugin : public grpc::MetadataCredentialsPlugin {
 absl::Status ReadPem(const char* flag, const std::string& path, std::string* out) {
   if (path.empty()) return absl::OkStatus();
   auto text = ReadFile(path);
-  if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", text.status().message()));
+  if (!text.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", text.status().message()));
   if (text->find("-----BEGIN ") == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", path, " is not a PEM file"));
   }
@@ -99,7 +102,8 @@ absl::Status CheckToken(const std::string& where, const std::string& token) {
   if (token.empty()) return absl::InvalidArgumentError(absl::StrCat(where, ": the token is empty"));
   for (char c : token) {
     if (c < 0x21 || c > 0x7e) {  // a header value: visible ASCII only
-      return absl::InvalidArgumentError(absl::StrCat(where, ": holds characters a token cannot carry"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": holds characters a token cannot carry"));
     }
   }
   return absl::OkStatus();
@@ -108,9 +112,11 @@ absl::Status CheckToken(const std::string& where, const std::string& token) {
 absl::Status ReadToken(const std::string& path, std::string* out) {
   if (path.empty()) return absl::OkStatus();
   auto text = ReadFile(path);
-  if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat("--auth_token_file: ", text.status().message()));
+  if (!text.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--auth_token_file: ", text.status().message()));
   std::string token(absl::StripAsciiWhitespace(*text));  // Secrets often end in a newline
-  if (token.empty()) return absl::InvalidArgumentError(absl::StrCat("--auth_token_file: ", path, " is empty"));
+  if (token.empty())
+    return absl::InvalidArgumentError(absl::StrCat("--auth_token_file: ", path, " is empty"));
   LM_RETURN_IF_ERROR(CheckToken(absl::StrCat("--auth_token_file: ", path), token));
   *out = std::move(token);
   return absl::OkStatus();
@@ -118,7 +124,9 @@ absl::Status ReadToken(const std::string& path, std::string* out) {
 
 absl::Status ReadCredentials(const std::string& path, std::vector<RpcSecurity::Credential>* out) {
   auto text = ReadFile(path);
-  if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat("--auth_tokens_file: ", text.status().message()));
+  if (!text.ok())
+    return absl::InvalidArgumentError(
+        absl::StrCat("--auth_tokens_file: ", text.status().message()));
   int line_no = 0;
   for (absl::string_view line : absl::StrSplit(*text, '\n')) {
     ++line_no;
@@ -126,21 +134,26 @@ absl::Status ReadCredentials(const std::string& path, std::vector<RpcSecurity::C
     if (line.empty()) continue;
     const std::string where = absl::StrCat("--auth_tokens_file: ", path, " line ", line_no);
     std::vector<std::string> f = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
-    if (f.size() != 3) return absl::InvalidArgumentError(absl::StrCat(where, ": want '<role> <name> <token>'"));
+    if (f.size() != 3)
+      return absl::InvalidArgumentError(absl::StrCat(where, ": want '<role> <name> <token>'"));
     RpcSecurity::Credential c;
     auto roles = ParseRoles(f[0]);
-    if (!roles.ok()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", roles.status().message()));
+    if (!roles.ok())
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", roles.status().message()));
     c.roles = *roles;
     LM_RETURN_IF_ERROR(CheckId(absl::StrCat(where, ": the name"), f[1]));
     LM_RETURN_IF_ERROR(CheckToken(where, f[2]));
     c.name = f[1];
     c.token = f[2];
     for (const auto& other : *out) {
-      if (other.token == c.token) return absl::InvalidArgumentError(absl::StrCat(where, ": a token given twice"));
+      if (other.token == c.token)
+        return absl::InvalidArgumentError(absl::StrCat(where, ": a token given twice"));
     }
     out->push_back(std::move(c));
   }
-  if (out->empty()) return absl::InvalidArgumentError(absl::StrCat("--auth_tokens_file: ", path, " holds no token"));
+  if (out->empty())
+    return absl::InvalidArgumentError(
+        absl::StrCat("--auth_tokens_file: ", path, " holds no token"));
   return absl::OkStatus();
 }
 
@@ -182,7 +195,8 @@ Caller CallerOf(const grpc::ServerContext& context, bool tokens_required) {
     caller.name.assign(v.data(), v.size());
   }
   for (const grpc::string_ref& v : auth->FindPropertyValues(kRolesProperty)) {
-    caller.roles = static_cast<unsigned>(std::strtoul(std::string(v.data(), v.size()).c_str(), nullptr, 10));
+    caller.roles =
+        static_cast<unsigned>(std::strtoul(std::string(v.data(), v.size()).c_str(), nullptr, 10));
   }
   return caller;
 }
@@ -199,13 +213,16 @@ absl::Status RpcSecurityOptions::Validate(bool server) const {
   }
   const bool tls = UsesTls(server);
   if (server && !tls && (!tls_ca.empty() || tls_client_auth)) {
-    return absl::InvalidArgumentError("--tls_ca/--tls_client_auth on a server need --tls_cert and --tls_key");
+    return absl::InvalidArgumentError(
+        "--tls_ca/--tls_client_auth on a server need --tls_cert and --tls_key");
   }
   if (server && tls_client_auth && tls_ca.empty()) {
-    return absl::InvalidArgumentError("--tls_client_auth needs --tls_ca (the CA of the client certificates)");
+    return absl::InvalidArgumentError(
+        "--tls_client_auth needs --tls_ca (the CA of the client certificates)");
   }
   if (!auth_tokens_file.empty() && !server) {
-    return absl::InvalidArgumentError("--auth_tokens_file is a server's setting (clients: --auth_token_file)");
+    return absl::InvalidArgumentError(
+        "--auth_tokens_file is a server's setting (clients: --auth_token_file)");
   }
   if (!auth_tokens_file.empty() && !auth_token_file.empty()) {
     return absl::InvalidArgumentError("give --auth_tokens_file or --auth_token_file, not both");
@@ -223,7 +240,7 @@ std::shared_ptr<const RpcSecurity> RpcSecurity::Insecure() {
 }
 
 absl::StatusOr<std::shared_ptr<const RpcSecurity>> RpcSecurity::Load(const RpcSecurityOptions& o,
-                                                                       bool server) {
+                                                                     bool server) {
   LM_RETURN_IF_ERROR(o.Validate(server));
   std::shared_ptr<RpcSecurity> s(new RpcSecurity());
   LM_RETURN_IF_ERROR(ReadPem("tls_cert", o.tls_cert, &s->cert_pem_));
@@ -245,11 +262,13 @@ absl::StatusOr<std::shared_ptr<const RpcSecurity>> RpcSecurity::Load(const RpcSe
   return std::shared_ptr<const RpcSecurity>(std::move(s));
 }
 
-absl::StatusOr<std::shared_ptr<const RpcSecurity>> RpcSecurity::LoadServer(const RpcSecurityOptions& o) {
+absl::StatusOr<std::shared_ptr<const RpcSecurity>> RpcSecurity::LoadServer(
+    const RpcSecurityOptions& o) {
   return Load(o, /*server=*/true);
 }
 
-absl::StatusOr<std::shared_ptr<const RpcSecurity>> RpcSecurity::LoadClient(const RpcSecurityOptions& o) {
+absl::StatusOr<std::shared_ptr<const RpcSecurity>> RpcSecurity::LoadClient(
+    const RpcSecurityOptions& o) {
   return Load(o, /*server=*/false);
 }
 
@@ -261,7 +280,8 @@ std::shared_ptr<grpc::ServerCredentials> RpcSecurity::ServerCredentials() const 
   options.pem_root_certs = ca_pem_;
   options.pem_key_cert_pairs.push_back({key_pem_, cert_pem_});
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::SslServerCredentials(options);
-  if (!credentials_.empty()) creds->SetAuthMetadataProcessor(std::make_shared<TokenProcessor>(credentials_));
+  if (!credentials_.empty())
+    creds->SetAuthMetadataProcessor(std::make_shared<TokenProcessor>(credentials_));
   return creds;
 }
 

@@ -74,7 +74,8 @@ class RpcSecurity {
 
  private:
   RpcSecurity() = default;
-  static absl::StatusOr<std::shared_ptr<const RpcSecurity>> Load(const RpcSecurityOptions& o, bool server);
+  static absl::StatusOr<std::shared_ptr<const RpcSecurity>> Load(const RpcSecurityOptions& o,
+                                                                 bool server);
 
   bool tls_ = false;
   bool client_auth_ = false;

@@ -64,8 +64,8 @@ struct Coordinator {
     // Job records stay in memory: every input starts from an empty coordinator.
     scheduler = std::make_unique<JobScheduler>(so, &registry, checkpoints.get(), &rendezvous);
     metrics = std::make_unique<CoordinatorMetrics>(*metrics_registry, scheduler.get(), &registry);
-    Components c{&registry, scheduler.get(), &rendezvous, checkpoints.get(), metrics.get(), &long_polls,
-                 &stopping};
+    Components c{&registry,     scheduler.get(), &rendezvous, checkpoints.get(),
+                 metrics.get(), &long_polls,     &stopping};
     ServiceOptions o;
     jobs = std::make_unique<JobServiceImpl>(c, o);
     workers = std::make_unique<WorkerServiceImpl>(c, o);
@@ -73,7 +73,6 @@ struct Coordinator {
     checkpoint_service = std::make_unique<CheckpointServiceImpl>(c, o);
   }
 };
-
 
 template <typename Request, typename Response, typename Service>
 void Call(Service* service,
@@ -89,27 +88,38 @@ void Call(Service* service,
 
 void Dispatch(Coordinator& c, uint8_t handler, const std::string& bytes) {
   switch (handler % 15) {
-    case 0: return Call(c.jobs.get(), &JobServiceImpl::SubmitJob, bytes);
-    case 1: return Call(c.jobs.get(), &JobServiceImpl::GetJob, bytes);
-    case 2: return Call(c.jobs.get(), &JobServiceImpl::ListJobs, bytes);
-    case 3: return Call(c.jobs.get(), &JobServiceImpl::CancelJob, bytes);
-    case 4: return Call(c.workers.get(), &WorkerServiceImpl::RegisterWorker, bytes);
+    case 0:
+      return Call(c.jobs.get(), &JobServiceImpl::SubmitJob, bytes);
+    case 1:
+      return Call(c.jobs.get(), &JobServiceImpl::GetJob, bytes);
+    case 2:
+      return Call(c.jobs.get(), &JobServiceImpl::ListJobs, bytes);
+    case 3:
+      return Call(c.jobs.get(), &JobServiceImpl::CancelJob, bytes);
+    case 4:
+      return Call(c.workers.get(), &WorkerServiceImpl::RegisterWorker, bytes);
     case 5:
       return Call<v1::HeartbeatRequest, v1::HeartbeatResponse>(
           c.workers.get(), &WorkerServiceImpl::Heartbeat, bytes,
           [](v1::HeartbeatRequest* r) { r->set_wait_ms(0); });
-    case 6: return Call(c.workers.get(), &WorkerServiceImpl::ReportTaskResult, bytes);
-    case 7: return Call(c.workers.get(), &WorkerServiceImpl::GetShard, bytes);
-    case 8: return Call(c.workers.get(), &WorkerServiceImpl::ListWorkers, bytes);
-    case 9: return Call(c.workers.get(), &WorkerServiceImpl::LeaveWorker, bytes);
-    case 10: return Call(c.store.get(), &RendezvousServiceImpl::Set, bytes);
+    case 6:
+      return Call(c.workers.get(), &WorkerServiceImpl::ReportTaskResult, bytes);
+    case 7:
+      return Call(c.workers.get(), &WorkerServiceImpl::GetShard, bytes);
+    case 8:
+      return Call(c.workers.get(), &WorkerServiceImpl::ListWorkers, bytes);
+    case 9:
+      return Call(c.workers.get(), &WorkerServiceImpl::LeaveWorker, bytes);
+    case 10:
+      return Call(c.store.get(), &RendezvousServiceImpl::Set, bytes);
     case 11:
       return Call<v1::StoreGetRequest, v1::StoreGetResponse>(
           c.store.get(), &RendezvousServiceImpl::Get, bytes,
           [](v1::StoreGetRequest* r) { r->set_wait_ms(0); });
     case 12:
       return Call(c.checkpoint_service.get(), &CheckpointServiceImpl::ListCheckpoints, bytes);
-    case 14: return Call(c.jobs.get(), &JobServiceImpl::DeleteJob, bytes);
+    case 14:
+      return Call(c.jobs.get(), &JobServiceImpl::DeleteJob, bytes);
     case 13:
       // Time passing: lost workers, restart waits running out.
       c.scheduler->Tick(Clock::now() + std::chrono::seconds(bytes.size()));
@@ -121,7 +131,7 @@ void Dispatch(Coordinator& c, uint8_t handler, const std::string& bytes) {
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   FLAGS_logtostderr = true;
-  FLAGS_minloglevel = google::GLOG_ERROR;  // registrations log at INFO
+  FLAGS_minloglevel = google::GLOG_ERROR;    // registrations log at INFO
   google::protobuf::SetLogHandler(nullptr);  // every invalid UTF-8 string would log
   char tmpl[] = "/tmp/fuzz_coordinator.XXXXXX";
   if (mkdtemp(tmpl) == nullptr) {

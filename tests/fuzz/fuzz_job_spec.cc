@@ -33,8 +33,9 @@ void PlanTraining(const llava::v1::TrainSpec& spec) {
   (void)llava::ScheduleFromSpec(spec);
   (void)llava::PromptFromSpec(spec);
   const int64_t world = spec.world_size();
-  const int64_t digits = spec.train_digits() < 0 ? kWorkerTrainImages
-                                                 : std::min(spec.train_digits(), kWorkerTrainImages);
+  const int64_t digits = spec.train_digits() < 0
+                             ? kWorkerTrainImages
+                             : std::min(spec.train_digits(), kWorkerTrainImages);
   auto global = llava::GlobalBatch(spec, world);
   if (!global.ok()) return;  // StartTrain fails the job with this reason
   llava::DataPlanConfig config;

@@ -6,8 +6,8 @@
 #include "common/llama_config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  auto config = llava::ParseLlamaConfig(
-      std::string_view(reinterpret_cast<const char*>(data), size), "fuzz/config.json");
+  auto config = llava::ParseLlamaConfig(std::string_view(reinterpret_cast<const char*>(data), size),
+                                        "fuzz/config.json");
   if (!config.ok()) return 0;
   (void)llava::DescribeConfig(*config);
   if (config->Validate().ok()) {

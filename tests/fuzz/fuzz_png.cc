@@ -14,7 +14,8 @@
 namespace {
 
 uint32_t Be32(const std::string& s, size_t at) {
-  return uint32_t{static_cast<uint8_t>(s[at])} << 24 | uint32_t{static_cast<uint8_t>(s[at + 1])} << 16 |
+  return uint32_t{static_cast<uint8_t>(s[at])} << 24 |
+         uint32_t{static_cast<uint8_t>(s[at + 1])} << 16 |
          uint32_t{static_cast<uint8_t>(s[at + 2])} << 8 | static_cast<uint8_t>(s[at + 3]);
 }
 
@@ -23,9 +24,10 @@ void FixChunkCrcs(std::string* png) {
   while (at + 12 <= png->size()) {
     const uint64_t length = Be32(*png, at);
     if (length > png->size() - at - 12) return;
-    const uint32_t crc = static_cast<uint32_t>(
-        crc32(0, reinterpret_cast<const Bytef*>(png->data() + at + 4), static_cast<uInt>(length + 4)));
-    for (int i = 0; i < 4; ++i) (*png)[at + 8 + length + i] = static_cast<char>(crc >> (24 - 8 * i));
+    const uint32_t crc = static_cast<uint32_t>(crc32(
+        0, reinterpret_cast<const Bytef*>(png->data() + at + 4), static_cast<uInt>(length + 4)));
+    for (int i = 0; i < 4; ++i)
+      (*png)[at + 8 + length + i] = static_cast<char>(crc >> (24 - 8 * i));
     at += 12 + length;
   }
 }

@@ -67,7 +67,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // Ids as 3-byte little-endian numbers, past the vocabulary too.
     std::vector<int64_t> ids;
     for (size_t i = 0; i + 3 <= rest.size(); i += 3) {
-      const auto b = [&](size_t k) { return static_cast<int64_t>(static_cast<uint8_t>(rest[i + k])); };
+      const auto b = [&](size_t k) {
+        return static_cast<int64_t>(static_cast<uint8_t>(rest[i + k]));
+      };
       ids.push_back((b(0) | b(1) << 8 | b(2) << 16) % (g_llama->vocab_size() + 16));
     }
     (void)g_llama->Decode(ids);
