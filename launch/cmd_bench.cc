@@ -28,6 +28,7 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "common/tensor_compare.h"
 #include "common/train_checkpoint.h"
 #include "launch/flags_common.h"
 #include "launch/vlm_setup.h"
@@ -158,21 +159,110 @@ MnistSet Tiled(const MnistSet& set, int64_t n) {
   return out;
 }
 
-TrainConfig BenchTrainConfig(const LlamaModel& model, const PromptConfig& prompt, int64_t batch,
-                             int64_t steps, int64_t digits) {
-  TrainConfig c;
-  c.model_spec = model.source;
-  c.projector.output_dim = model.config.hidden_size;
-  c.projector.image_tokens = prompt.image_tokens;
-  c.batch_size = batch;
-  c.train_digits = -1;
-  c.max_steps = steps;
-  c.epochs = (steps * batch) / std::max<int64_t>(digits, 1) + 1;
-  c.reuse_prefix_kv = absl::GetFlag(FLAGS_prefix_kv);
-  return c;
+// Everything `bench` takes from its flags, read in one place (BenchSettingsFromFlags) so
+// that the phases below take plain values; the flags' help says what each means.
+struct BenchSettings {
+  std::string mode;  // train, eval or both
+  std::vector<int64_t> train_batches;
+  std::vector<int64_t> eval_batches;
+  int64_t steps = 0;
+  int64_t warmup = 0;
+  bool prefix_kv = false;
+  std::string residual;  // fp32 or model
+  bool fold_gqa = false;
+  bool fused_swiglu = false;
+  bool lean_elementwise = false;
+  int64_t max_new_tokens = 0;  // the eval rows' budget and the eval --check's
+  int64_t answer_tokens = 0;   // 0: no rows at the answer's budget
+  bool check = false;
+  int64_t check_batch = 0;
+  std::string json_out;        // empty: no JSON file
+  std::string projector_path;  // --bench_projector; empty: a random projector
+  uint64_t seed = 0;           // the random projector's
+  double peak_tflops = 0;
+  PromptConfig prompt;
+
+  bool RunsTrain() const { return mode != "eval"; }
+  bool RunsEval() const { return mode != "train"; }
+  absl::Status Validate() const;
+};
+
+absl::Status BenchSettings::Validate() const {
+  if (mode != "train" && mode != "eval" && mode != "both") {
+    return absl::InvalidArgumentError("--mode must be train, eval or both, got '" + mode + "'");
+  }
+  if (steps <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--steps must be > 0, got ", steps));
+  }
+  if (warmup < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--warmup must be >= 0, got ", warmup));
+  }
+  if (residual != "fp32" && residual != "model") {
+    return absl::InvalidArgumentError("--residual must be fp32 or model, got '" + residual + "'");
+  }
+  return absl::OkStatus();
 }
 
+// The only place bench reads its flags (the model, tokenizer and data flags are read where
+// they are loaded: LoadInputs).
+absl::StatusOr<BenchSettings> BenchSettingsFromFlags() {
+  BenchSettings s;
+  s.mode = absl::GetFlag(FLAGS_mode);
+  s.steps = absl::GetFlag(FLAGS_steps);
+  s.warmup = absl::GetFlag(FLAGS_warmup);
+  s.prefix_kv = absl::GetFlag(FLAGS_prefix_kv);
+  s.residual = absl::GetFlag(FLAGS_residual);
+  s.fold_gqa = absl::GetFlag(FLAGS_fold_gqa);
+  s.fused_swiglu = absl::GetFlag(FLAGS_fused_swiglu);
+  s.lean_elementwise = absl::GetFlag(FLAGS_lean_elementwise);
+  s.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  s.answer_tokens = absl::GetFlag(FLAGS_answer_tokens);
+  s.check = absl::GetFlag(FLAGS_check);
+  s.check_batch = absl::GetFlag(FLAGS_check_batch);
+  s.json_out = absl::GetFlag(FLAGS_json_out);
+  s.projector_path = absl::GetFlag(FLAGS_bench_projector);
+  s.seed = absl::GetFlag(FLAGS_seed);
+  s.peak_tflops = absl::GetFlag(FLAGS_peak_tflops);
+  LM_ASSIGN_OR_RETURN(s.train_batches,
+                      ParseSizes("train_batches", absl::GetFlag(FLAGS_train_batches)));
+  LM_ASSIGN_OR_RETURN(s.eval_batches,
+                      ParseSizes("eval_batches", absl::GetFlag(FLAGS_eval_batches)));
+  LM_ASSIGN_OR_RETURN(s.prompt, PromptConfigFromFlags());
+  LM_RETURN_IF_ERROR(s.Validate());
+  return s;
+}
+
+// What the rows run on: the model with bench's levers, the prompts and the digits.
+struct BenchInputs {
+  VlmRuntime rt;
+  ForwardOptions forward;  // the levers measured
+  double load_s = 0;       // making or loading the model
+  PromptBuilder prompts;
+  MnistSet train;
+  MnistSet test;
+};
+
+absl::StatusOr<BenchInputs> LoadInputs(const BenchSettings& s) {
+  BenchInputs in;
+  const auto load_start = Clock::now();
+  LM_ASSIGN_OR_RETURN(in.rt, LoadRuntimeFromFlags());
+  Sync(in.rt.model->device);
+  // The common flags' options with bench's own laid over them.
+  in.forward = in.rt.forward;
+  in.forward.fp32_residual = s.residual == "fp32";
+  in.forward.fold_gqa = s.fold_gqa;
+  in.forward.lean_elementwise = s.lean_elementwise;
+  in.forward.fused_swiglu = s.fused_swiglu;
+  in.load_s = SecondsSince(load_start);
+  LM_ASSIGN_OR_RETURN(in.prompts, PromptBuilder::Create(*in.rt.tokenizer, s.prompt));
+  LM_ASSIGN_OR_RETURN(in.train, LoadMnistFromFlags("train", "", "", -1));
+  LM_ASSIGN_OR_RETURN(in.test, LoadMnistFromFlags("test", "", "", -1));
+  return in;
+}
+
+// What every row and check reads.
 struct Ctx {
+  const BenchSettings& settings;
   const LlamaModel& model;
   const ForwardOptions& forward;  // the levers measured
   const Tokenizer& tokenizer;
@@ -181,10 +271,22 @@ struct Ctx {
   const MnistSet& test;
 };
 
+TrainConfig BenchTrainConfig(const Ctx& x, int64_t batch, int64_t steps) {
+  TrainConfig c;
+  c.model_spec = x.model.source;
+  c.projector.output_dim = x.model.config.hidden_size;
+  c.projector.image_tokens = x.prompts.config().image_tokens;
+  c.batch_size = batch;
+  c.train_digits = -1;
+  c.max_steps = steps;
+  c.epochs = (steps * batch) / std::max<int64_t>(x.train.size(), 1) + 1;
+  c.reuse_prefix_kv = x.settings.prefix_kv;
+  return c;
+}
+
 absl::StatusOr<json> BenchTrain(const Ctx& x, int64_t batch) {
-  const int64_t warmup = absl::GetFlag(FLAGS_warmup), steps = absl::GetFlag(FLAGS_steps);
-  TrainConfig config =
-      BenchTrainConfig(x.model, x.prompts.config(), batch, warmup + steps, x.train.size());
+  const int64_t warmup = x.settings.warmup, steps = x.settings.steps;
+  TrainConfig config = BenchTrainConfig(x, batch, warmup + steps);
   LM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
                       Trainer::Create(x.model, x.forward, x.prompts, x.train, config, nullptr));
   std::vector<double> times;
@@ -226,21 +328,21 @@ absl::StatusOr<json> BenchTrain(const Ctx& x, int64_t batch) {
               {"skipped_steps", trainer->loss_scaler().skipped_steps()},
               {"tokens_from_image", from_image},
               {"model_tflop_per_sample", flops / 1e12},
-              {"mfu", per_s * flops / (absl::GetFlag(FLAGS_peak_tflops) * 1e12)},
+              {"mfu", per_s * flops / (x.settings.peak_tflops * 1e12)},
               {"peak_gib", PeakMemoryGiB(x.model.device)}};
 }
 
 absl::StatusOr<json> BenchEval(const Ctx& x, Projector& projector, int64_t batch,
                                int64_t new_tokens, bool stop_at_eos) {
-  const int64_t warmup = std::min<int64_t>(absl::GetFlag(FLAGS_warmup), 2);
-  const int64_t steps = absl::GetFlag(FLAGS_steps);
+  const int64_t warmup = std::min<int64_t>(x.settings.warmup, 2);
+  const int64_t steps = x.settings.steps;
   const MnistSet images = Tiled(x.test, batch);
   EvalInputs in{&x.model, &projector, &x.prompts, &x.tokenizer, &images, x.forward};
   EvalConfig config;
   config.batch_size = batch;
   config.max_new_tokens = new_tokens;
   config.stop_at_eos = stop_at_eos;
-  config.reuse_prefix_kv = absl::GetFlag(FLAGS_prefix_kv);
+  config.reuse_prefix_kv = x.settings.prefix_kv;
   std::vector<double> times;
   Sync(x.model.device);
   ResetPeakMemory(x.model.device);
@@ -289,16 +391,11 @@ std::unique_ptr<LlamaModel> Float32Copy(const LlamaModel& m) {
   return out;
 }
 
-double RelError(const at::Tensor& a, const at::Tensor& b) {
-  at::Tensor x = a.detach().to(at::kCPU, at::kDouble), y = b.detach().to(at::kCPU, at::kDouble);
-  return (x - y).norm().item<double>() / y.norm().item<double>();
-}
-
 // Training: the product's step (this model's dtype, shared prefix) against the plain
 // path in float32 over the whole prompt, same batch, same projector.
 absl::StatusOr<json> CheckTrain(const Ctx& x) {
-  const int64_t batch = absl::GetFlag(FLAGS_check_batch);
-  TrainConfig fast = BenchTrainConfig(x.model, x.prompts.config(), batch, 1, x.train.size());
+  const int64_t batch = x.settings.check_batch;
+  TrainConfig fast = BenchTrainConfig(x, batch, 1);
   fast.reuse_prefix_kv = true;
   TrainConfig plain = fast;
   plain.reuse_prefix_kv = false;
@@ -333,7 +430,7 @@ absl::StatusOr<json> CheckEval(const Ctx& x, Projector& projector, int64_t batch
   EvalInputs in{&x.model, &projector, &x.prompts, &x.tokenizer, &x.test, x.forward};
   EvalConfig config;
   config.batch_size = batch;
-  config.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  config.max_new_tokens = x.settings.max_new_tokens;
   std::vector<std::string> q = {x.prompts.config().questions[0]};
   EvalReport fast(q), plain(q);
   config.reuse_prefix_kv = true;
@@ -371,50 +468,17 @@ void PrintRow(const json& r) {
   }
 }
 
-}  // namespace
-
-absl::Status RunBench(const std::vector<char*>& args) {
-  const std::string mode = absl::GetFlag(FLAGS_mode);
-  if (mode != "train" && mode != "eval" && mode != "both") {
-    return absl::InvalidArgumentError("--mode must be train, eval or both, got '" + mode + "'");
-  }
-  if (absl::GetFlag(FLAGS_steps) <= 0 || absl::GetFlag(FLAGS_warmup) < 0) {
-    return absl::InvalidArgumentError("--steps must be > 0 and --warmup >= 0");
-  }
-  LM_ASSIGN_OR_RETURN(std::vector<int64_t> train_batches,
-                      ParseSizes("train_batches", absl::GetFlag(FLAGS_train_batches)));
-  LM_ASSIGN_OR_RETURN(std::vector<int64_t> eval_batches,
-                      ParseSizes("eval_batches", absl::GetFlag(FLAGS_eval_batches)));
-  LM_ASSIGN_OR_RETURN(PromptConfig prompt_config, PromptConfigFromFlags());
-  const auto load_start = Clock::now();
-  LM_ASSIGN_OR_RETURN(VlmRuntime rt, LoadRuntimeFromFlags());
-  Sync(rt.model->device);
-  const std::string residual = absl::GetFlag(FLAGS_residual);
-  if (residual != "fp32" && residual != "model") {
-    return absl::InvalidArgumentError("--residual must be fp32 or model, got '" + residual + "'");
-  }
-  // The levers measured: the common flags' options with bench's own laid over them.
-  ForwardOptions forward = rt.forward;
-  forward.fp32_residual = residual == "fp32";
-  forward.fold_gqa = absl::GetFlag(FLAGS_fold_gqa);
-  forward.lean_elementwise = absl::GetFlag(FLAGS_lean_elementwise);
-  forward.fused_swiglu = absl::GetFlag(FLAGS_fused_swiglu);
-  const double load_s = SecondsSince(load_start);
-  LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*rt.tokenizer, prompt_config));
-  LM_ASSIGN_OR_RETURN(MnistSet train, LoadMnistFromFlags("train", "", "", -1));
-  LM_ASSIGN_OR_RETURN(MnistSet test, LoadMnistFromFlags("test", "", "", -1));
-  const Ctx x{*rt.model, forward, *rt.tokenizer, prompts, train, test};
-  LM_LOG(INFO) << "bench: " << rt.model->source << " on " << rt.model->device << " as "
-               << rt.model->dtype << ", made/loaded in " << load_s << " s; prompt of "
-               << prompts.Build({{0, 0, 7}}).ids.size(1) << " tokens, image at "
-               << prompts.BuildGeneration(0).image_position;
-
-  json rows = json::array();
+void PrintTableHeader() {
   std::cout << absl::StrFormat("%-6s %6s %-9s %10s %10s %9s %7s %8s\n", "mode", "batch", "path",
                                "median ms", "p90 ms", "per s", "MFU", "peak GiB");
-  // A row that fails in libtorch (out of memory at a large batch, say) is reported and
-  // the others still run.
-  auto run_row = [&](const std::function<absl::StatusOr<json>()>& row, const json& what) {
+}
+
+// The table's rows as they are run: each printed, and kept for the JSON. A row that fails
+// in libtorch (out of memory at a large batch, say) is reported and the others still run.
+class RowTable {
+ public:
+  // `what` names the row in its failure report.
+  void Run(const std::function<absl::StatusOr<json>()>& row, const json& what) {
     absl::StatusOr<json> r;
     try {
       r = row();
@@ -423,79 +487,120 @@ absl::Status RunBench(const std::vector<char*>& args) {
     }
     if (r.ok()) {
       PrintRow(*r);
-      rows.push_back(*r);
+      rows_.push_back(*r);
     } else {
       json failed = what;
       failed["error"] = std::string(r.status().message());
       std::cout << "row failed: " << failed.dump() << "\n";
-      rows.push_back(failed);
-    }
-  };
-  if (mode != "eval") {
-    for (int64_t b : train_batches) {
-      run_row([&] { return BenchTrain(x, b); }, {{"mode", "train"}, {"batch", b}});
+      rows_.push_back(failed);
     }
   }
+  const json& rows() const { return rows_; }
+
+ private:
+  json rows_ = json::array();
+};
+
+void RunTrainRows(const Ctx& x, RowTable& table) {
+  for (int64_t b : x.settings.train_batches) {
+    table.Run([&] { return BenchTrain(x, b); }, {{"mode", "train"}, {"batch", b}});
+  }
+}
+
+// The eval rows' (and the eval --check's) projector on the model's device: random from
+// --seed, or --bench_projector's.
+absl::StatusOr<Projector> ProjectorForEval(const Ctx& x) {
   ProjectorConfig pc;
-  pc.output_dim = rt.model->config.hidden_size;
-  pc.image_tokens = prompt_config.image_tokens;
-  Projector projector(pc, absl::GetFlag(FLAGS_seed));
-  if (const std::string path = absl::GetFlag(FLAGS_bench_projector); !path.empty()) {
+  pc.output_dim = x.model.config.hidden_size;
+  pc.image_tokens = x.settings.prompt.image_tokens;
+  Projector projector(pc, x.settings.seed);
+  if (const std::string& path = x.settings.projector_path; !path.empty()) {
     LM_ASSIGN_OR_RETURN(TrainCheckpoint ckpt, LoadTrainCheckpoint(path));
     if (ckpt.projector_config.image_tokens != pc.image_tokens) {
       return absl::InvalidArgumentError(
           absl::StrCat(path, ": its projector makes ", ckpt.projector_config.image_tokens,
                        " image tokens, the prompt has ", pc.image_tokens));
     }
-    LM_ASSIGN_OR_RETURN(projector, RestoreProjectorForModel(ckpt, pc.output_dim, rt.model->device));
+    LM_ASSIGN_OR_RETURN(projector, RestoreProjectorForModel(ckpt, pc.output_dim, x.model.device));
   }
-  projector->to(rt.model->device);
-  if (mode != "train") {
-    const int64_t budget = absl::GetFlag(FLAGS_max_new_tokens);
-    const int64_t answer = absl::GetFlag(FLAGS_answer_tokens);
-    for (int64_t b : eval_batches) {
-      // No early stop: every row runs the whole budget (the forced figure).
-      run_row([&] { return BenchEval(x, projector, b, budget, false); },
+  projector->to(x.model.device);
+  return projector;
+}
+
+void RunEvalRows(const Ctx& x, Projector& projector, RowTable& table) {
+  const int64_t budget = x.settings.max_new_tokens;
+  const int64_t answer = x.settings.answer_tokens;
+  for (int64_t b : x.settings.eval_batches) {
+    // No early stop: every row runs the whole budget (the forced figure).
+    table.Run([&] { return BenchEval(x, projector, b, budget, false); },
               {{"mode", "eval"}, {"batch", b}, {"new_tokens", budget}});
-      if (answer > 0) {
-        // What early stop at the answer's end runs when every row has answered (a random
-        // LM never emits <|eot_id|>, so the budget stands in for it).
-        run_row([&] { return BenchEval(x, projector, b, answer, false); },
+    if (answer > 0) {
+      // What early stop at the answer's end runs when every row has answered (a random
+      // LM never emits <|eot_id|>, so the budget stands in for it).
+      table.Run([&] { return BenchEval(x, projector, b, answer, false); },
                 {{"mode", "eval"}, {"batch", b}, {"new_tokens", answer}});
-      }
     }
   }
+}
+
+// The --check comparisons of the modes run, each printed; their results, pass or not.
+absl::StatusOr<json> RunChecks(const Ctx& x, Projector& projector) {
   json checks = json::array();
-  if (absl::GetFlag(FLAGS_check)) {
-    if (mode != "eval") {
-      LM_ASSIGN_OR_RETURN(json c, CheckTrain(x));
-      std::cout << "check train: " << c.dump() << "\n";
-      checks.push_back(c);
-    }
-    if (mode != "train") {
-      LM_ASSIGN_OR_RETURN(json c, CheckEval(x, projector, eval_batches.back()));
-      std::cout << "check eval: " << c.dump() << "\n";
-      checks.push_back(c);
-    }
+  if (!x.settings.check) return checks;
+  if (x.settings.RunsTrain()) {
+    LM_ASSIGN_OR_RETURN(json c, CheckTrain(x));
+    std::cout << "check train: " << c.dump() << "\n";
+    checks.push_back(c);
   }
-  json out = {{"what", "llava-mnist bench"},
-              {"model", rt.model->source},
-              {"device", rt.model->device.str()},
-              {"dtype", std::string(c10::toString(rt.model->dtype))},
+  if (x.settings.RunsEval()) {
+    LM_ASSIGN_OR_RETURN(json c, CheckEval(x, projector, x.settings.eval_batches.back()));
+    std::cout << "check eval: " << c.dump() << "\n";
+    checks.push_back(c);
+  }
+  return checks;
+}
+
+json ResultsJson(const Ctx& x, double load_s, const json& rows, const json& checks) {
+  return json{{"what", "llava-mnist bench"},
+              {"model", x.model.source},
+              {"device", x.model.device.str()},
+              {"dtype", std::string(c10::toString(x.model.dtype))},
               {"torch", TORCH_VERSION},
-              {"residual", residual},
-              {"fold_gqa", forward.fold_gqa},
-              {"lean_elementwise", forward.lean_elementwise},
-              {"fused_swiglu", forward.fused_swiglu},
-              {"float32_attention", forward.float32_attention},
+              {"residual", x.settings.residual},
+              {"fold_gqa", x.forward.fold_gqa},
+              {"lean_elementwise", x.forward.lean_elementwise},
+              {"fused_swiglu", x.forward.fused_swiglu},
+              {"float32_attention", x.forward.float32_attention},
               {"model_load_s", load_s},
-              {"prompt_tokens", prompts.Build({{0, 0, 7}}).ids.size(1)},
-              {"image_position", prompts.BuildGeneration(0).image_position},
+              {"prompt_tokens", x.prompts.Build({{0, 0, 7}}).ids.size(1)},
+              {"image_position", x.prompts.BuildGeneration(0).image_position},
               {"rows", rows},
               {"checks", checks}};
-  std::cout << "model made/loaded in " << absl::StrFormat("%.2f", load_s) << " s\n";
-  const std::string path = absl::GetFlag(FLAGS_json_out);
-  if (!path.empty()) LM_RETURN_IF_ERROR(WriteFileAtomic(path, out.dump(1) + "\n"));
+}
+
+}  // namespace
+
+absl::Status RunBench(const std::vector<char*>& args) {
+  LM_ASSIGN_OR_RETURN(const BenchSettings settings, BenchSettingsFromFlags());
+  LM_ASSIGN_OR_RETURN(const BenchInputs in, LoadInputs(settings));
+  const Ctx x{settings, *in.rt.model, in.forward, *in.rt.tokenizer, in.prompts, in.train, in.test};
+  LM_LOG(INFO) << "bench: " << x.model.source << " on " << x.model.device << " as " << x.model.dtype
+               << ", made/loaded in " << in.load_s << " s; prompt of "
+               << x.prompts.Build({{0, 0, 7}}).ids.size(1) << " tokens, image at "
+               << x.prompts.BuildGeneration(0).image_position;
+
+  PrintTableHeader();
+  RowTable table;
+  if (settings.RunsTrain()) RunTrainRows(x, table);
+  LM_ASSIGN_OR_RETURN(Projector projector, ProjectorForEval(x));
+  if (settings.RunsEval()) RunEvalRows(x, projector, table);
+  LM_ASSIGN_OR_RETURN(const json checks, RunChecks(x, projector));
+
+  const json out = ResultsJson(x, in.load_s, table.rows(), checks);
+  std::cout << "model made/loaded in " << absl::StrFormat("%.2f", in.load_s) << " s\n";
+  if (!settings.json_out.empty()) {
+    LM_RETURN_IF_ERROR(WriteFileAtomic(settings.json_out, out.dump(1) + "\n"));
+  }
   for (const json& c : checks) {
     if (!c["pass"].get<bool>()) {
       return absl::InternalError("bench: a fast-path check failed: " + c.dump());

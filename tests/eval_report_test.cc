@@ -18,6 +18,7 @@
 namespace llava {
 namespace {
 
+using ::llava::testing::IsOk;
 using ::llava::testing::StatusIs;
 
 using ::testing::ElementsAre;
@@ -98,7 +99,7 @@ TEST(EvalReportTest, EmptyReportHasZeroAccuracy) {
   EXPECT_EQ(report.QuestionAccuracy(1), 0.0);
   EXPECT_EQ(report.Confusion(), std::vector<std::vector<int64_t>>(10, std::vector<int64_t>(11)));
   auto back = EvalReport::FromJson(report.ToJson(), "empty.json");
-  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_THAT(back, IsOk());
   EXPECT_EQ(back->ToJson(), report.ToJson());
   EXPECT_THAT(report.ToTable(), HasSubstr("accuracy 0.00% (0/0 correct)"));
 }
@@ -130,8 +131,8 @@ TEST(EvalReportTest, MergedShardsEqualTheSingleReportInEitherOrder) {
     shard->metadata() = single.metadata();
   }
   EvalReport a = shard0, b = shard1;
-  ASSERT_TRUE(a.Merge(shard1).ok());
-  ASSERT_TRUE(b.Merge(shard0).ok());
+  ASSERT_THAT(a.Merge(shard1), IsOk());
+  ASSERT_THAT(b.Merge(shard0), IsOk());
   EXPECT_EQ(a.ToJson(), single.ToJson());
   EXPECT_EQ(b.ToJson(), single.ToJson());
   EXPECT_EQ(a.Confusion(), single.Confusion());
@@ -144,7 +145,7 @@ TEST(EvalReportTest, MergeKeepsOwnMetadataAndAddsTheOthersNewKeys) {
   a.metadata()["seconds"] = "3";
   b.metadata()["model"] = "b-model";
   b.metadata()["checkpoint"] = "ck";
-  ASSERT_TRUE(a.Merge(b).ok());
+  ASSERT_THAT(a.Merge(b), IsOk());
   EXPECT_EQ(a.metadata(), (std::map<std::string, std::string>{
                               {"model", "a-model"}, {"seconds", "3"}, {"checkpoint", "ck"}}));
 }
@@ -214,7 +215,7 @@ TEST(EvalReportTest, JsonRoundTripKeepsEverything) {
   EvalReport report = FixtureReport();
   report.Add(Sample(1, 9, 3, "quote \" backslash \\ newline \n tab \t and \xC3\xA9"));
   auto back = EvalReport::FromJson(report.ToJson(), "report.json");
-  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_THAT(back, IsOk());
   EXPECT_EQ(back->ToJson(), report.ToJson());
   EXPECT_EQ(back->metadata(), report.metadata());
   EXPECT_EQ(back->questions(), report.questions());
@@ -232,7 +233,7 @@ TEST(EvalReportTest, JsonRoundTripKeepsEverything) {
 // and in the table.
 TEST(EvalReportTest, RobustnessViewsTallyRoundTripMergeAndShow) {
   EvalReport report = FixtureReport();
-  ASSERT_TRUE(report.AddView("shift 2 px", FixtureReport()).ok());  // q0 3/6, q1 5/6
+  ASSERT_THAT(report.AddView("shift 2 px", FixtureReport()), IsOk());  // q0 3/6, q1 5/6
   ASSERT_EQ(report.views().size(), 1u);
   const EvalView& v = report.views()[0];
   EXPECT_EQ(v.name, "shift 2 px");
@@ -251,7 +252,7 @@ TEST(EvalReportTest, RobustnessViewsTallyRoundTripMergeAndShow) {
   EXPECT_EQ(j["robustness"][0]["correct"], 8);
   EXPECT_EQ(j["robustness"][0]["per_question"][1]["accuracy"], 5.0 / 6.0);
   auto back = EvalReport::FromJson(text, "report.json");
-  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_THAT(back, IsOk());
   EXPECT_EQ(back->ToJson(), text);
   // A report without views keeps its JSON as before.
   EXPECT_EQ(FixtureReport().ToJson().find("robustness"), std::string::npos);
@@ -261,9 +262,9 @@ TEST(EvalReportTest, RobustnessViewsTallyRoundTripMergeAndShow) {
   for (EvalSample& s : FixtureSamples()) (s.index < 3 ? a : b).Add(std::move(s));
   EvalReport va(kQuestions), vb(kQuestions);
   for (EvalSample& s : FixtureSamples()) (s.index < 3 ? va : vb).Add(std::move(s));
-  ASSERT_TRUE(a.AddView("shift 2 px", va).ok());
-  ASSERT_TRUE(b.AddView("shift 2 px", vb).ok());
-  ASSERT_TRUE(a.Merge(b).ok());
+  ASSERT_THAT(a.AddView("shift 2 px", va), IsOk());
+  ASSERT_THAT(b.AddView("shift 2 px", vb), IsOk());
+  ASSERT_THAT(a.Merge(b), IsOk());
   ASSERT_EQ(a.views().size(), 1u);
   EXPECT_EQ(a.views()[0].correct, v.correct);
   EXPECT_EQ(a.views()[0].total, v.total);
@@ -280,7 +281,7 @@ TEST(EvalReportTest, InvalidUtf8AnswerIsReplacedNotThrown) {
   report.Add(Sample(0, 0, 7, "The digit is 7 \xE2\x80"));  // cut inside a character
   std::string text = report.ToJson();
   auto back = EvalReport::FromJson(text, "r.json");
-  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_THAT(back, IsOk());
   EXPECT_EQ(back->samples()[0].answer, "The digit is 7 \xEF\xBF\xBD");
   EXPECT_EQ(back->samples()[0].predicted, 7);
 }

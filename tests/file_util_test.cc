@@ -11,15 +11,16 @@
 namespace llava {
 namespace {
 
+using ::llava::testing::IsOk;
 using ::llava::testing::StatusIs;
 
 TEST(FileUtilTest, AtomicWriteReplacesAndLeavesNoTempFiles) {
   std::string dir = testing::MakeTempDir("fileutil");
   std::string path = dir + "/x.bin";
-  ASSERT_TRUE(WriteFileAtomic(path, "first").ok());
-  ASSERT_TRUE(WriteFileAtomic(path, std::string("sec\0nd", 6)).ok());
+  ASSERT_THAT(WriteFileAtomic(path, "first"), IsOk());
+  ASSERT_THAT(WriteFileAtomic(path, std::string("sec\0nd", 6)), IsOk());
   auto got = ReadFile(path);
-  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_THAT(got, IsOk());
   EXPECT_EQ(*got, std::string("sec\0nd", 6));
   int files = 0;
   for (auto& e : std::filesystem::directory_iterator(dir)) {
@@ -49,16 +50,16 @@ TEST(FileUtilTest, ReadingADirectoryIsAnError) {
 // A nested tree with a symbolic link out of it: the tree goes, the link's target stays.
 TEST(FileUtilTest, RemoveTreeRemovesNestedDirectoriesButNotLinkTargets) {
   std::string dir = testing::MakeTempDir("fileutil");
-  ASSERT_TRUE(MakeDirs(dir + "/t/a/b").ok());
-  ASSERT_TRUE(WriteFileAtomic(dir + "/t/a/b/x", "x").ok());
-  ASSERT_TRUE(WriteFileAtomic(dir + "/t/y", "y").ok());
-  ASSERT_TRUE(WriteFileAtomic(dir + "/keep", "k").ok());
+  ASSERT_THAT(MakeDirs(dir + "/t/a/b"), IsOk());
+  ASSERT_THAT(WriteFileAtomic(dir + "/t/a/b/x", "x"), IsOk());
+  ASSERT_THAT(WriteFileAtomic(dir + "/t/y", "y"), IsOk());
+  ASSERT_THAT(WriteFileAtomic(dir + "/keep", "k"), IsOk());
   std::filesystem::create_symlink(dir + "/keep", dir + "/t/a/link");
-  ASSERT_TRUE(RemoveTree(dir + "/t").ok());
+  ASSERT_THAT(RemoveTree(dir + "/t"), IsOk());
   EXPECT_FALSE(FileExists(dir + "/t"));
   EXPECT_TRUE(FileExists(dir + "/keep"));
-  EXPECT_TRUE(RemoveTree(dir + "/t").ok());     // already gone: not an error
-  ASSERT_TRUE(RemoveTree(dir + "/keep").ok());  // a plain file
+  EXPECT_THAT(RemoveTree(dir + "/t"), IsOk());     // already gone: not an error
+  ASSERT_THAT(RemoveTree(dir + "/keep"), IsOk());  // a plain file
   EXPECT_FALSE(FileExists(dir + "/keep"));
 }
 

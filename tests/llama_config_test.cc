@@ -15,13 +15,14 @@
 namespace llava {
 namespace {
 
+using ::llava::testing::IsOk;
 using ::llava::testing::StatusIs;
 
 // The expected values are the fixture's own config.json, read here with nlohmann: the
 // tests hold for any fixture set of the README's layout.
 nlohmann::json FixtureJson(const std::string& rel) {
   auto text = ReadFile(testing::FixturesDir() + "/" + rel);
-  EXPECT_TRUE(text.ok()) << text.status();
+  EXPECT_THAT(text, IsOk());
   return text.ok() ? nlohmann::json::parse(*text) : nlohmann::json::object();
 }
 
@@ -63,7 +64,7 @@ TEST(LlamaConfigTest, ReadsTransformers5FormWithLlama3Rope) {
   const nlohmann::json j = FixtureJson("tiny-llama3/config.json");
   ASSERT_TRUE(j.contains("rope_parameters")) << "the fixture is not in transformers 5's form";
   auto c = LoadLlamaConfig(testing::FixturesDir() + "/tiny-llama3");
-  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_THAT(c, IsOk());
   ExpectShape(*c, j);
   ExpectRope(*c, j.at("rope_parameters"), j.at("rope_parameters"));
   EXPECT_EQ(c->eos_token_ids, EosIds(j));
@@ -72,7 +73,7 @@ TEST(LlamaConfigTest, ReadsTransformers5FormWithLlama3Rope) {
 TEST(LlamaConfigTest, ReadsTiedPlainRope) {
   const nlohmann::json j = FixtureJson("tiny-llama3-tied/config.json");
   auto c = LoadLlamaConfig(testing::FixturesDir() + "/tiny-llama3-tied");
-  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_THAT(c, IsOk());
   EXPECT_TRUE(c->tie_word_embeddings);
   ExpectShape(*c, j);
   ExpectRope(*c, j.at("rope_parameters"), j.at("rope_parameters"));
@@ -96,9 +97,9 @@ TEST(LlamaConfigTest, ReadsPublishedLlama31Form) {
   ASSERT_TRUE(j.contains("rope_scaling") && !j.contains("rope_parameters"))
       << "not the published form";
   auto text = ReadFile(path);
-  ASSERT_TRUE(text.ok()) << text.status();
+  ASSERT_THAT(text, IsOk());
   auto c = ParseLlamaConfig(*text, path);
-  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_THAT(c, IsOk());
   ExpectShape(*c, j);
   ExpectRope(*c, j, j.at("rope_scaling"));
   EXPECT_EQ(c->eos_token_ids, EosIds(j));
@@ -106,18 +107,19 @@ TEST(LlamaConfigTest, ReadsPublishedLlama31Form) {
   EXPECT_EQ(c->NumParameters(), CountParameters(j));
   // The embedded synthetic config is the same model.
   auto s = SyntheticConfig("llama-3.1-8b");
-  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_THAT(s, IsOk());
   EXPECT_EQ(DescribeConfig(*s), DescribeConfig(*c));
 }
 
 TEST(LlamaConfigTest, GenerationConfigEosIsAdded) {
   std::string dir = testing::MakeTempDir("cfg");
   auto text = ReadFile(testing::FixturesDir() + "/tiny-llama3/config.json");
-  ASSERT_TRUE(text.ok());
-  ASSERT_TRUE(WriteFileAtomic(dir + "/config.json", *text).ok());
-  ASSERT_TRUE(WriteFileAtomic(dir + "/generation_config.json", R"({"eos_token_id": [2, 7]})").ok());
+  ASSERT_THAT(text, IsOk());
+  ASSERT_THAT(WriteFileAtomic(dir + "/config.json", *text), IsOk());
+  ASSERT_THAT(WriteFileAtomic(dir + "/generation_config.json", R"({"eos_token_id": [2, 7]})"),
+              IsOk());
   auto c = LoadLlamaConfig(dir);
-  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_THAT(c, IsOk());
   EXPECT_EQ(c->eos_token_ids, std::vector<int64_t>({2, 7}));
 }
 

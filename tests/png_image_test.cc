@@ -19,6 +19,7 @@
 namespace llava {
 namespace {
 
+using ::llava::testing::IsOk;
 using ::llava::testing::StatusIs;
 
 using ::testing::HasSubstr;
@@ -116,7 +117,7 @@ class PngImageTest : public ::testing::Test {
   std::string Path(const std::string& name) const { return dir_ + "/" + name; }
   GrayImage ReadOk(const std::string& path) const {
     auto got = ReadPngGray(path);
-    EXPECT_TRUE(got.ok()) << got.status();
+    EXPECT_THAT(got, IsOk());
     return got.ok() ? *got : GrayImage{};
   }
   std::string ReadError(const std::string& path) const {
@@ -134,7 +135,7 @@ class PngImageTest : public ::testing::Test {
 TEST_F(PngImageTest, GrayRoundTripIsExactAndDeterministic) {
   GrayImage image{5, 3, {}};
   for (int i = 0; i < 15; ++i) image.pixels.push_back(static_cast<uint8_t>(i * 17));
-  ASSERT_TRUE(WritePngGray(Path("g.png"), image).ok());
+  ASSERT_THAT(WritePngGray(Path("g.png"), image), IsOk());
   GrayImage back = ReadOk(Path("g.png"));
   EXPECT_EQ(back.width, 5);
   EXPECT_EQ(back.height, 3);
@@ -144,10 +145,10 @@ TEST_F(PngImageTest, GrayRoundTripIsExactAndDeterministic) {
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ(*a, *b);
   auto file = ReadFile(Path("g.png"));
-  ASSERT_TRUE(file.ok());
+  ASSERT_THAT(file, IsOk());
   EXPECT_EQ(*file, *a);
   auto decoded = DecodePngGray(*a, "memory");
-  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ASSERT_THAT(decoded, IsOk());
   EXPECT_EQ(decoded->pixels, image.pixels);
 }
 
@@ -247,10 +248,10 @@ TEST_F(PngImageTest, TruncatedPng) {
   GrayImage image = Filled(40, 40, 9);
   image.pixels[7] = 200;
   auto bytes = EncodePngGray(image, "x");
-  ASSERT_TRUE(bytes.ok());
+  ASSERT_THAT(bytes, IsOk());
   for (size_t keep : {size_t{12}, size_t{40}, bytes->size() / 2, bytes->size() - 5}) {
     const std::string path = Path("cut" + std::to_string(keep) + ".png");
-    ASSERT_TRUE(WriteFileAtomic(path, bytes->substr(0, keep)).ok());
+    ASSERT_THAT(WriteFileAtomic(path, bytes->substr(0, keep)), IsOk());
     std::string msg = ReadError(path);
     EXPECT_THAT(msg, HasSubstr("invalid PNG")) << keep;
     EXPECT_THAT(msg, HasSubstr("truncated")) << keep;
@@ -258,9 +259,9 @@ TEST_F(PngImageTest, TruncatedPng) {
 }
 
 TEST_F(PngImageTest, NotAPng) {
-  ASSERT_TRUE(WriteFileAtomic(Path("digit.png"), "this is a text file, not an image\n").ok());
+  ASSERT_THAT(WriteFileAtomic(Path("digit.png"), "this is a text file, not an image\n"), IsOk());
   EXPECT_THAT(ReadError(Path("digit.png")), HasSubstr("not a PNG file"));
-  ASSERT_TRUE(WriteFileAtomic(Path("empty.png"), "").ok());
+  ASSERT_THAT(WriteFileAtomic(Path("empty.png"), ""), IsOk());
   EXPECT_THAT(ReadError(Path("empty.png")), HasSubstr("empty file"));
   auto missing = ReadPngGray(Path("missing.png"));
   ASSERT_FALSE(missing.ok());
@@ -272,11 +273,11 @@ TEST_F(PngImageTest, NotAPng) {
 
 TEST_F(PngImageTest, CorruptChunksAndHugeDimensions) {
   auto bytes = EncodePngGray(Filled(8, 8, 100), "x");
-  ASSERT_TRUE(bytes.ok());
+  ASSERT_THAT(bytes, IsOk());
   // IHDR data starts at byte 16 (8 signature + 4 length + 4 type); its CRC follows.
   std::string bad_crc = *bytes;
   bad_crc[29] = static_cast<char>(bad_crc[29] ^ 0xff);
-  ASSERT_TRUE(WriteFileAtomic(Path("crc.png"), bad_crc).ok());
+  ASSERT_THAT(WriteFileAtomic(Path("crc.png"), bad_crc), IsOk());
   EXPECT_THAT(ReadError(Path("crc.png")), HasSubstr("CRC"));
   // A 100000 x 8 image: the width field is checked before any allocation.
   RawPng wide;
@@ -445,7 +446,7 @@ TEST_F(PngImageTest, MnistDigitThroughPngComesBackClose) {
   for (int64_t i = 0; i < n; ++i) {
     const GrayImage digit = Digit(set, i);
     const std::string path = Path("digit" + std::to_string(i) + ".png");
-    ASSERT_TRUE(WritePngGray(path, digit).ok());
+    ASSERT_THAT(WritePngGray(path, digit), IsOk());
     GrayImage back = ReadOk(path);
     ASSERT_EQ(back.pixels, digit.pixels) << "digit " << i;
     GrayImage styled = ToMnistStyle(back);
@@ -511,7 +512,7 @@ TEST_F(PngImageTest, LargeBlackOnWhiteRgbaComesBackClose) {
     const std::string path = Path("big" + std::to_string(i) + ".png");
     ASSERT_TRUE(WriteRawPng(path, png));
     auto styled = LoadPngAsMnist(path);
-    ASSERT_TRUE(styled.ok()) << styled.status();
+    ASSERT_THAT(styled, IsOk());
     const double mean = MeanAbsDiff(styled->pixels, digit.pixels);
     total_mean += mean;
     worst_mean = std::max(worst_mean, mean);

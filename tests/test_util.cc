@@ -86,12 +86,4 @@ HttpReply HttpRequest(int port, const std::string& method, const std::string& pa
   return reply;
 }
 
-double RelError(const at::Tensor& a, const at::Tensor& b) {
-  at::Tensor x = a.detach().to(at::kCPU, at::kDouble);
-  at::Tensor y = b.detach().to(at::kCPU, at::kDouble);
-  double denom = y.norm().item<double>();
-  double num = (x - y).norm().item<double>();
-  return denom == 0.0 ? num : num / denom;
-}
-
 }  // namespace llava::testing

@@ -1,9 +1,9 @@
 // Shared helpers for the test suite: where fixtures live, and tensor comparisons.
 #pragma once
 
-#include <ATen/ATen.h>
-
 #include <string>
+
+#include "common/tensor_compare.h"
 
 namespace llava::testing {
 
@@ -33,7 +33,7 @@ struct HttpReply {
 };
 HttpReply HttpRequest(int port, const std::string& method, const std::string& path);
 
-// ||a - b|| / ||b|| in float64.
-double RelError(const at::Tensor& a, const at::Tensor& b);
+// ||a - b|| / ||b|| in float64 (common/tensor_compare.h), as the tests have always named it.
+using ::llava::RelError;
 
 }  // namespace llava::testing

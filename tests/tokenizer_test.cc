@@ -19,6 +19,7 @@
 namespace llava {
 namespace {
 
+using ::llava::testing::IsOk;
 using ::llava::testing::StatusIs;
 
 using ::testing::HasSubstr;
@@ -76,13 +77,13 @@ class LlamaTokenizerTest : public ::testing::Test {
 
   static Json Cases() {
     auto text = ReadFile(testing::FixturesDir() + "/tokenizer_cases.json");
-    EXPECT_TRUE(text.ok()) << text.status();
+    EXPECT_THAT(text, IsOk());
     return text.ok() ? Json::parse(*text) : Json::object();
   }
 
   static std::vector<int64_t> EncodeOrDie(std::string_view text) {
     auto ids = tok().Encode(text);
-    EXPECT_TRUE(ids.ok()) << ids.status();
+    EXPECT_THAT(ids, IsOk());
     return ids.ok() ? *ids : std::vector<int64_t>{};
   }
 
@@ -100,7 +101,7 @@ TEST_F(LlamaTokenizerTest, EncodeMatchesHuggingFaceFixtures) {
     const std::string text = c["text"].get<std::string>();
     SCOPED_TRACE(::testing::Message() << "encode case " << i << ": " << text);
     auto ids = tok().Encode(text);
-    ASSERT_TRUE(ids.ok()) << ids.status();
+    ASSERT_THAT(ids, IsOk());
     EXPECT_EQ(*ids, c["ids"].get<std::vector<int64_t>>());
   }
 }
@@ -112,7 +113,7 @@ TEST_F(LlamaTokenizerTest, DecodeMatchesHuggingFaceFixtures) {
     const Json& c = cases["decode"][i];
     SCOPED_TRACE(::testing::Message() << "decode case " << i);
     auto text = tok().Decode(c["ids"].get<std::vector<int64_t>>());
-    ASSERT_TRUE(text.ok()) << text.status();
+    ASSERT_THAT(text, IsOk());
     EXPECT_EQ(*text, c["text"].get<std::string>());
   }
 }
@@ -152,7 +153,7 @@ TEST_F(LlamaTokenizerTest, PromptPieces) {
   EXPECT_EQ(EncodeOrDie(prompt), expected);
   EXPECT_EQ(EncodeOrDie("What digit is this?"), question);
   auto decoded = tok().Decode(expected);
-  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ASSERT_THAT(decoded, IsOk());
   EXPECT_EQ(*decoded, prompt);
   // Every special token written in the text is one id, wherever it stands.
   EXPECT_EQ(EncodeOrDie("7<|eot_id|>"), (std::vector<int64_t>{22, 128009}));
@@ -180,9 +181,9 @@ TEST_F(LlamaTokenizerTest, RoundTripsVariedUnicode) {
   for (const std::string& text : texts) {
     SCOPED_TRACE(text);
     auto ids = tok().Encode(text);
-    ASSERT_TRUE(ids.ok()) << ids.status();
+    ASSERT_THAT(ids, IsOk());
     auto decoded = tok().Decode(*ids);
-    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    ASSERT_THAT(decoded, IsOk());
     EXPECT_EQ(*decoded, text);
   }
   EXPECT_EQ(EncodeOrDie(""), std::vector<int64_t>{});
@@ -221,7 +222,7 @@ TEST_F(LlamaTokenizerTest, DecodeOfPartialBytesIsLossyLikeRust) {
     std::vector<int64_t> ids;
     for (unsigned char b : bytes) ids.push_back(ByteId(b));
     auto text = tok().Decode(ids);
-    EXPECT_TRUE(text.ok()) << text.status();
+    EXPECT_THAT(text, IsOk());
     return text.ok() ? *text : "<error>";
   };
   const std::string fffd = "\xEF\xBF\xBD";
@@ -239,7 +240,7 @@ TEST_F(LlamaTokenizerTest, DecodeOfPartialBytesIsLossyLikeRust) {
   const std::vector<int64_t> emoji = EncodeOrDie("🙂");
   ASSERT_GE(emoji.size(), 2u);
   auto partial = tok().Decode({emoji[0]});
-  ASSERT_TRUE(partial.ok());
+  ASSERT_THAT(partial, IsOk());
   EXPECT_THAT(*partial, HasSubstr(fffd));
 }
 
@@ -251,7 +252,7 @@ TEST_F(LlamaTokenizerTest, DecodeRejectsUnknownIds) {
                                HasSubstr("ids[1] = " + std::to_string(bad))));
   }
   auto empty = tok().Decode({});
-  ASSERT_TRUE(empty.ok());
+  ASSERT_THAT(empty, IsOk());
   EXPECT_EQ(*empty, "");
 }
 
@@ -289,11 +290,11 @@ TEST_F(LlamaTokenizerTest, LargeInputRoundTrips) {
   auto ids = tok().Encode(text);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  ASSERT_TRUE(ids.ok()) << ids.status();
+  ASSERT_THAT(ids, IsOk());
   LM_LOG(INFO) << "encoded " << text.size() << " bytes into " << ids->size() << " ids in "
                << seconds << " s";
   auto decoded = tok().Decode(*ids);
-  ASSERT_TRUE(decoded.ok());
+  ASSERT_THAT(decoded, IsOk());
   EXPECT_EQ(*decoded, text);
 }
 
@@ -357,13 +358,13 @@ Json SmallTokenizerJson() {
 
 Tokenizer MakeTokenizer(const Json& json) {
   auto tok = Tokenizer::FromJson(json.dump(), "small.json");
-  EXPECT_TRUE(tok.ok()) << tok.status();
+  EXPECT_THAT(tok, IsOk());
   return std::move(tok).value();
 }
 
 std::vector<int64_t> Ids(const Tokenizer& tok, std::string_view text) {
   auto ids = tok.Encode(text);
-  EXPECT_TRUE(ids.ok()) << ids.status();
+  EXPECT_THAT(ids, IsOk());
   return ids.ok() ? *ids : std::vector<int64_t>{-999};
 }
 
@@ -426,7 +427,7 @@ TEST(SmallTokenizerTest, AddedTokensLongestMatchAndFlags) {
   EXPECT_TRUE(tok.IsSpecial(263));
   EXPECT_FALSE(tok.IsSpecial(266));
   auto decoded = tok.Decode({'a', 263, 265, 266, 267, 258});
-  ASSERT_TRUE(decoded.ok());
+  ASSERT_THAT(decoded, IsOk());
   EXPECT_EQ(*decoded, "a<s>[L][W]helloabc");
 }
 
@@ -453,7 +454,7 @@ TEST(SmallTokenizerTest, DecodeWithoutDecoderJoinsTokensWithSpaces) {
   Json json = SmallTokenizerJson();
   json["decoder"] = nullptr;
   auto text = MakeTokenizer(json).Decode({256, 263, 'x'});
-  ASSERT_TRUE(text.ok());
+  ASSERT_THAT(text, IsOk());
   EXPECT_EQ(*text, "ab <s> x");
 }
 
@@ -513,7 +514,7 @@ TEST(SmallTokenizerTest, MalformedFilesGiveClearErrors) {
     Json json = SmallTokenizerJson();
     v.edit(json);
     const std::string path = dir + "/" + v.name + ".json";
-    ASSERT_TRUE(WriteFileAtomic(path, json.dump()).ok());
+    ASSERT_THAT(WriteFileAtomic(path, json.dump()), IsOk());
     auto tok = Tokenizer::Load(path);
     ASSERT_FALSE(tok.ok());
     EXPECT_EQ(tok.status().code(), v.code) << tok.status();
@@ -521,7 +522,7 @@ TEST(SmallTokenizerTest, MalformedFilesGiveClearErrors) {
   }
 
   const std::string not_json = dir + "/not_json.json";
-  ASSERT_TRUE(WriteFileAtomic(not_json, "{\"model\": [1, 2,").ok());
+  ASSERT_THAT(WriteFileAtomic(not_json, "{\"model\": [1, 2,"), IsOk());
   auto broken = Tokenizer::Load(not_json);
   ASSERT_FALSE(broken.ok());
   EXPECT_THAT(broken, StatusIs(absl::StatusCode::kInvalidArgument,

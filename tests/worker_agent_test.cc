@@ -22,12 +22,14 @@
 #include "common/mnist_idx.h"
 #include "tests/fake_collective.h"
 #include "tests/fake_coordinator.h"
+#include "tests/status_matchers.h"
 
 namespace llava {
 namespace {
 
 using testing::FakeCollective;
 using testing::FakeCoordinator;
+using testing::IsOk;
 using testing::WaitUntil;
 using Call = FakeCoordinator::Call;
 using std::chrono::milliseconds;
@@ -205,7 +207,7 @@ TEST_F(WorkerAgentTest, RunsAQueuedTaskAndReportsItsResultAfterItsMetrics) {
   EXPECT_TRUE(named);
 
   StopAndJoin();
-  EXPECT_TRUE(run_status_.ok()) << run_status_;
+  EXPECT_THAT(run_status_, IsOk());
   ASSERT_EQ(coordinator_->leaves().size(), 1u);
   EXPECT_NE(coordinator_->leaves()[0].find("stopping"), std::string::npos);
 }
@@ -315,7 +317,7 @@ TEST_F(WorkerAgentTest, StopLeavesTheCoordinatorBeforeAbandoningTheTask) {
   ASSERT_NO_FATAL_FAILURE(StartARunningTask(task, Ref("train-000001", 1)));
 
   StopAndJoin();
-  EXPECT_TRUE(run_status_.ok()) << run_status_;
+  EXPECT_THAT(run_status_, IsOk());
   EXPECT_TRUE(task.saw_abort.load());
   EXPECT_EQ(leaves_when_aborted.load(), 1);
   EXPECT_EQ(coordinator_->count(Call::kReportTaskResult), 0);
@@ -329,7 +331,7 @@ TEST_F(WorkerAgentTest, RegistrationIsRetriedWhileTheCoordinatorIsUnavailable) {
   ASSERT_TRUE(Registered());
   EXPECT_EQ(coordinator_->count(Call::kRegister), 3);
   StopAndJoin();
-  EXPECT_TRUE(run_status_.ok()) << run_status_;
+  EXPECT_THAT(run_status_, IsOk());
 }
 
 TEST_F(WorkerAgentTest, AnInvalidRegistrationEndsRunAtOnce) {

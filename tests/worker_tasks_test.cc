@@ -19,6 +19,7 @@
 #include "common/train_checkpoint.h"
 #include "tests/fake_collective.h"
 #include "tests/fake_coordinator.h"
+#include "tests/status_matchers.h"
 #include "tests/synthetic_digits.h"
 #include "tests/test_util.h"
 #include "worker/worker_tasks.h"
@@ -26,20 +27,23 @@
 namespace llava {
 namespace {
 
+using ::llava::testing::IsOk;
+using ::llava::testing::StatusIs;
+
 TEST(WorkerWarmUpTest, AnswersWithTheDefaultsOfAnEvalJob) {
   auto tokenizer = Tokenizer::Load(testing::TokenizerPath());
-  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  ASSERT_THAT(tokenizer, IsOk());
   auto model = LoadLlama("synthetic:tiny", ModelOptions());
-  ASSERT_TRUE(model.ok()) << model.status();
+  ASSERT_THAT(model, IsOk());
   MnistSet digits;
   digits.pixels.assign(3 * digits.image_size(), 128);
   digits.labels = {1, 2, 3};
   WorkerResources r{model->get(), &*tokenizer, &digits, &digits, "synthetic:tiny"};
-  EXPECT_TRUE(WarmUpEval(r).ok()) << WarmUpEval(r);
+  EXPECT_THAT(WarmUpEval(r), IsOk());
 
   MnistSet none;
   r.test = &none;
-  EXPECT_EQ(WarmUpEval(r).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(WarmUpEval(r), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 using testing::FakeCollective;
@@ -84,10 +88,10 @@ class TrainTaskTest : public ::testing::Test {
   static void SetUpTestSuite() {
     at::set_num_threads(1);
     auto tokenizer = Tokenizer::Load(testing::TokenizerPath());
-    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+    ASSERT_THAT(tokenizer, IsOk());
     tokenizer_ = new Tokenizer(std::move(*tokenizer));
     auto model = LoadLlama("synthetic:tiny", ModelOptions());
-    ASSERT_TRUE(model.ok()) << model.status();
+    ASSERT_THAT(model, IsOk());
     model_ = model->release();
     digits_ = new MnistSet(SyntheticDigits(16));
   }
@@ -109,7 +113,7 @@ class TrainTaskTest : public ::testing::Test {
     spec->set_train_digits(16);
     spec->set_max_steps(steps);
     spec->set_checkpoint_every_steps(every);
-    EXPECT_TRUE(ResolveTrainSpec(spec).ok());
+    EXPECT_THAT(ResolveTrainSpec(spec), IsOk());
     t->set_world_size(1);
     t->set_rendezvous_prefix("train-000001/attempt-1/");
     t->set_collective_timeout_ms(5000);
@@ -118,7 +122,7 @@ class TrainTaskTest : public ::testing::Test {
     v1::WorkerInfo info;
     info.set_worker_id("worker-a");
     auto registered = coordinator_.Register(info);
-    EXPECT_TRUE(registered.ok());
+    EXPECT_THAT(registered, IsOk());
     coordinator_.SetSession("worker-a", registered->session_id());
     return task;
   }
@@ -152,7 +156,7 @@ MnistSet* TrainTaskTest::digits_ = nullptr;
 
 TEST_F(TrainTaskTest, TrainsItsStepsOverTheGroupAndUploadsItsCheckpoints) {
   TaskOutcome out = Run(Task(/*steps=*/3, /*every=*/2));
-  ASSERT_TRUE(out.status.ok()) << out.status;
+  ASSERT_THAT(out.status, IsOk());
   EXPECT_EQ(out.step, 3);
   EXPECT_EQ(group_.all_reduces(), 3);
   ASSERT_EQ(group_.made().size(), 1u);
@@ -172,8 +176,8 @@ TEST_F(TrainTaskTest, TrainsItsStepsOverTheGroupAndUploadsItsCheckpoints) {
   EXPECT_EQ(uploads[1].step(), 3);
   EXPECT_TRUE(uploads[1].final());
   auto download = coordinator_.DownloadCheckpoint(uploads[1].checkpoint_id());
-  ASSERT_TRUE(download.ok()) << download.status();
-  EXPECT_TRUE(ParseTrainCheckpoint(download->bytes, "final").ok());
+  ASSERT_THAT(download, IsOk());
+  EXPECT_THAT(ParseTrainCheckpoint(download->bytes, "final"), IsOk());
 }
 
 // The summed gradients are divided by the group's summed token count: a group of two
@@ -182,11 +186,11 @@ TEST_F(TrainTaskTest, TrainsItsStepsOverTheGroupAndUploadsItsCheckpoints) {
 TEST_F(TrainTaskTest, TheSummedGradientIsNormalizedByTheGroupsTokens) {
   auto final_projector = [&](FakeCollective* group) {
     TaskOutcome out = Run(Task(/*steps=*/2, /*every=*/0), group);
-    EXPECT_TRUE(out.status.ok()) << out.status;
+    EXPECT_THAT(out.status, IsOk());
     auto download = coordinator_.DownloadCheckpoint("train-000001/step-2");
-    EXPECT_TRUE(download.ok()) << download.status();
+    EXPECT_THAT(download, IsOk());
     auto parsed = ParseTrainCheckpoint(download.ok() ? download->bytes : "", "final");
-    EXPECT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_THAT(parsed, IsOk());
     return parsed.ok() ? parsed->projector_tensors : std::vector<NamedTensor>();
   };
   const std::vector<NamedTensor> one = final_projector(&group_);

@@ -97,119 +97,194 @@ absl::Status InitFrom(const TaskEnv& env, const std::string& checkpoint_id, Trai
   return trainer.InitProjectorFrom(*parsed);
 }
 
+// A training rank's trainer, with the prompts it refers to (on the heap, so that the pair
+// can move).
+struct PreparedTrainer {
+  std::unique_ptr<PromptBuilder> prompts;
+  std::unique_ptr<Trainer> trainer;
+};
+
+// The trainer of the task's spec: resumed from the task's checkpoint, or fresh (its
+// projector from init_from when the spec names one). On error `*retryable` is false when
+// the spec or a checkpoint is bad (a restart would fail the same way), true when a
+// download failed.
+absl::StatusOr<PreparedTrainer> PrepareTrainer(const v1::TrainTask& t, const TaskEnv& env,
+                                               bool* retryable) {
+  const WorkerResources& r = env.resources;
+  *retryable = false;
+  LM_ASSIGN_OR_RETURN(const TrainConfig config, TrainConfigFromTask(t, r));
+  LM_ASSIGN_OR_RETURN(const PromptConfig prompt_config, PromptFromSpec(t.spec()));
+  LM_ASSIGN_OR_RETURN(PromptBuilder prompts, PromptBuilder::Create(*r.tokenizer, prompt_config));
+  PreparedTrainer out;
+  out.prompts = std::make_unique<PromptBuilder>(std::move(prompts));
+  std::unique_ptr<TrainCheckpoint> resume;
+  if (!t.resume_checkpoint_id().empty()) {
+    *retryable = true;
+    LM_ASSIGN_OR_RETURN(CheckpointDownload download,
+                        env.client->DownloadCheckpoint(t.resume_checkpoint_id()));
+    *retryable = false;
+    LM_ASSIGN_OR_RETURN(TrainCheckpoint parsed,
+                        ParseTrainCheckpoint(std::move(download.bytes), t.resume_checkpoint_id()));
+    resume = std::make_unique<TrainCheckpoint>(std::move(parsed));
+  }
+  LM_ASSIGN_OR_RETURN(out.trainer, Trainer::Create(*r.model, r.forward, *out.prompts, *r.train,
+                                                   config, resume.get()));
+  if (resume == nullptr && !t.spec().init_from().empty()) {
+    if (absl::Status s = InitFrom(env, t.spec().init_from(), *out.trainer); !s.ok()) {
+      *retryable = !absl::IsInvalidArgument(s);
+      return s;
+    }
+  }
+  return out;
+}
+
+// This rank's place in the attempt's group, on the worker's engine, handed to
+// env.on_collective while it lives so that an abort from the heartbeat thread reaches it.
+// Any error is retryable: another attempt forms a new group.
+absl::StatusOr<AttachedCollective> JoinGroup(const v1::Task& task, const TaskEnv& env) {
+  const v1::TrainTask& t = task.train();
+  const CollectiveOptions co = GroupOptions(env, task.ref().rank(), t.world_size(),
+                                            t.rendezvous_prefix(), t.collective_timeout_ms());
+  absl::StatusOr<std::unique_ptr<Collective>> group =
+      env.make_collective ? env.make_collective(co, env.client) : CreateCollective(co, env.client);
+  if (!group.ok()) return group.status();
+  return AttachedCollective(*std::move(group), env.on_collective);
+}
+
+// This rank's samples of the trainer's next step, from the coordinator's shard of the
+// step's epoch. `shard` holds the epoch's shard from step to step: it is fetched when the
+// epoch changes, between steps, never inside one (no rank waits on the coordinator in a
+// step). On error `*retryable` is false when the shard lacks the step (the coordinator's
+// plan and the trainer's disagree, which a restart repeats), true when the fetch failed.
+absl::StatusOr<std::vector<PlannedSample>> FetchStepShare(const v1::TaskRef& ref,
+                                                          const TaskEnv& env,
+                                                          const Trainer& trainer, v1::Shard* shard,
+                                                          bool* retryable) {
+  const int64_t step = trainer.step();
+  const int64_t epoch = trainer.plan().EpochOfStep(step);
+  *retryable = true;
+  if (shard->epoch() != epoch) {
+    LM_ASSIGN_OR_RETURN(*shard, env.client->GetShard(ref, epoch));
+  }
+  const int64_t offset = step - epoch * trainer.plan().steps_per_epoch();
+  if (offset < 0 || offset >= shard->steps_size() || shard->steps(offset).step() != step) {
+    *retryable = false;
+    return absl::InternalError(absl::StrCat("the shard of epoch ", epoch, " lacks step ", step));
+  }
+  const v1::StepShare& share = shard->steps(offset);
+  std::vector<PlannedSample> mine;
+  for (int i = 0; i < share.index_size(); ++i) {
+    mine.push_back({share.index(i), share.question(i), share.answer_template(i)});
+  }
+  return mine;
+}
+
+// The samples a rank's steps have trained on since `start`, for its samples per second.
+struct TrainRate {
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  int64_t samples = 0;
+};
+
+// One step of the group: this rank's gradients of `mine`, summed over the group together
+// with the answer tokens and loss sums, divided by the group's tokens, and applied. Returns
+// the step's metrics: the group's loss, this rank's times. On error `*retryable` is false
+// when the update failed (the same step from the same checkpoint would fail the same way),
+// true when the all-reduce did.
+absl::StatusOr<v1::StepMetrics> TrainStep(Trainer& trainer, Collective& group,
+                                          const std::vector<PlannedSample>& mine, TrainRate* rate,
+                                          bool* retryable) {
+  const int64_t step = trainer.step();
+  const int64_t epoch = trainer.plan().EpochOfStep(step);
+  const auto step_start = std::chrono::steady_clock::now();
+  StepStats stats = trainer.ComputeShareGradients(mine, 1.0);
+  const auto reduce_start = std::chrono::steady_clock::now();
+  at::Tensor buffer = PackGradients(trainer.projector(), stats);
+  *retryable = true;
+  LM_RETURN_IF_ERROR(group.AllReduceSum(buffer));
+  const at::Tensor totals = buffer.narrow(0, buffer.numel() - 2, 2).to(at::kCPU);
+  const double total_tokens = totals[0].item<double>();
+  const double reduce_ms = MsSince(reduce_start);
+  UnpackGradients(trainer.projector(), buffer, std::max(total_tokens, 1.0));
+  *retryable = false;
+  LM_RETURN_IF_ERROR(trainer.ApplyGradients(&stats));
+  rate->samples += trainer.config().global_batch();
+  // Every rank reports its own step time; the loss is the group's after the all-reduce.
+  v1::StepMetrics m;
+  m.set_step(step + 1);
+  m.set_epoch(epoch);
+  m.set_loss(totals[1].item<double>() / std::max(total_tokens, 1.0));
+  m.set_lr(stats.lr);
+  m.set_samples_per_s(rate->samples / std::max(MsSince(rate->start) / 1000.0, 1e-9));
+  m.set_step_ms(MsSince(step_start));
+  m.set_allreduce_ms(reduce_ms);
+  m.set_grad_norm(stats.grad_norm);
+  if (trainer.loss_scaler().enabled()) {
+    m.set_loss_scale(stats.loss_scale);
+    m.set_skipped_steps(trainer.loss_scaler().skipped_steps());
+  }
+  return m;
+}
+
+// Whether rank 0 uploads a checkpoint after the step just done: every
+// checkpoint_every_steps steps, but not after the last (its checkpoint is the final one).
+bool StepCheckpointDue(const v1::Task& task, const Trainer& trainer) {
+  const int64_t every = task.train().spec().checkpoint_every_steps();
+  return task.ref().rank() == 0 && every > 0 && trainer.step() % every == 0 && !trainer.done();
+}
+
+// Rank 0's checkpoint of the trainer's state: a periodic one (`final` false; `loss` is the
+// step's, for the log) or the last. Any error is retryable: another attempt resumes from
+// the last checkpoint kept.
+absl::Status UploadCheckpoint(const TaskEnv& env, const v1::TaskRef& ref, Trainer& trainer,
+                              bool final, double loss) {
+  LM_ASSIGN_OR_RETURN(const v1::CheckpointInfo info, Upload(env, ref, trainer, final));
+  if (final) {
+    LM_LOG(INFO) << "job " << ref.job_id() << ": final checkpoint " << info.checkpoint_id();
+  } else {
+    LM_LOG(INFO) << "job " << ref.job_id() << " attempt " << ref.attempt() << " rank 0 step "
+                 << trainer.step() << "/" << trainer.total_steps() << ": loss " << loss
+                 << ", checkpoint " << info.checkpoint_id();
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 TaskOutcome RunTrainTask(const v1::Task& task, const TaskEnv& env) {
   const v1::TrainTask& t = task.train();
   const v1::TaskRef& ref = task.ref();
-  const WorkerResources& r = env.resources;
-  auto config = TrainConfigFromTask(t, r);
-  if (!config.ok()) return Fail(config.status(), false);
-  auto prompt_config = PromptFromSpec(t.spec());
-  if (!prompt_config.ok()) return Fail(prompt_config.status(), false);
-  auto prompts = PromptBuilder::Create(*r.tokenizer, *prompt_config);
-  if (!prompts.ok()) return Fail(prompts.status(), false);
+  bool retryable = false;
+  auto prepared = PrepareTrainer(t, env, &retryable);
+  if (!prepared.ok()) return Fail(prepared.status(), retryable);
+  Trainer& trainer = *prepared->trainer;
 
-  std::unique_ptr<TrainCheckpoint> resume;
-  if (!t.resume_checkpoint_id().empty()) {
-    auto download = env.client->DownloadCheckpoint(t.resume_checkpoint_id());
-    if (!download.ok()) return Fail(download.status(), true);
-    auto parsed = ParseTrainCheckpoint(std::move(download->bytes), t.resume_checkpoint_id());
-    if (!parsed.ok()) return Fail(parsed.status(), false);
-    resume = std::make_unique<TrainCheckpoint>(std::move(*parsed));
-  }
-  auto trainer_or = Trainer::Create(*r.model, r.forward, *prompts, *r.train, *config, resume.get());
-  if (!trainer_or.ok()) return Fail(trainer_or.status(), false);
-  Trainer& trainer = **trainer_or;
-  if (resume == nullptr && !t.spec().init_from().empty()) {
-    if (absl::Status s = InitFrom(env, t.spec().init_from(), trainer); !s.ok()) {
-      return Fail(s, !absl::IsInvalidArgument(s));
-    }
-  }
-
-  const CollectiveOptions co = GroupOptions(env, ref.rank(), t.world_size(), t.rendezvous_prefix(),
-                                            t.collective_timeout_ms());
-  auto group =
-      env.make_collective ? env.make_collective(co, env.client) : CreateCollective(co, env.client);
+  auto group = JoinGroup(task, env);
   if (!group.ok()) return Fail(group.status(), true, trainer.step());
-  env.on_collective(group->get());
-  struct Detach {  // the heartbeat thread must not see a destroyed group
-    const TaskEnv& env;
-    ~Detach() { env.on_collective(nullptr); }
-  } detach{env};
 
   LM_LOG(INFO) << "job " << ref.job_id() << " attempt " << ref.attempt() << " rank " << ref.rank()
                << "/" << t.world_size() << ": steps " << trainer.step() << ".."
                << trainer.total_steps();
   v1::Shard shard;
   shard.set_epoch(-1);
-  const auto start = std::chrono::steady_clock::now();
-  int64_t samples = 0;
-  const int64_t every = t.spec().checkpoint_every_steps();
+  TrainRate rate;
   while (!trainer.done()) {
-    if (env.abort->load())
-      return Fail(absl::AbortedError("aborted by the coordinator"), true, trainer.step());
     const int64_t step = trainer.step();
-    const int64_t epoch = trainer.plan().EpochOfStep(step);
-    if (shard.epoch() != epoch) {
-      // Fetched between steps, never inside one: no rank waits on the coordinator in a step.
-      auto next = env.client->GetShard(ref, epoch);
-      if (!next.ok()) return Fail(next.status(), true, step);
-      shard = std::move(*next);
+    if (env.abort->load()) {
+      return Fail(absl::AbortedError("aborted by the coordinator"), true, step);
     }
-    const int64_t offset = step - epoch * trainer.plan().steps_per_epoch();
-    if (offset < 0 || offset >= shard.steps_size() || shard.steps(offset).step() != step) {
-      return Fail(
-          absl::InternalError(absl::StrCat("the shard of epoch ", epoch, " lacks step ", step)),
-          false, step);
-    }
-    const v1::StepShare& share = shard.steps(offset);
-    std::vector<PlannedSample> mine;
-    for (int i = 0; i < share.index_size(); ++i) {
-      mine.push_back({share.index(i), share.question(i), share.answer_template(i)});
-    }
-    const auto step_start = std::chrono::steady_clock::now();
-    StepStats stats = trainer.ComputeShareGradients(mine, 1.0);
-    const auto reduce_start = std::chrono::steady_clock::now();
-    at::Tensor buffer = PackGradients(trainer.projector(), stats);
-    absl::Status reduced = (*group)->AllReduceSum(buffer);
-    if (!reduced.ok()) return Fail(reduced, true, step);
-    const at::Tensor totals = buffer.narrow(0, buffer.numel() - 2, 2).to(at::kCPU);
-    const double total_tokens = totals[0].item<double>();
-    const double reduce_ms = MsSince(reduce_start);
-    UnpackGradients(trainer.projector(), buffer, std::max(total_tokens, 1.0));
-    // Not retryable: the same step from the same checkpoint would fail the same way.
-    if (absl::Status applied = trainer.ApplyGradients(&stats); !applied.ok()) {
-      return Fail(applied, false, step);
-    }
-    samples += trainer.config().global_batch();
-    // Every rank reports its own step time; the loss is the group's after the all-reduce.
-    v1::StepMetrics m;
-    m.set_step(step + 1);
-    m.set_epoch(epoch);
-    m.set_loss(totals[1].item<double>() / std::max(total_tokens, 1.0));
-    m.set_lr(stats.lr);
-    m.set_samples_per_s(samples / std::max(MsSince(start) / 1000.0, 1e-9));
-    m.set_step_ms(MsSince(step_start));
-    m.set_allreduce_ms(reduce_ms);
-    m.set_grad_norm(stats.grad_norm);
-    if (trainer.loss_scaler().enabled()) {
-      m.set_loss_scale(stats.loss_scale);
-      m.set_skipped_steps(trainer.loss_scaler().skipped_steps());
-    }
-    env.on_step(m);
-    if (ref.rank() == 0 && every > 0 && trainer.step() % every == 0 && !trainer.done()) {
-      auto info = Upload(env, ref, trainer, false);
-      if (!info.ok()) return Fail(info.status(), true, trainer.step());
-      LM_LOG(INFO) << "job " << ref.job_id() << " attempt " << ref.attempt() << " rank 0 step "
-                   << trainer.step() << "/" << trainer.total_steps() << ": loss " << m.loss()
-                   << ", checkpoint " << info->checkpoint_id();
+    auto mine = FetchStepShare(ref, env, trainer, &shard, &retryable);
+    if (!mine.ok()) return Fail(mine.status(), retryable, step);
+    auto metrics = TrainStep(trainer, *group->get(), *mine, &rate, &retryable);
+    if (!metrics.ok()) return Fail(metrics.status(), retryable, step);
+    env.on_step(*metrics);
+    if (StepCheckpointDue(task, trainer)) {
+      absl::Status s = UploadCheckpoint(env, ref, trainer, /*final=*/false, metrics->loss());
+      if (!s.ok()) return Fail(s, true, trainer.step());
     }
   }
   if (ref.rank() == 0) {
-    auto info = Upload(env, ref, trainer, true);
-    if (!info.ok()) return Fail(info.status(), true, trainer.step());
-    LM_LOG(INFO) << "job " << ref.job_id() << ": final checkpoint " << info->checkpoint_id();
+    absl::Status s = UploadCheckpoint(env, ref, trainer, /*final=*/true, /*loss=*/0);
+    if (!s.ok()) return Fail(s, true, trainer.step());
   }
   TaskOutcome out;
   out.step = trainer.step();
