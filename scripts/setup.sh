@@ -98,9 +98,9 @@ cmake -S . -B "$BUILD_DIR" "${GENERATOR[@]}" "${LAUNCHER[@]}" ${LLAVA_CMAKE_ARGS
 # newcomer's first run does not wait for them.
 cmake --build "$BUILD_DIR" -j "$JOBS" --target llava-mnist llava-ctl >&2
 # The offline demo LM (a stand-in for Llama 3.1 weights, which cannot be downloaded
-# here): trained once on text only, a few minutes on 2 cores, then reused.
+# here): trained once on text only, under two minutes on 2 cores, then reused.
 if [[ ! -f data/models/demo-lm/model.safetensors ]]; then
-  log "building the demo LM into data/models/demo-lm (once; a few minutes)"
+  log "building the demo LM into data/models/demo-lm (once; under two minutes on 2 cores)"
   "$BUILD_DIR/bin/llava-mnist" make-demo-lm --demo_out data/models/demo-lm >&2
 else
   log "demo LM present"
