@@ -632,8 +632,7 @@ TEST(SafetensorsTest, MalformedFilesGetClearErrors) {
     auto file = SafetensorsFile::Open(path);
     ASSERT_FALSE(file.ok());
     const std::string msg(file.status().message());
-    EXPECT_EQ(file.status().code(), c.code) << msg;
-    EXPECT_THAT(msg, HasSubstr(path));
+    EXPECT_THAT(file.status(), StatusIs(c.code, HasSubstr(path)));
     if (!c.tensor.empty()) {
       EXPECT_THAT(msg, HasSubstr("'" + c.tensor + "'"));
     }
@@ -760,8 +759,7 @@ TEST(SafetensorsTest, MalformedShardedCheckpointsGetClearErrors) {
     auto ckpt = Checkpoint::Open(dir);
     ASSERT_FALSE(ckpt.ok());
     const std::string msg(ckpt.status().message());
-    EXPECT_EQ(ckpt.status().code(), c.code) << msg;
-    EXPECT_THAT(msg, HasSubstr(index));
+    EXPECT_THAT(ckpt.status(), StatusIs(c.code, HasSubstr(index)));
     for (const std::string& needle : c.needles) EXPECT_THAT(msg, HasSubstr(needle));
   }
   // The same two shards with a good index load.
