@@ -6,7 +6,9 @@
 #   bench/run_all.sh [OUT_DIR]      (default bench/out)
 # Environment: LLAVA_BIN (default build-gpu/bin/llava-mnist), LLAVA_MODEL_SPEC (default
 # synthetic:llama-3.1-8b), LLAVA_CONFIG_JSON (the 8B config for transformers, default
-# ../shared/fixtures/llama-3.1-8b-instruct.config.json), HF_ARGS / BENCH_ARGS (extra flags).
+# ../shared/fixtures/llama-3.1-8b-instruct.config.json), HF_ARGS / BENCH_ARGS (extra flags),
+# LLAVA_WEIGHTS (default "dense": the --weights formats to run, e.g. "dense fp8 fp8-fast",
+# each against the same transformers figures; fp8-fast: fp8 with its speed levers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-bench/out}
@@ -24,10 +26,19 @@ python3 bench/hf_reference.py --config "$CONFIG" --train_batches 16,64,256 \
 # A failed fast-path check (--check) makes bench exit non-zero after writing its JSON:
 # the ratios are still printed, and this script exits with bench's status.
 rc=0
-"$BIN" bench --model "$SPEC" --device cuda --dtype bf16 --train_batches 16,64,256,512 \
-  --eval_batches 100,500,1000,2000 --json_out "$OUT/ours.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/ours.txt" || rc=$?
+for w in ${LLAVA_WEIGHTS:-dense}; do
+case $w in
+  # FP8 with its speed levers: fast accumulation, q/k/v and block outputs in bf16.
+  fp8-fast) wflags="--weights fp8 --fp8_fast_accum --float32_attention=false --residual model" ;;
+  *) wflags="--weights $w" ;;
+esac
+# shellcheck disable=SC2086
+"$BIN" bench --model "$SPEC" --device cuda --dtype bf16 $wflags \
+  --train_batches 16,64,256,512 --eval_batches 100,500,1000,2000 \
+  --json_out "$OUT/ours-$w.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/ours-$w.txt" || rc=$?
 
-python3 - "$OUT/hf.json" "$OUT/ours.json" <<'EOF' | tee "$OUT/ratios.txt"
+echo "--weights $w:" | tee -a "$OUT/ratios.txt"
+python3 - "$OUT/hf.json" "$OUT/ours-$w.json" <<'EOF' | tee -a "$OUT/ratios.txt"
 import json, sys
 hf = json.load(open(sys.argv[1]))
 ours = json.load(open(sys.argv[2]))
@@ -49,5 +60,8 @@ for b in (100, 500, 1000):
          per_s(hf["rows"], "eval", b))
 line("eval, 20 tokens forced, best batch of each",
      per_s(ours["rows"], "eval", new_tokens=20), per_s(hf["rows"], "eval"))
+peak = max((r.get("peak_gib", 0) for r in ours["rows"]), default=0)
+print(f"weights {ours.get('weights', '?')}: {ours.get('weight_gib', 0):.1f} GiB, peak {peak:.1f} GiB")
 EOF
+done
 exit $rc

@@ -10,6 +10,13 @@
 
 namespace llava {
 
+// How an FP8 model (--weights fp8) computes the gradient of a linear layer's input,
+// dx = dy W: a bf16 matmul with the weight dequantized for the call, or an FP8 matmul of
+// dy (scaled per row, the weight's row scales folded in) in e4m3 or e5m2. e4m3 by
+// default: per-row scales leave e5m2's extra range nothing to cover, and e4m3's extra
+// significand bit halves the rounding (bench/RESULTS.md, "FP8").
+enum class Fp8Backward { kBf16, kE4m3, kE5m2 };
+
 // Every combination is valid: a switch that does not apply to a model (float32_attention
 // off bf16, fp32_residual on a float32 model, fused_swiglu off CUDA) is ignored there.
 // The defaults are the product's.
@@ -40,6 +47,12 @@ struct ForwardOptions {
   // The MLP's silu(gate) * up as one CUDA kernel forward and one backward (common/
   // fused_ops.h; CUDA builds and devices only) instead of ATen's three.
   bool fused_swiglu = true;
+
+  // FP8 models only (--weights fp8; ignored elsewhere).
+  Fp8Backward fp8_backward = Fp8Backward::kE4m3;
+  // The FP8 matmuls accumulate in the tensor cores' own precision without cuBLAS's
+  // periodic promotion to float32: faster, a little less exact over long sums.
+  bool fp8_fast_accum = false;
 };
 
 }  // namespace llava

@@ -28,6 +28,26 @@ at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, bool float32_ou
   return float32_out ? LinearFloat32Out(x, weight) : at::linear(x, weight);
 }
 
+// The linear layers reading one input x [..., K]: each matrix in FP8 where the layer
+// holds it so (x quantized once, at the first, for all of them), else dense.
+class LayerInput {
+ public:
+  LayerInput(const LlamaModel& m, const ForwardOptions& o, at::Tensor x)
+      : m_(m), o_(o), x_(std::move(x)) {}
+
+  at::Tensor Apply(const at::Tensor& dense, const Fp8Matrix& fp8, bool float32_out) {
+    if (!fp8.defined()) return Linear(x_, dense, float32_out);
+    if (!q_.data.defined()) q_ = QuantizeFp8Input(x_);
+    return Fp8Linear(q_, fp8, float32_out ? at::kFloat : m_.dtype, o_);
+  }
+
+ private:
+  const LlamaModel& m_;
+  const ForwardOptions& o_;
+  at::Tensor x_;
+  Fp8Input q_;
+};
+
 // Whether a block's output matmul (o_proj, down_proj) writes float32 into the float32
 // residual stream.
 bool Float32BlockOutputs(const LlamaModel& m, const ForwardOptions& o) {
@@ -188,12 +208,14 @@ Qkv ProjectQkv(const LlamaModel& m, const ForwardOptions& o, const LlamaLayerWei
   const LlamaConfig& c = m.config;
   const int64_t b = x.size(0), t = x.size(1), hd = c.head_dim;
   const int64_t nq = c.num_attention_heads, nkv = c.num_key_value_heads;
+  LayerInput in(m, o, x);
   // [B, T, n*hd] -> [B, n, T, hd]
-  auto heads = [&](const at::Tensor& weight, int64_t n) {
-    return Linear(x, weight, Float32Attention(m, o)).view({b, t, n, hd}).transpose(1, 2);
+  auto heads = [&](const at::Tensor& weight, const Fp8Matrix& fp8, int64_t n) {
+    return in.Apply(weight, fp8, Float32Attention(m, o)).view({b, t, n, hd}).transpose(1, 2);
   };
-  return {ApplyRope(o, heads(w.q_proj, nq), rope), ApplyRope(o, heads(w.k_proj, nkv), rope),
-          heads(w.v_proj, nkv)};
+  at::Tensor q = ApplyRope(o, heads(w.q_proj, w.fp8.q_proj, nq), rope);
+  at::Tensor k = ApplyRope(o, heads(w.k_proj, w.fp8.k_proj, nkv), rope);
+  return {q, k, heads(w.v_proj, w.fp8.v_proj, nkv)};
 }
 
 at::Tensor AttentionBlock(const LlamaModel& m, const ForwardOptions& o, const LlamaLayerWeights& w,
@@ -218,13 +240,17 @@ at::Tensor AttentionBlock(const LlamaModel& m, const ForwardOptions& o, const Ll
   }
   at::Tensor out = GroupedAttention(o, q, k, v, am);                      // [B, H, T, hd]
   out = out.transpose(1, 2).reshape({b, t, c.num_attention_heads * hd});  // [B, T, H*hd]
-  return Linear(out.to(m.dtype), w.o_proj, Float32BlockOutputs(m, o));    // [B, T, D]
+  return LayerInput(m, o, out.to(m.dtype))
+      .Apply(w.o_proj, w.fp8.o_proj, Float32BlockOutputs(m, o));  // [B, T, D]
 }
 
 at::Tensor Mlp(const LlamaModel& m, const ForwardOptions& o, const LlamaLayerWeights& w,
                const at::Tensor& x) {
-  at::Tensor act = SwiGlu(at::linear(x, w.gate_proj), at::linear(x, w.up_proj), o.fused_swiglu);
-  return Linear(act, w.down_proj, Float32BlockOutputs(m, o));  // [B, T, F] -> [B, T, D]
+  LayerInput in(m, o, x);
+  at::Tensor gate = in.Apply(w.gate_proj, w.fp8.gate_proj, false);
+  at::Tensor act = SwiGlu(gate, in.Apply(w.up_proj, w.fp8.up_proj, false), o.fused_swiglu);
+  return LayerInput(m, o, act).Apply(w.down_proj, w.fp8.down_proj,
+                                     Float32BlockOutputs(m, o));  // [B, T, F] -> [B, T, D]
 }
 
 }  // namespace

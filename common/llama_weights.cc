@@ -30,6 +30,19 @@ constexpr char kLlama31_8B[] = R"({
   "rope_theta": 500000.0, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
   "vocab_size": 128256})";
 
+// The published meta-llama/Llama-3.1-70B-Instruct config.json.
+constexpr char kLlama31_70B[] = R"({
+  "architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+  "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "hidden_act": "silu",
+  "hidden_size": 8192, "initializer_range": 0.02, "intermediate_size": 28672,
+  "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama",
+  "num_attention_heads": 64, "num_hidden_layers": 80, "num_key_value_heads": 8,
+  "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+  "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                   "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+  "rope_theta": 500000.0, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+  "vocab_size": 128256})";
+
 // A small model of the same family and the real vocabulary, for smoke runs.
 constexpr char kTiny[] = R"({
   "architectures": ["LlamaForCausalLM"], "model_type": "llama",
@@ -87,22 +100,77 @@ struct Loader {
   }
 };
 
-absl::Status LoadLayer(const Loader& l, const LlamaConfig& c, int64_t i, LlamaLayerWeights* w) {
+// Where each decoder matrix goes as it is loaded or made: its dense field, or quantized
+// into its FP8 field (the dense tensor then dropped before the next one is read).
+struct MatrixSink {
+  bool fp8 = false;
+  bool keep_transposed = false;
+
+  absl::Status Put(const std::string& name, at::Tensor w, at::Tensor* dense, Fp8Matrix* q) const {
+    if (!fp8 || !Fp8Shape(w.size(0), w.size(1))) {
+      *dense = std::move(w);
+      return absl::OkStatus();
+    }
+    absl::StatusOr<Fp8Matrix> m = QuantizeFp8(w, keep_transposed);
+    if (!m.ok()) {
+      return absl::Status(m.status().code(),
+                          absl::StrCat("tensor ", name, ": ", m.status().message()));
+    }
+    *q = *std::move(m);
+    return absl::OkStatus();
+  }
+};
+
+// A decoder layer's seven matrices by their checkpoint names and shapes, for `fn(name,
+// shape, dense field, fp8 field)`.
+template <typename Fn>
+absl::Status ForEachMatrix(const LlamaConfig& c, int64_t i, LlamaLayerWeights* w, Fn fn) {
   const std::string p = absl::StrCat("model.layers.", i, ".");
   const int64_t d = c.hidden_size, f = c.intermediate_size;
   const int64_t q = c.num_attention_heads * c.head_dim;
   const int64_t kv = c.num_key_value_heads * c.head_dim;
+  Fp8LayerWeights& e = w->fp8;
+  LM_RETURN_IF_ERROR(fn(p + "self_attn.q_proj.weight", {q, d}, &w->q_proj, &e.q_proj));
+  LM_RETURN_IF_ERROR(fn(p + "self_attn.k_proj.weight", {kv, d}, &w->k_proj, &e.k_proj));
+  LM_RETURN_IF_ERROR(fn(p + "self_attn.v_proj.weight", {kv, d}, &w->v_proj, &e.v_proj));
+  LM_RETURN_IF_ERROR(fn(p + "self_attn.o_proj.weight", {d, q}, &w->o_proj, &e.o_proj));
+  LM_RETURN_IF_ERROR(fn(p + "mlp.gate_proj.weight", {f, d}, &w->gate_proj, &e.gate_proj));
+  LM_RETURN_IF_ERROR(fn(p + "mlp.up_proj.weight", {f, d}, &w->up_proj, &e.up_proj));
+  LM_RETURN_IF_ERROR(fn(p + "mlp.down_proj.weight", {d, f}, &w->down_proj, &e.down_proj));
+  return absl::OkStatus();
+}
+
+absl::Status LoadLayer(const Loader& l, const MatrixSink& sink, const LlamaConfig& c, int64_t i,
+                       LlamaLayerWeights* w) {
+  const std::string p = absl::StrCat("model.layers.", i, ".");
+  const int64_t d = c.hidden_size;
   LM_ASSIGN_OR_RETURN(w->input_layernorm, l.GetNorm(p + "input_layernorm.weight", d));
-  LM_ASSIGN_OR_RETURN(w->q_proj, l.Get(p + "self_attn.q_proj.weight", {q, d}));
-  LM_ASSIGN_OR_RETURN(w->k_proj, l.Get(p + "self_attn.k_proj.weight", {kv, d}));
-  LM_ASSIGN_OR_RETURN(w->v_proj, l.Get(p + "self_attn.v_proj.weight", {kv, d}));
-  LM_ASSIGN_OR_RETURN(w->o_proj, l.Get(p + "self_attn.o_proj.weight", {d, q}));
   LM_ASSIGN_OR_RETURN(w->post_attention_layernorm,
                       l.GetNorm(p + "post_attention_layernorm.weight", d));
-  LM_ASSIGN_OR_RETURN(w->gate_proj, l.Get(p + "mlp.gate_proj.weight", {f, d}));
-  LM_ASSIGN_OR_RETURN(w->up_proj, l.Get(p + "mlp.up_proj.weight", {f, d}));
-  LM_ASSIGN_OR_RETURN(w->down_proj, l.Get(p + "mlp.down_proj.weight", {d, f}));
-  return absl::OkStatus();
+  return ForEachMatrix(c, i, w,
+                       [&](const std::string& name, std::vector<int64_t> shape, at::Tensor* dense,
+                           Fp8Matrix* q) -> absl::Status {
+                         LM_ASSIGN_OR_RETURN(at::Tensor t, l.Get(name, std::move(shape)));
+                         return sink.Put(name, std::move(t), dense, q);
+                       });
+}
+
+// The decoder matrices' FP8 bytes (one byte a weight), for the transposed-copy rule.
+int64_t Fp8MatrixBytes(const LlamaConfig& c) {
+  const int64_t d = c.hidden_size, f = c.intermediate_size;
+  const int64_t q = c.num_attention_heads * c.head_dim;
+  const int64_t kv = c.num_key_value_heads * c.head_dim;
+  return c.num_hidden_layers * (d * (2 * q + 2 * kv) + 3 * d * f);
+}
+
+MatrixSink SinkFor(const LlamaConfig& c, const ModelOptions& options) {
+  MatrixSink sink;
+  sink.fp8 = options.weights == WeightFormat::kFp8;
+  if (sink.fp8) {
+    sink.keep_transposed = options.fp8_transposed_copy.value_or(
+        Fp8TransposedCopyFits(options.device, 2 * Fp8MatrixBytes(c)));
+  }
+  return sink;
 }
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LoadCheckpoint(const std::string& dir,
@@ -113,14 +181,16 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LoadCheckpoint(const std::string& di
   model->config = config;
   model->device = options.device;
   model->dtype = options.dtype;
+  model->format = options.weights;
   model->source = dir;
+  const MatrixSink sink = SinkFor(config, options);
   Loader l{*ckpt, LoadOptions{options.dtype, options.device}};
   LlamaWeights& w = model->weights;
   const int64_t v = config.vocab_size, d = config.hidden_size;
   LM_ASSIGN_OR_RETURN(w.embed_tokens, l.Get("model.embed_tokens.weight", {v, d}));
   w.layers.resize(config.num_hidden_layers);
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
-    LM_RETURN_IF_ERROR(LoadLayer(l, config, i, &w.layers[i]));
+    LM_RETURN_IF_ERROR(LoadLayer(l, sink, config, i, &w.layers[i]));
   }
   LM_ASSIGN_OR_RETURN(w.norm, l.GetNorm("model.norm.weight", d));
   if (config.tie_word_embeddings) {
@@ -140,16 +210,20 @@ at::ScalarType NormDtype(at::ScalarType model_dtype) {
 
 absl::StatusOr<LlamaConfig> SyntheticConfig(const std::string& name) {
   if (name == "llama-3.1-8b") return ParseLlamaConfig(kLlama31_8B, "synthetic:llama-3.1-8b");
+  if (name == "llama-3.1-70b") return ParseLlamaConfig(kLlama31_70B, "synthetic:llama-3.1-70b");
   if (name == "tiny") return ParseLlamaConfig(kTiny, "synthetic:tiny");
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown synthetic model '", name, "' (known: llama-3.1-8b, tiny)"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown synthetic model '", name,
+                                                 "' (known: llama-3.1-8b, llama-3.1-70b, tiny)"));
 }
 
-std::unique_ptr<LlamaModel> MakeRandomLlama(const LlamaConfig& c, const ModelOptions& options) {
+absl::StatusOr<std::unique_ptr<LlamaModel>> MakeRandomLlama(const LlamaConfig& c,
+                                                            const ModelOptions& options) {
   auto model = std::make_unique<LlamaModel>();
   model->config = c;
   model->device = options.device;
   model->dtype = options.dtype;
+  model->format = options.weights;
+  const MatrixSink sink = SinkFor(c, options);
   at::Generator gen = options.device.is_cuda()
                           ? at::globalContext().defaultGenerator(options.device)
                           : at::detail::createCPUGenerator(options.synthetic_seed);
@@ -168,27 +242,37 @@ std::unique_ptr<LlamaModel> MakeRandomLlama(const LlamaConfig& c, const ModelOpt
     return at::empty(shape, to).normal_(0.0, 0.02, gen);
   };
   auto ones = [&](int64_t n) { return at::ones({n}, to.dtype(NormDtype(options.dtype))); };
-  const int64_t d = c.hidden_size, f = c.intermediate_size;
-  const int64_t q = c.num_attention_heads * c.head_dim;
-  const int64_t kv = c.num_key_value_heads * c.head_dim;
+  const int64_t d = c.hidden_size;
   LlamaWeights& w = model->weights;
   w.embed_tokens = normal({c.vocab_size, d});
   w.layers.resize(c.num_hidden_layers);
-  for (LlamaLayerWeights& l : w.layers) {
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    LlamaLayerWeights& l = w.layers[i];
     l.input_layernorm = ones(d);
-    l.q_proj = normal({q, d});
-    l.k_proj = normal({kv, d});
-    l.v_proj = normal({kv, d});
-    l.o_proj = normal({d, q});
     l.post_attention_layernorm = ones(d);
-    l.gate_proj = normal({f, d});
-    l.up_proj = normal({f, d});
-    l.down_proj = normal({d, f});
+    LM_RETURN_IF_ERROR(ForEachMatrix(
+        c, i, &l,
+        [&](const std::string& name, std::vector<int64_t> shape, at::Tensor* dense, Fp8Matrix* fq) {
+          return sink.Put(name, normal(std::move(shape)), dense, fq);
+        }));
   }
   w.norm = ones(d);
   w.lm_head = c.tie_word_embeddings ? w.embed_tokens : normal({c.vocab_size, d});
   model->inv_freq = RopeInvFreq(c).to(options.device);
   return model;
+}
+
+// --weights fp8 computes in bfloat16 on a GPU that runs FP8 matmuls.
+absl::Status ValidateWeightFormat(const std::string& spec, const ModelOptions& options) {
+  if (options.weights != WeightFormat::kFp8) return absl::OkStatus();
+  if (options.dtype != at::kBFloat16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model ", spec, ": --weights fp8 computes in bfloat16, not ",
+                     at::toString(options.dtype), " (--dtype bfloat16, or auto on a GPU)"));
+  }
+  absl::Status s = Fp8Supported(options.device);
+  if (!s.ok()) return absl::Status(s.code(), absl::StrCat("model ", spec, ": ", s.message()));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<const LlamaModel>> LoadLlama(const std::string& spec,
@@ -202,11 +286,12 @@ absl::StatusOr<std::unique_ptr<const LlamaModel>> LoadLlama(const std::string& s
                      TORCH_VERSION, "); use float32 or bfloat16, or a CUDA device"));
   }
 #endif
+  LM_RETURN_IF_ERROR(ValidateWeightFormat(spec, options));
   std::unique_ptr<LlamaModel> model;
   try {
     if (absl::StartsWith(spec, "synthetic:")) {
       LM_ASSIGN_OR_RETURN(LlamaConfig config, SyntheticConfig(spec.substr(10)));
-      model = MakeRandomLlama(config, options);
+      LM_ASSIGN_OR_RETURN(model, MakeRandomLlama(config, options));
     } else {
       if (!IsDirectory(spec)) {
         return absl::NotFoundError(absl::StrCat(
@@ -222,9 +307,44 @@ absl::StatusOr<std::unique_ptr<const LlamaModel>> LoadLlama(const std::string& s
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   LM_LOG(INFO) << "loaded " << spec << " on " << options.device << " as "
-               << at::toString(options.dtype) << " in " << secs
+               << at::toString(options.dtype)
+               << (options.weights == WeightFormat::kFp8 ? " with fp8 matrices" : "") << " ("
+               << static_cast<double>(WeightBytes(*model)) / (1ull << 30) << " GiB) in " << secs
                << " s: " << DescribeConfig(model->config);
   return std::unique_ptr<const LlamaModel>(std::move(model));
+}
+
+int64_t WeightBytes(const LlamaModel& m) {
+  auto bytes = [](const at::Tensor& t) {
+    return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : int64_t{0};
+  };
+  const LlamaWeights& w = m.weights;
+  int64_t n = bytes(w.embed_tokens) + bytes(w.norm) + bytes(m.inv_freq);
+  if (!w.lm_head.is_same(w.embed_tokens)) n += bytes(w.lm_head);
+  for (const LlamaLayerWeights& l : w.layers) {
+    for (const at::Tensor* t :
+         {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj,
+          &l.post_attention_layernorm, &l.gate_proj, &l.up_proj, &l.down_proj}) {
+      n += bytes(*t);
+    }
+    const Fp8LayerWeights& e = l.fp8;
+    for (const Fp8Matrix* q :
+         {&e.q_proj, &e.k_proj, &e.v_proj, &e.o_proj, &e.gate_proj, &e.up_proj, &e.down_proj}) {
+      n += q->bytes();
+    }
+  }
+  return n;
+}
+
+absl::StatusOr<WeightFormat> ParseWeightFormat(const std::string& text) {
+  if (text == "dense") return WeightFormat::kDense;
+  if (text == "fp8") return WeightFormat::kFp8;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "bad --weights '", text, "' (dense: the matrices in --dtype; fp8: float8 e4m3)"));
+}
+
+const char* WeightFormatName(WeightFormat format) {
+  return format == WeightFormat::kFp8 ? "fp8" : "dense";
 }
 
 absl::StatusOr<at::Device> ParseDevice(const std::string& text) {

@@ -26,6 +26,7 @@
 #include "common/elapsed.h"
 #include "common/eval_report.h"
 #include "common/file_util.h"
+#include "common/llama_forward.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "common/tensor_compare.h"
@@ -181,6 +182,9 @@ struct BenchSettings {
   uint64_t seed = 0;           // the random projector's
   double peak_tflops = 0;
   PromptConfig prompt;
+  // The model as it is loaded, and the same model dense (the FP8 --check's reference).
+  std::string model_spec;
+  ModelOptions dense_model;
 
   bool RunsTrain() const { return mode != "eval"; }
   bool RunsEval() const { return mode != "train"; }
@@ -223,6 +227,9 @@ absl::StatusOr<BenchSettings> BenchSettingsFromFlags() {
   s.projector_path = absl::GetFlag(FLAGS_bench_projector);
   s.seed = absl::GetFlag(FLAGS_seed);
   s.peak_tflops = absl::GetFlag(FLAGS_peak_tflops);
+  s.model_spec = absl::GetFlag(FLAGS_model);
+  LM_ASSIGN_OR_RETURN(s.dense_model, ModelOptionsFromFlags());
+  s.dense_model.weights = WeightFormat::kDense;
   LM_ASSIGN_OR_RETURN(s.train_batches,
                       ParseSizes("train_batches", absl::GetFlag(FLAGS_train_batches)));
   LM_ASSIGN_OR_RETURN(s.eval_batches,
@@ -451,6 +458,76 @@ absl::StatusOr<json> CheckEval(const Ctx& x, Projector& projector, int64_t batch
               {"example_plain", plain.samples()[0].answer}};
 }
 
+// The projector's gradients of one step of `m`, flattened, and the step's loss.
+struct GradientOf {
+  at::Tensor grad;
+  double loss = 0;
+};
+
+absl::StatusOr<GradientOf> StepGradient(const Ctx& x, const LlamaModel& m, const TrainConfig& c) {
+  LM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> t,
+                      Trainer::Create(m, x.forward, x.prompts, x.train, c, nullptr));
+  StepStats stats = t->ComputeGradients(0);
+  std::vector<at::Tensor> flat;
+  for (auto& p : t->projector()->NamedParameters()) flat.push_back(p.second.grad().reshape({-1}));
+  return GradientOf{at::cat(flat).to(at::kFloat), stats.loss()};
+}
+
+// An FP8 model against the same weights loaded dense (bf16) and their float32 copy: the
+// logits of the bench prompt (every position), the projector's gradient and loss of one
+// training batch, and how many eval answers FP8 and bf16 share. It passes when FP8's
+// errors from float32 are at most 32 times bf16's: e4m3 keeps 3 significand bits to
+// bf16's 7, so about 2^4 times the rounding is expected, and a bug shows as far more
+// (bench/RESULTS.md, "FP8", has the figures).
+absl::StatusOr<json> CheckFp8(const Ctx& x, Projector& projector) {
+  LM_ASSIGN_OR_RETURN(std::unique_ptr<const LlamaModel> dense,
+                      LoadLlama(x.settings.model_spec, x.settings.dense_model));
+  std::unique_ptr<LlamaModel> f32 = Float32Copy(*dense);
+  json out{{"check", "fp8"}};
+  {
+    at::NoGradGuard no_grad;
+    at::Tensor ids = x.prompts.Build({{0, 0, 7}, {0, 0, 2}}).ids.to(x.model.device);
+    at::Tensor l8 = ForwardLogits(x.model, x.forward, ids).to(at::kFloat);
+    at::Tensor l16 = ForwardLogits(*dense, x.forward, ids).to(at::kFloat);
+    at::Tensor l32 = ForwardLogits(*f32, x.forward, ids);
+    out["logits_fp8_vs_f32"] = RelError(l8, l32);
+    out["logits_bf16_vs_f32"] = RelError(l16, l32);
+    out["logits_fp8_vs_bf16"] = RelError(l8, l16);
+    out["argmax_fp8_eq_bf16"] =
+        l8.argmax(-1).eq(l16.argmax(-1)).to(at::kFloat).mean().item<double>();
+  }
+  TrainConfig c = BenchTrainConfig(x, x.settings.check_batch, 1);
+  c.reuse_prefix_kv = true;
+  LM_ASSIGN_OR_RETURN(GradientOf g8, StepGradient(x, x.model, c));
+  LM_ASSIGN_OR_RETURN(GradientOf g16, StepGradient(x, *dense, c));
+  c.reuse_prefix_kv = false;
+  LM_ASSIGN_OR_RETURN(GradientOf g32, StepGradient(x, *f32, c));
+  out["grad_fp8_vs_f32"] = RelError(g8.grad, g32.grad);
+  out["grad_bf16_vs_f32"] = RelError(g16.grad, g32.grad);
+  out["loss_fp8_vs_f32"] = std::abs(g8.loss - g32.loss) / std::abs(g32.loss);
+  out["loss_bf16_vs_f32"] = std::abs(g16.loss - g32.loss) / std::abs(g32.loss);
+  EvalConfig config;
+  config.batch_size = x.settings.eval_batches.back();
+  config.max_new_tokens = x.settings.max_new_tokens;
+  std::vector<std::string> q = {x.prompts.config().questions[0]};
+  EvalReport r8(q), r16(q);
+  EvalInputs in8{&x.model, &projector, &x.prompts, &x.tokenizer, &x.test, x.forward};
+  EvalInputs in16{dense.get(), &projector, &x.prompts, &x.tokenizer, &x.test, x.forward};
+  const int64_t images = std::min<int64_t>(x.test.size(), 1000);
+  LM_RETURN_IF_ERROR(EvaluateRange(in8, 0, images, config, &r8));
+  LM_RETURN_IF_ERROR(EvaluateRange(in16, 0, images, config, &r16));
+  int64_t same = 0;
+  for (int64_t i = 0; i < r8.NumSamples(); ++i) {
+    same += r8.samples()[i].answer == r16.samples()[i].answer;
+  }
+  out["eval_images"] = r8.NumSamples();
+  out["eval_same_answers_fp8_bf16"] = same;
+  out["pass"] =
+      out["logits_fp8_vs_f32"].get<double>() <= 32 * out["logits_bf16_vs_f32"].get<double>() &&
+      out["grad_fp8_vs_f32"].get<double>() <= 32 * out["grad_bf16_vs_f32"].get<double>();
+  return out;
+}
+
 void PrintRow(const json& r) {
   if (r["mode"] == "train") {
     std::cout << absl::StrFormat("%-6s %6d %-9s %10.1f %10.1f %9.1f %6.1f%% %8.1f\n", "train",
@@ -547,6 +624,14 @@ void RunEvalRows(const Ctx& x, Projector& projector, RowTable& table) {
 absl::StatusOr<json> RunChecks(const Ctx& x, Projector& projector) {
   json checks = json::array();
   if (!x.settings.check) return checks;
+  if (x.model.format == WeightFormat::kFp8) {
+    // The prefix/full comparisons below hold for FP8 as for bf16; what FP8 is asked is
+    // how far it is from the dense weights.
+    LM_ASSIGN_OR_RETURN(json c, CheckFp8(x, projector));
+    std::cout << "check fp8: " << c.dump() << "\n";
+    checks.push_back(c);
+    return checks;
+  }
   if (x.settings.RunsTrain()) {
     LM_ASSIGN_OR_RETURN(json c, CheckTrain(x));
     std::cout << "check train: " << c.dump() << "\n";
@@ -565,6 +650,10 @@ json ResultsJson(const Ctx& x, double load_s, const json& rows, const json& chec
               {"model", x.model.source},
               {"device", x.model.device.str()},
               {"dtype", std::string(c10::toString(x.model.dtype))},
+              {"weights", WeightFormatName(x.model.format)},
+              {"weight_gib", static_cast<double>(WeightBytes(x.model)) / (1ull << 30)},
+              {"fp8_backward", static_cast<int>(x.forward.fp8_backward)},
+              {"fp8_fast_accum", x.forward.fp8_fast_accum},
               {"torch", TORCH_VERSION},
               {"residual", x.settings.residual},
               {"fold_gqa", x.forward.fold_gqa},
@@ -585,9 +674,9 @@ absl::Status RunBench(const std::vector<char*>& args) {
   LM_ASSIGN_OR_RETURN(const BenchInputs in, LoadInputs(settings));
   const Ctx x{settings, *in.rt.model, in.forward, *in.rt.tokenizer, in.prompts, in.train, in.test};
   LM_LOG(INFO) << "bench: " << x.model.source << " on " << x.model.device << " as " << x.model.dtype
-               << ", made/loaded in " << in.load_s << " s; prompt of "
-               << x.prompts.Build({{0, 0, 7}}).ids.size(1) << " tokens, image at "
-               << x.prompts.BuildGeneration(0).image_position;
+               << " (" << WeightFormatName(x.model.format) << " weights), made/loaded in "
+               << in.load_s << " s; prompt of " << x.prompts.Build({{0, 0, 7}}).ids.size(1)
+               << " tokens, image at " << x.prompts.BuildGeneration(0).image_position;
 
   PrintTableHeader();
   RowTable table;

@@ -45,13 +45,15 @@ void CheckBackward(const LlamaModel& m, const ForwardOptions& forward) {
 
 absl::Status RunInfo(const std::vector<char*>&) {
   LM_ASSIGN_OR_RETURN(ModelOptions options, ModelOptionsFromFlags());
-  const ForwardOptions forward = ForwardOptionsFromFlags();
+  LM_ASSIGN_OR_RETURN(const ForwardOptions forward, ForwardOptionsFromFlags());
   const auto start = std::chrono::steady_clock::now();
   LM_ASSIGN_OR_RETURN(std::unique_ptr<const LlamaModel> model,
                       LoadLlama(absl::GetFlag(FLAGS_model), options));
   std::cout << "model:  " << model->source << "\n"
             << "config: " << DescribeConfig(model->config) << "\n"
-            << "device: " << model->device << ", dtype " << at::toString(model->dtype) << "\n"
+            << "device: " << model->device << ", dtype " << at::toString(model->dtype)
+            << ", weights " << WeightFormatName(model->format) << " ("
+            << static_cast<double>(WeightBytes(*model)) / (1ull << 30) << " GiB)\n"
             << "load:   " << SecondsSince(start) << " s\n";
   if (absl::GetFlag(FLAGS_check_backward)) CheckBackward(*model, forward);
   return absl::OkStatus();
@@ -80,7 +82,7 @@ absl::Status RunTokenize(const std::vector<char*>&) {
 
 absl::Status RunGenerate(const std::vector<char*>&) {
   LM_ASSIGN_OR_RETURN(ModelOptions options, ModelOptionsFromFlags());
-  const ForwardOptions forward = ForwardOptionsFromFlags();
+  LM_ASSIGN_OR_RETURN(const ForwardOptions forward, ForwardOptionsFromFlags());
   LM_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::Load(absl::GetFlag(FLAGS_tokenizer)));
   LM_ASSIGN_OR_RETURN(std::vector<int64_t> prompt, tok.Encode(absl::GetFlag(FLAGS_prompt)));
   if (prompt.empty()) return absl::InvalidArgumentError("--prompt is empty");

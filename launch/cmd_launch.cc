@@ -97,14 +97,19 @@ absl::StatusOr<LaunchPlan> LaunchPlanFromFlags() {
   const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
   plan.threads_per_worker = std::max<int64_t>(1, cores / plan.workers);
   plan.coordinator_args = SplitSpaces(absl::GetFlag(FLAGS_coordinator_args));
-  plan.worker_args = {absl::StrCat("--model=", absl::GetFlag(FLAGS_model)),
-                      absl::StrCat("--tokenizer=", absl::GetFlag(FLAGS_tokenizer)),
-                      absl::StrCat("--data_dir=", absl::GetFlag(FLAGS_data_dir)),
-                      absl::StrCat("--dtype=", absl::GetFlag(FLAGS_dtype)),
-                      absl::StrCat("--float32_attention=",
-                                   absl::GetFlag(FLAGS_float32_attention) ? "true" : "false"),
-                      absl::StrCat("--seed=", absl::GetFlag(FLAGS_seed)),
-                      "--collective_host=127.0.0.1"};
+  plan.worker_args = {
+      absl::StrCat("--model=", absl::GetFlag(FLAGS_model)),
+      absl::StrCat("--tokenizer=", absl::GetFlag(FLAGS_tokenizer)),
+      absl::StrCat("--data_dir=", absl::GetFlag(FLAGS_data_dir)),
+      absl::StrCat("--dtype=", absl::GetFlag(FLAGS_dtype)),
+      absl::StrCat("--weights=", absl::GetFlag(FLAGS_weights)),
+      absl::StrCat("--fp8_backward=", absl::GetFlag(FLAGS_fp8_backward)),
+      absl::StrCat("--fp8_transposed=", absl::GetFlag(FLAGS_fp8_transposed)),
+      absl::StrCat("--fp8_fast_accum=", absl::GetFlag(FLAGS_fp8_fast_accum) ? "true" : "false"),
+      absl::StrCat("--float32_attention=",
+                   absl::GetFlag(FLAGS_float32_attention) ? "true" : "false"),
+      absl::StrCat("--seed=", absl::GetFlag(FLAGS_seed)),
+      "--collective_host=127.0.0.1"};
   for (const auto& a : SplitSpaces(absl::GetFlag(FLAGS_worker_args))) plan.worker_args.push_back(a);
   LM_ASSIGN_OR_RETURN(plan.client, ClientOptionsFromFlags());
   // The cluster `launch` starts listens on loopback in plaintext.

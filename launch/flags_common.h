@@ -1,7 +1,7 @@
 // Flags shared by every subcommand that loads a model or data. Each default can also
 // come from the environment (LLAVA_MODEL, LLAVA_TOKENIZER, LLAVA_DEVICE, LLAVA_DTYPE,
-// LLAVA_DATA_DIR, LLAVA_FLOAT32_ATTENTION=false), so that containers configure them
-// without a command line.
+// LLAVA_WEIGHTS, LLAVA_FP8_TRANSPOSED, LLAVA_FP8_BACKWARD, LLAVA_DATA_DIR,
+// LLAVA_FLOAT32_ATTENTION=false), so that containers configure them without a command line.
 #pragma once
 
 #include <string>
@@ -16,16 +16,22 @@ ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(std::string, tokenizer);
 ABSL_DECLARE_FLAG(std::string, device);
 ABSL_DECLARE_FLAG(std::string, dtype);
+ABSL_DECLARE_FLAG(std::string, weights);
+ABSL_DECLARE_FLAG(std::string, fp8_backward);
+ABSL_DECLARE_FLAG(std::string, fp8_transposed);
+ABSL_DECLARE_FLAG(bool, fp8_fast_accum);
 ABSL_DECLARE_FLAG(bool, float32_attention);
 ABSL_DECLARE_FLAG(std::string, data_dir);
 
 namespace llava {
 
-// --device, --dtype and --seed as ModelOptions: how the model is loaded.
+// --device, --dtype, --weights, --fp8_transposed and --seed as ModelOptions: how the
+// model is loaded.
 absl::StatusOr<ModelOptions> ModelOptionsFromFlags();
 
-// --float32_attention as ForwardOptions (the rest at their defaults): how the loaded model
-// computes. A command makes it once, at the top, and passes it down.
-ForwardOptions ForwardOptionsFromFlags();
+// --float32_attention, --fp8_backward and --fp8_fast_accum as ForwardOptions (the rest at their
+// defaults): how the loaded model computes. A command makes it once, at the top, and passes it
+// down.
+absl::StatusOr<ForwardOptions> ForwardOptionsFromFlags();
 
 }  // namespace llava

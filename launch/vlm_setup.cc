@@ -20,7 +20,7 @@ absl::StatusOr<PromptConfig> PromptConfigFromFlags() {
 absl::StatusOr<VlmRuntime> LoadRuntimeFromFlags() {
   VlmRuntime rt;
   LM_ASSIGN_OR_RETURN(ModelOptions options, ModelOptionsFromFlags());
-  rt.forward = ForwardOptionsFromFlags();
+  LM_ASSIGN_OR_RETURN(rt.forward, ForwardOptionsFromFlags());
   const std::string spec = absl::GetFlag(FLAGS_model);
   std::string tok_path = absl::GetFlag(FLAGS_tokenizer);
   if (IsDirectory(spec) && FileExists(spec + "/tokenizer.json"))

@@ -27,10 +27,11 @@
 # eval_report.json without its samples).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORK=out/accuracy_sweep
+WORK=${WORK:-out/accuracy_sweep}
 BIN=${LLAVA_BIN:-build/bin/llava-mnist}
 DEVICE=${DEVICE:-cuda}
 DTYPE=${DTYPE:-float32}
+WEIGHTS=${WEIGHTS:-dense}
 SEEDS=${SEEDS:-0}
 TOP_SEEDS=${TOP_SEEDS:-1 2}
 BUDGET_S=${BUDGET_S:-480}
@@ -122,14 +123,14 @@ run() {
   echo "== $name seed $seed: train $flags" >&2
   t0=$(date +%s.%N)
   # shellcheck disable=SC2086  # the flags are words
-  if ! "$BIN" train $flags --seed "$seed" --device "$DEVICE" --dtype "$DTYPE" --out_dir "$dir" \
+  if ! "$BIN" train $flags --seed "$seed" --device "$DEVICE" --dtype "$DTYPE" --weights "$WEIGHTS" --out_dir "$dir" \
       --eval_after=false > "$dir/train.log" 2>&1; then
     echo "== $name seed $seed: train FAILED (tail of $dir/train.log)" >&2
     tail -5 "$dir/train.log" >&2
     return 0
   fi
   t1=$(date +%s.%N)
-  if ! "$BIN" eval --checkpoint "$dir/projector.safetensors" --device "$DEVICE" --dtype "$DTYPE" \
+  if ! "$BIN" eval --checkpoint "$dir/projector.safetensors" --device "$DEVICE" --dtype "$DTYPE" --weights "$WEIGHTS" \
       --questions "$PUBLISHED|$HELD_OUT" --eval_digits "$EVAL_DIGITS" --eval_batch_size 1000 \
       --robustness --report "$dir/eval_report.json" > "$dir/eval.log" 2>&1; then
     echo "== $name seed $seed: eval FAILED (tail of $dir/eval.log)" >&2

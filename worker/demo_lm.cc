@@ -438,7 +438,7 @@ absl::StatusOr<DemoLmResult> BuildDemoLmImpl(const DemoLmOptions& o) {
 
   ModelOptions mo;
   mo.synthetic_seed = o.seed;
-  std::unique_ptr<LlamaModel> model = MakeRandomLlama(DemoConfig(o), mo);
+  LM_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, MakeRandomLlama(DemoConfig(o), mo));
   model->source = out_dir;
   LM_LOG(INFO) << "building the demo LM (" << DescribeConfig(model->config) << ") on " << threads
                << " threads: " << o.steps << " steps of " << o.batch_size << " dialogues, lr "
