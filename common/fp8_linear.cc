@@ -23,6 +23,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "common/cuda/fp8_quant.h"
+#include "common/fused_ops.h"
 #endif
 
 namespace llava {
@@ -138,20 +139,6 @@ at::Tensor DequantizeFp8(const Fp8Matrix& m, at::ScalarType dtype) {
 
 #ifdef LLAVA_HAVE_FP8
 namespace {
-
-cuda::ElementType ElementTypeOf(const at::Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kHalf:
-      return cuda::ElementType::kFloat16;
-    case at::kBFloat16:
-      return cuda::ElementType::kBFloat16;
-    case at::kFloat:
-      return cuda::ElementType::kFloat32;
-    default:
-      LM_CHECK(false) << "FP8 input of dtype " << t.scalar_type();
-      return cuda::ElementType::kFloat32;
-  }
-}
 
 struct Quantized {
   at::Tensor data;   // [M, K] float8

@@ -70,16 +70,6 @@ class LinearFloat32OutFunction : public torch::autograd::Function<LinearFloat32O
 };
 
 #ifdef LLAVA_HAVE_CUDA
-cuda::ElementType TypeOf(const at::Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kHalf:
-      return cuda::ElementType::kFloat16;
-    case at::kBFloat16:
-      return cuda::ElementType::kBFloat16;
-    default:
-      return cuda::ElementType::kFloat32;
-  }
-}
 
 // Saves gate and up (the matmul outputs autograd keeps anyway) and nothing else: the
 // plain formula also keeps silu(gate).
@@ -91,7 +81,8 @@ class SwiGluFunction : public torch::autograd::Function<SwiGluFunction> {
     ctx->save_for_backward({g, u});
     const c10::cuda::CUDAGuard guard(g.device());
     at::Tensor out = at::empty_like(g);
-    cuda::LaunchSwiGluForward(TypeOf(g), g.data_ptr(), u.data_ptr(), out.data_ptr(), g.numel(),
+    cuda::LaunchSwiGluForward(ElementTypeOf(g), g.data_ptr(), u.data_ptr(), out.data_ptr(),
+                              g.numel(),
                               c10::cuda::getCurrentCUDAStream(g.device().index()).stream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return out;
@@ -105,7 +96,7 @@ class SwiGluFunction : public torch::autograd::Function<SwiGluFunction> {
     at::Tensor go = grads[0].to(g.scalar_type()).contiguous();
     const c10::cuda::CUDAGuard guard(g.device());
     at::Tensor grad_gate = at::empty_like(g), grad_up = at::empty_like(u);
-    cuda::LaunchSwiGluBackward(TypeOf(g), go.data_ptr(), g.data_ptr(), u.data_ptr(),
+    cuda::LaunchSwiGluBackward(ElementTypeOf(g), go.data_ptr(), g.data_ptr(), u.data_ptr(),
                                grad_gate.data_ptr(), grad_up.data_ptr(), g.numel(),
                                c10::cuda::getCurrentCUDAStream(g.device().index()).stream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -115,6 +106,19 @@ class SwiGluFunction : public torch::autograd::Function<SwiGluFunction> {
 #endif
 
 }  // namespace
+
+#ifdef LLAVA_HAVE_CUDA
+cuda::ElementType ElementTypeOf(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kHalf:
+      return cuda::ElementType::kFloat16;
+    case at::kBFloat16:
+      return cuda::ElementType::kBFloat16;
+    default:
+      return cuda::ElementType::kFloat32;
+  }
+}
+#endif
 
 bool SwiGluIsFused(const at::Tensor& gate, const at::Tensor& up) {
 #ifdef LLAVA_HAVE_CUDA

@@ -5,6 +5,8 @@
 
 #include <ATen/ATen.h>
 
+#include "common/cuda/swiglu.h"  // ElementType (plain C++)
+
 namespace llava {
 
 // silu(gate) * up for gate, up [..., F] of one shape and dtype. Fused when `fused` is set
@@ -23,5 +25,11 @@ bool SwiGluIsFused(const at::Tensor& gate, const at::Tensor& up);
 // float32 copies (slow at 8B, exact). Differentiable in x (the weight is frozen); x's gradient is a
 // half matmul of the float32 incoming gradient rounded to x's dtype.
 at::Tensor LinearFloat32Out(const at::Tensor& x, const at::Tensor& weight);
+
+#ifdef LLAVA_HAVE_CUDA
+// The kernels' element type of a float32, float16 or bfloat16 tensor (float32 for any
+// other: callers pass those three).
+cuda::ElementType ElementTypeOf(const at::Tensor& t);
+#endif
 
 }  // namespace llava

@@ -233,6 +233,34 @@ TEST_F(Fp8GpuTest, LinearAndItsBackwardModesMatchFloat32) {
   }
 }
 
+// The input quantization kernel at the widths it meets (Llama's, a 70B MLP's and more,
+// one not a multiple of 8), from bf16 and float32 (the backward's gradients).
+TEST_F(Fp8GpuTest, InputQuantizationScalesEachRowTo448) {
+  at::manual_seed(7);
+  for (at::ScalarType dtype : {at::kBFloat16, at::kFloat}) {
+    for (int64_t cols : {256, 4104, 14336, 40000, 100}) {
+      at::Tensor x = (at::randn({5, cols}) * at::tensor({1e-3, 1.0, 30.0, 0.0, 2.0}).unsqueeze(1))
+                         .to(at::kFloat)
+                         .to(dtype)
+                         .to(cuda_);
+      Fp8Input q = QuantizeFp8Input(x);
+      ASSERT_EQ(q.data.sizes(), x.sizes());
+      ASSERT_EQ(q.scale.sizes(), (std::vector<int64_t>{5, 1}));
+      at::Tensor xf = x.to(at::kFloat).cpu();
+      at::Tensor s = q.scale.cpu();
+      at::Tensor v = q.data.to(at::kFloat).cpu();
+      at::Tensor want_scale = Fp8RowScales(xf).unsqueeze(1);
+      EXPECT_TRUE(at::allclose(s, want_scale, 1e-6, 0)) << dtype << " " << cols;
+      at::Tensor back = v * s;
+      at::Tensor bound = xf.abs() * std::ldexp(1.0, -4) + s * std::ldexp(1.0, -10);
+      EXPECT_TRUE((back - xf).abs().le(bound * (1 + 1e-5)).all().item<bool>())
+          << dtype << " " << cols;
+      EXPECT_EQ(v.abs().amax(1)[1].item<float>(), 448.0f) << dtype << " " << cols;
+      EXPECT_EQ(v[3].abs().max().item<float>(), 0.0f);  // the all-zero row
+    }
+  }
+}
+
 // The fixtures (tiny random Llamas) in FP8 against transformers' float32 outputs, next to
 // the bf16 path's errors; the sharded checkpoint gives the same model.
 TEST_F(Fp8GpuTest, FixtureModelsNearTransformers) {
