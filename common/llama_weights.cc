@@ -262,9 +262,17 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> MakeRandomLlama(const LlamaConfig& c
   return model;
 }
 
-// --weights fp8 computes in bfloat16 on a GPU that runs FP8 matmuls.
-absl::Status ValidateWeightFormat(const std::string& spec, const ModelOptions& options) {
+absl::Status ValidateModelOptions(const std::string& spec, const ModelOptions& options) {
+#if TORCH_VERSION_MAJOR < 2
+  // libtorch 1.x has no float16 matmul on the CPU: refused here, not at the first step.
+  if (options.dtype == at::kHalf && options.device.is_cpu()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model ", spec, ": float16 on the CPU needs libtorch 2.x (this is ",
+                     TORCH_VERSION, "); use float32 or bfloat16, or a CUDA device"));
+  }
+#endif
   if (options.weights != WeightFormat::kFp8) return absl::OkStatus();
+  // --weights fp8 computes in bfloat16 on a GPU that runs FP8 matmuls.
   if (options.dtype != at::kBFloat16) {
     return absl::InvalidArgumentError(
         absl::StrCat("model ", spec, ": --weights fp8 computes in bfloat16, not ",
@@ -278,15 +286,7 @@ absl::Status ValidateWeightFormat(const std::string& spec, const ModelOptions& o
 absl::StatusOr<std::unique_ptr<const LlamaModel>> LoadLlama(const std::string& spec,
                                                             const ModelOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-#if TORCH_VERSION_MAJOR < 2
-  // libtorch 1.x has no float16 matmul on the CPU: refused here, not at the first step.
-  if (options.dtype == at::kHalf && options.device.is_cpu()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model ", spec, ": float16 on the CPU needs libtorch 2.x (this is ",
-                     TORCH_VERSION, "); use float32 or bfloat16, or a CUDA device"));
-  }
-#endif
-  LM_RETURN_IF_ERROR(ValidateWeightFormat(spec, options));
+  LM_RETURN_IF_ERROR(ValidateModelOptions(spec, options));
   std::unique_ptr<LlamaModel> model;
   try {
     if (absl::StartsWith(spec, "synthetic:")) {

@@ -95,6 +95,11 @@ struct ModelOptions {
 absl::StatusOr<std::unique_ptr<const LlamaModel>> LoadLlama(const std::string& spec,
                                                             const ModelOptions& options);
 
+// What LoadLlama checks of `options` before it reads anything (the errors above besides
+// the checkpoint's own), for callers that start processes which will load the model
+// (`launch`): the user hears it at once, not from a worker's log.
+absl::Status ValidateModelOptions(const std::string& spec, const ModelOptions& options);
+
 // The configs behind synthetic:NAME (llama-3.1-8b and llama-3.1-70b are the published
 // Llama-3.1-8B/70B-Instruct config.json files, embedded).
 absl::StatusOr<LlamaConfig> SyntheticConfig(const std::string& name);

@@ -88,6 +88,7 @@ absl::StatusOr<LaunchPlan> LaunchPlanFromFlags() {
   LM_RETURN_IF_ERROR(CheckPositive("--startup_timeout_ms", plan.startup_timeout.count()));
   // Devices: one GPU per worker when the model goes to CUDA.
   LM_ASSIGN_OR_RETURN(ModelOptions model_options, ModelOptionsFromFlags());
+  LM_RETURN_IF_ERROR(ValidateModelOptions(absl::GetFlag(FLAGS_model), model_options));
   plan.cuda = model_options.device.is_cuda();
   const int64_t gpus = static_cast<int64_t>(torch::cuda::device_count());
   if (plan.cuda && plan.workers > gpus) {

@@ -165,6 +165,14 @@ TEST(Fp8LoadTest, RefusedWhereFp8CannotRun) {
   o.dtype = at::kFloat;
   EXPECT_THAT(LoadLlama("synthetic:tiny", o).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("computes in bfloat16")));
+  // What `launch` asks before it starts its workers: the same answers, nothing loaded.
+  EXPECT_THAT(ValidateModelOptions("synthetic:tiny", o),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("computes in bfloat16")));
+  o.dtype = at::kBFloat16;
+  EXPECT_THAT(ValidateModelOptions("synthetic:tiny", o),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("--weights fp8")));
+  o.weights = WeightFormat::kDense;
+  EXPECT_THAT(ValidateModelOptions("synthetic:tiny", o), IsOk());
 }
 
 TEST(Fp8LoadTest, SeventyBillionConfigIsThePublishedOne) {
