@@ -28,6 +28,19 @@
 
 namespace llava {
 
+#ifdef LLAVA_HAVE_FP8
+namespace {
+
+// The properties of a CUDA device ("cuda" without an index: the current one), cached by
+// ATen after the first call.
+const cudaDeviceProp& DeviceProps(const at::Device& device) {
+  return *at::cuda::getDeviceProperties(device.has_index() ? device.index()
+                                                           : c10::cuda::current_device());
+}
+
+}  // namespace
+#endif
+
 int64_t Fp8Matrix::bytes() const {
   int64_t n = 0;
   for (const at::Tensor* t : {&data, &scale, &data_t}) {
@@ -84,12 +97,11 @@ absl::Status Fp8Supported(const at::Device& device) {
                      "(Ada, Hopper, Blackwell), not on device ",
                      device.str()));
   }
-  const int index = device.has_index() ? device.index() : c10::cuda::current_device();
-  const cudaDeviceProp* p = at::cuda::getDeviceProperties(index);
-  if (p->major * 10 + p->minor < 89) {
+  const cudaDeviceProp& p = DeviceProps(device);
+  if (p.major * 10 + p.minor < 89) {
     return absl::FailedPreconditionError(
         absl::StrCat("--weights fp8 needs a GPU of compute capability 8.9 or later; ", device.str(),
-                     " (", p->name, ") is ", p->major, ".", p->minor, ": use --weights dense"));
+                     " (", p.name, ") is ", p.major, ".", p.minor, ": use --weights dense"));
   }
   return absl::OkStatus();
 #endif
@@ -98,9 +110,7 @@ absl::Status Fp8Supported(const at::Device& device) {
 bool Fp8TransposedCopyFits(const at::Device& device, int64_t bytes) {
 #ifdef LLAVA_HAVE_FP8
   if (!device.is_cuda()) return false;
-  const int index = device.has_index() ? device.index() : c10::cuda::current_device();
-  const auto total = static_cast<int64_t>(at::cuda::getDeviceProperties(index)->totalGlobalMem);
-  return bytes <= total / 2;
+  return bytes <= static_cast<int64_t>(DeviceProps(device).totalGlobalMem) / 2;
 #else
   (void)device;
   (void)bytes;
@@ -164,10 +174,7 @@ Quantized QuantizeRows(const at::Tensor& x2, const at::Tensor& col_scale, bool e
 
 // Whether _scaled_mm writes float32 with row-wise scales on this device: through cuBLAS
 // on sm_90 and later; the CUTLASS kernel it uses before writes bfloat16 only.
-bool Float32OutOk(const at::Device& device) {
-  const int index = device.has_index() ? device.index() : c10::cuda::current_device();
-  return at::cuda::getDeviceProperties(index)->major >= 9;
-}
+bool Float32OutOk(const at::Device& device) { return DeviceProps(device).major >= 9; }
 
 class Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
  public:
@@ -205,8 +212,7 @@ class Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
     at::Tensor gx;
     if (mode == Fp8Backward::kBf16) {
       // The weight dequantized for this call: the matmul in bf16 as the dense model's.
-      at::Tensor wd = (w.to(at::kFloat) * ws.view({n, 1})).to(at::kBFloat16);
-      gx = at::mm(g2.to(at::kBFloat16), wd);
+      gx = at::mm(g2.to(at::kBFloat16), DequantizeFp8(Fp8Matrix{w, ws, {}}, at::kBFloat16));
     } else {
       // dx = dy W = (dy * scale) data: the weight's row scales multiply dy's columns,
       // folded into dy's own per-row quantization.

@@ -179,6 +179,11 @@ int64_t LlamaConfig::NumParameters() const {
   return *n;
 }
 
+int64_t LlamaConfig::DecoderMatrixParameters() const {
+  const int64_t q = num_attention_heads * head_dim, kv = num_key_value_heads * head_dim;
+  return num_hidden_layers * (hidden_size * (2 * q + 2 * kv) + 3 * hidden_size * intermediate_size);
+}
+
 absl::StatusOr<LlamaConfig> ParseLlamaConfig(std::string_view json_text,
                                              const std::string& source) {
   if (auto at = JsonNestingExceeds(json_text)) {

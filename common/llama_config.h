@@ -48,6 +48,9 @@ struct LlamaConfig {
   // Parameters of the whole model (embeddings counted once when tied). Only for a config
   // that Validate() accepts (which refuses sizes whose count overflows int64).
   int64_t NumParameters() const;
+  // Weights of the decoder layers' seven matrices, all layers (what every token multiplies
+  // through: the bench's FLOPs, the FP8 bytes). Same precondition.
+  int64_t DecoderMatrixParameters() const;
 };
 
 // Parses config.json text; `source` names the file in errors.

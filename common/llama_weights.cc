@@ -122,14 +122,14 @@ struct MatrixSink {
 };
 
 // A decoder layer's seven matrices by their checkpoint names and shapes, for `fn(name,
-// shape, dense field, fp8 field)`.
-template <typename Fn>
-absl::Status ForEachMatrix(const LlamaConfig& c, int64_t i, LlamaLayerWeights* w, Fn fn) {
+// shape, dense field, fp8 field)` (const fields for a const layer).
+template <typename Layer, typename Fn>
+absl::Status ForEachMatrix(const LlamaConfig& c, int64_t i, Layer* w, Fn fn) {
   const std::string p = absl::StrCat("model.layers.", i, ".");
   const int64_t d = c.hidden_size, f = c.intermediate_size;
   const int64_t q = c.num_attention_heads * c.head_dim;
   const int64_t kv = c.num_key_value_heads * c.head_dim;
-  Fp8LayerWeights& e = w->fp8;
+  auto& e = w->fp8;
   LM_RETURN_IF_ERROR(fn(p + "self_attn.q_proj.weight", {q, d}, &w->q_proj, &e.q_proj));
   LM_RETURN_IF_ERROR(fn(p + "self_attn.k_proj.weight", {kv, d}, &w->k_proj, &e.k_proj));
   LM_RETURN_IF_ERROR(fn(p + "self_attn.v_proj.weight", {kv, d}, &w->v_proj, &e.v_proj));
@@ -155,20 +155,13 @@ absl::Status LoadLayer(const Loader& l, const MatrixSink& sink, const LlamaConfi
                        });
 }
 
-// The decoder matrices' FP8 bytes (one byte a weight), for the transposed-copy rule.
-int64_t Fp8MatrixBytes(const LlamaConfig& c) {
-  const int64_t d = c.hidden_size, f = c.intermediate_size;
-  const int64_t q = c.num_attention_heads * c.head_dim;
-  const int64_t kv = c.num_key_value_heads * c.head_dim;
-  return c.num_hidden_layers * (d * (2 * q + 2 * kv) + 3 * d * f);
-}
-
 MatrixSink SinkFor(const LlamaConfig& c, const ModelOptions& options) {
   MatrixSink sink;
   sink.fp8 = options.weights == WeightFormat::kFp8;
   if (sink.fp8) {
     sink.keep_transposed = options.fp8_transposed_copy.value_or(
-        Fp8TransposedCopyFits(options.device, 2 * Fp8MatrixBytes(c)));
+        // One byte a weight, twice with the copies.
+        Fp8TransposedCopyFits(options.device, 2 * c.DecoderMatrixParameters()));
   }
   return sink;
 }
@@ -321,17 +314,17 @@ int64_t WeightBytes(const LlamaModel& m) {
   const LlamaWeights& w = m.weights;
   int64_t n = bytes(w.embed_tokens) + bytes(w.norm) + bytes(m.inv_freq);
   if (!w.lm_head.is_same(w.embed_tokens)) n += bytes(w.lm_head);
-  for (const LlamaLayerWeights& l : w.layers) {
-    for (const at::Tensor* t :
-         {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj,
-          &l.post_attention_layernorm, &l.gate_proj, &l.up_proj, &l.down_proj}) {
-      n += bytes(*t);
-    }
-    const Fp8LayerWeights& e = l.fp8;
-    for (const Fp8Matrix* q :
-         {&e.q_proj, &e.k_proj, &e.v_proj, &e.o_proj, &e.gate_proj, &e.up_proj, &e.down_proj}) {
-      n += q->bytes();
-    }
+  for (int64_t i = 0; i < static_cast<int64_t>(w.layers.size()); ++i) {
+    const LlamaLayerWeights& l = w.layers[i];
+    n += bytes(l.input_layernorm) + bytes(l.post_attention_layernorm);
+    // Each matrix is in one of its two fields.
+    ForEachMatrix(m.config, i, &l,
+                  [&](const std::string&, const std::vector<int64_t>&, const at::Tensor* dense,
+                      const Fp8Matrix* q) {
+                    n += bytes(*dense) + q->bytes();
+                    return absl::OkStatus();
+                  })
+        .IgnoreError();  // counting never fails
   }
   return n;
 }

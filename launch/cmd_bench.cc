@@ -130,19 +130,11 @@ Timing Summarize(std::vector<double> t) {
   return s;
 }
 
-// Parameters of the decoder layers (what every processed token multiplies through).
-double LayerParams(const LlamaConfig& c) {
-  const double d = c.hidden_size, hd = c.head_dim;
-  const double attn = d * hd * (c.num_attention_heads * 2 + c.num_key_value_heads * 2);
-  const double mlp = 3.0 * d * c.intermediate_size;
-  return c.num_hidden_layers * (attn + mlp);
-}
-
 // Model FLOPs of one training sample: forward and the backward to the inputs (no weight
 // gradients), 2 + 2 FLOP per parameter and token, over the tokens from the image on, plus
 // the lm_head at the answer positions (attention scores left out: under 1% here).
 double TrainFlopsPerSample(const LlamaConfig& c, int64_t tokens_from_image, int64_t answer) {
-  return 4.0 * (LayerParams(c) * tokens_from_image +
+  return 4.0 * (static_cast<double>(c.DecoderMatrixParameters()) * tokens_from_image +
                 static_cast<double>(c.hidden_size) * c.vocab_size * answer);
 }
 

@@ -1,7 +1,8 @@
 // Flags shared by every subcommand that loads a model or data. Each default can also
 // come from the environment (LLAVA_MODEL, LLAVA_TOKENIZER, LLAVA_DEVICE, LLAVA_DTYPE,
-// LLAVA_WEIGHTS, LLAVA_FP8_TRANSPOSED, LLAVA_FP8_BACKWARD, LLAVA_DATA_DIR,
-// LLAVA_FLOAT32_ATTENTION=false), so that containers configure them without a command line.
+// LLAVA_WEIGHTS, LLAVA_FP8_TRANSPOSED, LLAVA_FP8_BACKWARD, LLAVA_FP8_FAST_ACCUM=true,
+// LLAVA_DATA_DIR, LLAVA_FLOAT32_ATTENTION=false), so that containers configure them
+// without a command line.
 #pragma once
 
 #include <string>
