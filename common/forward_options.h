@@ -47,6 +47,17 @@ struct ForwardOptions {
   // The MLP's silu(gate) * up as one CUDA kernel forward and one backward (common/
   // fused_ops.h; CUDA builds and devices only) instead of ATen's three.
   bool fused_swiglu = true;
+  // RoPE as one CUDA kernel each way instead of ATen's multiply, roll and addcmul (CUDA
+  // builds and devices only; with lean_elementwise's rounding: float32, rounded once).
+  bool fused_rope = true;
+  // A decode step's attention (one position, every cached key visible) as one CUDA
+  // kernel per layer instead of two batched matmuls and a softmax whose shapes (G = 4
+  // query rows per KV head) cuBLAS serves with SIMT kernels (CUDA builds and devices).
+  bool fused_decode_attention = true;
+  // Without a gradient (decoding, evaluation) and with a float32 residual stream: each
+  // block's output added to the stream by the CUDA kernel that also computes the next
+  // RMSNorm, instead of ATen's add, norm and conversion (CUDA builds and devices).
+  bool fused_residual_norm = true;
 
   // FP8 models only (--weights fp8; ignored elsewhere).
   Fp8Backward fp8_backward = Fp8Backward::kE4m3;

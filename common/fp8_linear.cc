@@ -143,6 +143,26 @@ absl::StatusOr<Fp8Matrix> QuantizeFp8(const at::Tensor& w, bool keep_transposed)
 #endif
 }
 
+Fp8Matrix ConcatFp8Rows(const std::vector<const Fp8Matrix*>& parts) {
+  LM_CHECK(!parts.empty());
+  const bool has_t = parts[0]->data_t.defined();
+  std::vector<at::Tensor> data, scale, data_t;
+  for (const Fp8Matrix* p : parts) {
+    LM_CHECK(p->defined() && p->data_t.defined() == has_t &&
+             p->data.size(1) == parts[0]->data.size(1));
+    // As bytes: concatenation copies them, whatever the float8 kernels this libtorch has.
+    data.push_back(p->data.view(at::kByte));
+    scale.push_back(p->scale);
+    if (has_t) data_t.push_back(p->data_t.view(at::kByte));
+  }
+  const at::ScalarType f8 = parts[0]->data.scalar_type();
+  Fp8Matrix m;
+  m.data = at::cat(data, 0).view(f8);
+  m.scale = at::cat(scale, 1);
+  if (has_t) m.data_t = at::cat(data_t, 1).view(f8);
+  return m;
+}
+
 at::Tensor DequantizeFp8(const Fp8Matrix& m, at::ScalarType dtype) {
   return (m.data.to(at::kFloat) * m.scale.view({-1, 1})).to(dtype);
 }

@@ -11,6 +11,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -64,6 +65,11 @@ bool Fp8TransposedCopyFits(const at::Device& device, int64_t bytes);
 // the transposed copy when `keep_transposed`. Errors: not finite (InvalidArgument), FP8
 // not in this libtorch (FailedPrecondition).
 absl::StatusOr<Fp8Matrix> QuantizeFp8(const at::Tensor& w, bool keep_transposed);
+
+// The rows of `parts` (matrices of one K, all with or all without transposed copies) as
+// one matrix: exact, each row keeps its own scale. For projections that read one input
+// (q/k/v, gate/up): one GEMM instead of several, forward and backward.
+Fp8Matrix ConcatFp8Rows(const std::vector<const Fp8Matrix*>& parts);
 
 // data * scale^T in `dtype`: the weights an FP8 model computes with, as a dense matrix.
 at::Tensor DequantizeFp8(const Fp8Matrix& m, at::ScalarType dtype);

@@ -1,5 +1,6 @@
 #include "common/fused_ops.h"
 
+#include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/version.h>
 
@@ -10,6 +11,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "common/cuda/attention.h"
+#include "common/cuda/norm.h"
 #include "common/cuda/swiglu.h"
 #endif
 
@@ -20,6 +23,11 @@
 
 namespace llava {
 namespace {
+
+// The element types the CUDA kernels take.
+bool IsKernelFloat(at::ScalarType t) {
+  return t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
+}
 
 // a [M, K] times b [K, N] in a's half dtype -> [M, N] float32.
 at::Tensor MmFloat32Out(const at::Tensor& a, const at::Tensor& b) {
@@ -71,6 +79,36 @@ class LinearFloat32OutFunction : public torch::autograd::Function<LinearFloat32O
 
 #ifdef LLAVA_HAVE_CUDA
 
+void* ByteOffset(void* p, int64_t elements, const at::Tensor& of) {
+  return static_cast<char*>(p) + elements * static_cast<int64_t>(of.element_size());
+}
+
+cudaStream_t StreamOf(const at::Tensor& t) {
+  return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
+}
+
+// out [rows, cols] = silu(gate) * up for gate/up laid out in `buf` as `shape` says.
+at::Tensor SwiGluForwardKernel(const at::Tensor& buf, const void* gate, const void* up,
+                               const cuda::SwiGluShape& shape, std::vector<int64_t> out_sizes) {
+  const c10::cuda::CUDAGuard guard(buf.device());
+  at::Tensor out = at::empty(out_sizes, buf.options());
+  cuda::LaunchSwiGluForward(ElementTypeOf(buf), gate, up, out.data_ptr(), shape, StreamOf(buf));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+// The gradients of SwiGluForwardKernel's gate and up, written where grad_gate and grad_up
+// point (rows ld_grad apart).
+void SwiGluBackwardKernel(const at::Tensor& grad_out, const at::Tensor& buf, const void* gate,
+                          const void* up, const cuda::SwiGluShape& shape, void* grad_gate,
+                          void* grad_up, int64_t ld_grad) {
+  const c10::cuda::CUDAGuard guard(buf.device());
+  at::Tensor go = grad_out.to(buf.scalar_type()).contiguous();
+  cuda::LaunchSwiGluBackward(ElementTypeOf(buf), go.data_ptr(), gate, up, grad_gate, grad_up,
+                             shape, ld_grad, StreamOf(buf));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 // Saves gate and up (the matmul outputs autograd keeps anyway) and nothing else: the
 // plain formula also keeps silu(gate).
 class SwiGluFunction : public torch::autograd::Function<SwiGluFunction> {
@@ -79,13 +117,7 @@ class SwiGluFunction : public torch::autograd::Function<SwiGluFunction> {
                             const at::Tensor& up) {
     at::Tensor g = gate.contiguous(), u = up.contiguous();
     ctx->save_for_backward({g, u});
-    const c10::cuda::CUDAGuard guard(g.device());
-    at::Tensor out = at::empty_like(g);
-    cuda::LaunchSwiGluForward(ElementTypeOf(g), g.data_ptr(), u.data_ptr(), out.data_ptr(),
-                              g.numel(),
-                              c10::cuda::getCurrentCUDAStream(g.device().index()).stream());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return out;
+    return SwiGluForwardKernel(g, g.data_ptr(), u.data_ptr(), Flat(g), g.sizes().vec());
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -93,16 +125,97 @@ class SwiGluFunction : public torch::autograd::Function<SwiGluFunction> {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& g = saved[0];
     const at::Tensor& u = saved[1];
-    at::Tensor go = grads[0].to(g.scalar_type()).contiguous();
-    const c10::cuda::CUDAGuard guard(g.device());
     at::Tensor grad_gate = at::empty_like(g), grad_up = at::empty_like(u);
-    cuda::LaunchSwiGluBackward(ElementTypeOf(g), go.data_ptr(), g.data_ptr(), u.data_ptr(),
-                               grad_gate.data_ptr(), grad_up.data_ptr(), g.numel(),
-                               c10::cuda::getCurrentCUDAStream(g.device().index()).stream());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    SwiGluBackwardKernel(grads[0], g, g.data_ptr(), u.data_ptr(), Flat(g), grad_gate.data_ptr(),
+                         grad_up.data_ptr(), g.numel());
     return {grad_gate, grad_up};
   }
+
+ private:
+  static cuda::SwiGluShape Flat(const at::Tensor& t) { return {1, t.numel(), t.numel()}; }
 };
+
+// gate_up [..., 2F] holds gate and up side by side (one matmul wrote both); its gradient
+// is written the same way, so that it feeds that matmul's backward without a copy.
+class SwiGluPackedFunction : public torch::autograd::Function<SwiGluPackedFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& gate_up) {
+    at::Tensor gu = gate_up.contiguous();
+    ctx->save_for_backward({gu});
+    std::vector<int64_t> sizes = gu.sizes().vec();
+    sizes.back() /= 2;
+    const cuda::SwiGluShape shape = Halves(gu);
+    return SwiGluForwardKernel(gu, gu.data_ptr(), ByteOffset(gu.data_ptr(), shape.cols, gu), shape,
+                               std::move(sizes));
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const at::Tensor gu = ctx->get_saved_variables()[0];
+    const cuda::SwiGluShape shape = Halves(gu);
+    at::Tensor grad = at::empty_like(gu);
+    SwiGluBackwardKernel(grads[0], gu, gu.data_ptr(), ByteOffset(gu.data_ptr(), shape.cols, gu),
+                         shape, grad.data_ptr(), ByteOffset(grad.data_ptr(), shape.cols, grad),
+                         shape.ld);
+    return {grad};
+  }
+
+ private:
+  static cuda::SwiGluShape Halves(const at::Tensor& gu) {
+    const int64_t ld = gu.size(-1);
+    return {gu.numel() / ld, ld / 2, ld};
+  }
+};
+
+cuda::RopeShape RopeShapeOf(const at::Tensor& x) {
+  cuda::RopeShape sh;
+  sh.b = x.size(0);
+  sh.n = x.size(1);
+  sh.t = x.size(2);
+  sh.hd = x.size(3);
+  sh.stride_b = x.stride(0);
+  sh.stride_n = x.stride(1);
+  sh.stride_t = x.stride(2);
+  return sh;
+}
+
+// x rotated by the tables (sign -1: by their transpose), as [B, N, T, hd] contiguous.
+at::Tensor RopeKernel(const at::Tensor& x0, const at::Tensor& cos, const at::Tensor& sin_signed,
+                      float sign) {
+  const at::Tensor x = x0.stride(3) == 1 ? x0 : x0.contiguous();
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+  cuda::LaunchRope(ElementTypeOf(x), ElementTypeOf(out), x.data_ptr(), RopeShapeOf(x),
+                   cos.data_ptr<float>(), sin_signed.data_ptr<float>(), sign, out.data_ptr(),
+                   StreamOf(x));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+// Saves the tables only: the backward is the transposed rotation of the gradient.
+class RopeFunction : public torch::autograd::Function<RopeFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& cos, const at::Tensor& sin_signed) {
+    ctx->save_for_backward({cos, sin_signed});
+    return RopeKernel(x, cos, sin_signed, 1.0f);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    // rotate_half's transpose is rotate_half negated: the same rotation by -sin, given
+    // tables whose two halves are equal.
+    return {RopeKernel(grads[0], saved[0], saved[1], -1.0f), at::Tensor(), at::Tensor()};
+  }
+};
+
+// A [B, Hkv, S, hd] key or value tensor as a cache holds it: rows of hd contiguous, and
+// the batch and head dimensions one run of equal steps.
+bool CacheLayout(const at::Tensor& t) {
+  return t.dim() == 4 && t.stride(3) == 1 && t.stride(2) == t.size(3) &&
+         t.stride(0) == t.size(1) * t.stride(1);
+}
 #endif
 
 }  // namespace
@@ -135,6 +248,120 @@ at::Tensor SwiGlu(const at::Tensor& gate, const at::Tensor& up, bool fused) {
   if (fused && SwiGluIsFused(gate, up)) return SwiGluFunction::apply(gate, up);
 #endif
   return at::silu(gate) * up;
+}
+
+at::Tensor SwiGluPacked(const at::Tensor& gate_up, bool fused) {
+  LM_CHECK_EQ(gate_up.size(-1) % 2, 0) << "gate_up holds two halves";
+  const int64_t f = gate_up.size(-1) / 2;
+  at::Tensor gate = gate_up.narrow(-1, 0, f), up = gate_up.narrow(-1, f, f);
+#ifdef LLAVA_HAVE_CUDA
+  if (fused && SwiGluIsFused(gate, up)) return SwiGluPackedFunction::apply(gate_up);
+#endif
+  return at::silu(gate) * up;
+}
+
+bool RopeIsFused(const at::Tensor& x, const at::Tensor& cos) {
+#ifdef LLAVA_HAVE_CUDA
+  return x.is_cuda() && x.dim() == 4 && x.size(3) % 2 == 0 && x.size(3) <= 512 &&
+         x.size(0) * x.size(1) * x.size(2) < (int64_t{1} << 32) && IsKernelFloat(x.scalar_type()) &&
+         cos.device() == x.device() && cos.scalar_type() == at::kFloat && cos.is_contiguous() &&
+         cos.dim() == 2 && cos.size(0) == x.size(2) && cos.size(1) == x.size(3);
+#else
+  (void)x;
+  (void)cos;
+  return false;
+#endif
+}
+
+at::Tensor RopeFused(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed) {
+  LM_CHECK(RopeIsFused(x, cos) && sin_signed.sizes() == cos.sizes() && sin_signed.is_contiguous() &&
+           sin_signed.scalar_type() == at::kFloat)
+      << "RopeFused: x " << x.sizes() << " " << x.scalar_type() << ", tables " << cos.sizes();
+#ifdef LLAVA_HAVE_CUDA
+  return RopeFunction::apply(x, cos, sin_signed);
+#else
+  return {};
+#endif
+}
+
+bool DecodeAttentionIsFused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+#ifdef LLAVA_HAVE_CUDA
+  if (!q.is_cuda() || q.dim() != 4 || !CacheLayout(k) || !CacheLayout(v)) return false;
+  if (k.device() != q.device() || v.device() != q.device()) return false;
+  const at::ScalarType t = q.scalar_type();
+  if (!IsKernelFloat(t) || k.scalar_type() != t || v.scalar_type() != t) return false;
+  if (at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad())) {
+    return false;
+  }
+  const int64_t hd = q.size(3), groups = q.size(2), keys = k.size(2);
+  auto aligned = [](const at::Tensor& t) {
+    return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+  };
+  return k.size(3) == hd && v.sizes() == k.sizes() && q.size(0) == k.size(0) &&
+         q.size(1) == k.size(1) && keys > 0 && keys <= cuda::DecodeAttentionMaxKeys(groups, hd) &&
+         k.stride(1) == v.stride(1) && aligned(k) && aligned(v);
+#else
+  (void)q;
+  (void)k;
+  (void)v;
+  return false;
+#endif
+}
+
+at::Tensor DecodeAttentionFused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                double scale) {
+  LM_CHECK(DecodeAttentionIsFused(q, k, v))
+      << "DecodeAttentionFused: q " << q.sizes() << ", k " << k.sizes() << " " << k.strides();
+#ifdef LLAVA_HAVE_CUDA
+  const at::Tensor qc = q.contiguous();
+  const c10::cuda::CUDAGuard guard(q.device());
+  at::Tensor out = at::empty(qc.sizes(), qc.options());
+  cuda::LaunchDecodeAttention(ElementTypeOf(qc), qc.data_ptr(), k.data_ptr(), v.data_ptr(),
+                              q.size(0) * q.size(1), q.size(2), k.size(2), q.size(3), k.stride(1),
+                              static_cast<float>(scale), out.data_ptr(), StreamOf(qc));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+#else
+  (void)scale;
+  return {};
+#endif
+}
+
+bool AddRmsNormIsFused(const at::Tensor& h, const at::Tensor& weight) {
+#ifdef LLAVA_HAVE_CUDA
+  return h.is_cuda() && !at::GradMode::is_enabled() && h.scalar_type() == at::kFloat &&
+         h.is_contiguous() && h.dim() >= 1 && weight.device() == h.device() &&
+         weight.scalar_type() == at::kFloat && weight.is_contiguous() && weight.dim() == 1 &&
+         weight.size(0) == h.size(-1);
+#else
+  (void)h;
+  (void)weight;
+  return false;
+#endif
+}
+
+at::Tensor AddRmsNormInPlace(at::Tensor& h, const at::Tensor& x, const at::Tensor& weight,
+                             double eps, at::ScalarType out_dtype) {
+  LM_CHECK(AddRmsNormIsFused(h, weight) && IsKernelFloat(out_dtype) &&
+           (!x.defined() || (x.sizes() == h.sizes() && x.is_contiguous() &&
+                             x.device() == h.device() && IsKernelFloat(x.scalar_type()))))
+      << "AddRmsNormInPlace: h " << h.sizes() << " " << h.scalar_type() << ", weight "
+      << weight.sizes();
+#ifdef LLAVA_HAVE_CUDA
+  const c10::cuda::CUDAGuard guard(h.device());
+  at::Tensor y = at::empty(h.sizes(), h.options().dtype(out_dtype));
+  const int64_t cols = h.size(-1);
+  cuda::LaunchAddRmsNorm(x.defined() ? ElementTypeOf(x) : cuda::ElementType::kFloat32,
+                         ElementTypeOf(y), h.data_ptr<float>(),
+                         x.defined() ? x.data_ptr() : nullptr, weight.data_ptr<float>(),
+                         y.data_ptr(), h.numel() / cols, cols, static_cast<float>(eps),
+                         StreamOf(h));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return y;
+#else
+  (void)eps;
+  return {};
+#endif
 }
 
 at::Tensor LinearFloat32Out(const at::Tensor& x, const at::Tensor& weight) {

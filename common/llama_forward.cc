@@ -104,6 +104,9 @@ at::Tensor RotateHalf(const at::Tensor& x) {
 // x [B, H, T, hd] (any float dtype) -> x * cos + rotate_half(x) * sin, computed in the
 // rope's float32 and rounded once to x's dtype.
 at::Tensor ApplyRope(const ForwardOptions& o, const at::Tensor& x, const Rope& r) {
+  if (o.lean_elementwise && o.fused_rope && RopeIsFused(x, r.cos)) {
+    return RopeFused(x, r.cos, r.sin_signed);
+  }
   if (o.lean_elementwise) {
     // rotate_half(x) * sin == roll(x, hd/2) * sin_signed: one pass for the rotated half
     // instead of a negation and a concatenation, and x read in its own dtype by the
@@ -193,7 +196,11 @@ at::Tensor GroupedAttention(const ForwardOptions& o, const at::Tensor& q, const 
   // row i*T + t for head j*groups + i at position t, each with its position's mask row:
   // the keys and values are read in place instead of copied per query head. Exact.
   LM_CHECK(t == 1 || am.folded.has_value());
-  at::Tensor qf = q.reshape({b, hkv, groups * t, hd});                  // [B, Hkv, G*T, hd]
+  at::Tensor qf = q.reshape({b, hkv, groups * t, hd});  // [B, Hkv, G*T, hd]
+  if (t == 1 && o.fused_decode_attention && DecodeAttentionIsFused(qf, k, v)) {
+    const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+    return DecodeAttentionFused(qf, k, v, scale).reshape({b, h, t, hd});
+  }
   return Attention(qf, k, v, false, am.folded).reshape({b, h, t, hd});  // [B, H, T, hd]
 }
 
@@ -209,13 +216,19 @@ Qkv ProjectQkv(const LlamaModel& m, const ForwardOptions& o, const LlamaLayerWei
   const int64_t b = x.size(0), t = x.size(1), hd = c.head_dim;
   const int64_t nq = c.num_attention_heads, nkv = c.num_key_value_heads;
   LayerInput in(m, o, x);
+  const bool f32 = Float32Attention(m, o);
+  std::vector<at::Tensor> qkv;  // each [B, T, n*hd]
+  if (w.fp8.qkv.defined()) {
+    // One matmul; split's backward writes the three gradients into one for its backward.
+    qkv = in.Apply(at::Tensor(), w.fp8.qkv, f32).split_with_sizes({nq * hd, nkv * hd, nkv * hd}, -1);
+  } else {
+    qkv = {in.Apply(w.q_proj, w.fp8.q_proj, f32), in.Apply(w.k_proj, w.fp8.k_proj, f32),
+           in.Apply(w.v_proj, w.fp8.v_proj, f32)};
+  }
   // [B, T, n*hd] -> [B, n, T, hd]
-  auto heads = [&](const at::Tensor& weight, const Fp8Matrix& fp8, int64_t n) {
-    return in.Apply(weight, fp8, Float32Attention(m, o)).view({b, t, n, hd}).transpose(1, 2);
-  };
-  at::Tensor q = ApplyRope(o, heads(w.q_proj, w.fp8.q_proj, nq), rope);
-  at::Tensor k = ApplyRope(o, heads(w.k_proj, w.fp8.k_proj, nkv), rope);
-  return {q, k, heads(w.v_proj, w.fp8.v_proj, nkv)};
+  auto heads = [&](const at::Tensor& y, int64_t n) { return y.view({b, t, n, hd}).transpose(1, 2); };
+  return {ApplyRope(o, heads(qkv[0], nq), rope), ApplyRope(o, heads(qkv[1], nkv), rope),
+          heads(qkv[2], nkv)};
 }
 
 at::Tensor AttentionBlock(const LlamaModel& m, const ForwardOptions& o, const LlamaLayerWeights& w,
@@ -238,19 +251,48 @@ at::Tensor AttentionBlock(const LlamaModel& m, const ForwardOptions& o, const Ll
     k = at::cat({pk.narrow(2, 0, prefix->length).expand({b, -1, -1, -1}), k}, 2);
     v = at::cat({pv.narrow(2, 0, prefix->length).expand({b, -1, -1, -1}), v}, 2);
   }
-  at::Tensor out = GroupedAttention(o, q, k, v, am);                      // [B, H, T, hd]
-  out = out.transpose(1, 2).reshape({b, t, c.num_attention_heads * hd});  // [B, T, H*hd]
-  return LayerInput(m, o, out.to(m.dtype))
-      .Apply(w.o_proj, w.fp8.o_proj, Float32BlockOutputs(m, o));  // [B, T, D]
+  at::Tensor out = GroupedAttention(o, q, k, v, am);  // [B, H, T, hd]
+  // [B, T, H*hd] in the model dtype: the heads' transpose and the rounding as one copy.
+  at::Tensor merged = at::empty({b, t, c.num_attention_heads * hd}, out.options().dtype(m.dtype));
+  merged.view({b, t, c.num_attention_heads, hd}).copy_(out.transpose(1, 2));
+  return LayerInput(m, o, merged).Apply(w.o_proj, w.fp8.o_proj,
+                                        Float32BlockOutputs(m, o));  // [B, T, D]
 }
 
 at::Tensor Mlp(const LlamaModel& m, const ForwardOptions& o, const LlamaLayerWeights& w,
                const at::Tensor& x) {
   LayerInput in(m, o, x);
-  at::Tensor gate = in.Apply(w.gate_proj, w.fp8.gate_proj, false);
-  at::Tensor act = SwiGlu(gate, in.Apply(w.up_proj, w.fp8.up_proj, false), o.fused_swiglu);
+  at::Tensor act;
+  if (w.fp8.gate_up.defined()) {
+    act = SwiGluPacked(in.Apply(at::Tensor(), w.fp8.gate_up, false), o.fused_swiglu);
+  } else {
+    at::Tensor gate = in.Apply(w.gate_proj, w.fp8.gate_proj, false);
+    act = SwiGlu(gate, in.Apply(w.up_proj, w.fp8.up_proj, false), o.fused_swiglu);
+  }
   return LayerInput(m, o, act).Apply(w.down_proj, w.fp8.down_proj,
                                      Float32BlockOutputs(m, o));  // [B, T, F] -> [B, T, D]
+}
+
+// The decoder stack of DecoderForward without a gradient, each block's output added to
+// the float32 residual stream h (in place) by the kernel that also computes the next
+// RMSNorm: what the loop in DecoderForward computes, with one pass per step of the
+// stream instead of three.
+at::Tensor DecoderLayersFusedNorm(const LlamaModel& m, const ForwardOptions& o, at::Tensor& h,
+                                  const Rope& rope, const AttentionMask& mask, KvCache* cache,
+                                  const KvCache* prefix) {
+  const double eps = m.config.rms_norm_eps;
+  const std::vector<LlamaLayerWeights>& layers = m.weights.layers;
+  if (layers.empty()) return AddRmsNormInPlace(h, at::Tensor(), m.weights.norm, eps, m.dtype);
+  at::Tensor normed = AddRmsNormInPlace(h, at::Tensor(), layers[0].input_layernorm, eps, m.dtype);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const LlamaLayerWeights& w = layers[i];
+    at::Tensor attn = AttentionBlock(m, o, w, normed, rope, mask, static_cast<int64_t>(i), cache,
+                                     prefix);
+    normed = AddRmsNormInPlace(h, attn.contiguous(), w.post_attention_layernorm, eps, m.dtype);
+    const at::Tensor& next = i + 1 < layers.size() ? layers[i + 1].input_layernorm : m.weights.norm;
+    normed = AddRmsNormInPlace(h, Mlp(m, o, w, normed).contiguous(), next, eps, m.dtype);
+  }
+  return normed;
 }
 
 }  // namespace
@@ -333,16 +375,24 @@ at::Tensor DecoderForward(const LlamaModel& m, const ForwardOptions& o,
   const AttentionMask mask =
       MakeAttentionMask(start, t, m.config.num_kv_groups(), inputs_embeds.options());
   const double eps = m.config.rms_norm_eps;
-  for (size_t i = 0; i < m.weights.layers.size(); ++i) {
-    const LlamaLayerWeights& w = m.weights.layers[i];
-    // A float32 block output is rounded first where the stream is in the model dtype.
-    at::Tensor attn = AttentionBlock(m, o, w, RmsNorm(m, o, h, w.input_layernorm, eps), rope, mask,
-                                     static_cast<int64_t>(i), cache, prefix);
-    h = h + attn.to(h.scalar_type());
-    h = h + Mlp(m, o, w, RmsNorm(m, o, h, w.post_attention_layernorm, eps)).to(h.scalar_type());
+  at::Tensor out;
+  if (o.lean_elementwise && o.fused_residual_norm && AddRmsNormIsFused(h, m.weights.norm)) {
+    // Updated in place from here on: never the caller's tensor.
+    if (h.is_same(inputs_embeds)) h = h.clone();
+    out = DecoderLayersFusedNorm(m, o, h, rope, mask, cache, prefix);
+  } else {
+    for (size_t i = 0; i < m.weights.layers.size(); ++i) {
+      const LlamaLayerWeights& w = m.weights.layers[i];
+      // A float32 block output is rounded first where the stream is in the model dtype.
+      at::Tensor attn = AttentionBlock(m, o, w, RmsNorm(m, o, h, w.input_layernorm, eps), rope,
+                                       mask, static_cast<int64_t>(i), cache, prefix);
+      h = h + attn.to(h.scalar_type());
+      h = h + Mlp(m, o, w, RmsNorm(m, o, h, w.post_attention_layernorm, eps)).to(h.scalar_type());
+    }
+    out = RmsNorm(m, o, h, m.weights.norm, eps);
   }
   if (cache != nullptr) cache->length += t;
-  return RmsNorm(m, o, h, m.weights.norm, eps);
+  return out;
 }
 
 at::ScalarType KvCacheDtype(const LlamaModel& m, const ForwardOptions& o) {

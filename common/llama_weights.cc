@@ -105,6 +105,22 @@ struct Loader {
 struct MatrixSink {
   bool fp8 = false;
   bool keep_transposed = false;
+  bool fuse = false;
+
+  // After a layer's matrices are Put: q/k/v and gate/up each as one matrix where all of
+  // them are FP8.
+  void Finish(Fp8LayerWeights* w) const {
+    if (!fuse) return;
+    auto fuse_into = [](std::vector<Fp8Matrix*> parts, Fp8Matrix* fused) {
+      for (const Fp8Matrix* p : parts) {
+        if (!p->defined()) return;
+      }
+      *fused = ConcatFp8Rows(std::vector<const Fp8Matrix*>(parts.begin(), parts.end()));
+      for (Fp8Matrix* p : parts) *p = Fp8Matrix();
+    };
+    fuse_into({&w->q_proj, &w->k_proj, &w->v_proj}, &w->qkv);
+    fuse_into({&w->gate_proj, &w->up_proj}, &w->gate_up);
+  }
 
   absl::Status Put(const std::string& name, at::Tensor w, at::Tensor* dense, Fp8Matrix* q) const {
     if (!fp8 || !Fp8Shape(w.size(0), w.size(1))) {
@@ -147,12 +163,15 @@ absl::Status LoadLayer(const Loader& l, const MatrixSink& sink, const LlamaConfi
   LM_ASSIGN_OR_RETURN(w->input_layernorm, l.GetNorm(p + "input_layernorm.weight", d));
   LM_ASSIGN_OR_RETURN(w->post_attention_layernorm,
                       l.GetNorm(p + "post_attention_layernorm.weight", d));
-  return ForEachMatrix(c, i, w,
-                       [&](const std::string& name, std::vector<int64_t> shape, at::Tensor* dense,
-                           Fp8Matrix* q) -> absl::Status {
-                         LM_ASSIGN_OR_RETURN(at::Tensor t, l.Get(name, std::move(shape)));
-                         return sink.Put(name, std::move(t), dense, q);
-                       });
+  LM_RETURN_IF_ERROR(ForEachMatrix(
+      c, i, w,
+      [&](const std::string& name, std::vector<int64_t> shape, at::Tensor* dense,
+          Fp8Matrix* q) -> absl::Status {
+        LM_ASSIGN_OR_RETURN(at::Tensor t, l.Get(name, std::move(shape)));
+        return sink.Put(name, std::move(t), dense, q);
+      }));
+  sink.Finish(&w->fp8);
+  return absl::OkStatus();
 }
 
 MatrixSink SinkFor(const LlamaConfig& c, const ModelOptions& options) {
@@ -162,6 +181,7 @@ MatrixSink SinkFor(const LlamaConfig& c, const ModelOptions& options) {
     sink.keep_transposed = options.fp8_transposed_copy.value_or(
         // One byte a weight, twice with the copies.
         Fp8TransposedCopyFits(options.device, 2 * c.DecoderMatrixParameters()));
+    sink.fuse = options.fp8_fuse;
   }
   return sink;
 }
@@ -248,6 +268,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> MakeRandomLlama(const LlamaConfig& c
         [&](const std::string& name, std::vector<int64_t> shape, at::Tensor* dense, Fp8Matrix* fq) {
           return sink.Put(name, normal(std::move(shape)), dense, fq);
         }));
+    sink.Finish(&l.fp8);
   }
   w.norm = ones(d);
   w.lm_head = c.tie_word_embeddings ? w.embed_tokens : normal({c.vocab_size, d});
@@ -307,6 +328,15 @@ absl::StatusOr<std::unique_ptr<const LlamaModel>> LoadLlama(const std::string& s
   return std::unique_ptr<const LlamaModel>(std::move(model));
 }
 
+int64_t Fp8LayerWeights::bytes() const {
+  int64_t n = 0;
+  for (const Fp8Matrix* m :
+       {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj, &qkv, &gate_up}) {
+    n += m->bytes();
+  }
+  return n;
+}
+
 int64_t WeightBytes(const LlamaModel& m) {
   auto bytes = [](const at::Tensor& t) {
     return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : int64_t{0};
@@ -317,14 +347,15 @@ int64_t WeightBytes(const LlamaModel& m) {
   for (int64_t i = 0; i < static_cast<int64_t>(w.layers.size()); ++i) {
     const LlamaLayerWeights& l = w.layers[i];
     n += bytes(l.input_layernorm) + bytes(l.post_attention_layernorm);
-    // Each matrix is in one of its two fields.
+    // Each matrix is in its dense field or among the FP8 ones.
     ForEachMatrix(m.config, i, &l,
                   [&](const std::string&, const std::vector<int64_t>&, const at::Tensor* dense,
-                      const Fp8Matrix* q) {
-                    n += bytes(*dense) + q->bytes();
+                      const Fp8Matrix*) {
+                    n += bytes(*dense);
                     return absl::OkStatus();
                   })
         .IgnoreError();  // counting never fails
+    n += l.fp8.bytes();
   }
   return n;
 }

@@ -21,9 +21,16 @@
 namespace llava {
 
 // A layer's matrices in FP8 (--weights fp8); a matrix of a shape FP8 cannot run
-// (Fp8Shape) stays in the dense field instead.
+// (Fp8Shape) stays in the dense field instead. Where all of q/k/v (gate/up) are FP8 and
+// ModelOptions::fp8_fuse says so, they are held as one matrix, rows in that order, and
+// their own fields are empty.
 struct Fp8LayerWeights {
   Fp8Matrix q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+  Fp8Matrix qkv;      // [H*hd + 2*Hkv*hd, D]
+  Fp8Matrix gate_up;  // [2F, D]
+
+  // Bytes of every matrix held.
+  int64_t bytes() const;
 };
 
 // The RMSNorm weights are held in NormDtype(dtype), the matrices in the model dtype (or
@@ -85,6 +92,10 @@ struct ModelOptions {
   // or transpose it at each backward call. Unset: kept where all of them take at most
   // half of the device's memory (an 8B model on an 80 GB GPU; not a 70B one).
   std::optional<bool> fp8_transposed_copy;
+  // FP8: q/k/v and gate/up each as one matrix (Fp8LayerWeights), so that each input
+  // runs one GEMM forward and one backward instead of three or two, and the backward
+  // adds no gradients up.
+  bool fp8_fuse = true;
 };
 
 // `spec` is a Hugging Face checkpoint directory (config.json + safetensors, single or

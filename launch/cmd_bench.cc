@@ -32,6 +32,7 @@
 #include "common/tensor_compare.h"
 #include "common/train_checkpoint.h"
 #include "launch/flags_common.h"
+#include "launch/kineto_trace.h"
 #include "launch/vlm_setup.h"
 #include "worker/evaluator.h"
 #include "worker/trainer.h"
@@ -50,6 +51,13 @@ ABSL_FLAG(bool, fold_gqa, true,
           "query head)");
 ABSL_FLAG(bool, fused_swiglu, true,
           "bench: the MLP's silu(gate) * up as one CUDA kernel each way (false: ATen's ops)");
+ABSL_FLAG(bool, fused_rope, true, "bench: RoPE as one CUDA kernel each way (false: ATen's ops)");
+ABSL_FLAG(bool, fused_residual_norm, true,
+          "bench: eval's residual adds and RMSNorms as one CUDA kernel each (false: ATen's "
+          "add, norm and conversion)");
+ABSL_FLAG(bool, fused_decode_attention, true,
+          "bench: a decode step's attention as one CUDA kernel per layer (false: two batched "
+          "matmuls and a softmax)");
 ABSL_FLAG(bool, lean_elementwise, true,
           "bench: fused RMSNorm and fewer RoPE passes (false: transformers' op-by-op formulas)");
 ABSL_FLAG(int64_t, answer_tokens, 7,
@@ -63,6 +71,10 @@ ABSL_FLAG(std::string, json_out, "", "bench: write the results here as JSON");
 ABSL_FLAG(std::string, bench_projector, "",
           "bench: a trained projector checkpoint for the eval rows and the eval --check (default: "
           "a random projector; a trained one gives decided answers to compare)");
+ABSL_FLAG(std::string, profile_dir, "",
+          "bench: after each row's timed steps, run one more under libtorch's profiler and write "
+          "its Chrome trace here as <mode>-b<batch>[-t<tokens>].json (bench/profile_summary.py "
+          "sums its kernels); empty: no profiling");
 ABSL_FLAG(double, peak_tflops, 989.0,
           "bench: the device's dense bf16 peak for MFU (H100 SXM: 989 TFLOP/s)");
 
@@ -164,12 +176,16 @@ struct BenchSettings {
   std::string residual;  // fp32 or model
   bool fold_gqa = false;
   bool fused_swiglu = false;
+  bool fused_rope = false;
+  bool fused_decode_attention = false;
+  bool fused_residual_norm = false;
   bool lean_elementwise = false;
   int64_t max_new_tokens = 0;  // the eval rows' budget and the eval --check's
   int64_t answer_tokens = 0;   // 0: no rows at the answer's budget
   bool check = false;
   int64_t check_batch = 0;
   std::string json_out;        // empty: no JSON file
+  std::string profile_dir;     // empty: no traces
   std::string projector_path;  // --bench_projector; empty: a random projector
   uint64_t seed = 0;           // the random projector's
   double peak_tflops = 0;
@@ -210,12 +226,16 @@ absl::StatusOr<BenchSettings> BenchSettingsFromFlags() {
   s.residual = absl::GetFlag(FLAGS_residual);
   s.fold_gqa = absl::GetFlag(FLAGS_fold_gqa);
   s.fused_swiglu = absl::GetFlag(FLAGS_fused_swiglu);
+  s.fused_rope = absl::GetFlag(FLAGS_fused_rope);
+  s.fused_decode_attention = absl::GetFlag(FLAGS_fused_decode_attention);
+  s.fused_residual_norm = absl::GetFlag(FLAGS_fused_residual_norm);
   s.lean_elementwise = absl::GetFlag(FLAGS_lean_elementwise);
   s.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   s.answer_tokens = absl::GetFlag(FLAGS_answer_tokens);
   s.check = absl::GetFlag(FLAGS_check);
   s.check_batch = absl::GetFlag(FLAGS_check_batch);
   s.json_out = absl::GetFlag(FLAGS_json_out);
+  s.profile_dir = absl::GetFlag(FLAGS_profile_dir);
   s.projector_path = absl::GetFlag(FLAGS_bench_projector);
   s.seed = absl::GetFlag(FLAGS_seed);
   s.peak_tflops = absl::GetFlag(FLAGS_peak_tflops);
@@ -252,6 +272,9 @@ absl::StatusOr<BenchInputs> LoadInputs(const BenchSettings& s) {
   in.forward.fold_gqa = s.fold_gqa;
   in.forward.lean_elementwise = s.lean_elementwise;
   in.forward.fused_swiglu = s.fused_swiglu;
+  in.forward.fused_rope = s.fused_rope;
+  in.forward.fused_decode_attention = s.fused_decode_attention;
+  in.forward.fused_residual_norm = s.fused_residual_norm;
   in.load_s = SecondsSince(load_start);
   LM_ASSIGN_OR_RETURN(in.prompts, PromptBuilder::Create(*in.rt.tokenizer, s.prompt));
   LM_ASSIGN_OR_RETURN(in.train, LoadMnistFromFlags("train", "", "", -1));
@@ -270,6 +293,37 @@ struct Ctx {
   const MnistSet& test;
 };
 
+// Runs `step` warmup + steps times, synchronizing the device around each, and times the
+// last `steps`; peak memory counts from the first. With --profile_dir, one more step runs
+// under the profiler (after the timed ones, so that it does not change them) and its trace
+// is written as <name>.json there.
+absl::StatusOr<Timing> TimeSteps(const Ctx& x, int64_t warmup, int64_t steps,
+                                 const std::string& name,
+                                 const std::function<absl::Status()>& step) {
+  const at::Device& device = x.model.device;
+  std::vector<double> times;
+  Sync(device);
+  ResetPeakMemory(device);
+  for (int64_t i = 0; i < warmup + steps; ++i) {
+    Sync(device);
+    const auto t0 = Clock::now();
+    LM_RETURN_IF_ERROR(step());
+    Sync(device);
+    if (i >= warmup) times.push_back(SecondsSince(t0));
+  }
+  if (const std::string& dir = x.settings.profile_dir; !dir.empty()) {
+    KinetoTrace trace;
+    LM_RETURN_IF_ERROR(trace.Start(device));
+    LM_RETURN_IF_ERROR(step());
+    Sync(device);
+    LM_RETURN_IF_ERROR(MakeDirs(dir));
+    const std::string path = absl::StrCat(dir, "/", name, ".json");
+    LM_RETURN_IF_ERROR(trace.Stop(path));
+    LM_LOG(INFO) << "bench: profile of one " << name << " step in " << path;
+  }
+  return Summarize(std::move(times));
+}
+
 TrainConfig BenchTrainConfig(const Ctx& x, int64_t batch, int64_t steps) {
   TrainConfig c;
   c.model_spec = x.model.source;
@@ -285,28 +339,25 @@ TrainConfig BenchTrainConfig(const Ctx& x, int64_t batch, int64_t steps) {
 
 absl::StatusOr<json> BenchTrain(const Ctx& x, int64_t batch) {
   const int64_t warmup = x.settings.warmup, steps = x.settings.steps;
-  TrainConfig config = BenchTrainConfig(x, batch, warmup + steps);
+  // One more step for the profile, if asked.
+  const int64_t profiled = x.settings.profile_dir.empty() ? 0 : 1;
+  TrainConfig config = BenchTrainConfig(x, batch, warmup + steps + profiled);
   LM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
                       Trainer::Create(x.model, x.forward, x.prompts, x.train, config, nullptr));
-  std::vector<double> times;
   double loss = 0;
   int64_t tokens = 0;
-  Sync(x.model.device);
-  ResetPeakMemory(x.model.device);
-  for (int64_t i = 0; i < warmup + steps; ++i) {
-    Sync(x.model.device);
-    const auto t0 = Clock::now();
-    // The product's step, as `train` and the worker run it.
+  // The product's step, as `train` and the worker run it.
+  auto step = [&]() -> absl::Status {
     const std::vector<PlannedSample> samples = trainer->plan().StepSamples(trainer->step());
     StepStats stats = trainer->ComputeShareGradients(
         samples, static_cast<double>(trainer->AnswerTokens(samples)));
     LM_RETURN_IF_ERROR(trainer->ApplyGradients(&stats));
-    Sync(x.model.device);
-    if (i >= warmup) times.push_back(SecondsSince(t0));
     loss = stats.loss();
     tokens = stats.tokens;
-  }
-  const Timing t = Summarize(times);
+    return absl::OkStatus();
+  };
+  LM_ASSIGN_OR_RETURN(const Timing t,
+                      TimeSteps(x, warmup, steps, absl::StrCat("train-b", batch), step));
   const int64_t answer = tokens / batch;
   // Tokens from the image on in this prompt: everything after the fixed prefix.
   const int64_t from_image = x.prompts.BuildGeneration(0).ids.size(1) -
@@ -342,22 +393,18 @@ absl::StatusOr<json> BenchEval(const Ctx& x, Projector& projector, int64_t batch
   config.max_new_tokens = new_tokens;
   config.stop_at_eos = stop_at_eos;
   config.reuse_prefix_kv = x.settings.prefix_kv;
-  std::vector<double> times;
-  Sync(x.model.device);
-  ResetPeakMemory(x.model.device);
   int64_t answered = 0;
-  for (int64_t i = 0; i < warmup + steps; ++i) {
+  // The product's evaluation of one batch of images under one question.
+  auto step = [&]() -> absl::Status {
     EvalReport report({x.prompts.config().questions[0]});
-    Sync(x.model.device);
-    const auto t0 = Clock::now();
-    // The product's evaluation of one batch of images under one question.
     LM_RETURN_IF_ERROR(EvaluateRange(in, 0, batch, config, &report));
-    Sync(x.model.device);
-    if (i >= warmup) times.push_back(SecondsSince(t0));
     answered = report.NumSamples();
-  }
+    return absl::OkStatus();
+  };
+  LM_ASSIGN_OR_RETURN(
+      const Timing t,
+      TimeSteps(x, warmup, steps, absl::StrCat("eval-b", batch, "-t", new_tokens), step));
   if (answered != batch) return absl::InternalError("eval answered the wrong number of images");
-  const Timing t = Summarize(times);
   return json{{"mode", "eval"},
               {"batch", batch},
               {"prefix_kv", config.reuse_prefix_kv},
@@ -651,6 +698,11 @@ json ResultsJson(const Ctx& x, double load_s, const json& rows, const json& chec
               {"fold_gqa", x.forward.fold_gqa},
               {"lean_elementwise", x.forward.lean_elementwise},
               {"fused_swiglu", x.forward.fused_swiglu},
+              {"fused_rope", x.forward.fused_rope},
+              {"fused_decode_attention", x.forward.fused_decode_attention},
+              {"fused_residual_norm", x.forward.fused_residual_norm},
+              {"fp8_fuse", x.model.format == WeightFormat::kFp8 && !x.model.weights.layers.empty() &&
+                               x.model.weights.layers[0].fp8.qkv.defined()},
               {"float32_attention", x.forward.float32_attention},
               {"model_load_s", load_s},
               {"prompt_tokens", x.prompts.Build({{0, 0, 7}}).ids.size(1)},

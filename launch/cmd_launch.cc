@@ -106,6 +106,7 @@ absl::StatusOr<LaunchPlan> LaunchPlanFromFlags() {
       absl::StrCat("--weights=", absl::GetFlag(FLAGS_weights)),
       absl::StrCat("--fp8_backward=", absl::GetFlag(FLAGS_fp8_backward)),
       absl::StrCat("--fp8_transposed=", absl::GetFlag(FLAGS_fp8_transposed)),
+      absl::StrCat("--fp8_fuse=", absl::GetFlag(FLAGS_fp8_fuse) ? "true" : "false"),
       absl::StrCat("--fp8_fast_accum=", absl::GetFlag(FLAGS_fp8_fast_accum) ? "true" : "false"),
       absl::StrCat("--float32_attention=",
                    absl::GetFlag(FLAGS_float32_attention) ? "true" : "false"),

@@ -26,6 +26,9 @@ ABSL_FLAG(std::string, fp8_transposed, llava::GetEnvOr("LLAVA_FP8_TRANSPOSED", "
 ABSL_FLAG(std::string, fp8_backward, llava::GetEnvOr("LLAVA_FP8_BACKWARD", "e4m3"),
           "--weights fp8: the input gradient of each linear layer as an FP8 matmul of the "
           "gradient in e4m3 or e5m2, or bf16 (the weight dequantized for the call)");
+ABSL_FLAG(bool, fp8_fuse, llava::GetEnvOr("LLAVA_FP8_FUSE", "true") != "false",
+          "--weights fp8: q/k/v and gate/up each held as one matrix (one matmul per input "
+          "forward and backward; false: one per matrix)");
 ABSL_FLAG(bool, fp8_fast_accum, llava::GetEnvOr("LLAVA_FP8_FAST_ACCUM", "false") == "true",
           "--weights fp8: the FP8 matmuls accumulate without cuBLAS's periodic float32 "
           "promotion (a few percent faster)");
@@ -57,6 +60,7 @@ absl::StatusOr<ModelOptions> ModelOptionsFromFlags() {
     return absl::InvalidArgumentError(
         absl::StrCat("bad --fp8_transposed '", transposed, "' (auto, keep or per_call)"));
   }
+  options.fp8_fuse = absl::GetFlag(FLAGS_fp8_fuse);
   return options;
 }
 

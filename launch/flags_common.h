@@ -1,8 +1,8 @@
 // Flags shared by every subcommand that loads a model or data. Each default can also
 // come from the environment (LLAVA_MODEL, LLAVA_TOKENIZER, LLAVA_DEVICE, LLAVA_DTYPE,
 // LLAVA_WEIGHTS, LLAVA_FP8_TRANSPOSED, LLAVA_FP8_BACKWARD, LLAVA_FP8_FAST_ACCUM=true,
-// LLAVA_DATA_DIR, LLAVA_FLOAT32_ATTENTION=false), so that containers configure them
-// without a command line.
+// LLAVA_FP8_FUSE=false, LLAVA_DATA_DIR, LLAVA_FLOAT32_ATTENTION=false), so that
+// containers configure them without a command line.
 #pragma once
 
 #include <string>
@@ -20,13 +20,14 @@ ABSL_DECLARE_FLAG(std::string, dtype);
 ABSL_DECLARE_FLAG(std::string, weights);
 ABSL_DECLARE_FLAG(std::string, fp8_backward);
 ABSL_DECLARE_FLAG(std::string, fp8_transposed);
+ABSL_DECLARE_FLAG(bool, fp8_fuse);
 ABSL_DECLARE_FLAG(bool, fp8_fast_accum);
 ABSL_DECLARE_FLAG(bool, float32_attention);
 ABSL_DECLARE_FLAG(std::string, data_dir);
 
 namespace llava {
 
-// --device, --dtype, --weights, --fp8_transposed and --seed as ModelOptions: how the
+// --device, --dtype, --weights, --fp8_transposed, --fp8_fuse and --seed as ModelOptions: how the
 // model is loaded.
 absl::StatusOr<ModelOptions> ModelOptionsFromFlags();
 

@@ -8,8 +8,13 @@
 #   check8b   the numerics checks alone
 #   bench70b  synthetic 70B in FP8: training and eval rows, peak memory
 #   accuracy  the main recipe (conv_aug_e3) through the demo LM at seeds 0 1 2, trained
-#             and evaluated in bf16 and in FP8 (scripts/accuracy_sweep.sh)
+#             and evaluated in bf16 and in FP8 (scripts/accuracy_sweep.sh; ACC_WEIGHTS
+#             picks the formats, default "dense fp8")
 #   variants:FLAGS;FLAGS...  one fp8 bench per set of flags
+#   profile   one training step (batch 256) and one eval batch (1000; 20 and 7 tokens)
+#             under libtorch's profiler, for each of PROFILES (NAME=WEIGHTS[:FLAGS] ...;
+#             default dense, fp8 and fp8 with --fp8_fuse=false): traces and
+#             bench/profile_summary.py's sums of their kernels
 #   hf        bench/run_all.sh: transformers bf16, ours dense, fp8 and fp8 with its speed
 #             levers, in one run
 #   scripts/gpu_fp8.sh OUT_DIR STAGE...
@@ -44,7 +49,7 @@ for stage in "$@"; do
       ./build-gpu/bin/fp8_test > "$OUT/fp8_test.log" 2>&1
       (cd build-gpu && ctest -R 'llama_model_test|fused_ops_test|vlm_test|trainer_test' \
         --output-on-failure -j 4) > "$OUT/tests.log" 2>&1
-      tail -3 "$OUT/fp8_test.log" "$OUT/tests.log" ;;
+      tail -n 3 "$OUT/fp8_test.log" "$OUT/tests.log" ;;
     bench8b)
       for w in dense fp8; do
         "$BIN" "${B8[@]}" --weights "$w" --train_batches 64,256 --eval_batches 500,1000 \
@@ -70,22 +75,38 @@ for stage in "$@"; do
     accuracy)
       [[ -f data/models/demo-lm/model.safetensors ]] ||
         "$BIN" make-demo-lm --demo_out data/models/demo-lm > "$OUT/demo-lm.log" 2>&1
-      for w in dense fp8; do
+      for w in ${ACC_WEIGHTS:-dense fp8}; do
         WORK=$OUT/acc-$w DTYPE=bfloat16 WEIGHTS=$w SEEDS="0 1 2" LLAVA_BIN=$BIN PARALLEL=3 \
           scripts/accuracy_sweep.sh conv_aug_e3 > "$OUT/acc-$w.log" 2>&1 &
       done
       wait
-      for w in dense fp8; do echo "$w"; cut -f1,2,4-12 "$OUT/acc-$w/results.tsv"; done ;;
+      for w in ${ACC_WEIGHTS:-dense fp8}; do echo "$w"; cat "$OUT/acc-$w/results.tsv"; done ;;
     hf)
       HF_ARGS=${HF_ARGS:-"--train_batches 64,256 --eval_batches 500,1000 --train_steps 4 --eval_steps 2 --warmup 1"} \
         BENCH_ARGS=${BENCH_ARGS:-"--train_batches 256,512 --eval_batches 1000,2000 --steps 4 --warmup 2"} \
         LLAVA_WEIGHTS="dense fp8 fp8-fast" LLAVA_BIN=$BIN bench/run_all.sh "$OUT/hf" > "$OUT/run_all.log" 2>&1
       cat "$OUT/hf/ratios.txt" ;;
+    profile)
+      # NAME=WEIGHTS[:FLAGS]: each profiled as NAME.
+      for v in ${PROFILES:-dense=dense fp8=fp8 fp8-separate=fp8:--fp8_fuse=false}; do
+        n=${v%%=*}; w=${v#*=}; f=""
+        [[ $w == *:* ]] && { f=${w#*:}; w=${w%%:*}; }
+        # shellcheck disable=SC2086
+        "$BIN" "${B8[@]}" --weights "$w" $f --steps 3 --warmup 2 --train_batches 256 \
+          --eval_batches 1000 --answer_tokens 7 --profile_dir "$OUT/prof-$n" \
+          --json_out "$OUT/prof-$n.json" > "$OUT/prof-$n.txt" 2>&1
+        grep -E "^(train|eval) |failed" "$OUT/prof-$n.txt" | sed "s/^/$n /"
+        python3 bench/profile_summary.py "$OUT/prof-$n" --json "$OUT/prof-$n-summary.json" \
+          > "$OUT/prof-$n-summary.txt" 2>&1
+        grep -E "^==|span|by kind|by launching" "$OUT/prof-$n-summary.txt"
+        # The traces are large: kept compressed, out of the tarball.
+        gzip -f "$OUT/prof-$n"/*.json
+      done ;;
     variants:*)
       IFS=';' read -ra vs <<< "${stage#variants:}"
       variants "${vs[@]}" ;;
     *) echo "unknown stage $stage" ;;
   esac
   # After each stage, so that a run stopped by its time limit still brings back the rest.
-  tar czf "$OUT/fp8.tgz" --exclude=fp8.tgz --exclude='runs' -C "$OUT" . 2>/dev/null
+  tar czf "$OUT/fp8.tgz" --exclude=fp8.tgz --exclude='runs' --exclude='*.json.gz' -C "$OUT" . 2>/dev/null
 done

@@ -287,7 +287,8 @@ TEST_F(Fp8GpuTest, FixtureModelsNearTransformers) {
     auto fp8 = LoadLlama(dir, o);
     ASSERT_THAT(bf16.status(), IsOk());
     ASSERT_THAT(fp8.status(), IsOk());
-    EXPECT_TRUE((*fp8)->weights.layers[0].fp8.q_proj.defined());
+    EXPECT_TRUE((*fp8)->weights.layers[0].fp8.qkv.defined());  // fused (the default)
+    EXPECT_FALSE((*fp8)->weights.layers[0].fp8.q_proj.defined());
     EXPECT_FALSE((*fp8)->weights.layers[0].q_proj.defined());
     EXPECT_LT(WeightBytes(**fp8), WeightBytes(**bf16));
     at::NoGradGuard no_grad;
@@ -306,6 +307,71 @@ TEST_F(Fp8GpuTest, FixtureModelsNearTransformers) {
       ASSERT_THAT(sharded.status(), IsOk());
       EXPECT_TRUE(at::equal(ForwardLogits(**sharded, fo, ids).cpu(), l8));
     }
+  }
+}
+
+// q/k/v and gate/up held as one matrix each (--fp8_fuse, the default) compute what the
+// separate matrices do, forward and backward, in the same bytes: the fused matrix is the
+// separate ones' rows, scales and transposed copies side by side.
+TEST_F(Fp8GpuTest, FusedProjectionsComputeWhatSeparateOnesDo) {
+  const std::string dir = testing::FixturesDir() + "/tiny-llama3";
+  ModelOptions o;
+  o.device = cuda_;
+  o.dtype = at::kBFloat16;
+  o.weights = WeightFormat::kFp8;
+  o.fp8_transposed_copy = true;
+  auto fused = LoadLlama(dir, o);
+  o.fp8_fuse = false;
+  auto separate = LoadLlama(dir, o);
+  ASSERT_THAT(fused.status(), IsOk());
+  ASSERT_THAT(separate.status(), IsOk());
+  const Fp8LayerWeights& f = (*fused)->weights.layers[0].fp8;
+  const Fp8LayerWeights& s = (*separate)->weights.layers[0].fp8;
+  ASSERT_TRUE(f.qkv.defined() && f.gate_up.defined());
+  EXPECT_FALSE(f.q_proj.defined() || f.k_proj.defined() || f.v_proj.defined() ||
+               f.gate_proj.defined() || f.up_proj.defined());
+  ASSERT_TRUE(s.q_proj.defined() && !s.qkv.defined() && !s.gate_up.defined());
+  auto bytes = [](const at::Tensor& t) { return t.view(at::kByte); };
+  EXPECT_TRUE(at::equal(bytes(f.qkv.data),
+                        at::cat({bytes(s.q_proj.data), bytes(s.k_proj.data), bytes(s.v_proj.data)})));
+  EXPECT_TRUE(at::equal(f.qkv.scale, at::cat({s.q_proj.scale, s.k_proj.scale, s.v_proj.scale}, 1)));
+  EXPECT_TRUE(at::equal(bytes(f.gate_up.data_t),
+                        at::cat({bytes(s.gate_proj.data_t), bytes(s.up_proj.data_t)}, 1)));
+  EXPECT_EQ(WeightBytes(**fused), WeightBytes(**separate));
+
+  // The gradients against the float32 model's: the fused backward quantizes the three
+  // (two) gradients' rows together, one scale for all, so it rounds differently from the
+  // separate ones, but no worse.
+  ModelOptions f32;
+  f32.device = cuda_;
+  f32.dtype = at::kFloat;
+  auto reference = LoadLlama(dir, f32);
+  ASSERT_THAT(reference.status(), IsOk());
+  at::manual_seed(8);
+  const int64_t d = (*fused)->config.hidden_size;
+  at::Tensor x0 = (at::randn({3, 11, d}) * 0.5).to(cuda_).to(at::kBFloat16);
+  at::Tensor g = at::randn({3, 11, d}).to(cuda_);
+  for (bool fuse_swiglu : {true, false}) {
+    ForwardOptions fo;
+    fo.fused_swiglu = fuse_swiglu;
+    auto run = [&](const LlamaModel& m) {
+      // A leaf of its own for each model (to() returns x0 itself for a bf16 one).
+      at::Tensor x = x0.to(m.dtype).detach().clone().requires_grad_(true);
+      at::Tensor h = DecoderForward(m, fo, x);
+      h.to(at::kFloat).backward(g);
+      return std::make_pair(h.detach().to(at::kFloat), x.grad().to(at::kFloat));
+    };
+    const auto [hf, gf] = run(**fused);
+    const auto [hs, gs] = run(**separate);
+    const auto [hr, gr] = run(**reference);
+    // The same forward products; only the GEMMs' tiling may differ.
+    EXPECT_LT(testing::RelError(hf, hs), 1e-2) << "fused SwiGLU " << fuse_swiglu;
+    const double ef = testing::RelError(gf, gr), es = testing::RelError(gs, gr);
+    std::cout << "fused SwiGLU " << fuse_swiglu << ": hidden fused vs separate "
+              << testing::RelError(hf, hs) << "; input gradient vs float32: fused " << ef
+              << ", separate " << es << "\n";
+    EXPECT_LT(ef, 1.5 * es + 0.01) << "fused SwiGLU " << fuse_swiglu;
+    EXPECT_LT(ef, 0.3);
   }
 }
 

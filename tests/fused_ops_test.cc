@@ -8,8 +8,11 @@
 #include <gtest/gtest.h>
 #include <torch/version.h>
 
+#include <cmath>
 #include <vector>
 
+#include "common/llama_forward.h"
+#include "common/llama_weights.h"
 #include "tests/test_util.h"
 
 namespace llava {
@@ -85,6 +88,178 @@ TEST(FusedOpsTest, SwiGluMatchesThePlainFormula) {
     }
   }
   EXPECT_EQ(fused_runs, at::hasCUDA() ? 9 : 0);
+}
+
+// SwiGlu of gate_up's two halves (one projection wrote both) computes what SwiGlu of the
+// two tensors does, bit for bit, and its gradient is theirs side by side; at widths with
+// and without the vectorized path.
+TEST(FusedOpsTest, PackedSwiGluIsSwiGluOfItsHalves) {
+  std::vector<at::Device> devices = {at::kCPU};
+  if (at::hasCUDA()) devices.push_back(at::Device(at::kCUDA, 0));
+  for (const at::Device& device : devices) {
+    for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+      for (int64_t f : {64, 37}) {
+        SCOPED_TRACE(::testing::Message() << device << " " << dtype << " F " << f);
+        at::manual_seed(f);
+        at::Tensor g0 = (at::randn({2, 5, f}) * 4).to(device, dtype);
+        at::Tensor u0 = at::randn({2, 5, f}).to(device, dtype);
+        at::Tensor d = at::randn({2, 5, f}).to(device, dtype);
+        at::Tensor gu = at::cat({g0, u0}, -1).requires_grad_(true);
+        at::Tensor out = SwiGluPacked(gu);
+        out.backward(d);
+        const Result want = RunSwiGlu(g0, u0, d, true);
+        const at::Tensor want_grad = at::cat({want.grad_gate, want.grad_up}, -1);
+        if (device.is_cuda()) {
+          // One kernel formula either way.
+          EXPECT_TRUE(at::equal(out.detach(), want.out));
+          EXPECT_TRUE(at::equal(gu.grad(), want_grad));
+        } else {
+          // ATen's formula on views: its vector and scalar loops may split the rows
+          // differently (an ulp of float32).
+          const double tol = dtype == at::kFloat ? 1e-6 : 1e-2;
+          EXPECT_LE(testing::RelError(out.detach(), want.out), tol);
+          EXPECT_LE(testing::RelError(gu.grad(), want_grad), tol);
+        }
+      }
+    }
+  }
+}
+
+// RoPE's tables as the model makes them: frequencies duplicated over both halves.
+struct RopeTables {
+  at::Tensor cos, sin_signed;  // [T, hd] float32
+};
+RopeTables MakeTables(int64_t t, int64_t hd, const at::Device& device) {
+  at::Tensor inv = at::pow(10000.0, -at::arange(0, hd, 2, at::kDouble) / hd);
+  at::Tensor freqs = at::outer(at::arange(3, 3 + t, at::kDouble), inv);  // positions 3..
+  return {at::cat({freqs, freqs}, -1).cos().to(device, at::kFloat),
+          at::cat({-freqs.sin(), freqs.sin()}, -1).to(device, at::kFloat)};
+}
+
+// The fused RoPE against the formula in float64, forward and backward, on a strided view
+// (a head-split projection output) and in float32 and bfloat16; not fused off CUDA.
+TEST(FusedOpsTest, RopeFusedIsTheRotationAndItsTranspose) {
+  const RopeTables cpu_tables = MakeTables(5, 16, at::kCPU);
+  EXPECT_FALSE(RopeIsFused(at::zeros({2, 3, 5, 16}), cpu_tables.cos));
+  if (!at::hasCUDA()) GTEST_SKIP() << "the fused RoPE runs on CUDA only (checked: not used here)";
+  const at::Device cuda(at::kCUDA, 0);
+  const RopeTables tables = MakeTables(5, 16, cuda);
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(::testing::Message() << dtype);
+    at::manual_seed(3);
+    // [B, T, N*hd] -> [B, N, T, hd]: the layout ProjectQkv hands RoPE.
+    at::Tensor y = at::randn({2, 5, 3 * 16 + 8}, at::kDouble).to(cuda, dtype);
+    at::Tensor x = y.narrow(-1, 0, 48).view({2, 5, 3, 16}).transpose(1, 2).requires_grad_(false);
+    at::Tensor xg = x.detach().requires_grad_(true);
+    ASSERT_TRUE(RopeIsFused(xg, tables.cos));
+    at::Tensor out = RopeFused(xg, tables.cos, tables.sin_signed);
+    at::Tensor g = at::randn({2, 3, 5, 16}, at::kDouble).to(cuda, dtype);
+    out.backward(g);
+    // Truth in float64 on the same values.
+    at::Tensor x64 = x.to(at::kCPU, at::kDouble).requires_grad_(true);
+    at::Tensor want = x64 * tables.cos.cpu().to(at::kDouble) +
+                      x64.roll(8, -1) * tables.sin_signed.cpu().to(at::kDouble);
+    want.backward(g.to(at::kCPU, at::kDouble));
+    EXPECT_EQ(out.scalar_type(), dtype);
+    EXPECT_TRUE(out.is_contiguous());
+    const double tol = dtype == at::kFloat ? 1e-6 : 8e-3;
+    EXPECT_LE(testing::RelError(out.detach(), want.detach()), tol);
+    EXPECT_LE(testing::RelError(xg.grad(), x64.grad()), tol);
+  }
+}
+
+// The decode attention kernel against softmax(q k^T / sqrt(hd)) v in float64, reading a
+// KV cache narrowed to the positions filled; not used where a gradient is asked or off
+// CUDA.
+TEST(FusedOpsTest, DecodeAttentionIsSoftmaxOverTheCache) {
+  at::Tensor cpu_q = at::zeros({2, 3, 4, 64});
+  at::Tensor cpu_cache = at::zeros({2, 3, 40, 64});
+  EXPECT_FALSE(DecodeAttentionIsFused(cpu_q, cpu_cache, cpu_cache));
+  if (!at::hasCUDA()) GTEST_SKIP() << "the decode attention runs on CUDA only (checked: not used here)";
+  const at::Device cuda(at::kCUDA, 0);
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for (int64_t hd : {64, 128, 256}) {
+      for (int64_t keys : {1, 23, 40}) {
+        SCOPED_TRACE(::testing::Message() << dtype << " hd " << hd << " keys " << keys);
+        at::manual_seed(hd + keys);
+        at::Tensor q = at::randn({2, 3, 4, hd}, at::kDouble).to(cuda, dtype);
+        at::Tensor kc = (at::randn({2, 3, 40, hd}, at::kDouble) * 2).to(cuda, dtype);
+        at::Tensor vc = at::randn({2, 3, 40, hd}, at::kDouble).to(cuda, dtype);
+        at::Tensor k = kc.narrow(2, 0, keys), v = vc.narrow(2, 0, keys);
+        ASSERT_TRUE(DecodeAttentionIsFused(q, k, v));
+        at::Tensor got = DecodeAttentionFused(q, k, v, 1.0 / std::sqrt(static_cast<double>(hd)));
+        at::Tensor q64 = q.to(at::kCPU, at::kDouble), k64 = k.to(at::kCPU, at::kDouble);
+        at::Tensor p = at::softmax(at::matmul(q64, k64.transpose(-2, -1)) / std::sqrt(hd * 1.0), -1);
+        at::Tensor want = at::matmul(p, v.to(at::kCPU, at::kDouble));
+        EXPECT_EQ(got.scalar_type(), dtype);
+        EXPECT_LE(testing::RelError(got, want), dtype == at::kFloat ? 1e-5 : 8e-3);
+      }
+    }
+  }
+  at::Tensor q = at::randn({2, 3, 4, 64}).to(cuda).requires_grad_(true);
+  at::Tensor kc = at::randn({2, 3, 40, 64}).to(cuda);
+  EXPECT_FALSE(DecodeAttentionIsFused(q, kc, kc));  // a gradient asked: the ATen path
+}
+
+// The residual step and the RMSNorm in one kernel: h becomes h + x exactly (one float32
+// add), and the norm is the formula in float64 to within its rounding; nothing is added
+// without x; not fused where a gradient is recorded or off CUDA.
+TEST(FusedOpsTest, AddRmsNormIsTheStreamStepAndTheNorm) {
+  EXPECT_FALSE(AddRmsNormIsFused(at::zeros({2, 64}), at::ones({64})));
+  if (!at::hasCUDA()) GTEST_SKIP() << "the fused residual norm runs on CUDA only (checked: not used here)";
+  const at::Device cuda(at::kCUDA, 0);
+  at::NoGradGuard no_grad;
+  at::manual_seed(5);
+  const at::Tensor w = (at::rand({96}) + 0.5).to(cuda);
+  for (bool with_x : {true, false}) {
+    for (at::ScalarType x_dtype : {at::kFloat, at::kBFloat16}) {
+      SCOPED_TRACE(::testing::Message() << "x " << with_x << " " << x_dtype);
+      at::Tensor h = (at::randn({3, 5, 96}) * 3).to(cuda);
+      at::Tensor x = with_x ? at::randn({3, 5, 96}).to(cuda, x_dtype) : at::Tensor();
+      const at::Tensor want_h = with_x ? h + x.to(at::kFloat) : h.clone();
+      at::Tensor y = AddRmsNormInPlace(h, x, w, 1e-5, at::kBFloat16);
+      EXPECT_TRUE(at::equal(h, want_h));
+      at::Tensor h64 = want_h.to(at::kCPU, at::kDouble);
+      at::Tensor want = h64 * at::rsqrt(h64.pow(2).mean(-1, true) + 1e-5) * w.to(at::kCPU, at::kDouble);
+      EXPECT_EQ(y.scalar_type(), at::kBFloat16);
+      EXPECT_LE(testing::RelError(y, want), 8e-3);
+    }
+  }
+  at::GradMode::set_enabled(true);
+  EXPECT_FALSE(AddRmsNormIsFused(at::zeros({2, 96}).to(cuda), w));
+  at::GradMode::set_enabled(false);
+}
+
+// The model with every fused kernel against the same model without them, on a prompt
+// and three decode steps through a KV cache (the eval path): the same hidden states but
+// for float rounding.
+TEST(FusedOpsTest, FusedKernelsKeepTheDecodersOutputs) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "the fused kernels run on CUDA only";
+  ModelOptions mo;
+  mo.device = at::Device(at::kCUDA, 0);
+  mo.dtype = at::kBFloat16;
+  auto model = LoadLlama("synthetic:tiny", mo);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const LlamaModel& m = **model;
+  ForwardOptions fused, plain;
+  plain.fused_rope = plain.fused_decode_attention = plain.fused_residual_norm = false;
+  at::NoGradGuard no_grad;
+  at::manual_seed(9);
+  at::Tensor prompt = (at::randn({4, 7, m.config.hidden_size}) * 0.5).to(mo.device, mo.dtype);
+  std::vector<at::Tensor> steps;
+  for (int i = 0; i < 3; ++i) {
+    steps.push_back((at::randn({4, 1, m.config.hidden_size}) * 0.5).to(mo.device, mo.dtype));
+  }
+  auto run = [&](const ForwardOptions& o) {
+    KvCache cache = MakeKvCache(m, o, 4, 10);
+    std::vector<at::Tensor> out = {DecoderForward(m, o, prompt, &cache)};
+    for (const at::Tensor& s : steps) out.push_back(DecoderForward(m, o, s, &cache));
+    return out;
+  };
+  const std::vector<at::Tensor> a = run(fused), b = run(plain);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_LE(testing::RelError(a[i], b[i]), 2e-2) << "pass " << i;
+  }
 }
 
 // The sums of exact products of half values: float32 output within float32's rounding of

@@ -10,14 +10,12 @@
 
 #include <cstdint>
 
+#include "common/cuda/element.cuh"
+
 namespace llava::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ __forceinline__ float Load(float x) { return x; }
-__device__ __forceinline__ float Load(__half x) { return __half2float(x); }
-__device__ __forceinline__ float Load(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 template <Float8Type kOut>
 __device__ __forceinline__ __nv_fp8_storage_t ToFloat8(float v) {

@@ -11,38 +11,10 @@
 #include <cstdint>
 #include <initializer_list>
 
+#include "common/cuda/element.cuh"
+
 namespace llava::cuda {
 namespace {
-
-template <typename T>
-__device__ __forceinline__ float Load(T x);
-template <>
-__device__ __forceinline__ float Load(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ float Load(__half x) {
-  return __half2float(x);
-}
-template <>
-__device__ __forceinline__ float Load(__nv_bfloat16 x) {
-  return __bfloat162float(x);
-}
-
-template <typename T>
-__device__ __forceinline__ T Store(float x);
-template <>
-__device__ __forceinline__ float Store(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __half Store(float x) {
-  return __float2half_rn(x);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 Store(float x) {
-  return __float2bfloat16_rn(x);
-}
 
 __device__ __forceinline__ float Sigmoid(float a) { return 1.0f / (1.0f + __expf(-a)); }
 
@@ -52,15 +24,24 @@ struct alignas(sizeof(T) * kVec) Pack {
   T v[kVec];
 };
 
+// Element (row, col) of a [rows, cols] operand whose rows are `ld` elements apart, in
+// packs of kVec: the offset of pack i of the row-major [rows, cols] order.
+__device__ __forceinline__ int64_t Offset(int64_t i, int64_t col_packs, int64_t ld_packs) {
+  return (i / col_packs) * ld_packs + i % col_packs;
+}
+
+// out [rows, cols] (contiguous) from gate and up [rows, cols] with rows `ld` apart.
 template <typename T, int kVec>
 __global__ void ForwardKernel(const T* __restrict__ gate, const T* __restrict__ up,
-                              T* __restrict__ out, int64_t packs) {
+                              T* __restrict__ out, int64_t packs, int64_t col_packs,
+                              int64_t ld_packs) {
   using P = Pack<T, kVec>;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < packs;
        i += stride) {
-    const P g = reinterpret_cast<const P*>(gate)[i];
-    const P u = reinterpret_cast<const P*>(up)[i];
+    const int64_t in = Offset(i, col_packs, ld_packs);
+    const P g = reinterpret_cast<const P*>(gate)[in];
+    const P u = reinterpret_cast<const P*>(up)[in];
     P o;
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
@@ -71,17 +52,21 @@ __global__ void ForwardKernel(const T* __restrict__ gate, const T* __restrict__ 
   }
 }
 
+// grad_out [rows, cols] contiguous; gate and up as in ForwardKernel; grad_gate and grad_up
+// [rows, cols] with rows `ld_grad` apart.
 template <typename T, int kVec>
 __global__ void BackwardKernel(const T* __restrict__ grad_out, const T* __restrict__ gate,
                                const T* __restrict__ up, T* __restrict__ grad_gate,
-                               T* __restrict__ grad_up, int64_t packs) {
+                               T* __restrict__ grad_up, int64_t packs, int64_t col_packs,
+                               int64_t ld_packs, int64_t ld_grad_packs) {
   using P = Pack<T, kVec>;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < packs;
        i += stride) {
+    const int64_t in = Offset(i, col_packs, ld_packs);
     const P go = reinterpret_cast<const P*>(grad_out)[i];
-    const P g = reinterpret_cast<const P*>(gate)[i];
-    const P u = reinterpret_cast<const P*>(up)[i];
+    const P g = reinterpret_cast<const P*>(gate)[in];
+    const P u = reinterpret_cast<const P*>(up)[in];
     P gg, gu;
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
@@ -91,8 +76,9 @@ __global__ void BackwardKernel(const T* __restrict__ grad_out, const T* __restri
       // d/da [a * s(a)] = s + a * s * (1 - s)
       gg.v[k] = Store<T>(d * Load(u.v[k]) * s * (1.0f + a * (1.0f - s)));
     }
-    reinterpret_cast<P*>(grad_gate)[i] = gg;
-    reinterpret_cast<P*>(grad_up)[i] = gu;
+    const int64_t o = Offset(i, col_packs, ld_grad_packs);
+    reinterpret_cast<P*>(grad_gate)[o] = gg;
+    reinterpret_cast<P*>(grad_up)[o] = gu;
   }
 }
 
@@ -103,30 +89,27 @@ bool Aligned16(std::initializer_list<const void*> ptrs) {
   return true;
 }
 
-unsigned Blocks(int64_t packs, int threads) {
-  // Enough blocks to fill every multiprocessor several times over; the grid-stride loop
-  // covers the rest.
-  const int64_t want = (packs + threads - 1) / threads;
-  return static_cast<unsigned>(want < 65535 * 8 ? (want > 0 ? want : 1) : 65535 * 8);
-}
-
 template <typename T>
-void Forward(const void* gate, const void* up, void* out, int64_t n, cudaStream_t stream) {
+void Forward(const void* gate, const void* up, void* out, const SwiGluShape& sh,
+             cudaStream_t stream) {
   constexpr int kVec = 16 / sizeof(T);
   constexpr int kThreads = 256;
-  if (n % kVec == 0 && Aligned16({gate, up, out})) {
+  const T* g = static_cast<const T*>(gate);
+  const T* u = static_cast<const T*>(up);
+  T* o = static_cast<T*>(out);
+  const int64_t n = sh.rows * sh.cols;
+  if (sh.cols % kVec == 0 && sh.ld % kVec == 0 && Aligned16({gate, up, out})) {
     const int64_t packs = n / kVec;
-    ForwardKernel<T, kVec><<<Blocks(packs, kThreads), kThreads, 0, stream>>>(
-        static_cast<const T*>(gate), static_cast<const T*>(up), static_cast<T*>(out), packs);
+    ForwardKernel<T, kVec><<<GridBlocks(packs, kThreads), kThreads, 0, stream>>>(
+        g, u, o, packs, sh.cols / kVec, sh.ld / kVec);
   } else {
-    ForwardKernel<T, 1><<<Blocks(n, kThreads), kThreads, 0, stream>>>(
-        static_cast<const T*>(gate), static_cast<const T*>(up), static_cast<T*>(out), n);
+    ForwardKernel<T, 1><<<GridBlocks(n, kThreads), kThreads, 0, stream>>>(g, u, o, n, sh.cols, sh.ld);
   }
 }
 
 template <typename T>
 void Backward(const void* grad_out, const void* gate, const void* up, void* grad_gate,
-              void* grad_up, int64_t n, cudaStream_t stream) {
+              void* grad_up, const SwiGluShape& sh, int64_t ld_grad, cudaStream_t stream) {
   constexpr int kVec = 16 / sizeof(T);
   constexpr int kThreads = 256;
   const T* go = static_cast<const T*>(grad_out);
@@ -134,40 +117,44 @@ void Backward(const void* grad_out, const void* gate, const void* up, void* grad
   const T* u = static_cast<const T*>(up);
   T* gg = static_cast<T*>(grad_gate);
   T* gu = static_cast<T*>(grad_up);
-  if (n % kVec == 0 && Aligned16({grad_out, gate, up, grad_gate, grad_up})) {
+  const int64_t n = sh.rows * sh.cols;
+  if (sh.cols % kVec == 0 && sh.ld % kVec == 0 && ld_grad % kVec == 0 &&
+      Aligned16({grad_out, gate, up, grad_gate, grad_up})) {
     const int64_t packs = n / kVec;
-    BackwardKernel<T, kVec>
-        <<<Blocks(packs, kThreads), kThreads, 0, stream>>>(go, g, u, gg, gu, packs);
+    BackwardKernel<T, kVec><<<GridBlocks(packs, kThreads), kThreads, 0, stream>>>(
+        go, g, u, gg, gu, packs, sh.cols / kVec, sh.ld / kVec, ld_grad / kVec);
   } else {
-    BackwardKernel<T, 1><<<Blocks(n, kThreads), kThreads, 0, stream>>>(go, g, u, gg, gu, n);
+    BackwardKernel<T, 1><<<GridBlocks(n, kThreads), kThreads, 0, stream>>>(go, g, u, gg, gu, n,
+                                                                       sh.cols, sh.ld, ld_grad);
   }
 }
 
 }  // namespace
 
-void LaunchSwiGluForward(ElementType type, const void* gate, const void* up, void* out, int64_t n,
-                         void* stream) {
+void LaunchSwiGluForward(ElementType type, const void* gate, const void* up, void* out,
+                         const SwiGluShape& shape, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   switch (type) {
     case ElementType::kFloat32:
-      return Forward<float>(gate, up, out, n, s);
+      return Forward<float>(gate, up, out, shape, s);
     case ElementType::kFloat16:
-      return Forward<__half>(gate, up, out, n, s);
+      return Forward<__half>(gate, up, out, shape, s);
     case ElementType::kBFloat16:
-      return Forward<__nv_bfloat16>(gate, up, out, n, s);
+      return Forward<__nv_bfloat16>(gate, up, out, shape, s);
   }
 }
 
 void LaunchSwiGluBackward(ElementType type, const void* grad_out, const void* gate, const void* up,
-                          void* grad_gate, void* grad_up, int64_t n, void* stream) {
+                          void* grad_gate, void* grad_up, const SwiGluShape& shape,
+                          int64_t ld_grad, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   switch (type) {
     case ElementType::kFloat32:
-      return Backward<float>(grad_out, gate, up, grad_gate, grad_up, n, s);
+      return Backward<float>(grad_out, gate, up, grad_gate, grad_up, shape, ld_grad, s);
     case ElementType::kFloat16:
-      return Backward<__half>(grad_out, gate, up, grad_gate, grad_up, n, s);
+      return Backward<__half>(grad_out, gate, up, grad_gate, grad_up, shape, ld_grad, s);
     case ElementType::kBFloat16:
-      return Backward<__nv_bfloat16>(grad_out, gate, up, grad_gate, grad_up, n, s);
+      return Backward<__nv_bfloat16>(grad_out, gate, up, grad_gate, grad_up, shape, ld_grad, s);
   }
 }
 
