@@ -67,23 +67,29 @@ __device__ __forceinline__ void Load4(const float* p, float (&o)[4]) {
   o[2] = v.z;
   o[3] = v.w;
 }
-__device__ __forceinline__ void Load4(const __nv_bfloat16* p, float (&o)[4]) {
+// A half type's four elements as one 8-byte load.
+template <typename T>
+__device__ __forceinline__ void Load4(const T* p, float (&o)[4]) {
   const uint2 raw = *reinterpret_cast<const uint2*>(p);
-  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
-  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.y));
-  o[0] = a.x;
-  o[1] = a.y;
-  o[2] = b.x;
-  o[3] = b.y;
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) o[j] = Load(e[j]);
 }
-__device__ __forceinline__ void Load4(const __half* p, float (&o)[4]) {
-  const uint2 raw = *reinterpret_cast<const uint2*>(p);
-  const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
-  const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
-  o[0] = a.x;
-  o[1] = a.y;
-  o[2] = b.x;
-  o[3] = b.y;
+
+// Dimensions d0 .. d0+3 of the rows s0, s0 + kAttnWarps, ... (kKeysInFlight of them) of
+// `rows` [S, hd]; zeros past the last.
+template <typename T>
+__device__ __forceinline__ void LoadRows(const T* rows, int s0, int keys, int hd, int d0,
+                                         float (&out)[kKeysInFlight][4]) {
+#pragma unroll
+  for (int u = 0; u < kKeysInFlight; ++u) {
+    const int s = s0 + u * kAttnWarps;
+    if (s < keys) {
+      Load4(rows + static_cast<int64_t>(s) * hd + d0, out[u]);
+    } else {
+      out[u][0] = out[u][1] = out[u][2] = out[u][3] = 0.0f;
+    }
+  }
 }
 
 // Block r: q[r] [G, hd] against keys and values [S, hd] at r * kv_stride; at most kG
@@ -114,15 +120,7 @@ __global__ void DecodeAttentionKernel(const T* __restrict__ q, const T* __restri
     }
     for (int d0 = lane * 4; d0 < hd; d0 += 128) {
       float kv[kKeysInFlight][4];
-#pragma unroll
-      for (int u = 0; u < kKeysInFlight; ++u) {
-        const int s = s0 + u * kAttnWarps;
-        if (s < keys) {
-          Load4(kr + static_cast<int64_t>(s) * hd + d0, kv[u]);
-        } else {
-          kv[u][0] = kv[u][1] = kv[u][2] = kv[u][3] = 0.0f;
-        }
-      }
+      LoadRows(kr, s0, keys, hd, d0, kv);
 #pragma unroll
       for (int g = 0; g < kG; ++g) {
         if (g < groups) {
@@ -175,15 +173,7 @@ __global__ void DecodeAttentionKernel(const T* __restrict__ q, const T* __restri
     for (int g = 0; g < kG; ++g) acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = 0.0f;
     for (int s0 = warp; s0 < keys; s0 += kAttnWarps * kKeysInFlight) {
       float x[kKeysInFlight][4];
-#pragma unroll
-      for (int u = 0; u < kKeysInFlight; ++u) {
-        const int s = s0 + u * kAttnWarps;
-        if (s < keys) {
-          Load4(vr + static_cast<int64_t>(s) * hd + d0, x[u]);
-        } else {
-          x[u][0] = x[u][1] = x[u][2] = x[u][3] = 0.0f;
-        }
-      }
+      LoadRows(vr, s0, keys, hd, d0, x);
 #pragma unroll
       for (int u = 0; u < kKeysInFlight; ++u) {
         const int s = s0 + u * kAttnWarps;
