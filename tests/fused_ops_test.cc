@@ -175,24 +175,36 @@ TEST(FusedOpsTest, DecodeAttentionIsSoftmaxOverTheCache) {
   at::Tensor cpu_q = at::zeros({2, 3, 4, 64});
   at::Tensor cpu_cache = at::zeros({2, 3, 40, 64});
   EXPECT_FALSE(DecodeAttentionIsFused(cpu_q, cpu_cache, cpu_cache));
-  if (!at::hasCUDA()) GTEST_SKIP() << "the decode attention runs on CUDA only (checked: not used here)";
+  if (!at::hasCUDA())
+    GTEST_SKIP() << "the decode attention runs on CUDA only (checked: not used here)";
   const at::Device cuda(at::kCUDA, 0);
   for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
-    for (int64_t hd : {64, 128, 256}) {
-      for (int64_t keys : {1, 23, 40}) {
-        SCOPED_TRACE(::testing::Message() << dtype << " hd " << hd << " keys " << keys);
-        at::manual_seed(hd + keys);
-        at::Tensor q = at::randn({2, 3, 4, hd}, at::kDouble).to(cuda, dtype);
-        at::Tensor kc = (at::randn({2, 3, 40, hd}, at::kDouble) * 2).to(cuda, dtype);
-        at::Tensor vc = at::randn({2, 3, 40, hd}, at::kDouble).to(cuda, dtype);
-        at::Tensor k = kc.narrow(2, 0, keys), v = vc.narrow(2, 0, keys);
-        ASSERT_TRUE(DecodeAttentionIsFused(q, k, v));
-        at::Tensor got = DecodeAttentionFused(q, k, v, 1.0 / std::sqrt(static_cast<double>(hd)));
-        at::Tensor q64 = q.to(at::kCPU, at::kDouble), k64 = k.to(at::kCPU, at::kDouble);
-        at::Tensor p = at::softmax(at::matmul(q64, k64.transpose(-2, -1)) / std::sqrt(hd * 1.0), -1);
-        at::Tensor want = at::matmul(p, v.to(at::kCPU, at::kDouble));
-        EXPECT_EQ(got.scalar_type(), dtype);
-        EXPECT_LE(testing::RelError(got, want), dtype == at::kFloat ? 1e-5 : 8e-3);
+    // Query heads per KV head: Llama 3.1 8B's 4, 70B's 8, and each of the kernel's
+    // register sizes (up to 4, 8, 16).
+    for (int64_t groups : {1, 4, 8, 16}) {
+      for (int64_t hd : {64, 128, 256}) {
+        for (int64_t keys : {1, 23, 40}) {
+          SCOPED_TRACE(::testing::Message()
+                       << dtype << " groups " << groups << " hd " << hd << " keys " << keys);
+          at::manual_seed(hd + keys);
+          at::Tensor q = at::randn({2, 3, groups, hd}, at::kDouble).to(cuda, dtype);
+          at::Tensor kc = (at::randn({2, 3, 40, hd}, at::kDouble) * 2).to(cuda, dtype);
+          at::Tensor vc = at::randn({2, 3, 40, hd}, at::kDouble).to(cuda, dtype);
+          at::Tensor k = kc.narrow(2, 0, keys), v = vc.narrow(2, 0, keys);
+          if (groups == 16 && hd == 256) {
+            // Its queries and partial sums alone would fill the kernel's shared memory.
+            EXPECT_FALSE(DecodeAttentionIsFused(q, k, v));
+            continue;
+          }
+          ASSERT_TRUE(DecodeAttentionIsFused(q, k, v));
+          at::Tensor got = DecodeAttentionFused(q, k, v, 1.0 / std::sqrt(static_cast<double>(hd)));
+          at::Tensor q64 = q.to(at::kCPU, at::kDouble), k64 = k.to(at::kCPU, at::kDouble);
+          at::Tensor p =
+              at::softmax(at::matmul(q64, k64.transpose(-2, -1)) / std::sqrt(hd * 1.0), -1);
+          at::Tensor want = at::matmul(p, v.to(at::kCPU, at::kDouble));
+          EXPECT_EQ(got.scalar_type(), dtype);
+          EXPECT_LE(testing::RelError(got, want), dtype == at::kFloat ? 1e-5 : 8e-3);
+        }
       }
     }
   }
@@ -206,7 +218,8 @@ TEST(FusedOpsTest, DecodeAttentionIsSoftmaxOverTheCache) {
 // without x; not fused where a gradient is recorded or off CUDA.
 TEST(FusedOpsTest, AddRmsNormIsTheStreamStepAndTheNorm) {
   EXPECT_FALSE(AddRmsNormIsFused(at::zeros({2, 64}), at::ones({64})));
-  if (!at::hasCUDA()) GTEST_SKIP() << "the fused residual norm runs on CUDA only (checked: not used here)";
+  if (!at::hasCUDA())
+    GTEST_SKIP() << "the fused residual norm runs on CUDA only (checked: not used here)";
   const at::Device cuda(at::kCUDA, 0);
   at::NoGradGuard no_grad;
   at::manual_seed(5);
@@ -220,7 +233,8 @@ TEST(FusedOpsTest, AddRmsNormIsTheStreamStepAndTheNorm) {
       at::Tensor y = AddRmsNormInPlace(h, x, w, 1e-5, at::kBFloat16);
       EXPECT_TRUE(at::equal(h, want_h));
       at::Tensor h64 = want_h.to(at::kCPU, at::kDouble);
-      at::Tensor want = h64 * at::rsqrt(h64.pow(2).mean(-1, true) + 1e-5) * w.to(at::kCPU, at::kDouble);
+      at::Tensor want =
+          h64 * at::rsqrt(h64.pow(2).mean(-1, true) + 1e-5) * w.to(at::kCPU, at::kDouble);
       EXPECT_EQ(y.scalar_type(), at::kBFloat16);
       EXPECT_LE(testing::RelError(y, want), 8e-3);
     }
