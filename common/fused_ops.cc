@@ -104,8 +104,8 @@ void SwiGluBackwardKernel(const at::Tensor& grad_out, const at::Tensor& buf, con
                           void* grad_up, int64_t ld_grad) {
   const c10::cuda::CUDAGuard guard(buf.device());
   at::Tensor go = grad_out.to(buf.scalar_type()).contiguous();
-  cuda::LaunchSwiGluBackward(ElementTypeOf(buf), go.data_ptr(), gate, up, grad_gate, grad_up,
-                             shape, ld_grad, StreamOf(buf));
+  cuda::LaunchSwiGluBackward(ElementTypeOf(buf), go.data_ptr(), gate, up, grad_gate, grad_up, shape,
+                             ld_grad, StreamOf(buf));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -351,11 +351,10 @@ at::Tensor AddRmsNormInPlace(at::Tensor& h, const at::Tensor& x, const at::Tenso
   const c10::cuda::CUDAGuard guard(h.device());
   at::Tensor y = at::empty(h.sizes(), h.options().dtype(out_dtype));
   const int64_t cols = h.size(-1);
-  cuda::LaunchAddRmsNorm(x.defined() ? ElementTypeOf(x) : cuda::ElementType::kFloat32,
-                         ElementTypeOf(y), h.data_ptr<float>(),
-                         x.defined() ? x.data_ptr() : nullptr, weight.data_ptr<float>(),
-                         y.data_ptr(), h.numel() / cols, cols, static_cast<float>(eps),
-                         StreamOf(h));
+  cuda::LaunchAddRmsNorm(
+      x.defined() ? ElementTypeOf(x) : cuda::ElementType::kFloat32, ElementTypeOf(y),
+      h.data_ptr<float>(), x.defined() ? x.data_ptr() : nullptr, weight.data_ptr<float>(),
+      y.data_ptr(), h.numel() / cols, cols, static_cast<float>(eps), StreamOf(h));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return y;
 #else

@@ -22,8 +22,8 @@ at::Tensor SwiGluPacked(const at::Tensor& gate_up, bool fused = true);
 bool SwiGluIsFused(const at::Tensor& gate, const at::Tensor& up);
 
 // RoPE of x [B, N, T, hd] (any strides with the last dimension contiguous; float32,
-// float16 or bfloat16; hd even up to 512) by float32 tables cos and sin_signed [T, hd] whose two halves are
-// equal but for sin_signed's sign (transformers' rotate_half): x * cos + roll(x, hd/2) *
+// float16 or bfloat16; hd even up to 512) by float32 tables cos and sin_signed [T, hd] whose two
+// halves are equal but for sin_signed's sign (transformers' rotate_half): x * cos + roll(x, hd/2) *
 // sin_signed in float32, rounded once to x's dtype, as [B, N, T, hd] contiguous. One CUDA
 // kernel each way (the backward is the same rotation by -sin); differentiable in x.
 at::Tensor RopeFused(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed);

@@ -220,13 +220,16 @@ Qkv ProjectQkv(const LlamaModel& m, const ForwardOptions& o, const LlamaLayerWei
   std::vector<at::Tensor> qkv;  // each [B, T, n*hd]
   if (w.fp8.qkv.defined()) {
     // One matmul; split's backward writes the three gradients into one for its backward.
-    qkv = in.Apply(at::Tensor(), w.fp8.qkv, f32).split_with_sizes({nq * hd, nkv * hd, nkv * hd}, -1);
+    qkv =
+        in.Apply(at::Tensor(), w.fp8.qkv, f32).split_with_sizes({nq * hd, nkv * hd, nkv * hd}, -1);
   } else {
     qkv = {in.Apply(w.q_proj, w.fp8.q_proj, f32), in.Apply(w.k_proj, w.fp8.k_proj, f32),
            in.Apply(w.v_proj, w.fp8.v_proj, f32)};
   }
   // [B, T, n*hd] -> [B, n, T, hd]
-  auto heads = [&](const at::Tensor& y, int64_t n) { return y.view({b, t, n, hd}).transpose(1, 2); };
+  auto heads = [&](const at::Tensor& y, int64_t n) {
+    return y.view({b, t, n, hd}).transpose(1, 2);
+  };
   return {ApplyRope(o, heads(qkv[0], nq), rope), ApplyRope(o, heads(qkv[1], nkv), rope),
           heads(qkv[2], nkv)};
 }
@@ -255,8 +258,8 @@ at::Tensor AttentionBlock(const LlamaModel& m, const ForwardOptions& o, const Ll
   // [B, T, H*hd] in the model dtype: the heads' transpose and the rounding as one copy.
   at::Tensor merged = at::empty({b, t, c.num_attention_heads * hd}, out.options().dtype(m.dtype));
   merged.view({b, t, c.num_attention_heads, hd}).copy_(out.transpose(1, 2));
-  return LayerInput(m, o, merged).Apply(w.o_proj, w.fp8.o_proj,
-                                        Float32BlockOutputs(m, o));  // [B, T, D]
+  return LayerInput(m, o, merged)
+      .Apply(w.o_proj, w.fp8.o_proj, Float32BlockOutputs(m, o));  // [B, T, D]
 }
 
 at::Tensor Mlp(const LlamaModel& m, const ForwardOptions& o, const LlamaLayerWeights& w,
@@ -286,8 +289,8 @@ at::Tensor DecoderLayersFusedNorm(const LlamaModel& m, const ForwardOptions& o, 
   at::Tensor normed = AddRmsNormInPlace(h, at::Tensor(), layers[0].input_layernorm, eps, m.dtype);
   for (size_t i = 0; i < layers.size(); ++i) {
     const LlamaLayerWeights& w = layers[i];
-    at::Tensor attn = AttentionBlock(m, o, w, normed, rope, mask, static_cast<int64_t>(i), cache,
-                                     prefix);
+    at::Tensor attn =
+        AttentionBlock(m, o, w, normed, rope, mask, static_cast<int64_t>(i), cache, prefix);
     normed = AddRmsNormInPlace(h, attn.contiguous(), w.post_attention_layernorm, eps, m.dtype);
     const at::Tensor& next = i + 1 < layers.size() ? layers[i + 1].input_layernorm : m.weights.norm;
     normed = AddRmsNormInPlace(h, Mlp(m, o, w, normed).contiguous(), next, eps, m.dtype);

@@ -163,13 +163,13 @@ absl::Status LoadLayer(const Loader& l, const MatrixSink& sink, const LlamaConfi
   LM_ASSIGN_OR_RETURN(w->input_layernorm, l.GetNorm(p + "input_layernorm.weight", d));
   LM_ASSIGN_OR_RETURN(w->post_attention_layernorm,
                       l.GetNorm(p + "post_attention_layernorm.weight", d));
-  LM_RETURN_IF_ERROR(ForEachMatrix(
-      c, i, w,
-      [&](const std::string& name, std::vector<int64_t> shape, at::Tensor* dense,
-          Fp8Matrix* q) -> absl::Status {
-        LM_ASSIGN_OR_RETURN(at::Tensor t, l.Get(name, std::move(shape)));
-        return sink.Put(name, std::move(t), dense, q);
-      }));
+  LM_RETURN_IF_ERROR(ForEachMatrix(c, i, w,
+                                   [&](const std::string& name, std::vector<int64_t> shape,
+                                       at::Tensor* dense, Fp8Matrix* q) -> absl::Status {
+                                     LM_ASSIGN_OR_RETURN(at::Tensor t,
+                                                         l.Get(name, std::move(shape)));
+                                     return sink.Put(name, std::move(t), dense, q);
+                                   }));
   sink.Finish(&w->fp8);
   return absl::OkStatus();
 }

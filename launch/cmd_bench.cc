@@ -685,30 +685,31 @@ absl::StatusOr<json> RunChecks(const Ctx& x, Projector& projector) {
 }
 
 json ResultsJson(const Ctx& x, double load_s, const json& rows, const json& checks) {
-  return json{{"what", "llava-mnist bench"},
-              {"model", x.model.source},
-              {"device", x.model.device.str()},
-              {"dtype", std::string(c10::toString(x.model.dtype))},
-              {"weights", WeightFormatName(x.model.format)},
-              {"weight_gib", static_cast<double>(WeightBytes(x.model)) / (1ull << 30)},
-              {"fp8_backward", static_cast<int>(x.forward.fp8_backward)},
-              {"fp8_fast_accum", x.forward.fp8_fast_accum},
-              {"torch", TORCH_VERSION},
-              {"residual", x.settings.residual},
-              {"fold_gqa", x.forward.fold_gqa},
-              {"lean_elementwise", x.forward.lean_elementwise},
-              {"fused_swiglu", x.forward.fused_swiglu},
-              {"fused_rope", x.forward.fused_rope},
-              {"fused_decode_attention", x.forward.fused_decode_attention},
-              {"fused_residual_norm", x.forward.fused_residual_norm},
-              {"fp8_fuse", x.model.format == WeightFormat::kFp8 && !x.model.weights.layers.empty() &&
-                               x.model.weights.layers[0].fp8.qkv.defined()},
-              {"float32_attention", x.forward.float32_attention},
-              {"model_load_s", load_s},
-              {"prompt_tokens", x.prompts.Build({{0, 0, 7}}).ids.size(1)},
-              {"image_position", x.prompts.BuildGeneration(0).image_position},
-              {"rows", rows},
-              {"checks", checks}};
+  return json{
+      {"what", "llava-mnist bench"},
+      {"model", x.model.source},
+      {"device", x.model.device.str()},
+      {"dtype", std::string(c10::toString(x.model.dtype))},
+      {"weights", WeightFormatName(x.model.format)},
+      {"weight_gib", static_cast<double>(WeightBytes(x.model)) / (1ull << 30)},
+      {"fp8_backward", static_cast<int>(x.forward.fp8_backward)},
+      {"fp8_fast_accum", x.forward.fp8_fast_accum},
+      {"torch", TORCH_VERSION},
+      {"residual", x.settings.residual},
+      {"fold_gqa", x.forward.fold_gqa},
+      {"lean_elementwise", x.forward.lean_elementwise},
+      {"fused_swiglu", x.forward.fused_swiglu},
+      {"fused_rope", x.forward.fused_rope},
+      {"fused_decode_attention", x.forward.fused_decode_attention},
+      {"fused_residual_norm", x.forward.fused_residual_norm},
+      {"fp8_fuse", x.model.format == WeightFormat::kFp8 && !x.model.weights.layers.empty() &&
+                       x.model.weights.layers[0].fp8.qkv.defined()},
+      {"float32_attention", x.forward.float32_attention},
+      {"model_load_s", load_s},
+      {"prompt_tokens", x.prompts.Build({{0, 0, 7}}).ids.size(1)},
+      {"image_position", x.prompts.BuildGeneration(0).image_position},
+      {"rows", rows},
+      {"checks", checks}};
 }
 
 }  // namespace

@@ -21,8 +21,8 @@ namespace {
 // checks the sizes).
 template <typename TIn, typename TOut>
 __global__ void RopeKernel(const TIn* __restrict__ x, RopeShape sh, const float* __restrict__ cos,
-                           const float* __restrict__ sin_signed, float sign,
-                           TOut* __restrict__ out, uint32_t rows) {
+                           const float* __restrict__ sin_signed, float sign, TOut* __restrict__ out,
+                           uint32_t rows) {
   const uint32_t half = static_cast<uint32_t>(sh.hd / 2);
   const uint32_t row = blockIdx.x * (blockDim.x / half) + threadIdx.x / half;  // (b, n, t)
   const uint32_t d = threadIdx.x % half;
@@ -101,8 +101,8 @@ __global__ void DecodeAttentionKernel(const T* __restrict__ q, const T* __restri
                                       const T* __restrict__ v, int groups, int keys, int hd,
                                       int64_t kv_stride, float scale, T* __restrict__ out) {
   extern __shared__ float shared[];
-  float* work = shared;                                  // q, then the partial outputs
-  float* scores = shared + kAttnWarps * groups * hd;     // [G, S]
+  float* work = shared;                               // q, then the partial outputs
+  float* scores = shared + kAttnWarps * groups * hd;  // [G, S]
   const int64_t r = blockIdx.x;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const T* qr = q + r * groups * hd;
@@ -208,16 +208,16 @@ __global__ void DecodeAttentionKernel(const T* __restrict__ q, const T* __restri
 }
 
 template <typename TIn, typename TOut>
-void Rope(const void* x, const RopeShape& sh, const float* cos, const float* sin_signed,
-          float sign, void* out, cudaStream_t stream) {
+void Rope(const void* x, const RopeShape& sh, const float* cos, const float* sin_signed, float sign,
+          void* out, cudaStream_t stream) {
   const int half = static_cast<int>(sh.hd / 2);
   const int threads = (256 / half) * half;  // whole rows per block
   const int64_t rows = sh.b * sh.n * sh.t;
   const int64_t rows_per_block = threads / half;
   const auto blocks = static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block);
   RopeKernel<TIn, TOut><<<blocks, threads, 0, stream>>>(static_cast<const TIn*>(x), sh, cos,
-                                                         sin_signed, sign, static_cast<TOut*>(out),
-                                                         static_cast<uint32_t>(rows));
+                                                        sin_signed, sign, static_cast<TOut*>(out),
+                                                        static_cast<uint32_t>(rows));
 }
 
 template <typename TIn>
@@ -294,8 +294,8 @@ void LaunchDecodeAttention(ElementType type, const void* q, const void* k, const
     case ElementType::kFloat16:
       return DecodeAttention<__half>(q, k, v, rows, groups, keys, hd, kv_stride, scale, out, s);
     case ElementType::kBFloat16:
-      return DecodeAttention<__nv_bfloat16>(q, k, v, rows, groups, keys, hd, kv_stride, scale,
-                                            out, s);
+      return DecodeAttention<__nv_bfloat16>(q, k, v, rows, groups, keys, hd, kv_stride, scale, out,
+                                            s);
   }
 }
 

@@ -10,11 +10,11 @@
 
 namespace llava::cuda {
 
-// x [B, N, T, hd] (hd even, at most 512; B * N * T below 2^32) with element (b, n, t, d) at b*stride_b + n*stride_n + t*stride_t + d;
-// out [B, N, T, hd] contiguous. out = x * cos + roll(x, hd/2) * sin_signed (float32
-// tables [T, hd]; sin_signed's first half negated: transformers' rotate_half), computed
-// in float32 and rounded once to `out_type`. sign -1 negates sin_signed: the transpose,
-// which is the backward.
+// x [B, N, T, hd] (hd even, at most 512; B * N * T below 2^32) with element (b, n, t, d) at
+// b*stride_b + n*stride_n + t*stride_t + d; out [B, N, T, hd] contiguous. out = x * cos + roll(x,
+// hd/2) * sin_signed (float32 tables [T, hd]; sin_signed's first half negated: transformers'
+// rotate_half), computed in float32 and rounded once to `out_type`. sign -1 negates sin_signed: the
+// transpose, which is the backward.
 struct RopeShape {
   int64_t b = 0, n = 0, t = 0, hd = 0;
   int64_t stride_b = 0, stride_n = 0, stride_t = 0;

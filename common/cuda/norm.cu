@@ -32,8 +32,8 @@ __device__ float BlockSum(float v) {
 // to normalize.
 template <typename TX, typename TY>
 __global__ void AddRmsNormKernel(float* __restrict__ h, const TX* __restrict__ x,
-                                 const float* __restrict__ weight, TY* __restrict__ y,
-                                 int64_t cols, float eps) {
+                                 const float* __restrict__ weight, TY* __restrict__ y, int64_t cols,
+                                 float eps) {
   const int64_t row = blockIdx.x;
   float* hr = h + row * cols;
   const TX* xr = x != nullptr ? x + row * cols : nullptr;
@@ -57,11 +57,11 @@ void AddRmsNormTo(ElementType y_type, float* h, const void* x, const float* weig
   const TX* xt = static_cast<const TX*>(x);
   switch (y_type) {
     case ElementType::kFloat32:
-      return AddRmsNormKernel<TX, float><<<blocks, kThreads, 0, stream>>>(
-          h, xt, weight, static_cast<float*>(y), cols, eps);
+      return AddRmsNormKernel<TX, float>
+          <<<blocks, kThreads, 0, stream>>>(h, xt, weight, static_cast<float*>(y), cols, eps);
     case ElementType::kFloat16:
-      return AddRmsNormKernel<TX, __half><<<blocks, kThreads, 0, stream>>>(
-          h, xt, weight, static_cast<__half*>(y), cols, eps);
+      return AddRmsNormKernel<TX, __half>
+          <<<blocks, kThreads, 0, stream>>>(h, xt, weight, static_cast<__half*>(y), cols, eps);
     case ElementType::kBFloat16:
       return AddRmsNormKernel<TX, __nv_bfloat16><<<blocks, kThreads, 0, stream>>>(
           h, xt, weight, static_cast<__nv_bfloat16*>(y), cols, eps);

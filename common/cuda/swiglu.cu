@@ -103,7 +103,8 @@ void Forward(const void* gate, const void* up, void* out, const SwiGluShape& sh,
     ForwardKernel<T, kVec><<<GridBlocks(packs, kThreads), kThreads, 0, stream>>>(
         g, u, o, packs, sh.cols / kVec, sh.ld / kVec);
   } else {
-    ForwardKernel<T, 1><<<GridBlocks(n, kThreads), kThreads, 0, stream>>>(g, u, o, n, sh.cols, sh.ld);
+    ForwardKernel<T, 1>
+        <<<GridBlocks(n, kThreads), kThreads, 0, stream>>>(g, u, o, n, sh.cols, sh.ld);
   }
 }
 
@@ -125,7 +126,7 @@ void Backward(const void* grad_out, const void* gate, const void* up, void* grad
         go, g, u, gg, gu, packs, sh.cols / kVec, sh.ld / kVec, ld_grad / kVec);
   } else {
     BackwardKernel<T, 1><<<GridBlocks(n, kThreads), kThreads, 0, stream>>>(go, g, u, gg, gu, n,
-                                                                       sh.cols, sh.ld, ld_grad);
+                                                                           sh.cols, sh.ld, ld_grad);
   }
 }
 
@@ -145,8 +146,8 @@ void LaunchSwiGluForward(ElementType type, const void* gate, const void* up, voi
 }
 
 void LaunchSwiGluBackward(ElementType type, const void* grad_out, const void* gate, const void* up,
-                          void* grad_gate, void* grad_up, const SwiGluShape& shape,
-                          int64_t ld_grad, void* stream) {
+                          void* grad_gate, void* grad_up, const SwiGluShape& shape, int64_t ld_grad,
+                          void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   switch (type) {
     case ElementType::kFloat32:

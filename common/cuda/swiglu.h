@@ -26,7 +26,7 @@ void LaunchSwiGluForward(ElementType type, const void* gate, const void* up, voi
 // pass: grad_up = grad_out * silu(gate), grad_gate = grad_out * up * silu'(gate), written
 // as [rows, cols] with rows `ld_grad` apart.
 void LaunchSwiGluBackward(ElementType type, const void* grad_out, const void* gate, const void* up,
-                          void* grad_gate, void* grad_up, const SwiGluShape& shape,
-                          int64_t ld_grad, void* stream);
+                          void* grad_gate, void* grad_up, const SwiGluShape& shape, int64_t ld_grad,
+                          void* stream);
 
 }  // namespace llava::cuda
