@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What each speed lever of the forward pass buys, on one GPU, in one process per setting
 # (same machine, one after the other): `llava-mnist bench` with the levers added one by
-# one (none; + the GQA fold; + the lean RMSNorm/RoPE; + the fused SwiGLU = the
-# product's default), then the default with the residual stream in bf16, and with q/k/v
+# one (none; + the GQA fold; + the lean RMSNorm/RoPE; + the fused SwiGLU; + the fused
+# RoPE, decode attention and residual norm = the product's default), then the default with the residual stream in bf16, and with q/k/v
 # rounded to bf16 (no float32 attention; bf16 only). JSON and tables
 # under OUT_DIR.
 #   bench/levers.sh [OUT_DIR]     (default bench/out)
@@ -15,9 +15,13 @@ mkdir -p "$OUT"
 BIN=${LLAVA_BIN:-build-gpu/bin/llava-mnist}
 SPEC=${LLAVA_MODEL_SPEC:-synthetic:llama-3.1-8b}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-for setting in "none --fold_gqa=false --lean_elementwise=false --fused_swiglu=false" \
-               "fold --fold_gqa=true --lean_elementwise=false --fused_swiglu=false" \
-               "lean --fold_gqa=true --lean_elementwise=true --fused_swiglu=false" \
+# The kernels of the attention side (RoPE, decode attention, residual + norm), off until
+# their own step.
+K0="--fused_rope=false --fused_decode_attention=false --fused_residual_norm=false"
+for setting in "none --fold_gqa=false --lean_elementwise=false --fused_swiglu=false $K0" \
+               "fold --fold_gqa=true --lean_elementwise=false --fused_swiglu=false $K0" \
+               "lean --fold_gqa=true --lean_elementwise=true --fused_swiglu=false $K0" \
+               "swiglu --fold_gqa=true --lean_elementwise=true --fused_swiglu=true $K0" \
                "default --fold_gqa=true --lean_elementwise=true --fused_swiglu=true" \
                "bf16_residual --residual=model" \
                "bf16_attention --float32_attention=false"; do
