@@ -1,6 +1,9 @@
-// Fused operations of the Llama forward, with gradients: one CUDA kernel (or cuBLAS
-// call) each way on a CUDA build and device, plain ATen formulas otherwise. Stateless;
-// kernels are queued on the current CUDA stream like any ATen op.
+// Fused operations of the Llama forward: one CUDA kernel (or cuBLAS call) each way on a
+// CUDA build and device, with gradients (SwiGLU, RoPE, the float32-output linear), or
+// forward only where no gradient is ever asked (a decode step's attention, the residual
+// add with the next norm), each with an *IsFused check that says when it applies; plain
+// ATen formulas otherwise (the caller's fallback). Stateless; kernels are queued on the
+// current CUDA stream like any ATen op.
 #pragma once
 
 #include <ATen/ATen.h>
