@@ -3,7 +3,7 @@
 `llava-mnist bench --profile_dir DIR` writes (libtorch's Kineto profiler).
 
 For each trace: the step's span (first kernel start to last kernel end), the time the GPU
-ran any kernel, kernel time per kind (FP8 GEMM, other GEMM, attention, FP8 quantization,
+ran any kernel, kernel time per kind (FP8 GEMM, other GEMM, attention, RoPE, FP8 quantization,
 elementwise, reductions, copies), per launching thread (autograd runs the backward on a
 thread of its own, so for a training step the threads split forward from backward), and
 the kernels that took the most time.
@@ -20,9 +20,11 @@ import sys
 # First match wins: order from the most specific.
 KINDS = [
     ("fp8 quantize", re.compile(r"QuantizeRows|quantize", re.I)),
-    ("fp8 gemm", re.compile(r"e4m3|e5m2|f8f8|fp8|float8", re.I)),
+    # cuBLAS's Hopper GEMMs are nvjet_*; "qq" in the name: FP8 operands.
+    ("fp8 gemm", re.compile(r"e4m3|e5m2|f8f8|fp8|float8|nvjet_sm\d+_qq", re.I)),
     ("attention", re.compile(r"flash|fmha|attention|softmax", re.I)),
-    ("gemm", re.compile(r"gemm|xmma|cutlass|sm\d+_.*tensorop|ampere_|cublas|matmul", re.I)),
+    ("rope", re.compile(r"rope|roll_cuda", re.I)),
+    ("gemm", re.compile(r"gemm|xmma|cutlass|nvjet|sm\d+_.*tensorop|ampere_|cublas|matmul", re.I)),
     ("reduce", re.compile(r"reduce|norm|argmax|cross_entropy|nll_loss", re.I)),
     ("copy", re.compile(r"copy|cat|memcpy|memset|index|gather|scatter|embedding", re.I)),
     ("elementwise", re.compile(r"elementwise|vectorized|unrolled|pointwise|swiglu|silu", re.I)),
