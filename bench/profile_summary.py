@@ -3,10 +3,10 @@
 `llava-mnist bench --profile_dir DIR` writes (libtorch's Kineto profiler).
 
 For each trace: the step's span (first kernel start to last kernel end), the time the GPU
-ran any kernel, kernel time per kind (FP8 GEMM, other GEMM, attention, RoPE, FP8 quantization,
-elementwise, reductions, copies), per launching thread (autograd runs the backward on a
-thread of its own, so for a training step the threads split forward from backward), and
-the kernels that took the most time.
+ran any kernel, kernel time per kind (FP8 GEMM, other GEMM, attention, RoPE, FP8
+quantization, elementwise, reductions, copies), per launching thread (autograd runs the
+backward on a thread of its own, so for a training step the threads split forward from
+backward), and the kernels that took the most time.
 
   bench/profile_summary.py DIR_OR_TRACE... [--top N] [--json OUT]
 """
