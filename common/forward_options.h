@@ -54,9 +54,10 @@ struct ForwardOptions {
   // kernel per layer instead of two batched matmuls and a softmax whose shapes (G = 4
   // query rows per KV head) cuBLAS serves with SIMT kernels (CUDA builds and devices).
   bool fused_decode_attention = true;
-  // Without a gradient (decoding, evaluation) and with a float32 residual stream: each
-  // block's output added to the stream by the CUDA kernel that also computes the next
-  // RMSNorm, instead of ATen's add, norm and conversion (CUDA builds and devices).
+  // With a float32 residual stream: each block's output added to the stream by the CUDA
+  // kernel that also computes the next RMSNorm, instead of ATen's add, norm and
+  // conversion; with a gradient, one kernel for its backward too (CUDA builds and
+  // devices).
   bool fused_residual_norm = true;
 
   // FP8 models only (--weights fp8; ignored elsewhere).

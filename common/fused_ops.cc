@@ -210,6 +210,95 @@ class RopeFunction : public torch::autograd::Function<RopeFunction> {
   }
 };
 
+// rsqrt(mean(s^2) + eps) per row of s = h + x, and y = s * that * weight in y's dtype,
+// with s written to h_out (h itself: in place; undefined: x is undefined too and s is h).
+// Returns the per-row factor when `keep_rstd`.
+at::Tensor AddRmsNormKernel(const at::Tensor& h, const at::Tensor& x, const at::Tensor& h_out,
+                            const at::Tensor& weight, double eps, at::Tensor& y, bool keep_rstd) {
+  const c10::cuda::CUDAGuard guard(h.device());
+  cuda::AddRmsNormArgs a;
+  a.cols = h.size(-1);
+  a.rows = h.numel() / a.cols;
+  at::Tensor rstd = keep_rstd ? at::empty({a.rows}, h.options()) : at::Tensor();
+  a.h = h.data_ptr<float>();
+  if (x.defined()) {
+    a.x = x.data_ptr();
+    a.x_type = ElementTypeOf(x);
+  }
+  a.h_out = h_out.defined() ? h_out.data_ptr<float>() : nullptr;
+  a.weight = weight.data_ptr<float>();
+  a.y = y.data_ptr();
+  a.y_type = ElementTypeOf(y);
+  a.rstd = keep_rstd ? rstd.data_ptr<float>() : nullptr;
+  a.eps = static_cast<float>(eps);
+  cuda::LaunchAddRmsNorm(a, StreamOf(h));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return rstd;
+}
+
+// The gradient at the sum s of y (grad_y; undefined: none) plus grad_s (undefined: none),
+// float32 of s's shape; undefined when neither is defined.
+at::Tensor RmsNormBackwardKernel(const at::Tensor& grad_y, const at::Tensor& grad_s,
+                                 const at::Tensor& s, const at::Tensor& weight,
+                                 const at::Tensor& rstd) {
+  if (!grad_y.defined()) return grad_s.defined() ? grad_s.to(at::kFloat) : at::Tensor();
+  const c10::cuda::CUDAGuard guard(s.device());
+  const at::Tensor gy = grad_y.contiguous();
+  const at::Tensor gs = grad_s.defined() ? grad_s.to(at::kFloat).contiguous() : at::Tensor();
+  at::Tensor dh = at::empty_like(s);
+  const int64_t cols = s.size(-1);
+  cuda::LaunchRmsNormBackward(ElementTypeOf(gy), gy.data_ptr(),
+                              gs.defined() ? gs.data_ptr<float>() : nullptr, s.data_ptr<float>(),
+                              weight.data_ptr<float>(), rstd.data_ptr<float>(),
+                              dh.data_ptr<float>(), s.numel() / cols, cols, StreamOf(s));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return dh;
+}
+
+// s = h + x and y = RMSNorm(s): returns {s, y}. Saves s and the per-row factor.
+class AddRmsNormFunction : public torch::autograd::Function<AddRmsNormFunction> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const at::Tensor& h, const at::Tensor& x,
+                                                const at::Tensor& weight, double eps,
+                                                int64_t out_dtype) {
+    at::Tensor s = at::empty_like(h);
+    at::Tensor y = at::empty(h.sizes(), h.options().dtype(static_cast<at::ScalarType>(out_dtype)));
+    at::Tensor rstd = AddRmsNormKernel(h, x, s, weight, eps, y, /*keep_rstd=*/true);
+    ctx->save_for_backward({s, weight, rstd});
+    ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
+    return {s, y};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor dh = RmsNormBackwardKernel(grads[1], grads[0], saved[0], saved[1], saved[2]);
+    const auto x_dtype = static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt());
+    const at::Tensor none;
+    return {dh, dh.defined() ? dh.to(x_dtype) : dh, none, none, none};
+  }
+};
+
+// y = RMSNorm(h), h unchanged (the first norm of the stack, before anything is added).
+class RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& h,
+                            const at::Tensor& weight, double eps, int64_t out_dtype) {
+    at::Tensor y = at::empty(h.sizes(), h.options().dtype(static_cast<at::ScalarType>(out_dtype)));
+    at::Tensor rstd = AddRmsNormKernel(h, at::Tensor(), at::Tensor(), weight, eps, y, true);
+    ctx->save_for_backward({h, weight, rstd});
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor none;
+    return {RmsNormBackwardKernel(grads[0], none, saved[0], saved[1], saved[2]), none, none, none};
+  }
+};
+
 // A [B, Hkv, S, hd] key or value tensor as a cache holds it: rows of hd contiguous, and
 // the batch and head dimensions one run of equal steps.
 bool CacheLayout(const at::Tensor& t) {
@@ -329,10 +418,9 @@ at::Tensor DecodeAttentionFused(const at::Tensor& q, const at::Tensor& k, const 
 
 bool AddRmsNormIsFused(const at::Tensor& h, const at::Tensor& weight) {
 #ifdef LLAVA_HAVE_CUDA
-  return h.is_cuda() && !at::GradMode::is_enabled() && h.scalar_type() == at::kFloat &&
-         h.is_contiguous() && h.dim() >= 1 && weight.device() == h.device() &&
-         weight.scalar_type() == at::kFloat && weight.is_contiguous() && weight.dim() == 1 &&
-         weight.size(0) == h.size(-1);
+  return h.is_cuda() && h.scalar_type() == at::kFloat && h.is_contiguous() && h.dim() >= 1 &&
+         weight.device() == h.device() && weight.scalar_type() == at::kFloat &&
+         weight.is_contiguous() && weight.dim() == 1 && weight.size(0) == h.size(-1);
 #else
   (void)h;
   (void)weight;
@@ -340,22 +428,24 @@ bool AddRmsNormIsFused(const at::Tensor& h, const at::Tensor& weight) {
 #endif
 }
 
-at::Tensor AddRmsNormInPlace(at::Tensor& h, const at::Tensor& x, const at::Tensor& weight,
-                             double eps, at::ScalarType out_dtype) {
+at::Tensor AddRmsNorm(at::Tensor& h, const at::Tensor& x, const at::Tensor& weight, double eps,
+                      at::ScalarType out_dtype) {
   LM_CHECK(AddRmsNormIsFused(h, weight) && IsKernelFloat(out_dtype) &&
            (!x.defined() || (x.sizes() == h.sizes() && x.is_contiguous() &&
                              x.device() == h.device() && IsKernelFloat(x.scalar_type()))))
-      << "AddRmsNormInPlace: h " << h.sizes() << " " << h.scalar_type() << ", weight "
-      << weight.sizes();
+      << "AddRmsNorm: h " << h.sizes() << " " << h.scalar_type() << ", weight " << weight.sizes();
 #ifdef LLAVA_HAVE_CUDA
-  const c10::cuda::CUDAGuard guard(h.device());
+  const bool grad =
+      at::GradMode::is_enabled() && (h.requires_grad() || (x.defined() && x.requires_grad()));
+  const auto dtype = static_cast<int64_t>(out_dtype);
+  if (grad && x.defined()) {
+    torch::autograd::variable_list out = AddRmsNormFunction::apply(h, x, weight, eps, dtype);
+    h = out[0];
+    return out[1];
+  }
+  if (grad) return RmsNormFunction::apply(h, weight, eps, dtype);
   at::Tensor y = at::empty(h.sizes(), h.options().dtype(out_dtype));
-  const int64_t cols = h.size(-1);
-  cuda::LaunchAddRmsNorm(
-      x.defined() ? ElementTypeOf(x) : cuda::ElementType::kFloat32, ElementTypeOf(y),
-      h.data_ptr<float>(), x.defined() ? x.data_ptr() : nullptr, weight.data_ptr<float>(),
-      y.data_ptr(), h.numel() / cols, cols, static_cast<float>(eps), StreamOf(h));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  AddRmsNormKernel(h, x, x.defined() ? h : at::Tensor(), weight, eps, y, /*keep_rstd=*/false);
   return y;
 #else
   (void)eps;

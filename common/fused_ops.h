@@ -1,7 +1,7 @@
 // Fused operations of the Llama forward: one CUDA kernel (or cuBLAS call) each way on a
-// CUDA build and device, with gradients (SwiGLU, RoPE, the float32-output linear), or
-// forward only where no gradient is ever asked (a decode step's attention, the residual
-// add with the next norm), each with an *IsFused check that says when it applies; plain
+// CUDA build and device, with gradients (SwiGLU, RoPE, the residual add with the next
+// norm, the float32-output linear), or forward only where no gradient is ever asked (a
+// decode step's attention), each with an *IsFused check that says when it applies; plain
 // ATen formulas otherwise (the caller's fallback). Stateless; kernels are queued on the
 // current CUDA stream like any ATen op.
 #pragma once
@@ -48,15 +48,18 @@ at::Tensor DecodeAttentionFused(const at::Tensor& q, const at::Tensor& k, const 
 // (cuda::DecodeAttentionMaxKeys), and no gradient asked.
 bool DecodeAttentionIsFused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
-// The residual stream's step and the next RMSNorm in one pass, without a gradient: h
-// [..., D] float32 (contiguous, updated in place) += x (h's shape, contiguous, float32
-// or a half dtype; undefined: nothing added), then returns h * rsqrt(mean(h^2) + eps) *
-// weight ([D] float32) in `out_dtype`, computed in float32 and rounded once.
-at::Tensor AddRmsNormInPlace(at::Tensor& h, const at::Tensor& x, const at::Tensor& weight,
-                             double eps, at::ScalarType out_dtype);
+// The residual stream's step and the next RMSNorm in one pass: h [..., D] float32
+// (contiguous) becomes h + x (x of h's shape, contiguous, float32 or a half dtype;
+// undefined: nothing added), and the result is h * rsqrt(mean(h^2) + eps) * weight ([D]
+// float32, frozen) in `out_dtype`, computed in float32 and rounded once. Without a
+// gradient h is updated in place; where one is recorded (grad mode on and h or x
+// requiring it), h is replaced by the sum as a new tensor, and the sum and the result are
+// differentiable in h and x (one kernel each way, the gradient summed in float32).
+at::Tensor AddRmsNorm(at::Tensor& h, const at::Tensor& x, const at::Tensor& weight, double eps,
+                      at::ScalarType out_dtype);
 
-// Whether AddRmsNormInPlace takes these tensors: a CUDA build and device, the dtypes and
-// layouts above, and no gradient being recorded.
+// Whether AddRmsNorm takes these tensors: a CUDA build and device and the dtypes and
+// layouts above.
 bool AddRmsNormIsFused(const at::Tensor& h, const at::Tensor& weight);
 
 // x [..., K] times weight [N, K] transposed -> [..., N] in float32, for x and weight of

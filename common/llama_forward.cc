@@ -276,24 +276,24 @@ at::Tensor Mlp(const LlamaModel& m, const ForwardOptions& o, const LlamaLayerWei
                                      Float32BlockOutputs(m, o));  // [B, T, F] -> [B, T, D]
 }
 
-// The decoder stack of DecoderForward without a gradient, each block's output added to
-// the float32 residual stream h (in place) by the kernel that also computes the next
-// RMSNorm: what the loop in DecoderForward computes, with one pass per step of the
-// stream instead of three.
+// The decoder stack of DecoderForward, each block's output added to the float32 residual
+// stream h (in place without a gradient, else h is replaced) by the kernel that also
+// computes the next RMSNorm: what the loop in DecoderForward computes, with one pass per
+// step of the stream instead of three (and one for its gradient).
 at::Tensor DecoderLayersFusedNorm(const LlamaModel& m, const ForwardOptions& o, at::Tensor& h,
                                   const Rope& rope, const AttentionMask& mask, KvCache* cache,
                                   const KvCache* prefix) {
   const double eps = m.config.rms_norm_eps;
   const std::vector<LlamaLayerWeights>& layers = m.weights.layers;
-  if (layers.empty()) return AddRmsNormInPlace(h, at::Tensor(), m.weights.norm, eps, m.dtype);
-  at::Tensor normed = AddRmsNormInPlace(h, at::Tensor(), layers[0].input_layernorm, eps, m.dtype);
+  if (layers.empty()) return AddRmsNorm(h, at::Tensor(), m.weights.norm, eps, m.dtype);
+  at::Tensor normed = AddRmsNorm(h, at::Tensor(), layers[0].input_layernorm, eps, m.dtype);
   for (size_t i = 0; i < layers.size(); ++i) {
     const LlamaLayerWeights& w = layers[i];
     at::Tensor attn =
         AttentionBlock(m, o, w, normed, rope, mask, static_cast<int64_t>(i), cache, prefix);
-    normed = AddRmsNormInPlace(h, attn.contiguous(), w.post_attention_layernorm, eps, m.dtype);
+    normed = AddRmsNorm(h, attn.contiguous(), w.post_attention_layernorm, eps, m.dtype);
     const at::Tensor& next = i + 1 < layers.size() ? layers[i + 1].input_layernorm : m.weights.norm;
-    normed = AddRmsNormInPlace(h, Mlp(m, o, w, normed).contiguous(), next, eps, m.dtype);
+    normed = AddRmsNorm(h, Mlp(m, o, w, normed).contiguous(), next, eps, m.dtype);
   }
   return normed;
 }
@@ -380,7 +380,7 @@ at::Tensor DecoderForward(const LlamaModel& m, const ForwardOptions& o,
   const double eps = m.config.rms_norm_eps;
   at::Tensor out;
   if (o.lean_elementwise && o.fused_residual_norm && AddRmsNormIsFused(h, m.weights.norm)) {
-    // Updated in place from here on: never the caller's tensor.
+    // Updated in place from here on where no gradient is recorded: never the caller's tensor.
     if (h.is_same(inputs_embeds)) h = h.clone();
     out = DecoderLayersFusedNorm(m, o, h, rope, mask, cache, prefix);
   } else {

@@ -53,8 +53,8 @@ ABSL_FLAG(bool, fused_swiglu, true,
           "bench: the MLP's silu(gate) * up as one CUDA kernel each way (false: ATen's ops)");
 ABSL_FLAG(bool, fused_rope, true, "bench: RoPE as one CUDA kernel each way (false: ATen's ops)");
 ABSL_FLAG(bool, fused_residual_norm, true,
-          "bench: eval's residual adds and RMSNorms as one CUDA kernel each (false: ATen's "
-          "add, norm and conversion)");
+          "bench: the residual adds and RMSNorms as one CUDA kernel each way (false: ATen's "
+          "add, norm and conversion, and their backward)");
 ABSL_FLAG(bool, fused_decode_attention, true,
           "bench: a decode step's attention as one CUDA kernel per layer (false: two batched "
           "matmuls and a softmax)");

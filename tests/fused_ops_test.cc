@@ -9,6 +9,7 @@
 #include <torch/version.h>
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "common/llama_forward.h"
@@ -213,9 +214,9 @@ TEST(FusedOpsTest, DecodeAttentionIsSoftmaxOverTheCache) {
   EXPECT_FALSE(DecodeAttentionIsFused(q, kc, kc));  // a gradient asked: the ATen path
 }
 
-// The residual step and the RMSNorm in one kernel: h becomes h + x exactly (one float32
-// add), and the norm is the formula in float64 to within its rounding; nothing is added
-// without x; not fused where a gradient is recorded or off CUDA.
+// The residual step and the RMSNorm in one kernel: without a gradient h becomes h + x
+// exactly (one float32 add, in place), and the norm is the formula in float64 to within
+// its rounding; nothing is added without x; not fused off CUDA.
 TEST(FusedOpsTest, AddRmsNormIsTheStreamStepAndTheNorm) {
   EXPECT_FALSE(AddRmsNormIsFused(at::zeros({2, 64}), at::ones({64})));
   if (!at::hasCUDA())
@@ -223,25 +224,81 @@ TEST(FusedOpsTest, AddRmsNormIsTheStreamStepAndTheNorm) {
   const at::Device cuda(at::kCUDA, 0);
   at::NoGradGuard no_grad;
   at::manual_seed(5);
-  const at::Tensor w = (at::rand({96}) + 0.5).to(cuda);
-  for (bool with_x : {true, false}) {
-    for (at::ScalarType x_dtype : {at::kFloat, at::kBFloat16}) {
-      SCOPED_TRACE(::testing::Message() << "x " << with_x << " " << x_dtype);
-      at::Tensor h = (at::randn({3, 5, 96}) * 3).to(cuda);
-      at::Tensor x = with_x ? at::randn({3, 5, 96}).to(cuda, x_dtype) : at::Tensor();
-      const at::Tensor want_h = with_x ? h + x.to(at::kFloat) : h.clone();
-      at::Tensor y = AddRmsNormInPlace(h, x, w, 1e-5, at::kBFloat16);
-      EXPECT_TRUE(at::equal(h, want_h));
-      at::Tensor h64 = want_h.to(at::kCPU, at::kDouble);
-      at::Tensor want =
-          h64 * at::rsqrt(h64.pow(2).mean(-1, true) + 1e-5) * w.to(at::kCPU, at::kDouble);
-      EXPECT_EQ(y.scalar_type(), at::kBFloat16);
-      EXPECT_LE(testing::RelError(y, want), 8e-3);
+  // 96 columns: packs of 4; 95: one element at a time.
+  for (int64_t cols : {96, 95}) {
+    const at::Tensor w = (at::rand({cols}) + 0.5).to(cuda);
+    for (bool with_x : {true, false}) {
+      for (at::ScalarType x_dtype : {at::kFloat, at::kBFloat16}) {
+        SCOPED_TRACE(::testing::Message() << cols << " x " << with_x << " " << x_dtype);
+        at::Tensor h = (at::randn({3, 5, cols}) * 3).to(cuda);
+        const at::Tensor h_before = h;
+        at::Tensor x = with_x ? at::randn({3, 5, cols}).to(cuda, x_dtype) : at::Tensor();
+        const at::Tensor want_h = with_x ? h + x.to(at::kFloat) : h.clone();
+        at::Tensor y = AddRmsNorm(h, x, w, 1e-5, at::kBFloat16);
+        EXPECT_TRUE(h.is_same(h_before));
+        EXPECT_TRUE(at::equal(h, want_h));
+        at::Tensor h64 = want_h.to(at::kCPU, at::kDouble);
+        at::Tensor want =
+            h64 * at::rsqrt(h64.pow(2).mean(-1, true) + 1e-5) * w.to(at::kCPU, at::kDouble);
+        EXPECT_EQ(y.scalar_type(), at::kBFloat16);
+        EXPECT_LE(testing::RelError(y, want), 8e-3);
+      }
     }
   }
-  at::GradMode::set_enabled(true);
-  EXPECT_FALSE(AddRmsNormIsFused(at::zeros({2, 96}).to(cuda), w));
-  at::GradMode::set_enabled(false);
+}
+
+// With a gradient recorded: h is replaced by the sum (the caller's tensor untouched), and
+// the gradients at h and x of a loss reading both the sum and the norm are the float64
+// formula's (autograd of the plain expression) to within float32 (a bf16 output: its
+// rounding, and its incoming gradient's); the first norm of a stack (no x) likewise.
+TEST(FusedOpsTest, AddRmsNormGradientIsTheFormulas) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "the fused residual norm runs on CUDA only";
+  const at::Device cuda(at::kCUDA, 0);
+  at::manual_seed(6);
+  for (int64_t cols : {96, 95}) {
+    const at::Tensor w = (at::rand({cols}) + 0.5).to(cuda);
+    for (bool with_x : {true, false}) {
+      for (at::ScalarType y_dtype : {at::kFloat, at::kBFloat16}) {
+        SCOPED_TRACE(::testing::Message() << cols << " x " << with_x << " y " << y_dtype);
+        const at::Tensor h0 = (at::randn({2, 7, cols}) * 3).to(cuda);
+        const at::Tensor x0 = at::randn({2, 7, cols}).to(cuda);
+        const at::Tensor gy = at::randn({2, 7, cols}).to(cuda);
+        const at::Tensor gs = at::randn({2, 7, cols}).to(cuda);
+        // Fused.
+        at::Tensor h_leaf = h0.clone().requires_grad_(true);
+        at::Tensor x_leaf = x0.clone().requires_grad_(true);
+        at::Tensor h = h_leaf;
+        at::Tensor y = AddRmsNorm(h, with_x ? x_leaf : at::Tensor(), w, 1e-5, y_dtype);
+        EXPECT_EQ(y.scalar_type(), y_dtype);
+        EXPECT_TRUE(at::equal(h_leaf.detach(), h0));  // not written in place
+        at::Tensor loss = (y.to(at::kFloat) * gy).sum();
+        if (with_x) {
+          EXPECT_FALSE(h.is_same(h_leaf));
+          EXPECT_TRUE(at::equal(h.detach(), h0 + x0));
+          loss = loss + (h * gs).sum();
+        }
+        loss.backward();
+        // The formula in float64.
+        at::Tensor h64 = h0.to(at::kCPU, at::kDouble).requires_grad_(true);
+        at::Tensor x64 = x0.to(at::kCPU, at::kDouble).requires_grad_(true);
+        at::Tensor s64 = with_x ? h64 + x64 : h64;
+        at::Tensor y64 =
+            s64 * at::rsqrt(s64.pow(2).mean(-1, true) + 1e-5) * w.to(at::kCPU, at::kDouble);
+        at::Tensor loss64 = (y64 * gy.to(at::kCPU, at::kDouble)).sum();
+        if (with_x) loss64 = loss64 + (s64 * gs.to(at::kCPU, at::kDouble)).sum();
+        loss64.backward();
+        const double tol = y_dtype == at::kFloat ? 1e-5 : 8e-3;
+        EXPECT_LE(testing::RelError(y, y64.detach()), tol);
+        ASSERT_TRUE(h_leaf.grad().defined());
+        // The incoming gradient of a bf16 output is rounded to bf16.
+        EXPECT_LE(testing::RelError(h_leaf.grad(), h64.grad()), tol);
+        if (with_x) {
+          ASSERT_TRUE(x_leaf.grad().defined());
+          EXPECT_LE(testing::RelError(x_leaf.grad(), x64.grad()), tol);
+        }
+      }
+    }
+  }
 }
 
 // The model with every fused kernel against the same model without them, on a prompt
@@ -274,6 +331,34 @@ TEST(FusedOpsTest, FusedKernelsKeepTheDecodersOutputs) {
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_LE(testing::RelError(a[i], b[i]), 2e-2) << "pass " << i;
   }
+}
+
+// Training's pass: the same model with and without the fused kernels (the residual norm's
+// gradient kernel among them), the prompt's hidden states and its input gradient equal
+// but for float rounding.
+TEST(FusedOpsTest, FusedKernelsKeepTheDecodersGradient) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "the fused kernels run on CUDA only";
+  ModelOptions mo;
+  mo.device = at::Device(at::kCUDA, 0);
+  mo.dtype = at::kBFloat16;
+  auto model = LoadLlama("synthetic:tiny", mo);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const LlamaModel& m = **model;
+  ForwardOptions fused, plain;
+  plain.fused_rope = plain.fused_residual_norm = plain.fused_swiglu = false;
+  at::manual_seed(10);
+  const at::Tensor prompt = (at::randn({4, 7, m.config.hidden_size}) * 0.5).to(mo.device, mo.dtype);
+  const at::Tensor grad = at::randn({4, 7, m.config.hidden_size}).to(mo.device);
+  auto run = [&](const ForwardOptions& o) {
+    at::Tensor in = prompt.clone().requires_grad_(true);
+    at::Tensor out = DecoderForward(m, o, in, nullptr);
+    (out.to(at::kFloat) * grad).sum().backward();
+    return std::make_pair(out.detach(), in.grad());
+  };
+  const auto a = run(fused), b = run(plain);
+  EXPECT_LE(testing::RelError(a.first, b.first), 2e-2);
+  ASSERT_TRUE(a.second.defined() && b.second.defined());
+  EXPECT_LE(testing::RelError(a.second, b.second), 2e-2);
 }
 
 // The sums of exact products of half values: float32 output within float32's rounding of

@@ -9,7 +9,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <initializer_list>
 
 #include "common/cuda/element.cuh"
 
@@ -17,12 +16,6 @@ namespace llava::cuda {
 namespace {
 
 __device__ __forceinline__ float Sigmoid(float a) { return 1.0f / (1.0f + __expf(-a)); }
-
-// kVec elements per thread and iteration: 16 bytes, or 1 where the buffers are not aligned.
-template <typename T, int kVec>
-struct alignas(sizeof(T) * kVec) Pack {
-  T v[kVec];
-};
 
 // Element (row, col) of a [rows, cols] operand whose rows are `ld` elements apart, in
 // packs of kVec: the offset of pack i of the row-major [rows, cols] order.
@@ -80,13 +73,6 @@ __global__ void BackwardKernel(const T* __restrict__ grad_out, const T* __restri
     reinterpret_cast<P*>(grad_gate)[o] = gg;
     reinterpret_cast<P*>(grad_up)[o] = gu;
   }
-}
-
-bool Aligned16(std::initializer_list<const void*> ptrs) {
-  for (const void* p : ptrs) {
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-  }
-  return true;
 }
 
 template <typename T>
