@@ -6,7 +6,9 @@ For each trace: the step's span (first kernel start to last kernel end), the tim
 ran any kernel, kernel time per kind (FP8 GEMM, other GEMM, attention, RoPE, FP8
 quantization, elementwise, reductions, copies), per launching thread (autograd runs the
 backward on a thread of its own, so for a training step the threads split forward from
-backward), and the kernels that took the most time.
+backward), the kernels that took the most time, and where the GPU sat idle: in short gaps
+between kernels (launch overhead, which CUDA graphs remove) or in long ones (the host
+waiting or working, which they do not), with the longest gaps and when they began.
 
   bench/profile_summary.py DIR_OR_TRACE... [--top N] [--json OUT]
 """
@@ -56,6 +58,21 @@ def busy_us(intervals):
     return total
 
 
+# A gap between kernels at most this long is launch overhead: the host was queuing the
+# next kernel rather than waiting for the device or doing work of its own.
+SHORT_GAP_US = 50.0
+
+
+def gaps_us(intervals):
+    """The idle gaps between the union of [start, end) intervals: (start, length) each."""
+    out, end = [], None
+    for s, e in sorted(intervals):
+        if end is not None and s > end:
+            out.append((end, s - end))
+        end = e if end is None else max(end, e)
+    return out
+
+
 def summarize(path, top):
     with open(path) as f:
         events = json.load(f).get("traceEvents", [])
@@ -71,7 +88,10 @@ def summarize(path, top):
                 launcher[corr] = e.get("tid")
     start = min(k["ts"] for k in kernels)
     end = max(k["ts"] + k["dur"] for k in kernels)
-    busy = busy_us([(k["ts"], k["ts"] + k["dur"]) for k in kernels])
+    intervals = [(k["ts"], k["ts"] + k["dur"]) for k in kernels]
+    busy = busy_us(intervals)
+    gaps = gaps_us(intervals)
+    short_gaps = [g for _, g in gaps if g <= SHORT_GAP_US]
     by_kind = collections.Counter()
     by_thread = collections.Counter()
     by_name = collections.Counter()
@@ -88,6 +108,13 @@ def summarize(path, top):
         "gpu_busy_ms": busy / 1e3,
         "kernel_ms": total / 1e3,
         "kernels": len(kernels),
+        "idle_short_ms": sum(short_gaps) / 1e3,
+        "idle_short_gaps": len(short_gaps),
+        "idle_long_ms": sum(g for _, g in gaps if g > SHORT_GAP_US) / 1e3,
+        "idle_long_gaps": len(gaps) - len(short_gaps),
+        # The longest gaps: when each began (ms after the first kernel) and its length.
+        "longest_gaps": [{"at_ms": (t - start) / 1e3, "ms": g / 1e3}
+                         for t, g in sorted(gaps, key=lambda x: -x[1])[:5]],
         "by_kind_ms": {k: v / 1e3 for k, v in by_kind.most_common()},
         "by_thread_ms": {k: v / 1e3 for k, v in by_thread.most_common()},
         "top": [
@@ -105,6 +132,9 @@ def print_summary(s):
     span = s["span_ms"]
     print(f"  span {span:.1f} ms, GPU busy {s['gpu_busy_ms']:.1f} ms ({100 * s['gpu_busy_ms'] / span:.1f}%), "
           f"{s['kernels']} kernels, {s['kernel_ms']:.1f} ms of kernels")
+    print(f"  idle: {s['idle_short_ms']:.1f} ms in {s['idle_short_gaps']} gaps of <= {SHORT_GAP_US:.0f} us, "
+          f"{s['idle_long_ms']:.1f} ms in {s['idle_long_gaps']} longer; longest: "
+          + ", ".join(f"{g['ms']:.2f} ms at {g['at_ms']:.1f}" for g in s["longest_gaps"]))
     print("  by kind: " + ", ".join(f"{k} {v:.1f}" for k, v in s["by_kind_ms"].items()))
     print("  by launching thread: " + ", ".join(f"{k} {v:.1f}" for k, v in s["by_thread_ms"].items()))
     for t in s["top"]:

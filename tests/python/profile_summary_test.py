@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """bench/profile_summary.py against a Chrome trace made here whose sums are known: kernel
 time per kind and per launching thread, the GPU's busy time as the union of overlapping
-kernels, the span, the top kernels, and a trace without kernels reported as such.
+kernels, the span, the top kernels, the idle gaps split short from long, and a trace
+without kernels reported as such.
 
 Run by ctest (profile_summary_test) from the source directory.
 """
@@ -64,6 +65,14 @@ class ProfileSummaryTest(unittest.TestCase):
         self.assertAlmostEqual(s["by_thread_ms"]["?"], 0.005)
         self.assertEqual([t["name"] for t in s["top"]], [fp8, bf16, "void llava::cuda::RopeKernel<float, float>"])
         self.assertEqual(s["top"][0]["count"], 2)
+        # Gaps: [150, 200) 50 us (short, at the limit), [260, 300) 40 us (short),
+        # [340, 400) 60 us and [410, 500) 90 us (long); the overlap at 240 is no gap.
+        self.assertAlmostEqual(s["idle_short_ms"], 0.090)
+        self.assertEqual(s["idle_short_gaps"], 2)
+        self.assertAlmostEqual(s["idle_long_ms"], 0.150)
+        self.assertEqual(s["idle_long_gaps"], 2)
+        self.assertEqual([(g["at_ms"], g["ms"]) for g in s["longest_gaps"]],
+                         [(0.310, 0.090), (0.240, 0.060), (0.050, 0.050), (0.160, 0.040)])
 
     def test_trace_without_kernels(self):
         s = ps.summarize(self.write([launch(1, 1)]), top=5)
