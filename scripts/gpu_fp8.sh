@@ -9,7 +9,8 @@
 #   bench70b  synthetic 70B in FP8: training and eval rows, peak memory
 #   accuracy  the main recipe (conv_aug_e3) through the demo LM at seeds 0 1 2, trained
 #             and evaluated in bf16 and in FP8 (scripts/accuracy_sweep.sh; ACC_WEIGHTS
-#             picks the formats, default "dense fp8")
+#             picks the formats, default "dense fp8"); every phrasing's accuracy per format
+#             and seed side by side in acc-phrasings.tsv (scripts/accuracy_phrasings.py)
 #   variants:FLAGS;FLAGS...  one fp8 bench per set of flags
 #   profile   one training step (batch 256) and one eval batch (1000; 20 and 7 tokens)
 #             under libtorch's profiler, for each of PROFILES (NAME=WEIGHTS[:FLAGS] ...;
@@ -80,7 +81,10 @@ for stage in "$@"; do
           scripts/accuracy_sweep.sh conv_aug_e3 > "$OUT/acc-$w.log" 2>&1 &
       done
       wait
-      for w in ${ACC_WEIGHTS:-dense fp8}; do echo "$w"; cat "$OUT/acc-$w/results.tsv"; done ;;
+      for w in ${ACC_WEIGHTS:-dense fp8}; do echo "$w"; cat "$OUT/acc-$w/results.tsv"; done
+      # shellcheck disable=SC2086
+      python3 scripts/accuracy_phrasings.py "$OUT/acc-phrasings.tsv" \
+        $(for w in ${ACC_WEIGHTS:-dense fp8}; do echo "$w=$OUT/acc-$w"; done) ;;
     hf)
       HF_ARGS=${HF_ARGS:-"--train_batches 64,256 --eval_batches 500,1000 --train_steps 4 --eval_steps 2 --warmup 1"} \
         BENCH_ARGS=${BENCH_ARGS:-"--train_batches 256,512 --eval_batches 1000,2000 --steps 4 --warmup 2"} \
