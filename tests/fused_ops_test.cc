@@ -301,10 +301,11 @@ TEST(FusedOpsTest, AddRmsNormGradientIsTheFormulas) {
   }
 }
 
-// The model with every fused kernel against the same model without them, on a prompt
-// and three decode steps through a KV cache (the eval path): the same hidden states but
-// for float rounding.
-TEST(FusedOpsTest, FusedKernelsKeepTheDecodersOutputs) {
+// The model with every fused kernel against the same model without them: on a prompt
+// and three decode steps through a KV cache (the eval path), the same hidden states but
+// for float rounding; on training's pass (the residual norm's gradient kernel among
+// them), the same hidden states and input gradient but for float rounding.
+TEST(FusedOpsTest, FusedKernelsKeepTheDecoder) {
   if (!at::hasCUDA()) GTEST_SKIP() << "the fused kernels run on CUDA only";
   ModelOptions mo;
   mo.device = at::Device(at::kCUDA, 0);
@@ -312,53 +313,45 @@ TEST(FusedOpsTest, FusedKernelsKeepTheDecodersOutputs) {
   auto model = LoadLlama("synthetic:tiny", mo);
   ASSERT_TRUE(model.ok()) << model.status();
   const LlamaModel& m = **model;
-  ForwardOptions fused, plain;
-  plain.fused_rope = plain.fused_decode_attention = plain.fused_residual_norm = false;
-  at::NoGradGuard no_grad;
+  const int64_t d = m.config.hidden_size;
   at::manual_seed(9);
-  at::Tensor prompt = (at::randn({4, 7, m.config.hidden_size}) * 0.5).to(mo.device, mo.dtype);
-  std::vector<at::Tensor> steps;
-  for (int i = 0; i < 3; ++i) {
-    steps.push_back((at::randn({4, 1, m.config.hidden_size}) * 0.5).to(mo.device, mo.dtype));
+  const at::Tensor prompt = (at::randn({4, 7, d}) * 0.5).to(mo.device, mo.dtype);
+  {
+    SCOPED_TRACE("eval");
+    ForwardOptions fused, plain;
+    plain.fused_rope = plain.fused_decode_attention = plain.fused_residual_norm = false;
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> steps;
+    for (int i = 0; i < 3; ++i) {
+      steps.push_back((at::randn({4, 1, d}) * 0.5).to(mo.device, mo.dtype));
+    }
+    auto run = [&](const ForwardOptions& o) {
+      KvCache cache = MakeKvCache(m, o, 4, 10);
+      std::vector<at::Tensor> out = {DecoderForward(m, o, prompt, &cache)};
+      for (const at::Tensor& s : steps) out.push_back(DecoderForward(m, o, s, &cache));
+      return out;
+    };
+    const std::vector<at::Tensor> a = run(fused), b = run(plain);
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_LE(testing::RelError(a[i], b[i]), 2e-2) << "pass " << i;
+    }
   }
-  auto run = [&](const ForwardOptions& o) {
-    KvCache cache = MakeKvCache(m, o, 4, 10);
-    std::vector<at::Tensor> out = {DecoderForward(m, o, prompt, &cache)};
-    for (const at::Tensor& s : steps) out.push_back(DecoderForward(m, o, s, &cache));
-    return out;
-  };
-  const std::vector<at::Tensor> a = run(fused), b = run(plain);
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_LE(testing::RelError(a[i], b[i]), 2e-2) << "pass " << i;
+  {
+    SCOPED_TRACE("training");
+    ForwardOptions fused, plain;
+    plain.fused_rope = plain.fused_residual_norm = plain.fused_swiglu = false;
+    const at::Tensor grad = at::randn({4, 7, d}).to(mo.device);
+    auto run = [&](const ForwardOptions& o) {
+      at::Tensor in = prompt.clone().requires_grad_(true);
+      at::Tensor out = DecoderForward(m, o, in, nullptr);
+      (out.to(at::kFloat) * grad).sum().backward();
+      return std::make_pair(out.detach(), in.grad());
+    };
+    const auto a = run(fused), b = run(plain);
+    EXPECT_LE(testing::RelError(a.first, b.first), 2e-2);
+    ASSERT_TRUE(a.second.defined() && b.second.defined());
+    EXPECT_LE(testing::RelError(a.second, b.second), 2e-2);
   }
-}
-
-// Training's pass: the same model with and without the fused kernels (the residual norm's
-// gradient kernel among them), the prompt's hidden states and its input gradient equal
-// but for float rounding.
-TEST(FusedOpsTest, FusedKernelsKeepTheDecodersGradient) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "the fused kernels run on CUDA only";
-  ModelOptions mo;
-  mo.device = at::Device(at::kCUDA, 0);
-  mo.dtype = at::kBFloat16;
-  auto model = LoadLlama("synthetic:tiny", mo);
-  ASSERT_TRUE(model.ok()) << model.status();
-  const LlamaModel& m = **model;
-  ForwardOptions fused, plain;
-  plain.fused_rope = plain.fused_residual_norm = plain.fused_swiglu = false;
-  at::manual_seed(10);
-  const at::Tensor prompt = (at::randn({4, 7, m.config.hidden_size}) * 0.5).to(mo.device, mo.dtype);
-  const at::Tensor grad = at::randn({4, 7, m.config.hidden_size}).to(mo.device);
-  auto run = [&](const ForwardOptions& o) {
-    at::Tensor in = prompt.clone().requires_grad_(true);
-    at::Tensor out = DecoderForward(m, o, in, nullptr);
-    (out.to(at::kFloat) * grad).sum().backward();
-    return std::make_pair(out.detach(), in.grad());
-  };
-  const auto a = run(fused), b = run(plain);
-  EXPECT_LE(testing::RelError(a.first, b.first), 2e-2);
-  ASSERT_TRUE(a.second.defined() && b.second.defined());
-  EXPECT_LE(testing::RelError(a.second, b.second), 2e-2);
 }
 
 // The sums of exact products of half values: float32 output within float32's rounding of
