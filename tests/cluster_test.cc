@@ -538,6 +538,10 @@ TEST_F(ClusterTest, AStoppedRanksPeerLeavesTheCollectiveWhenTheRankIsDeclaredLos
   EXPECT_LT(survivor_s, 3.0 + 5.0);
   workers_["worker-1"].Signal(SIGCONT);
   v1::JobStatus done = WaitJob(id, Ended, 300);
+  // A continued worker that writes to its gone peer must not die of SIGPIPE (which leaves
+  // no log line): it would never come back for the restart.
+  EXPECT_TRUE(workers_["worker-1"].Running())
+      << "worker-1 exited with status " << workers_["worker-1"].exit_status() << " (128 + signal)";
   ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.ShortDebugString();
   EXPECT_EQ(done.latest_checkpoint_step(), 120);
   std::cout << "SIGSTOP: rank declared lost after " << lost_s << " s, survivor idle after "

@@ -1,17 +1,28 @@
 // Gloo collectives in one process: ranks on threads meet through an in-memory
 // rendezvous store, sum and broadcast exactly, and a missing peer fails within the timeout
-// instead of hanging. An eval attempt's ranks share one fetch of the projector over such a
-// group (worker/projector_share.h). (NCCL needs GPUs: it is exercised by the GPU runs in
+// instead of hanging (and, in two processes, an aborted rank whose peer was stopped
+// mid-transfer leaves at once; a write to a gone peer never kills the process). An eval
+// attempt's ranks share one fetch of the projector over such a group
+// (worker/projector_share.h). (NCCL needs GPUs: it is exercised by the GPU runs in
 // bench/RESULTS.md.)
 #include "worker/collective.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
 #include <mutex>
 #include <thread>
 
+#include "common/file_util.h"
 #include "coordinator/rendezvous_store.h"
+#include "test_util.h"
 #include "worker/projector_share.h"
 
 namespace llava {
@@ -170,6 +181,98 @@ TEST(CollectiveTest, AbortEndsAPendingBroadcastWhoseRootHangs) {
   EXPECT_FALSE(o.status.ok());
   EXPECT_LT(o.seconds, 10.0) << "the broadcast waited for its 60 s timeout: " << o.status;
   EXPECT_FALSE(o.after.ok());
+}
+
+// The cluster test's SIGSTOP case on a loaded machine: the stopped rank, continued after
+// its peer had left the group, wrote to the closed connection and SIGPIPE ended its
+// process without a log line. Gloo writes with writev(2) (no MSG_NOSIGNAL), so once a
+// process has a Gloo group, a write to a connection that is gone must fail with EPIPE
+// instead. Checked in a child process, which the signal's default action would end.
+TEST(CollectiveTest, AWriteToAGoneConnectionFailsInsteadOfKillingAGlooProcess) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        InMemoryStore store;
+        auto group = CreateCollective(Options(0, 1, std::chrono::seconds(5)), &store);
+        if (!group.ok()) _exit(2);
+        int fds[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) != 0) _exit(3);
+        close(fds[1]);  // the peer is gone
+        const char byte = 0;
+        const ssize_t n = write(fds[0], &byte, 1);
+        _exit(n == -1 && errno == EPIPE ? 0 : 4);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+// A rendezvous store in files under `dir`, for ranks in separate processes.
+class FileStore : public RendezvousClient {
+ public:
+  explicit FileStore(std::string dir) : dir_(std::move(dir)) {}
+  absl::Status Set(const std::string& key, const std::string& value) override {
+    return WriteFileAtomic(Path(key), value);
+  }
+  absl::StatusOr<std::string> Get(const std::string& key, std::chrono::milliseconds wait) override {
+    const auto end = std::chrono::steady_clock::now() + wait;
+    while (true) {
+      if (auto v = ReadFile(Path(key)); v.ok()) return v;
+      if (std::chrono::steady_clock::now() > end) return absl::DeadlineExceededError(key);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
+ private:
+  std::string Path(std::string key) const {
+    std::replace(key.begin(), key.end(), '/', '_');
+    return dir_ + "/" + key;
+  }
+  std::string dir_;
+};
+
+// The cluster test's SIGSTOP case again, in two processes: the receiver of a large
+// broadcast is stopped while the bytes move, so the root's send is left half written in
+// Gloo's transport queue, and Gloo fails only the waits it still tracks when the sockets
+// go down (not that send's). Abort() must still end the root's broadcast at once, not at
+// the group's timeout. Run in a child process (the stopped receiver is its own child).
+TEST(CollectiveTest, AbortEndsABroadcastCutShortByAStoppedReceiver) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const std::string dir = testing::MakeTempDir("collective");
+  EXPECT_EXIT(
+      {
+        const int64_t n = 256 << 20;  // bytes: long enough in flight to stop the peer within
+        const pid_t peer = fork();
+        if (peer == 0) {
+          FileStore store(dir);
+          auto group = CreateCollective(Options(1, 2, std::chrono::seconds(30)), &store);
+          if (!group.ok()) _exit(2);
+          at::Tensor t = at::zeros({n}, at::kByte);
+          (void)store.Set("peer-ready", "1");
+          (void)(*group)->Broadcast(t, 0);
+          _exit(0);
+        }
+        FileStore store(dir);
+        auto group = CreateCollective(Options(0, 2, std::chrono::seconds(30)), &store);
+        if (!group.ok()) _exit(3);
+        at::Tensor t = at::ones({n}, at::kByte);
+        Collective* const g = group->get();
+        std::thread stopper([&] {
+          (void)store.Get("peer-ready", std::chrono::seconds(30));
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+          kill(peer, SIGSTOP);
+          std::this_thread::sleep_for(std::chrono::milliseconds(300));
+          g->Abort();
+        });
+        const auto start = std::chrono::steady_clock::now();
+        const absl::Status s = g->Broadcast(t, 0);
+        const double secs =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        stopper.join();
+        kill(peer, SIGKILL);
+        waitpid(peer, nullptr, 0);
+        std::fprintf(stderr, "broadcast: %s after %.1f s\n", s.ToString().c_str(), secs);
+        _exit(secs < 10.0 ? 0 : 4);
+      },
+      ::testing::ExitedWithCode(0), "broadcast: ");
 }
 
 TEST(CollectiveTest, BadOptionsAndMissingEnginesAreRefused) {

@@ -39,10 +39,13 @@ class Collective {
   // Makes a pending and any later collective fail promptly, from any thread (NCCL:
   // ncclCommAbort; Gloo: the group's sockets are shut down), so that the survivors of a
   // hung rank leave the collective when the coordinator says so, not at the timeout.
+  // Gloo: an operation cut short may go on writing its buffer until the group's timeout.
   virtual void Abort() = 0;
 };
 
-// Meets the group (blocking up to options.timeout) and returns this rank's member.
+// Meets the group (blocking up to options.timeout) and returns this rank's member. Gloo:
+// the process ignores SIGPIPE from then on (unless it set its own disposition), so that a
+// write to a peer that is gone fails the collective instead of killing the process.
 absl::StatusOr<std::unique_ptr<Collective>> CreateCollective(const CollectiveOptions& options,
                                                              RendezvousClient* store);
 

@@ -2,6 +2,8 @@
 // and every transport wait is bounded by the group's timeout. Abort() makes a pending
 // operation fail at once: Gloo has no call for that, so it shuts down the group's own
 // sockets (those the mesh opened), which its transport then reports as peers gone.
+// Gloo writes with writev(2), which cannot ask for MSG_NOSIGNAL, so the process ignores
+// SIGPIPE once it makes a group (see IgnoreSigpipe).
 #include <gloo/allreduce.h>
 #include <gloo/broadcast.h>
 #include <gloo/math.h>
@@ -10,14 +12,20 @@
 #include <gloo/transport/tcp/device.h>
 
 #include <dirent.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <cstdlib>
+#include <mutex>
 #include <set>
 #include <stdexcept>
+#include <system_error>
+#include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/log.h"
 #include "worker/collective.h"
 
@@ -54,6 +62,24 @@ class GlooStore : public gloo::rendezvous::Store {
   std::chrono::milliseconds timeout_;
 };
 
+// A write to a connection that is gone (the peer closed or reset it, or our own Abort()
+// shut it down) raises SIGPIPE, whose default action ends the process without a word:
+// a rank resumed after SIGSTOP whose peer left meanwhile, or one aborted while its
+// transport still sends, then dies instead of failing the collective. With the signal
+// ignored the write fails with EPIPE and Gloo reports the peer gone. So SIGPIPE is
+// ignored, unless the program already chose a disposition of its own.
+void IgnoreSigpipe() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction current = {};
+    if (sigaction(SIGPIPE, nullptr, &current) != 0 || current.sa_handler != SIG_DFL) return;
+    struct sigaction ignore = {};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    sigaction(SIGPIPE, &ignore, nullptr);
+  });
+}
+
 // The process's socket descriptors now.
 std::set<int> SocketFds() {
   std::set<int> out;
@@ -83,13 +109,14 @@ class GlooCollective : public Collective {
       return absl::InvalidArgumentError("gloo: all-reduce takes a contiguous float32 CPU tensor");
     }
     if (context_->size == 1) return absl::OkStatus();
-    return Run("all-reduce", [&] {
-      gloo::AllreduceOptions opts(context_);
+    // By value: an abandoned operation outlives this call (see Run).
+    return Run("all-reduce", [context = context_, buffer, timeout = timeout_, tag = tag_++] {
+      gloo::AllreduceOptions opts(context);
       opts.setOutput(buffer.data_ptr<float>(), static_cast<size_t>(buffer.numel()));
       opts.setReduceFunction(
           static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
-      opts.setTimeout(timeout_);
-      opts.setTag(tag_++);
+      opts.setTimeout(timeout);
+      opts.setTag(tag);
       gloo::allreduce(opts);
     });
   }
@@ -104,12 +131,12 @@ class GlooCollective : public Collective {
           absl::StrCat("gloo: broadcast root ", root, " of world ", context_->size));
     }
     if (context_->size == 1 || buffer.nbytes() == 0) return absl::OkStatus();
-    return Run("broadcast", [&] {
-      gloo::BroadcastOptions opts(context_);
+    return Run("broadcast", [context = context_, buffer, root, timeout = timeout_, tag = tag_++] {
+      gloo::BroadcastOptions opts(context);
       opts.setOutput(static_cast<uint8_t*>(buffer.data_ptr()), buffer.nbytes());
       opts.setRoot(static_cast<int>(root));
-      opts.setTimeout(timeout_);
-      opts.setTag(tag_++);
+      opts.setTimeout(timeout);
+      opts.setTag(tag);
       gloo::broadcast(opts);
     });
   }
@@ -119,22 +146,83 @@ class GlooCollective : public Collective {
   void Abort() override {
     if (aborted_.exchange(true)) return;
     for (int fd : sockets_) ::shutdown(fd, SHUT_RDWR);
+    std::shared_ptr<OpState> pending;
+    {
+      absl::MutexLock lock(&mu_);
+      pending = pending_;
+    }
+    if (pending == nullptr) return;
+    absl::MutexLock lock(&pending->mu);
+    pending->abandoned = true;  // Run returns now
   }
 
  private:
-  // Runs one Gloo operation; Gloo reports failure by throwing, after which the group is
-  // unusable.
+  // One operation, shared by its thread, Run and Abort.
+  struct OpState {
+    absl::Mutex mu;
+    bool done ABSL_GUARDED_BY(mu) = false;
+    bool abandoned ABSL_GUARDED_BY(mu) = false;
+    absl::Status status ABSL_GUARDED_BY(mu);
+  };
+
+  // Runs one Gloo operation (`op` holds what it uses by value) on a thread of its own, and
+  // returns when it ends or Abort() comes, whichever is first. Gloo reports failure by
+  // throwing, after which the group is unusable. Abort() shuts the sockets down, but Gloo
+  // fails only the waits its transport still tracks: a send it had queued and could not
+  // finish (the peer gone, or our own shutdown) is not among them, so its wait lasts the
+  // whole timeout. An aborted operation is therefore left to end on its own thread (by the
+  // failure or the timeout), holding what it uses, the context included.
   template <typename Op>
-  absl::Status Run(const char* what, Op&& op) {
-    try {
-      op();
-    } catch (const std::exception& e) {
-      aborted_ = true;
-      return absl::UnavailableError(absl::StrCat("gloo ", what,
-                                                 " failed (a peer died or timed out after ",
-                                                 timeout_.count(), " ms): ", e.what()));
+  absl::Status Run(const char* what, Op op) {
+    auto state = std::make_shared<OpState>();
+    {
+      absl::MutexLock lock(&mu_);
+      pending_ = state;
     }
-    return absl::OkStatus();
+    if (aborted_) {  // Abort() may have come before pending_ was set
+      absl::MutexLock lock(&mu_);
+      pending_.reset();
+      return absl::AbortedError("gloo: the group was aborted");
+    }
+    try {
+      std::thread([state, op = std::move(op)] {
+        absl::Status status;
+        try {
+          op();
+        } catch (const std::exception& e) {
+          status = absl::UnavailableError(e.what());
+        }
+        absl::MutexLock lock(&state->mu);
+        state->status = std::move(status);
+        state->done = true;
+      }).detach();
+    } catch (const std::system_error& e) {  // no thread to be had
+      absl::MutexLock lock(&mu_);
+      pending_.reset();
+      return absl::UnavailableError(absl::StrCat("gloo ", what, ": ", e.what()));
+    }
+    bool abandoned = false;
+    absl::Status status;
+    {
+      absl::MutexLock lock(&state->mu);
+      state->mu.Await(absl::Condition(
+          +[](OpState* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->done || s->abandoned; },
+          state.get()));
+      abandoned = !state->done;
+      status = state->status;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      pending_.reset();
+    }
+    if (abandoned) {
+      return absl::AbortedError(absl::StrCat("gloo: the group was aborted during the ", what));
+    }
+    if (status.ok()) return status;
+    aborted_ = true;
+    return absl::UnavailableError(absl::StrCat("gloo ", what,
+                                               " failed (a peer died or timed out after ",
+                                               timeout_.count(), " ms): ", status.message()));
   }
 
   std::shared_ptr<gloo::rendezvous::Context> context_;
@@ -142,12 +230,15 @@ class GlooCollective : public Collective {
   const std::vector<int> sockets_;  // the mesh's connections
   uint32_t tag_ = 0;
   std::atomic<bool> aborted_{false};
+  absl::Mutex mu_;
+  std::shared_ptr<OpState> pending_ ABSL_GUARDED_BY(mu_);  // the operation Run waits on
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Collective>> CreateGlooCollective(const CollectiveOptions& options,
                                                                  RendezvousClient* store) {
+  IgnoreSigpipe();  // before the group has a socket to write to
   try {
     gloo::transport::tcp::attr attr(options.gloo_host.c_str());
     auto device = gloo::transport::tcp::CreateDevice(attr);
