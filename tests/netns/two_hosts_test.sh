@@ -327,7 +327,7 @@ done
 
 echo "RESULT plain link: round trip ${PLAIN_RTT} ms; step ${PLAIN_STEP} ms, all-reduce ${PLAIN_REDUCE} ms (medians of steps 4-$STEPS), least all-reduce ${PLAIN_REDUCE_MIN} ms"
 echo "RESULT shaped link ($SHAPE): round trip ${RTT} ms; step ${SHAPED_STEP} ms, all-reduce ${SHAPED_REDUCE} ms, least all-reduce ${SHAPED_REDUCE_MIN} ms"
-echo "RESULT link down -> RESTARTING ${DETECT_S} s (worker timeout ${WORKER_TIMEOUT_MS} ms); all-reduce failed on worker-0 ${FAILED_S[worker-0]} s, worker-1 ${FAILED_S[worker-1]} s (collective timeout ${COLLECTIVE_TIMEOUT_MS} ms)"
+echo "RESULT link down -> RESTARTING ${DETECT_S} s (worker timeout ${WORKER_TIMEOUT_MS} ms); all-reduce ended on worker-0 ${FAILED_S[worker-0]} s, worker-1 ${FAILED_S[worker-1]} s (collective timeout ${COLLECTIVE_TIMEOUT_MS} ms)"
 echo "RESULT link up -> attempt 2 started (from step $FROM) ${RESUME_S} s"
 echo "RESULT the resumed job's checkpoint is the fault-free one's: sha256 $SHA3"
 log "PASS"
